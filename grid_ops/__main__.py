@@ -1,0 +1,3 @@
+from grid_ops.cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""The grid-ops command line (Typer). Thin: parse, call, render.
+
+Nothing heavy is imported here: Ansible, ansible-runner, pydantic models and Jinja load
+inside the commands that need them, so ``grid-ops --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from grid_ops import __version__
+from grid_ops.cli import config_cmd, demo, inventory_cmd, lab_cmd, ping
+from grid_ops.errors import GridOpsError
+
+app = typer.Typer(
+    name="grid-ops",
+    help=(
+        "Provision and operate a small GPU cluster running Ray, driven by Ansible.\n\n"
+        "Commands that touch a cluster read one YAML config: -c PATH, else "
+        "$GRID_OPS_CONFIG, else ./cluster.yaml."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"grid-ops {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Provision and operate a small GPU cluster running Ray, driven by Ansible."""
+
+
+app.command("init")(config_cmd.init)
+app.command("ping")(ping.ping)
+app.command("demo")(demo.demo)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(inventory_cmd.app, name="inventory")
+app.add_typer(lab_cmd.app, name="lab")
+
+
+def main() -> None:
+    """Console entry point: user errors become one paragraph and an exit code."""
+    from grid_ops.cli.output import error
+
+    try:
+        app()
+    except GridOpsError as exc:
+        error(exc.message, exc.hint)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        error("Interrupted.")
+        sys.exit(130)

@@ -1,0 +1,91 @@
+"""grid-ops init, grid-ops config validate."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.output import out, print_json
+from grid_ops.errors import UsageError
+
+app = typer.Typer(help="Check cluster configs.", no_args_is_help=True)
+
+
+def starter_text() -> str:
+    return resources.files("grid_ops").joinpath("templates/cluster.example.yaml").read_text()
+
+
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the config.")] = Path("cluster.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter cluster config to PATH (default ./cluster.yaml)."""
+    from grid_ops.fsutil import write_atomic
+
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists.", "Pass --force to overwrite it, or another PATH.")
+    write_atomic(path, starter_text())
+    out.print(f"Wrote {path}. Edit its nodes, then run: grid-ops config validate -c {path}")
+
+
+@app.command("validate")
+def validate(
+    path: Annotated[
+        Path | None, typer.Argument(help="Config to check (default: -c, $GRID_OPS_CONFIG, ./cluster.yaml).")
+    ] = None,
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Check a cluster config and print a summary of its nodes, head and GPUs."""
+    cfg, resolved = load_config(path or config)
+    if json_out:
+        print_json(
+            {
+                "valid": True,
+                "path": str(resolved),
+                "name": cfg.name,
+                "head": cfg.head.name,
+                "gpus": sum(n.gpu_count for n in cfg.nodes),
+                "nodes": [
+                    {
+                        "name": n.name,
+                        "host": n.host,
+                        "port": n.port,
+                        "user": n.user,
+                        "role": "head" if n.name == cfg.head.name else "worker",
+                        "gpu_count": n.gpu_count,
+                        "memory_gb": n.memory_gb,
+                        "tags": n.tags,
+                    }
+                    for n in cfg.nodes
+                ],
+            }
+        )
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{cfg.name}: {resolved}", title_justify="left")
+    for col in ("node", "role", "address", "user", "GPUs", "memory GB", "tags"):
+        table.add_column(col, justify="right" if col in ("GPUs", "memory GB") else "left")
+    for n in cfg.nodes:
+        role = "head" if n.name == cfg.head.name else "worker"
+        address = "local" if n.connection == "local" else (f"{n.host}:{n.port}" if n.port else n.host)
+        table.add_row(
+            n.name,
+            f"[bold]{role}[/]" if role == "head" else role,
+            address,
+            n.user or "(ssh config)",
+            str(n.gpu_count),
+            "" if n.memory_gb is None else f"{n.memory_gb:g}",
+            ", ".join(n.tags),
+        )
+    out.print(table)
+    gpus = sum(n.gpu_count for n in cfg.nodes)
+    out.print(
+        f"[green]valid[/]: {len(cfg.nodes)} node(s), head {cfg.head.name}, {gpus} GPU(s), "
+        f"Ray {cfg.ray.version}"
+    )

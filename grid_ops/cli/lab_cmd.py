@@ -1,0 +1,114 @@
+"""grid-ops lab: SSH nodes as network namespaces on this machine (root only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from grid_ops.cli.common import JsonOption
+from grid_ops.cli.output import info, out, print_json
+
+app = typer.Typer(
+    help="A local lab: N SSH nodes as network namespaces on this machine (needs root).",
+    no_args_is_help=True,
+)
+
+NodeArg = Annotated[str, typer.Argument(help="Lab node name, e.g. node2.")]
+
+
+@app.command("up")
+def up(
+    nodes: Annotated[int, typer.Option("--nodes", "-n", help="How many nodes.", min=1)] = 3,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the lab's cluster config.")
+    ] = Path("lab.yaml"),
+    subnet: Annotated[
+        str, typer.Option(help="Private IPv4 range used only on the lab bridge.")
+    ] = "10.231.0.0/24",
+    json_out: JsonOption = False,
+) -> None:
+    """Create N nodes (own sshd, user, hostname) and write a cluster config for them.
+
+    Clears stale lab state first, and installs openssh-server and rsync with apt-get if
+    they are missing.
+    """
+    from grid_ops import lab
+
+    state = lab.up(nodes, output, subnet=subnet, progress=info)
+    if json_out:
+        print_json(lab.status())
+        return
+    out.print(
+        f"Lab up: {len(state.nodes)} node(s) on {state.subnet} "
+        f"({', '.join(f'{n.name}={n.ip}' for n in state.nodes)})."
+    )
+    out.print(f"Cluster config: {output}. Try: grid-ops ping -c {output}")
+
+
+@app.command("down")
+def down(json_out: JsonOption = False) -> None:
+    """Remove every namespace, bridge, user, process and key the lab made."""
+    from grid_ops import lab
+
+    removed = lab.down(progress=info)
+    if json_out:
+        print_json(removed)
+        return
+    if any(removed.values()):
+        out.print(
+            f"Lab down: removed {len(removed['namespaces'])} namespace(s), "
+            f"{len(removed['links'])} link(s), {len(removed['users'])} user(s)."
+        )
+    else:
+        out.print("No lab was up; nothing to remove.")
+
+
+@app.command("status")
+def status(json_out: JsonOption = False) -> None:
+    """Show the lab's nodes: namespace, user, sshd and whether SSH answers."""
+    from rich.table import Table
+
+    from grid_ops import lab
+
+    data = lab.status()
+    if json_out:
+        print_json(data)
+        return
+    if not data["up"]:
+        stale = data.get("stale_namespaces") or []
+        extra = f" Stale namespaces: {', '.join(stale)} (run 'grid-ops lab down')." if stale else ""
+        out.print(f"No lab is up.{extra}")
+        return
+    table = Table(title=f"lab on {data['subnet']} (config {data['config']})", title_justify="left")
+    for col in ("node", "ip", "user", "sshd", "ssh", "processes"):
+        table.add_column(col)
+    for row in data["nodes"]:  # type: ignore[attr-defined]
+        table.add_row(
+            row["name"],
+            row["ip"],
+            row["user"],
+            str(row["sshd_pid"] or "[red]stopped[/]"),
+            "[green]answers[/]" if row["ssh"] else "[red]down[/]",
+            str(row["processes"]),
+        )
+    out.print(table)
+
+
+@app.command("kill")
+def kill(node: NodeArg) -> None:
+    """Stop NODE's sshd and every process of its user (to test failures)."""
+    from grid_ops import lab
+
+    killed = lab.kill(node)
+    out.print(f"Killed lab node {killed.name} ({killed.ip}): sshd and all processes stopped.")
+
+
+@app.command("revive")
+def revive(node: NodeArg) -> None:
+    """Start a killed node's sshd again."""
+    from grid_ops import lab
+
+    revived = lab.revive(node)
+    out.print(f"Lab node {revived.name} ({revived.ip}) answers again.")

@@ -1,0 +1,51 @@
+"""grid-ops ping: reachability and Python on every node."""
+
+from __future__ import annotations
+
+import typer
+
+from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_config
+from grid_ops.cli.output import error, out, print_json
+from grid_ops.cli.progress import STYLE, LiveView
+
+
+def ping(config: ConfigOption = None, json_out: JsonOption = False, limit: LimitOption = None) -> None:
+    """Check that every node answers over SSH and runs Python (exit 1 if any does not)."""
+    from rich.table import Table
+
+    from grid_ops import ansible
+
+    cfg, path = load_config(config)
+    names = limit or [n.name for n in cfg.nodes]
+    with LiveView("ping", names, enabled=not json_out) as view:
+        result = ansible.run("ping", cfg, limit=limit, on_progress=view, source=str(path))
+    if json_out:
+        data = result.to_json()
+        for name, host in result.hosts.items():
+            data["hosts"][name]["python"] = host.facts.get("grid_node", {}).get("python_version")
+        print_json(data)
+    else:
+        table = Table(title=f"ping {cfg.name}: {result.seconds:.1f}s", title_justify="left")
+        for col in ("node", "status", "python", "hostname", "user", "message"):
+            table.add_column(col, overflow="fold" if col == "message" else None)
+        for name, host in result.hosts.items():
+            facts = host.facts.get("grid_node", {})
+            state = "unreachable" if host.unreachable else ("failed" if host.failed else "ok")
+            table.add_row(
+                name,
+                f"[{STYLE[state]}]{state}[/]",
+                str(facts.get("python_version", "")),
+                str(facts.get("hostname", "")),
+                str(facts.get("user", "")),
+                host.msg or "",
+            )
+        out.print(table)
+    bad = result.failed_hosts
+    if bad:
+        if not json_out:
+            error(
+                f"{len(bad)} of {len(result.hosts)} node(s) did not answer: {', '.join(bad)}.",
+                "Check that they are up and reachable with the ssh settings in the config "
+                "(their messages are in the table above).",
+            )
+        raise typer.Exit(1)

@@ -1,0 +1,104 @@
+"""Live per-host view of a playbook run, and its summary table."""
+
+from __future__ import annotations
+
+import sys
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from rich.live import Live
+from rich.table import Table
+
+from grid_ops.cli.output import err, out
+
+if TYPE_CHECKING:
+    from grid_ops.ansible import PlaybookResult
+
+STYLE = {
+    "ok": "green",
+    "changed": "yellow",
+    "failed": "red",
+    "unreachable": "red",
+    "skipped": "dim",
+    "ignored": "dim",
+    "running": "cyan",
+}
+
+
+class LiveView:
+    """Shows, per host, the task it is on; only when stderr is a terminal."""
+
+    def __init__(self, title: str, hosts: list[str], enabled: bool = True) -> None:
+        self.title = title
+        self.rows: dict[str, tuple[str, str]] = {h: ("waiting", "") for h in hosts}
+        self.started = time.monotonic()
+        self.enabled = enabled and sys.stderr.isatty()
+        self._live: Live | None = None
+
+    def __enter__(self) -> LiveView:
+        if self.enabled:
+            self._live = Live(self._render(), console=err, refresh_per_second=8, transient=True)
+            self._live.__enter__()
+        else:
+            err.print(f"[dim]{self.title}: {len(self.rows)} node(s)…[/]")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._live is not None:
+            self._live.__exit__(exc_type, exc, tb)
+
+    def __call__(self, host: str, task: str, status: str | None) -> None:
+        previous = self.rows.get(host, ("", ""))[0]
+        if status is None:
+            state = "running"
+        elif status in ("failed", "unreachable") or previous in ("failed", "unreachable"):
+            state = status if status in ("failed", "unreachable") else previous
+        else:
+            state = status
+        self.rows[host] = (state, task)
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def _render(self) -> Table:
+        elapsed = time.monotonic() - self.started
+        table = Table(title=f"{self.title} ({elapsed:.0f}s)", title_justify="left", box=None)
+        table.add_column("node")
+        table.add_column("state")
+        table.add_column("task")
+        for host, (state, task) in sorted(self.rows.items()):
+            style = STYLE.get(state, "")
+            table.add_row(host, f"[{style}]{state}[/]" if style else state, task)
+        return table
+
+
+def summary_table(result: PlaybookResult) -> Table:
+    """The end-of-run recap: counts per host and the failure message."""
+    table = Table(title=f"{result.playbook}: {result.seconds:.1f}s", title_justify="left")
+    table.add_column("node")
+    table.add_column("status")
+    for counter in ("ok", "changed", "failed", "unreachable", "skipped"):
+        table.add_column(counter, justify="right")
+    table.add_column("message", overflow="fold")
+    for host in result.hosts.values():
+        style = STYLE.get(host.status, "")
+        table.add_row(
+            host.name,
+            f"[{style}]{host.status}[/]",
+            str(host.ok),
+            str(host.changed),
+            str(host.failed),
+            str(host.unreachable),
+            str(host.skipped),
+            host.msg or "",
+        )
+    return table
+
+
+def print_summary(result: PlaybookResult) -> None:
+    out.print(summary_table(result))

@@ -1,0 +1,37 @@
+"""Errors a user can act on: one paragraph, what went wrong and what to do next."""
+
+from __future__ import annotations
+
+
+class GridOpsError(Exception):
+    """An error shown to the user as a short paragraph, never as a traceback."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+class ConfigError(GridOpsError):
+    """The cluster config is missing, unreadable or invalid (exit code 2)."""
+
+    exit_code = 2
+
+
+class UsageError(GridOpsError):
+    """The command line asks for something that cannot be done as asked (exit code 2)."""
+
+    exit_code = 2
+
+
+class LabError(GridOpsError):
+    """The local lab could not be set up, inspected or torn down."""
+
+
+class AnsibleRunError(GridOpsError):
+    """ansible-runner could not start or finish a playbook run."""

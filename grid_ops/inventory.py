@@ -1,0 +1,145 @@
+"""Cluster config -> Ansible inventory (``hosts.yml`` + ``group_vars/all.yml``).
+
+The rendered directory is what operators pass to ``ansible-playbook -i``; grid-ops renders
+the same files into each run's private data dir, so both paths see identical inventories.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+from grid_ops.config import ClusterConfig, NodeConfig
+from grid_ops.fsutil import write_atomic
+
+LOCAL_PYTHON = "/usr/bin/python3"
+
+
+def _environment() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("grid_ops", "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["to_json"] = lambda value: json.dumps(value, ensure_ascii=False)
+    return env
+
+
+def group_name(tag: str) -> str:
+    """Ansible group for a node tag (group names allow only letters, digits and _)."""
+    return "tag_" + re.sub(r"[^A-Za-z0-9_]", "_", tag)
+
+
+def groups(config: ClusterConfig) -> dict[str, list[str]]:
+    """grid_head, grid_workers, grid_gpu and one tag_<tag> group per tag."""
+    out: dict[str, list[str]] = {
+        "grid_head": [config.head.name],
+        "grid_workers": [n.name for n in config.workers],
+        "grid_gpu": [n.name for n in config.nodes if n.gpu_count > 0],
+    }
+    for node in config.nodes:
+        for tag in node.tags:
+            members = out.setdefault(group_name(tag), [])
+            if node.name not in members:
+                members.append(node.name)
+    return out
+
+
+def ssh_args(config: ClusterConfig) -> list[str]:
+    """The ssh options every connection to this cluster needs (beyond ansible.cfg's)."""
+    ssh = config.ssh
+    args: list[str] = []
+    if ssh.config_file:
+        args += ["-F", str(ssh.config_file)]
+    if ssh.known_hosts_file:
+        args += ["-o", f"UserKnownHostsFile={ssh.known_hosts_file}"]
+        args += ["-o", "StrictHostKeyChecking=yes"]
+    else:
+        # New hosts are learned once; a changed host key is always refused.
+        args += ["-o", "StrictHostKeyChecking=accept-new"]
+    if ssh.key_file:
+        args += ["-o", "IdentitiesOnly=yes"]
+    args += ["-o", f"ConnectTimeout={ssh.connect_timeout}"]
+    args += list(ssh.extra_args)
+    return args
+
+
+def host_vars(config: ClusterConfig, node: NodeConfig) -> dict[str, Any]:
+    """What Ansible needs to reach ``node``, plus the node's grid-ops facts."""
+    out: dict[str, Any] = {"ansible_host": node.host}
+    if node.connection == "local":
+        out["ansible_connection"] = "local"
+        out["ansible_python_interpreter"] = config.python_interpreter or LOCAL_PYTHON
+    else:
+        if node.port:
+            out["ansible_port"] = node.port
+        if node.user:
+            out["ansible_user"] = node.user
+        if config.ssh.key_file:
+            out["ansible_ssh_private_key_file"] = str(config.ssh.key_file)
+        out["ansible_ssh_common_args"] = shlex.join(ssh_args(config))
+        out["ansible_ssh_timeout"] = config.ssh.connect_timeout
+        if config.python_interpreter:
+            out["ansible_python_interpreter"] = config.python_interpreter
+    override = config.ray.nodes.get(node.name)
+    out.update(
+        grid_role="head" if node.name == config.head.name else "worker",
+        grid_gpu_count=node.gpu_count,
+        grid_memory_gb=node.memory_gb,
+        grid_tags=list(node.tags),
+        grid_ray_overrides=override.model_dump(exclude_none=True) if override else {},
+    )
+    return out
+
+
+def cluster_vars(config: ClusterConfig) -> dict[str, Any]:
+    """Cluster-wide variables (group_vars/all.yml) the roles read."""
+    dump = config.model_dump(mode="json")
+    return {
+        "grid_cluster_name": config.name,
+        "grid_remote_root": config.remote_root,
+        "grid_head_node": config.head.name,
+        "grid_head_host": config.head.host,
+        "grid_ray": {k: v for k, v in dump["ray"].items() if k != "nodes"},
+        "grid_sync": dump["sync"],
+        "grid_health_check": dump["health_check"],
+        "grid_execution": dump["execution"],
+        "grid_resource_sharing": dump["resource_sharing"],
+        "grid_offload": dump["offload"],
+    }
+
+
+def render_text(config: ClusterConfig, source: str = "cluster.yaml") -> dict[str, str]:
+    """The inventory files as ``{relative path: text}``."""
+    env = _environment()
+    context = {
+        "config": config,
+        "source": source,
+        "hostvars": {n.name: host_vars(config, n) for n in config.nodes},
+        "groups": groups(config),
+        "cluster_vars": cluster_vars(config),
+    }
+    return {
+        "hosts.yml": env.get_template("hosts.yml.j2").render(context),
+        "group_vars/all.yml": env.get_template("group_vars_all.yml.j2").render(context),
+    }
+
+
+def default_dir(config: ClusterConfig, root: Path | None = None) -> Path:
+    """``inventory/<cluster name>/`` under ``root`` (default: the current directory)."""
+    return (root or Path.cwd()) / "inventory" / config.name
+
+
+def render(config: ClusterConfig, out_dir: Path, source: str = "cluster.yaml") -> Path:
+    """Write the inventory into ``out_dir``; returns the path of ``hosts.yml``."""
+    for rel, text in render_text(config, source).items():
+        write_atomic(out_dir / rel, text)
+    return out_dir / "hosts.yml"
