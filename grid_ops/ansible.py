@@ -272,8 +272,10 @@ def run(
             f"Its files are in {private}.",
         ) from None
     finally:
-        keep = keep_runs if keep_runs is not None else int(
-            os.environ.get("GRID_OPS_KEEP_RUNS", KEEP_RUNS)
+        keep = (
+            keep_runs
+            if keep_runs is not None
+            else int(os.environ.get("GRID_OPS_KEEP_RUNS", KEEP_RUNS))
         )
         _prune_runs(max(keep, 1))
     seconds = round(time.monotonic() - started, 3)

@@ -77,7 +77,8 @@ class SSHConfig(Strict):
     connect_timeout: Annotated[int, Field(ge=1, le=600)] = 10
     max_retries: Annotated[int, Field(ge=0, le=20)] = 3
     pool_size: Annotated[int, Field(ge=1)] | None = Field(
-        default=None, description="most parallel SSH connections (Ansible forks); default: one per node"
+        default=None,
+        description="most parallel SSH connections (Ansible forks); default: one per node",
     )
     key_file: Path | None = None
     config_file: Path | None = Field(default=None, description="an ssh_config file (ssh -F)")
@@ -314,9 +315,10 @@ def _describe(err: Any) -> str:
     if kind == "extra_forbidden":
         known = _known_fields(loc)
         key = str(loc[-1]) if loc else "?"
-        close = difflib.get_close_matches(key, known, n=1) or [
-            k for k in known if len(key) >= 3 and k.startswith(key[:3])
-        ][:1]
+        close = (
+            difflib.get_close_matches(key, known, n=1)
+            or [k for k in known if len(key) >= 3 and k.startswith(key[:3])][:1]
+        )
         suggestion = f"did you mean '{close[0]}'?" if close else "remove it"
         return f"{path}: unknown key '{key}' ({suggestion})"
     if kind == "missing":
@@ -376,9 +378,13 @@ def load(path: Path | str) -> ClusterConfig:
             "'grid-ops init' (or 'grid-ops lab up' for a local lab).",
         ) from None
     except IsADirectoryError:
-        raise ConfigError(f"{path} is a directory, not a config file.", "Pass a YAML file.") from None
+        raise ConfigError(
+            f"{path} is a directory, not a config file.", "Pass a YAML file."
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Cannot read {path}: {exc}.", "Check the path and its permissions.") from None
+        raise ConfigError(
+            f"Cannot read {path}: {exc}.", "Check the path and its permissions."
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -13,6 +13,7 @@ later ``up`` or ``down`` finds and clears stale state even when the state file i
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from grid_ops.errors import LabError
 from grid_ops.fsutil import write_atomic
@@ -129,8 +131,7 @@ def _sh(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Compl
 def require_root() -> None:
     if os.geteuid() != 0:
         raise LabError(
-            "The lab needs root: it creates network namespaces, a bridge, users and sshd "
-            "daemons.",
+            "The lab needs root: it creates network namespaces, a bridge, users and sshd daemons.",
             "Run it as root (e.g. 'sudo grid-ops lab up'), or point grid-ops at real nodes "
             "with a cluster config ('grid-ops init').",
         )
@@ -201,14 +202,18 @@ def _lab_namespaces() -> list[str]:
 
 
 def _lab_users() -> list[str]:
-    users = []
+    users: list[str] = []
     try:
         lines = Path("/etc/passwd").read_text().splitlines()
     except OSError:
         return users
     for line in lines:
         parts = line.split(":")
-        if len(parts) > 4 and parts[4].startswith(USER_COMMENT) and parts[0].startswith(USER_PREFIX):
+        if (
+            len(parts) > 4
+            and parts[4].startswith(USER_COMMENT)
+            and parts[0].startswith(USER_PREFIX)
+        ):
             users.append(parts[0])
     return users
 
@@ -222,30 +227,44 @@ def _pids_of_user(user: str) -> list[int]:
     return [int(p) for p in proc.stdout.split()]
 
 
+def _tcp_peers(ips: set[str]) -> set[str]:
+    """Socket inodes of this namespace's TCP connections to any of ``ips``."""
+    wanted = {socket.inet_aton(ip)[::-1].hex().upper() for ip in ips}
+    inodes: set[str] = set()
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return inodes
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 9 and fields[2].split(":")[0] in wanted:
+            inodes.add(fields[9])
+    return inodes
+
+
 def _controller_ssh_pids(ips: set[str]) -> list[int]:
-    """ssh client processes of this box (e.g. ControlPersist masters) aimed at lab nodes."""
+    """ssh clients of this box connected to lab nodes, ControlPersist masters included."""
+    inodes = _tcp_peers(ips)
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if not (os.path.basename(argv0) == "ssh" or argv0.startswith("ssh: ")):
+                continue
+            links = {os.readlink(fd) for fd in (entry / "fd").iterdir()}
         except OSError:
             continue
-        args = [a.decode(errors="replace") for a in argv if a]
-        if not args or os.path.basename(args[0]) not in ("ssh", "rsync", "sshpass"):
-            continue
-        if any(a in ips or a.split("@")[-1] in ips for a in args[1:]):
+        if any(link[8:-1] in inodes for link in links if link.startswith("socket:[")):
             pids.append(int(entry.name))
     return pids
 
 
 def _kill(pids: list[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def _kill_user(user: str, timeout: float = 5.0) -> None:
@@ -558,7 +577,7 @@ def _build(state: LabState, progress: Progress) -> None:
 # status, kill, revive
 
 
-def status() -> dict[str, object]:
+def status() -> dict[str, Any]:
     """What is up: per node, whether its namespace, user and sshd exist and answer."""
     state = load_state()
     namespaces = set(_lab_namespaces())

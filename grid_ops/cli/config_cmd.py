@@ -27,7 +27,9 @@ def init(
     from grid_ops.fsutil import write_atomic
 
     if path.exists() and not force:
-        raise UsageError(f"{path} already exists.", "Pass --force to overwrite it, or another PATH.")
+        raise UsageError(
+            f"{path} already exists.", "Pass --force to overwrite it, or another PATH."
+        )
     write_atomic(path, starter_text())
     out.print(f"Wrote {path}. Edit its nodes, then run: grid-ops config validate -c {path}")
 
@@ -35,7 +37,8 @@ def init(
 @app.command("validate")
 def validate(
     path: Annotated[
-        Path | None, typer.Argument(help="Config to check (default: -c, $GRID_OPS_CONFIG, ./cluster.yaml).")
+        Path | None,
+        typer.Argument(help="Config to check (default: -c, $GRID_OPS_CONFIG, ./cluster.yaml)."),
     ] = None,
     config: ConfigOption = None,
     json_out: JsonOption = False,
@@ -73,7 +76,9 @@ def validate(
         table.add_column(col, justify="right" if col in ("GPUs", "memory GB") else "left")
     for n in cfg.nodes:
         role = "head" if n.name == cfg.head.name else "worker"
-        address = "local" if n.connection == "local" else (f"{n.host}:{n.port}" if n.port else n.host)
+        address = (
+            "local" if n.connection == "local" else (f"{n.host}:{n.port}" if n.port else n.host)
+        )
         table.add_row(
             n.name,
             f"[bold]{role}[/]" if role == "head" else role,

@@ -18,7 +18,9 @@ def render(
     config: ConfigOption = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Directory to write. Default: inventory/<cluster name>/."),
+        typer.Option(
+            "--output", "-o", help="Directory to write. Default: inventory/<cluster name>/."
+        ),
     ] = None,
     json_out: JsonOption = False,
 ) -> None:

@@ -84,7 +84,7 @@ def status(json_out: JsonOption = False) -> None:
     table = Table(title=f"lab on {data['subnet']} (config {data['config']})", title_justify="left")
     for col in ("node", "ip", "user", "sshd", "ssh", "processes"):
         table.add_column(col)
-    for row in data["nodes"]:  # type: ignore[attr-defined]
+    for row in data["nodes"]:
         table.add_row(
             row["name"],
             row["ip"],

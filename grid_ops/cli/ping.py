@@ -9,7 +9,9 @@ from grid_ops.cli.output import error, out, print_json
 from grid_ops.cli.progress import STYLE, LiveView
 
 
-def ping(config: ConfigOption = None, json_out: JsonOption = False, limit: LimitOption = None) -> None:
+def ping(
+    config: ConfigOption = None, json_out: JsonOption = False, limit: LimitOption = None
+) -> None:
     """Check that every node answers over SSH and runs Python (exit 1 if any does not)."""
     from rich.table import Table
 
@@ -26,8 +28,9 @@ def ping(config: ConfigOption = None, json_out: JsonOption = False, limit: Limit
         print_json(data)
     else:
         table = Table(title=f"ping {cfg.name}: {result.seconds:.1f}s", title_justify="left")
-        for col in ("node", "status", "python", "hostname", "user", "message"):
-            table.add_column(col, overflow="fold" if col == "message" else None)
+        for col in ("node", "status", "python", "hostname", "user"):
+            table.add_column(col)
+        table.add_column("message", overflow="fold")
         for name, host in result.hosts.items():
             facts = host.facts.get("grid_node", {})
             state = "unreachable" if host.unreachable else ("failed" if host.failed else "ok")

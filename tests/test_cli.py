@@ -1,0 +1,82 @@
+"""CLI start-up, help text and error handling as a user sees them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import grid_ops
+
+HEAVY = ("ansible", "ansible_runner", "ray", "jinja2")
+
+
+def _imported_modules(*args: str) -> set[str]:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "grid_ops", *args],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    names = set()
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip())
+    return names
+
+
+@pytest.mark.parametrize("args", [("--help",), ("lab", "--help"), ("config", "--help")])
+def test_help_imports_no_ansible_or_ray(args: tuple[str, ...]) -> None:
+    loaded = _imported_modules(*args)
+    heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
+    assert heavy == []
+    assert not {"grid_ops.config", "grid_ops.ansible", "grid_ops.lab"} & loaded
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--help",),
+        ("init", "--help"),
+        ("ping", "--help"),
+        ("demo", "--help"),
+        ("config", "validate", "--help"),
+        ("inventory", "render", "--help"),
+        ("lab", "up", "--help"),
+        ("lab", "down", "--help"),
+        ("lab", "status", "--help"),
+        ("lab", "kill", "--help"),
+        ("lab", "revive", "--help"),
+    ],
+)
+def test_every_command_explains_itself(args: tuple[str, ...]) -> None:
+    proc = grid_ops(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage:" in proc.stdout
+    words = proc.stdout.split("Usage:")[1]
+    assert len(words.split()) > 8  # more than a bare usage line
+
+
+def test_version() -> None:
+    proc = grid_ops("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("grid-ops ")
+
+
+def test_ping_without_config_is_a_clear_error(tmp_path: object) -> None:
+    proc = grid_ops("ping", cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})  # type: ignore[arg-type]
+    assert proc.returncode == 2
+    assert "cluster.yaml does not exist" in proc.stderr
+    assert "grid-ops init" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_ping_unknown_limit_node_is_a_clear_error(tmp_path: object) -> None:
+    from pathlib import Path
+
+    cfg = Path(str(tmp_path)) / "c.yaml"
+    cfg.write_text("nodes:\n  - {name: a, host: localhost, connection: local}\n")
+    proc = grid_ops("ping", "-c", str(cfg), "--limit", "zz")
+    assert proc.returncode == 2
+    assert "Unknown node 'zz'" in proc.stderr and "a" in proc.stderr
+    assert "Traceback" not in proc.stderr
