@@ -61,7 +61,7 @@ class NodeConfig(Strict):
     port: Port | None = Field(default=None, description="SSH port; unset = ssh config or 22")
     user: str | None = Field(default=None, description="SSH user; unset = ssh config")
     role: Literal["head", "worker"] | None = None
-    gpu_count: NonNegInt = 0
+    gpu_count: Annotated[int, Field(ge=0, strict=True)] = 0
     memory_gb: NonNegFloat | None = None
     tags: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(default_factory=list)
     connection: Literal["ssh", "local"] = "ssh"
@@ -129,11 +129,25 @@ class RayConfig(Strict):
             return data
         data = dict(data)
         if "redis_port" in data:
-            data.setdefault("port", data.pop("redis_port"))
+            if "port" in data:
+                raise ValueError(
+                    "both 'port' and its older name 'redis_port' are set; keep only 'port'"
+                )
+            data["port"] = data.pop("redis_port")
         if "head_bind_all" in data:
             bind_all = data.pop("head_bind_all")
-            if bind_all is True:
-                data.setdefault("dashboard_host", "0.0.0.0")
+            if not isinstance(bind_all, bool):
+                raise ValueError(
+                    f"head_bind_all must be true or false (got {bind_all!r}); "
+                    "or set dashboard_host instead"
+                )
+            if bind_all and "dashboard_host" in data:
+                raise ValueError(
+                    "both 'dashboard_host' and its older form 'head_bind_all' are set; "
+                    "keep only 'dashboard_host'"
+                )
+            if bind_all:
+                data["dashboard_host"] = "0.0.0.0"
         return data
 
 
@@ -211,7 +225,9 @@ class ClusterConfig(Strict):
                 )
             seen_names[node.name] = i
             addr = f"{node.host.lower()}:{node.port or 22}"
-            if node.connection == "ssh" and addr in seen_addr:
+            if node.connection != "ssh":
+                continue
+            if addr in seen_addr:
                 raise ValueError(
                     f"nodes[{i}]: '{node.name}' has the same host:port ({addr}) as "
                     f"'{seen_addr[addr]}'; each node needs its own address"
@@ -366,6 +382,30 @@ def _resolve_paths(config: ClusterConfig, base: Path) -> ClusterConfig:
     return config
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (the last would win silently)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, list | dict):
+            continue
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key '{key}' is repeated in one mapping", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _unique_mapping,
+)
+
+
 def load(path: Path | str) -> ClusterConfig:
     """Read, parse and validate a cluster config file."""
     path = Path(path)
@@ -386,14 +426,14 @@ def load(path: Path | str) -> ClusterConfig:
             f"Cannot read {path}: {exc}.", "Check the path and its permissions."
         ) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(
             f"{path} is not valid YAML{where}: {problem}.",
-            "Fix the syntax there (indentation and ':' are the usual suspects).",
+            "Fix the YAML there (indentation, ':' and repeated keys are the usual suspects).",
         ) from None
     config = parse(data, source=str(path), default_name=path.stem)
     return _resolve_paths(config, path.resolve().parent)

@@ -19,3 +19,16 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_file(path: Path, text: str) -> None:
+    """``write_atomic`` for user-named paths: a file-system error becomes a clear message."""
+    from grid_ops.errors import UsageError
+
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        raise UsageError(
+            f"Cannot write {path}: {exc.strerror or exc}.",
+            "Pick a path in a directory you can write to.",
+        ) from None

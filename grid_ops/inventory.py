@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 from grid_ops.config import ClusterConfig, NodeConfig
-from grid_ops.fsutil import write_atomic
+from grid_ops.fsutil import write_file
 
-LOCAL_PYTHON = "/usr/bin/python3"
+
+def local_python() -> str:
+    """Python for ``connection: local`` nodes: the system one, else the one running us."""
+    return "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 
 
 def _environment() -> Any:
@@ -77,7 +81,7 @@ def host_vars(config: ClusterConfig, node: NodeConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"ansible_host": node.host}
     if node.connection == "local":
         out["ansible_connection"] = "local"
-        out["ansible_python_interpreter"] = config.python_interpreter or LOCAL_PYTHON
+        out["ansible_python_interpreter"] = config.python_interpreter or local_python()
     else:
         if node.port:
             out["ansible_port"] = node.port
@@ -141,5 +145,5 @@ def default_dir(config: ClusterConfig, root: Path | None = None) -> Path:
 def render(config: ClusterConfig, out_dir: Path, source: str = "cluster.yaml") -> Path:
     """Write the inventory into ``out_dir``; returns the path of ``hosts.yml``."""
     for rel, text in render_text(config, source).items():
-        write_atomic(out_dir / rel, text)
+        write_file(out_dir / rel, text)
     return out_dir / "hosts.yml"

@@ -39,7 +39,16 @@ USER_COMMENT = "grid-ops lab node"
 DEFAULT_SUBNET = "10.231.0.0/24"
 MAX_NODES = 32
 SSHD = "/usr/sbin/sshd"
-APT_PACKAGES = ["openssh-server", "openssh-client", "rsync", "iproute2", "util-linux", "procps"]
+APT_PACKAGES = [
+    "openssh-server",
+    "openssh-client",
+    "rsync",
+    "iproute2",
+    "util-linux",
+    "procps",
+    "python3",
+    "python3-venv",
+]
 NEEDED_TOOLS = {
     "/usr/sbin/sshd": "openssh-server",
     "ssh": "openssh-client",
@@ -143,6 +152,10 @@ def _missing_tools() -> list[str]:
         found = Path(tool).exists() if tool.startswith("/") else shutil.which(tool)
         if not found:
             missing.append(package)
+    # Nodes build their venvs from the system Python, which needs venv support (ensurepip).
+    probe = ["/usr/bin/python3", "-c", "import ensurepip, venv"]
+    if not Path(probe[0]).exists() or subprocess.run(probe, capture_output=True).returncode:
+        missing.append("python3-venv")
     return sorted(set(missing))
 
 

@@ -24,13 +24,15 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter cluster config to PATH (default ./cluster.yaml)."""
-    from grid_ops.fsutil import write_atomic
+    from grid_ops.fsutil import write_file
 
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory.", "Give a file path, e.g. cluster.yaml.")
     if path.exists() and not force:
         raise UsageError(
             f"{path} already exists.", "Pass --force to overwrite it, or another PATH."
         )
-    write_atomic(path, starter_text())
+    write_file(path, starter_text())
     out.print(f"Wrote {path}. Edit its nodes, then run: grid-ops config validate -c {path}")
 
 
