@@ -41,6 +41,8 @@ class HostResult:
     failed_task: str | None = None
     task: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    changed_tasks: list[str] = field(default_factory=list)
+    diffs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
     durations: dict[str, float] = field(default_factory=dict)
 
@@ -150,6 +152,12 @@ class _Collector:
                 result.facts.update(facts)
             if status in ("ok", "changed"):
                 result.results[task] = res
+            if status == "changed":
+                result.changed_tasks.append(task)
+                diff = res.get("diff")
+                for item in diff if isinstance(diff, list) else [diff] if diff else []:
+                    if isinstance(item, dict) and ("before" in item or "after" in item):
+                        result.diffs.append((task, item))
         if status in ("failed", "unreachable"):
             result.msg = _message(res)
             result.failed_task = task

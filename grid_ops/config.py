@@ -103,6 +103,7 @@ class SyncConfig(Strict):
 
 
 class RayNodeOverride(Strict):
+    node_ip: str | None = Field(default=None, description="address Ray uses for this node")
     num_cpus: NonNegInt | None = None
     num_gpus: NonNegInt | None = None
     memory_gb: PosFloat | None = None
@@ -151,6 +152,15 @@ class RayConfig(Strict):
         return data
 
 
+class ProvisionConfig(Strict):
+    packages: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="extra pip requirements for the node venvs"
+    )
+    wheelhouse: Path | None = Field(
+        default=None, description="controller dir caching wheels; default ~/.cache/grid-ops"
+    )
+
+
 class ExecutionConfig(Strict):
     default_nodes: Annotated[int, Field(ge=1)] = 1
     default_gpus_per_node: NonNegInt = 1
@@ -196,7 +206,9 @@ class ClusterConfig(Strict):
     python_interpreter: str | None = Field(
         default=None, description="Python on the nodes; unset = Ansible discovers it"
     )
+    become: bool = Field(default=False, description="may use sudo to install system packages")
     ssh: SSHConfig = Field(default_factory=SSHConfig)
+    provision: ProvisionConfig = Field(default_factory=ProvisionConfig)
     health_check: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
     sync: SyncConfig = Field(default_factory=SyncConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -374,11 +386,16 @@ def parse(data: Any, source: str = "<config>", default_name: str = "cluster") ->
 
 def _resolve_paths(config: ClusterConfig, base: Path) -> ClusterConfig:
     """Make controller-side file paths absolute (relative ones are relative to the file)."""
-    for attr in ("key_file", "config_file", "known_hosts_file"):
-        value: Path | None = getattr(config.ssh, attr)
+    for section, attr in (
+        (config.ssh, "key_file"),
+        (config.ssh, "config_file"),
+        (config.ssh, "known_hosts_file"),
+        (config.provision, "wheelhouse"),
+    ):
+        value: Path | None = getattr(section, attr)
         if value is not None:
             path = value.expanduser()
-            setattr(config.ssh, attr, path if path.is_absolute() else (base / path).resolve())
+            setattr(section, attr, path if path.is_absolute() else (base / path).resolve())
     return config
 
 

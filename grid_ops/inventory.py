@@ -6,6 +6,7 @@ the same files into each run's private data dir, so both paths see identical inv
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shlex
@@ -76,6 +77,44 @@ def ssh_args(config: ClusterConfig) -> list[str]:
     return args
 
 
+def node_ip(config: ClusterConfig, node: NodeConfig) -> str | None:
+    """The address Ray should use for ``node`` when the config says it: override or IP.
+
+    Names are not resolved here (that would be a DNS query from the controller); for them
+    the node reports the address its SSH connection arrived on (fact grid_node.ssh_ip).
+    """
+    override = config.ray.nodes.get(node.name)
+    if override and override.node_ip:
+        return override.node_ip
+    if node.connection == "local":
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(node.host))
+    except ValueError:
+        return None
+
+
+def ssh_command(config: ClusterConfig, node: NodeConfig) -> list[str]:
+    """``ssh`` with the cluster's settings for ``node`` (add the target and command).
+
+    Connections are multiplexed (ControlPersist) so rsync and ``grid-ops run`` after the
+    first pay no new handshake.
+    """
+    args = ["ssh", "-o", "BatchMode=yes"]
+    if node.port:
+        args += ["-p", str(node.port)]
+    if config.ssh.key_file:
+        args += ["-i", str(config.ssh.key_file)]
+    args += ssh_args(config)
+    args += ["-o", "ControlMaster=auto", "-o", "ControlPersist=60s"]
+    args += ["-o", "ControlPath=~/.ansible/cp/grid-%C"]
+    return args
+
+
+def ssh_target(node: NodeConfig) -> str:
+    return f"{node.user}@{node.host}" if node.user else node.host
+
+
 def host_vars(config: ClusterConfig, node: NodeConfig) -> dict[str, Any]:
     """What Ansible needs to reach ``node``, plus the node's grid-ops facts."""
     out: dict[str, Any] = {"ansible_host": node.host}
@@ -93,6 +132,16 @@ def host_vars(config: ClusterConfig, node: NodeConfig) -> dict[str, Any]:
         out["ansible_ssh_timeout"] = config.ssh.connect_timeout
         if config.python_interpreter:
             out["ansible_python_interpreter"] = config.python_interpreter
+    if node.connection == "local":
+        out.update(grid_rsync_rsh="", grid_rsync_dest="")
+    else:
+        out.update(
+            grid_rsync_rsh=shlex.join(ssh_command(config, node)),
+            grid_rsync_dest=f"{ssh_target(node)}:",
+        )
+    ip = node_ip(config, node)
+    if ip:
+        out["grid_node_ip"] = ip
     override = config.ray.nodes.get(node.name)
     out.update(
         grid_role="head" if node.name == config.head.name else "worker",
@@ -110,6 +159,8 @@ def cluster_vars(config: ClusterConfig) -> dict[str, Any]:
     return {
         "grid_cluster_name": config.name,
         "grid_remote_root": config.remote_root,
+        "grid_become": config.become,
+        "grid_provision": dump["provision"],
         "grid_head_node": config.head.name,
         "grid_head_host": config.head.host,
         "grid_ray": {k: v for k, v in dump["ray"].items() if k != "nodes"},

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from grid_ops import __version__
-from grid_ops.cli import config_cmd, demo, inventory_cmd, lab_cmd, ping
+from grid_ops.cli import cluster, config_cmd, demo, inventory_cmd, lab_cmd, ping, provision, run_cmd
 from grid_ops.errors import GridOpsError
 
 app = typer.Typer(
@@ -47,9 +47,13 @@ def _root(
 
 app.command("init")(config_cmd.init)
 app.command("ping")(ping.ping)
+app.command("provision")(provision.provision)
+app.command("up")(provision.up)
+app.command("run", context_settings={"allow_interspersed_args": False})(run_cmd.run)
 app.command("demo")(demo.demo)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(inventory_cmd.app, name="inventory")
+app.add_typer(cluster.app, name="cluster")
 app.add_typer(lab_cmd.app, name="lab")
 
 

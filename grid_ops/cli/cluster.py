@@ -1,0 +1,96 @@
+"""grid-ops cluster start|stop|status|restart: the Ray cluster, driven by playbooks."""
+
+from __future__ import annotations
+
+import typer
+
+from grid_ops.cli import playbook
+from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.output import error, out, print_json
+from grid_ops.cli.progress import LiveView
+
+app = typer.Typer(help="Start, stop and inspect the Ray cluster.", no_args_is_help=True)
+
+
+@app.command("start")
+def start(config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Start Ray: the head first (waiting for its GCS), then the workers.
+
+    Nodes where Ray already runs are left alone, so on a running cluster this changes
+    nothing, and with one worker down it starts only that worker.
+    """
+    cfg, path = load_config(config)
+    result = playbook.run("ray_start", cfg, path, title="ray start", json_out=json_out)
+    playbook.finish(result, json_out, "cluster start")
+
+
+@app.command("stop")
+def stop(config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Stop Ray on every node, as each node's user."""
+    cfg, path = load_config(config)
+    result = playbook.run("ray_stop", cfg, path, title="ray stop", json_out=json_out)
+    playbook.finish(result, json_out, "cluster stop")
+
+
+@app.command("restart")
+def restart(config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Stop Ray everywhere, then start it again (head first)."""
+    cfg, path = load_config(config)
+    stopped = playbook.run("ray_stop", cfg, path, title="ray stop", json_out=json_out)
+    if stopped.failed_hosts:
+        playbook.finish(stopped, json_out, "cluster stop")
+    started = playbook.run("ray_start", cfg, path, title="ray start", json_out=json_out)
+    playbook.finish(started, json_out, "cluster restart", extra={"stop": stopped.to_json()})
+
+
+@app.command("status")
+def status(config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Show Ray on every node: alive, dead or absent, its node id and resources.
+
+    Exit code 1 when a node cannot be reached.
+    """
+    from grid_ops import ansible
+    from grid_ops.cluster_status import summarize
+
+    cfg, path = load_config(config)
+    names = [n.name for n in cfg.nodes]
+    with LiveView("ray status", names, enabled=not json_out) as view:
+        result = ansible.run("ray_status", cfg, on_progress=view, source=str(path))
+    data = summarize(cfg, result)
+    if json_out:
+        print_json(data)
+    else:
+        _print_status(data)
+    unreachable = [n["name"] for n in data["nodes"] if not n["reachable"]]
+    if unreachable:
+        if not json_out:
+            error(
+                f"Could not reach {', '.join(unreachable)}; their Ray state is what the head "
+                "reports (or absent).",
+                "Check the node (grid-ops ping) and run the status again.",
+            )
+        raise typer.Exit(1)
+
+
+def _print_status(data: dict[str, object]) -> None:
+    from rich.table import Table
+
+    style = {"alive": "green", "dead": "red", "absent": "dim"}
+    title = f"Ray cluster: head {data['head']}, address {data['address'] or '(not running)'}"
+    table = Table(title=title, title_justify="left")
+    for col in ("node", "role", "ray", "ip", "CPU", "GPU", "memory GiB", "node id"):
+        table.add_column(col)
+    for row in data["nodes"]:  # type: ignore[attr-defined]
+        res = row["resources"]
+        state = row["ray"] if row["reachable"] else f"{row['ray']} (unreachable)"
+        table.add_row(
+            row["name"],
+            row["role"],
+            f"[{style[row['ray']]}]{state}[/]",
+            row["ip"] or "",
+            f"{res['CPU']:g}" if "CPU" in res else "",
+            f"{res['GPU']:g}" if "GPU" in res else ("0" if res else ""),
+            f"{res['memory'] / 2**30:.1f}" if "memory" in res else "",
+            (row["node_id"] or "")[:12],
+        )
+    out.print(table)

@@ -1,0 +1,103 @@
+"""Running a playbook from a command: live view, summary or JSON, exit code."""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from grid_ops.cli.output import err, error, out, print_json
+from grid_ops.cli.progress import LiveView, print_summary
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from grid_ops.ansible import PlaybookResult
+    from grid_ops.config import ClusterConfig
+
+
+def run(
+    playbook: str,
+    cfg: ClusterConfig,
+    path: Path,
+    *,
+    title: str,
+    json_out: bool,
+    limit: list[str] | None = None,
+    check: bool = False,
+    extravars: dict[str, Any] | None = None,
+) -> PlaybookResult:
+    """Run ``playbook`` with a live per-host view on a terminal (none with --json)."""
+    from grid_ops import ansible
+
+    names = limit or [n.name for n in cfg.nodes]
+    with LiveView(title, names, enabled=not json_out) as view:
+        return ansible.run(
+            playbook,
+            cfg,
+            limit=limit,
+            extravars=extravars,
+            check=check,
+            on_progress=view,
+            source=str(path),
+        )
+
+
+def print_diffs(result: PlaybookResult) -> None:
+    """What a --check run would change, per host, with file diffs."""
+    for host in result.hosts.values():
+        if not host.changed_tasks:
+            continue
+        out.print(f"[bold]{host.name}[/] would change:")
+        for task in dict.fromkeys(host.changed_tasks):
+            out.print(f"  - {task}", markup=False)
+        for task, diff in host.diffs:
+            before = str(diff.get("before", "")).splitlines(keepends=True)
+            after = str(diff.get("after", "")).splitlines(keepends=True)
+            lines = difflib.unified_diff(
+                before,
+                after,
+                fromfile=str(diff.get("before_header", "before")),
+                tofile=str(diff.get("after_header", "after")),
+            )
+            text = "".join(lines)
+            if text:
+                out.print(f"  {task}:", markup=False)
+                out.print(text, markup=False, highlight=False)
+
+
+def finish(
+    result: PlaybookResult,
+    json_out: bool,
+    what: str,
+    extra: dict[str, Any] | None = None,
+    check: bool = False,
+) -> None:
+    """Print the result (table or JSON) and exit 1 when a host failed or was unreachable."""
+    if json_out:
+        data = result.to_json()
+        data.update(extra or {})
+        print_json(data)
+    else:
+        print_summary(result)
+        if check:
+            print_diffs(result)
+            out.print("[dim]--check: nothing was changed.[/]")
+    failed = result.failed_hosts
+    if failed:
+        if not json_out:
+            details = "; ".join(
+                f"{name}: {result.hosts[name].failed_task or 'connect'}: "
+                f"{(result.hosts[name].msg or '').strip()[:300]}"
+                for name in failed
+            )
+            error(
+                f"{what} failed on {len(failed)} of {len(result.hosts)} node(s) "
+                f"({', '.join(failed)}). {details}.",
+                "Fix the cause and run the command again; nodes that succeeded are kept as "
+                f"they are. Full output: {result.private_data_dir}",
+            )
+        raise typer.Exit(1)
+    if not json_out:
+        err.print(f"[green]{what}: done on {len(result.hosts)} node(s).[/]")

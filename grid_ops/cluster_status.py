@@ -1,0 +1,53 @@
+"""Fold the ray_status playbook's facts into one cluster view (pure logic)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from grid_ops.ansible import PlaybookResult
+    from grid_ops.config import ClusterConfig
+
+
+def summarize(config: ClusterConfig, result: PlaybookResult) -> dict[str, Any]:
+    """``{"head", "address", "nodes": [{"name", "ray", "reachable", "node_id", "ip",
+    "resources"}]}`` where ray is alive (registered and alive in the head's GCS), dead
+    (the GCS knows it as dead, or its raylet runs unregistered) or absent."""
+    head = config.head.name
+    head_facts = result.hosts.get(head)
+    cluster = (head_facts.facts.get("grid_ray_cluster") if head_facts else None) or {}
+    gcs_nodes: list[dict[str, Any]] = cluster.get("nodes") or []
+    head_running = bool(head_facts and head_facts.facts.get("grid_ray_node", {}).get("head"))
+    address = None
+    if head_facts and head_running:
+        address = head_facts.facts.get("grid_ray_head_address")
+    rows = []
+    for node in config.nodes:
+        host = result.hosts.get(node.name)
+        reachable = bool(host) and not (host.unreachable if host else True)
+        facts = host.facts if host else {}
+        local = facts.get("grid_ray_node", {})
+        ip = facts.get("grid_ray_node_ip") or ""
+        entries = [g for g in gcs_nodes if ip and g.get("ip") == ip]
+        alive = [g for g in entries if g.get("alive")]
+        if local.get("node_id"):
+            alive = [g for g in alive if g.get("node_id") == local["node_id"]] or alive
+        if alive:
+            state, entry = "alive", alive[0]
+        elif entries or local.get("running"):
+            state, entry = "dead", (entries[0] if entries else {})
+        else:
+            state, entry = "absent", {}
+        rows.append(
+            {
+                "name": node.name,
+                "role": "head" if node.name == head else "worker",
+                "ray": state,
+                "reachable": reachable,
+                "node_id": entry.get("node_id") or local.get("node_id") or None,
+                "ip": ip or None,
+                "resources": entry.get("resources", {}),
+                "error": (host.msg if host and (host.unreachable or host.failed) else None),
+            }
+        )
+    return {"head": head, "address": address, "nodes": rows}

@@ -1,0 +1,120 @@
+#!/usr/bin/python3
+"""Ansible module: one round trip that tells what later plays branch on."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: grid_node_info
+short_description: Probe a node's Python, platform, paths, GPUs and tools
+description:
+  - Read-only probe run first by every grid-ops play. Runs with the node's own Python
+    and needs no extra packages. Returns the fact C(grid_node).
+options:
+  remote_root:
+    description: The cluster's remote_root; C(~) is expanded with the node user's home.
+    type: str
+    default: ~/grid-ops
+author:
+  - grid-ops
+"""
+
+EXAMPLES = r"""
+- name: Probe the node
+  grid_node_info:
+    remote_root: ~/grid-ops
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: >-
+    C(grid_node) with python_version, python_executable, python_tag (e.g. cp311),
+    hostname, ssh_ip, user, home, root (remote_root expanded), system, release, machine,
+    glibc, venv_support, rsync, nvidia_smi, gpu_count, cpu_count, mem_total_bytes.
+  type: dict
+  returned: always
+"""
+
+import getpass
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def _gpu_count(nvidia_smi: str | None) -> int:
+    if not nvidia_smi:
+        return 0
+    try:
+        out = subprocess.run(
+            [nvidia_smi, "-L"], capture_output=True, text=True, timeout=20, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    if out.returncode != 0:
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def _mem_total() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _venv_support() -> bool:
+    try:
+        import ensurepip  # noqa: F401
+        import venv  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={"remote_root": {"type": "str", "default": "~/grid-ops"}},
+        supports_check_mode=True,
+    )
+    home = os.path.expanduser("~")
+    root = module.params["remote_root"]
+    if root == "~" or root.startswith("~/"):
+        root = home + root[1:]
+    uname = platform.uname()
+    libc, libc_version = platform.libc_ver()
+    nvidia_smi = shutil.which("nvidia-smi")
+    info = {
+        "python_version": platform.python_version(),
+        "python_executable": sys.executable,
+        "python_tag": "cp%d%d" % sys.version_info[:2],
+        "hostname": socket.gethostname(),
+        # The node's own address on the connection we came in on ("" for local runs).
+        "ssh_ip": (os.environ.get("SSH_CONNECTION", "").split() + ["", "", ""])[2],
+        "user": getpass.getuser(),
+        "home": home,
+        "root": root.rstrip("/") or "/",
+        "system": uname.system,
+        "release": uname.release,
+        "machine": uname.machine,
+        "glibc": libc_version if libc == "glibc" else "",
+        "venv_support": _venv_support(),
+        "rsync": shutil.which("rsync") or "",
+        "nvidia_smi": nvidia_smi or "",
+        "gpu_count": _gpu_count(nvidia_smi),
+        "cpu_count": os.cpu_count() or 1,
+        "mem_total_bytes": _mem_total(),
+    }
+    module.exit_json(changed=False, ansible_facts={"grid_node": info})
+
+
+if __name__ == "__main__":
+    main()

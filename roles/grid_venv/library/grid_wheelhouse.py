@@ -1,0 +1,145 @@
+#!/usr/bin/python3
+"""Ansible module: download wheels once, on the controller, for every node platform."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: grid_wheelhouse
+short_description: Build an offline wheelhouse per node platform on the controller
+description:
+  - Runs on the controller (delegate_to localhost). For each distinct node platform
+    (Python tag, machine, glibc) it downloads binary wheels of the requirements with
+    pip into C(dest)/<platform key>/, once; a marker file records what was downloaded,
+    so a second run with the same requirements changes nothing.
+options:
+  nodes:
+    description: Mapping of host name to its C(grid_node) facts.
+    type: dict
+    required: true
+  requirements:
+    description: Requirement strings, e.g. C(ray[default]==2.60.0).
+    type: list
+    elements: str
+    required: true
+  dest:
+    description: Wheelhouse cache directory on the controller.
+    type: path
+    required: true
+  pip_python:
+    description: Python whose pip does the download (the controller's).
+    type: path
+    required: true
+author:
+  - grid-ops
+"""
+
+EXAMPLES = r"""
+- name: Build the wheelhouse
+  grid_wheelhouse:
+    nodes: {node1: "{{ hostvars.node1.grid_node }}"}
+    requirements: ["ray[default]==2.60.0"]
+    dest: ~/.cache/grid-ops/wheelhouse
+    pip_python: "{{ ansible_playbook_python }}"
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+host_dirs:
+  description: Wheelhouse directory for each host.
+  type: dict
+  returned: always
+downloaded:
+  description: Platform keys downloaded in this run.
+  type: list
+  returned: always
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+
+from ansible.module_utils.basic import AnsibleModule
+
+MARKER = ".grid-ops-wheelhouse.json"
+
+
+def platform_key(node: dict, requirements: list) -> str:
+    digest = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:10]
+    glibc = node.get("glibc") or "0.0"
+    return "%s-%s-glibc%s-%s" % (node["python_tag"], node["machine"], glibc, digest)
+
+
+def platform_tags(machine: str, glibc: str) -> list:
+    """pip --platform values a node with this machine and glibc can install."""
+    tags = []
+    try:
+        major, minor = (int(x) for x in glibc.split(".")[:2])
+    except ValueError:
+        major, minor = 0, 0
+    if major == 2:
+        for m in range(minor, 4, -1):
+            tags.append("manylinux_2_%d_%s" % (m, machine))
+        legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+        tags += ["%s_%s" % (name, machine) for m, name in legacy.items() if m <= minor]
+    tags.append("linux_%s" % machine)
+    return tags
+
+
+def download(module: AnsibleModule, node: dict, requirements: list, target: str) -> None:
+    version = node["python_tag"][2:]
+    cmd = [
+        module.params["pip_python"], "-m", "pip", "download", "--quiet",
+        "--disable-pip-version-check", "--dest", target, "--only-binary=:all:",
+        "--implementation", "cp", "--python-version", version,
+        "--abi", node["python_tag"], "--abi", "abi3", "--abi", "none",
+    ]  # fmt: skip
+    for tag in platform_tags(node["machine"], node.get("glibc") or ""):
+        cmd += ["--platform", tag]
+    cmd += list(requirements)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        module.fail_json(
+            msg="pip download for %s failed: %s" % (os.path.basename(target), " ".join(tail)),
+            cmd=cmd,
+        )
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "nodes": {"type": "dict", "required": True},
+            "requirements": {"type": "list", "elements": "str", "required": True},
+            "dest": {"type": "path", "required": True},
+            "pip_python": {"type": "path", "required": True},
+        },
+        supports_check_mode=True,
+    )
+    requirements = sorted(module.params["requirements"])
+    dest = module.params["dest"]
+    host_dirs, todo = {}, {}
+    for host, node in sorted(module.params["nodes"].items()):
+        key = platform_key(node, requirements)
+        host_dirs[host] = os.path.join(dest, key)
+        todo.setdefault(key, node)
+    downloaded = []
+    for key, node in sorted(todo.items()):
+        target = os.path.join(dest, key)
+        marker = os.path.join(target, MARKER)
+        if os.path.exists(marker):
+            continue
+        downloaded.append(key)
+        if module.check_mode:
+            continue
+        os.makedirs(target, exist_ok=True)
+        download(module, node, requirements, target)
+        with open(marker, "w", encoding="utf-8") as handle:
+            json.dump({"requirements": requirements, "platform": node}, handle)
+    module.exit_json(changed=bool(downloaded), host_dirs=host_dirs, downloaded=downloaded)
+
+
+if __name__ == "__main__":
+    main()
