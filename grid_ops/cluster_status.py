@@ -11,8 +11,10 @@ if TYPE_CHECKING:
 
 def summarize(config: ClusterConfig, result: PlaybookResult) -> dict[str, Any]:
     """``{"head", "address", "nodes": [{"name", "ray", "reachable", "node_id", "ip",
-    "resources"}]}`` where ray is alive (registered and alive in the head's GCS), dead
-    (the GCS knows it as dead, or its raylet runs unregistered) or absent."""
+    "resources"}]}``. ray is ``alive`` when the node's raylet runs and the head's GCS has
+    it alive; ``dead`` when the GCS knows it but its raylet is gone (or the raylet runs
+    unregistered, e.g. with the head down); ``absent`` when neither knows of Ray there.
+    For an unreachable node only the GCS view counts."""
     head = config.head.name
     head_facts = result.hosts.get(head)
     cluster = (head_facts.facts.get("grid_ray_cluster") if head_facts else None) or {}
@@ -31,7 +33,9 @@ def summarize(config: ClusterConfig, result: PlaybookResult) -> dict[str, Any]:
         entries = [g for g in gcs_nodes if ip and g.get("ip") == ip]
         alive = [g for g in entries if g.get("alive")]
         if local.get("node_id"):
-            alive = [g for g in alive if g.get("node_id") == local["node_id"]] or alive
+            alive = [g for g in alive if g.get("node_id") == local["node_id"]]
+        if reachable and not local.get("running"):
+            alive = []  # the GCS may not have noticed yet; the node itself knows
         if alive:
             state, entry = "alive", alive[0]
         elif entries or local.get("running"):
