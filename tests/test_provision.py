@@ -52,7 +52,8 @@ def _status(lab: Lab) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def provisioned(lab: Lab) -> Lab:
-    """The session lab, provisioned once for this module (the first test checks it)."""
+    """The session lab rebuilt fresh (new users, empty homes), then provisioned once."""
+    lab.up()
     proc = lab.cli("provision", "-c", str(lab.config), "--json", timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = _json(proc)

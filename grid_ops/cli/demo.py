@@ -8,16 +8,22 @@ from typing import Annotated
 
 import typer
 
-from grid_ops.cli.output import info, out
+from grid_ops.cli.output import err, out
 
 LOCAL_CONFIG = """\
-# grid-ops demo cluster: this machine only (no root, so no lab).
+# grid-ops demo cluster: this machine only (not root, so no lab).
 name: local
+remote_root: {root}
 nodes:
   - name: localhost
     host: localhost
     connection: local
+    memory_gb: 2
 """
+
+
+def _step(text: str) -> None:
+    err.print(f"\n[bold cyan]==> {text}[/]")
 
 
 def demo(
@@ -28,21 +34,35 @@ def demo(
 ) -> None:
     """Run the main job end to end on the embedded default cluster.
 
-    As root: bring up a lab of network-namespace SSH nodes and ping them. Otherwise: a
-    one-node cluster of this machine (local connection). The lab stays up afterwards for
-    you to explore; remove it with 'grid-ops lab down'.
+    As root: bring up a lab of network-namespace SSH nodes; otherwise: this machine as a
+    one-node cluster (local connection, files under ~/grid-ops-demo). Then ping the nodes,
+    provision them (venv with pinned Ray, offline from a wheelhouse), start Ray and show
+    its status. Everything stays up for you to explore; 'grid-ops cluster stop -c CONFIG'
+    stops Ray and, for the lab, 'grid-ops lab down' removes it.
     """
-    from grid_ops.cli.ping import ping
-    from grid_ops.fsutil import write_atomic
+    from grid_ops.cli import cluster, ping, provision
+    from grid_ops.fsutil import write_file
 
     if os.geteuid() == 0:
         from grid_ops import lab
+        from grid_ops.cli.output import info
 
-        info(f"bringing up a lab of {nodes} node(s)")
+        _step(f"lab: {nodes} SSH node(s) as network namespaces")
         lab.up(nodes, output, progress=info)
     else:
-        info("not root: using this machine as a one-node cluster")
-        write_atomic(output, LOCAL_CONFIG)
-    out.print(f"[bold]cluster config:[/] {output}")
-    ping(config=output, json_out=False, limit=None)
-    out.print(f"Done. Next: grid-ops config validate -c {output}")
+        _step("not root: this machine as a one-node cluster")
+        write_file(output, LOCAL_CONFIG.format(root=Path.home() / "grid-ops-demo"))
+    out.print(f"cluster config: {output}")
+    _step("ping: SSH and Python on every node")
+    ping.ping(config=output, json_out=False, limit=None)
+    _step("provision: node venvs with pinned Ray (wheels downloaded once, installed offline)")
+    provision.provision(config=output, limit=None, check=False, json_out=False)
+    _step("cluster start: Ray head, then workers")
+    cluster.start(config=output, json_out=False)
+    _step("cluster status")
+    cluster.status(config=output, json_out=False)
+    out.print(
+        f"\nDone. Try: grid-ops run -c {output} -- ray status   |   "
+        f"grid-ops cluster stop -c {output}"
+        + ("   |   grid-ops lab down" if os.geteuid() == 0 else "")
+    )
