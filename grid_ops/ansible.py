@@ -134,6 +134,8 @@ class _Collector:
         if not kind.startswith("runner_on_") and not kind.startswith("runner_item_on_"):
             return True
         res = data.get("res") or {}
+        if kind.startswith("runner_item_on_"):
+            return True  # per-item results of a loop; the task's own event follows
         started = self._starts.pop((name, task), None)
         if started is not None:
             result.durations[task] = round(time.monotonic() - started, 3)

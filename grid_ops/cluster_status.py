@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from grid_ops import inventory
+
 if TYPE_CHECKING:
     from grid_ops.ansible import PlaybookResult
     from grid_ops.config import ClusterConfig
@@ -29,7 +31,7 @@ def summarize(config: ClusterConfig, result: PlaybookResult) -> dict[str, Any]:
         reachable = bool(host) and not (host.unreachable if host else True)
         facts = host.facts if host else {}
         local = facts.get("grid_ray_node", {})
-        ip = facts.get("grid_ray_node_ip") or ""
+        ip = inventory.node_ip(config, node) or (facts.get("grid_node") or {}).get("ssh_ip") or ""
         entries = [g for g in gcs_nodes if ip and g.get("ip") == ip]
         alive = [g for g in entries if g.get("alive")]
         if local.get("node_id"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 from grid_ops import inventory
 from grid_ops.config import ClusterConfig, NodeConfig
@@ -59,6 +60,8 @@ def run(
     timeout: float | None = None,
 ) -> int:
     """Run ``command`` on ``node`` with output streamed to ours; returns its exit code."""
+    # ssh refuses a ControlPath whose directory is missing (Ansible makes it on first use).
+    Path("~/.ansible/cp").expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         return subprocess.run(argv(config, node, command, shell), timeout=timeout).returncode
     except subprocess.TimeoutExpired:

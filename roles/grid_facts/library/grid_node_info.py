@@ -6,10 +6,10 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: grid_node_info
-short_description: Probe a node's Python, platform, paths, GPUs and tools
+short_description: Probe a node's Python, platform, paths, GPUs, tools and Ray processes
 description:
   - Read-only probe run first by every grid-ops play. Runs with the node's own Python
-    and needs no extra packages. Returns the fact C(grid_node).
+    and needs no extra packages. Returns the facts C(grid_node) and C(grid_ray_node).
 options:
   remote_root:
     description: The cluster's remote_root; C(~) is expanded with the node user's home.
@@ -30,7 +30,9 @@ ansible_facts:
   description: >-
     C(grid_node) with python_version, python_executable, python_tag (e.g. cp311),
     hostname, ssh_ip, user, home, root (remote_root expanded), system, release, machine,
-    glibc, venv_support, rsync, nvidia_smi, gpu_count, cpu_count, mem_total_bytes.
+    glibc, venv_support, rsync, nvidia_smi, gpu_count, cpu_count, mem_total_bytes;
+    and C(grid_ray_node), this user's Ray processes on the node: running (a raylet is
+    up), head (a GCS server is up), node_id (from the raylet's command line), pids.
   type: dict
   returned: always
 """
@@ -80,6 +82,37 @@ def _venv_support() -> bool:
     return True
 
 
+RAY_PROCESSES = ("raylet", "gcs_server")
+
+
+def _ray_processes() -> dict:
+    """This user's Ray on this node (other users' Ray on the same box is not this node's)."""
+    uid = os.getuid()
+    found: dict = {"running": False, "head": False, "node_id": "", "pids": {}}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat("/proc/" + entry).st_uid != uid:
+                continue
+            with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                argv = [a.decode(errors="replace") for a in handle.read().split(b"\0") if a]
+        except OSError:
+            continue
+        name = os.path.basename(argv[0]) if argv else ""
+        if name not in RAY_PROCESSES:
+            continue
+        found["pids"].setdefault(name, []).append(int(entry))
+        if name == "raylet":
+            found["running"] = True
+            for arg in argv[1:]:
+                if arg.startswith("--node_id="):
+                    found["node_id"] = arg.split("=", 1)[1]
+        else:
+            found["head"] = True
+    return found
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={"remote_root": {"type": "str", "default": "~/grid-ops"}},
@@ -113,7 +146,9 @@ def main() -> None:
         "cpu_count": os.cpu_count() or 1,
         "mem_total_bytes": _mem_total(),
     }
-    module.exit_json(changed=False, ansible_facts={"grid_node": info})
+    module.exit_json(
+        changed=False, ansible_facts={"grid_node": info, "grid_ray_node": _ray_processes()}
+    )
 
 
 if __name__ == "__main__":
