@@ -25,7 +25,9 @@ def _imported_modules(*args: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("args", [("--help",), ("lab", "--help"), ("config", "--help")])
+@pytest.mark.parametrize(
+    "args", [("--help",), ("lab", "--help"), ("config", "--help"), ("cluster", "--help")]
+)
 def test_help_imports_no_ansible_or_ray(args: tuple[str, ...]) -> None:
     loaded = _imported_modules(*args)
     heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
@@ -47,6 +49,13 @@ def test_help_imports_no_ansible_or_ray(args: tuple[str, ...]) -> None:
         ("lab", "status", "--help"),
         ("lab", "kill", "--help"),
         ("lab", "revive", "--help"),
+        ("provision", "--help"),
+        ("up", "--help"),
+        ("run", "--help"),
+        ("cluster", "start", "--help"),
+        ("cluster", "stop", "--help"),
+        ("cluster", "status", "--help"),
+        ("cluster", "restart", "--help"),
     ],
 )
 def test_every_command_explains_itself(args: tuple[str, ...]) -> None:

@@ -342,3 +342,15 @@ def test_cli_render_bad_config(tmp_path: Path) -> None:
     assert "ray.dashbord_port" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "inventory").exists()
+
+
+def test_committed_example_inventory_is_the_render_of_the_starter_config() -> None:
+    import yaml
+
+    from grid_ops.cli.config_cmd import starter_text
+
+    cfg = config.parse(yaml.safe_load(starter_text()))
+    source = "grid_ops/templates/cluster.example.yaml"
+    repo = Path(__file__).resolve().parent.parent
+    for rel, text in inventory.render_text(cfg, source=source).items():
+        assert (repo / "inventory" / "example" / rel).read_text() == text, rel
