@@ -32,10 +32,15 @@ def summarize(config: ClusterConfig, result: PlaybookResult) -> dict[str, Any]:
         facts = host.facts if host else {}
         local = facts.get("grid_ray_node", {})
         ip = inventory.node_ip(config, node) or (facts.get("grid_node") or {}).get("ssh_ip") or ""
-        entries = [g for g in gcs_nodes if ip and g.get("ip") == ip]
+        # The node's own raylet id is the surest match (Ray may register a node under
+        # another address than ours, e.g. its real one for 127.0.0.1); else its address.
+        node_id = local.get("node_id")
+        entries = [g for g in gcs_nodes if node_id and g.get("node_id") == node_id] or [
+            g for g in gcs_nodes if ip and g.get("ip") == ip
+        ]
         alive = [g for g in entries if g.get("alive")]
-        if local.get("node_id"):
-            alive = [g for g in alive if g.get("node_id") == local["node_id"]]
+        if node_id:
+            alive = [g for g in alive if g.get("node_id") == node_id]
         if reachable and not local.get("running"):
             alive = []  # the GCS may not have noticed yet; the node itself knows
         if alive:
@@ -51,7 +56,7 @@ def summarize(config: ClusterConfig, result: PlaybookResult) -> dict[str, Any]:
                 "ray": state,
                 "reachable": reachable,
                 "node_id": entry.get("node_id") or local.get("node_id") or None,
-                "ip": ip or None,
+                "ip": entry.get("ip") or ip or None,
                 "resources": entry.get("resources", {}),
                 "error": (host.msg if host and (host.unreachable or host.failed) else None),
             }

@@ -111,6 +111,11 @@ def ssh_command(config: ClusterConfig, node: NodeConfig) -> list[str]:
     return args
 
 
+def ensure_control_dir() -> None:
+    """ssh refuses a ControlPath whose directory is missing (Ansible makes it on first use)."""
+    Path("~/.ansible/cp").expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 def ssh_target(node: NodeConfig) -> str:
     return f"{node.user}@{node.host}" if node.user else node.host
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shlex
 import subprocess
 from collections.abc import Sequence
-from pathlib import Path
 
 from grid_ops import inventory
 from grid_ops.config import ClusterConfig, NodeConfig
@@ -52,6 +51,21 @@ def argv(
     return [*inventory.ssh_command(config, node), inventory.ssh_target(node), script]
 
 
+def reachable(config: ClusterConfig, node: NodeConfig) -> bool:
+    """Does ``node`` accept an SSH session right now? (Opens the multiplexed master.)"""
+    if node.connection == "local":
+        return True
+    inventory.ensure_control_dir()
+    argv = [*inventory.ssh_command(config, node), inventory.ssh_target(node), "true"]
+    try:
+        proc = subprocess.run(
+            argv, capture_output=True, timeout=config.ssh.connect_timeout + 5, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.returncode == 0
+
+
 def run(
     config: ClusterConfig,
     node: NodeConfig,
@@ -60,8 +74,7 @@ def run(
     timeout: float | None = None,
 ) -> int:
     """Run ``command`` on ``node`` with output streamed to ours; returns its exit code."""
-    # ssh refuses a ControlPath whose directory is missing (Ansible makes it on first use).
-    Path("~/.ansible/cp").expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
+    inventory.ensure_control_dir()
     try:
         return subprocess.run(argv(config, node, command, shell), timeout=timeout).returncode
     except subprocess.TimeoutExpired:

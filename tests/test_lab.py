@@ -115,11 +115,11 @@ def test_driver_reports_counts_facts_and_keeps_recent_runs(lab: Lab) -> None:
     assert result.rc == 0
     assert list(result.hosts) == ["node1"]
     host = result.hosts["node1"]
-    assert (host.ok, host.changed, host.failed, host.unreachable) == (3, 0, 0, 0)
+    assert (host.ok, host.changed, host.failed, host.unreachable) == (2, 0, 0, 0)
     assert host.facts["grid_node"]["hostname"] == "node1"
     assert host.facts["grid_node"]["user"] == "gridlab1"
     assert all(d >= 0 for d in host.durations.values()) and host.durations
-    assert ("node1", "Probe the node's Python, platform, paths and GPUs", "ok") in seen
+    assert ("node1", "Probe the node's Python, platform, paths, GPUs and Ray", "ok") in seen
     runs = sorted(p.name for p in ansible.runs_dir().iterdir())
     assert len(runs) == 2 and result.private_data_dir.name in runs
     assert (result.private_data_dir / "inventory" / "hosts.yml").is_file()
@@ -159,7 +159,7 @@ def test_operator_path_plain_ansible_playbook(lab: Lab, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in lab.nodes:
         assert f"{name}: Python 3." in proc.stdout
-    recap = [ln for ln in proc.stdout.splitlines() if "ok=3" in ln and "unreachable=0" in ln]
+    recap = [ln for ln in proc.stdout.splitlines() if "ok=2" in ln and "unreachable=0" in ln]
     assert len(recap) == len(lab.nodes)
 
 

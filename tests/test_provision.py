@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +105,16 @@ def test_cluster_start_brings_up_every_node(provisioned: Lab) -> None:
     proc = provisioned.cli("cluster", "start", "-c", cfg, "--json", timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _status(provisioned) == dict.fromkeys(provisioned.nodes, "alive")
-    ray_status = provisioned.cli("run", "-c", cfg, "--", "ray", "status")
-    assert ray_status.returncode == 0, ray_status.stderr
-    active = ray_status.stdout.split("Active:")[1].split("Pending:")[0]
-    assert active.count("node_") == len(provisioned.nodes)
+    # `ray status` (the autoscaler's view) catches up with the GCS within seconds.
+    deadline = time.monotonic() + 60
+    while True:
+        ray_status = provisioned.cli("run", "-c", cfg, "--", "ray", "status")
+        assert ray_status.returncode == 0, ray_status.stderr
+        active = ray_status.stdout.split("Active:")[1].split("Pending:")[0]
+        if active.count("node_") == len(provisioned.nodes) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert active.count("node_") == len(provisioned.nodes), ray_status.stdout
     data = _json(provisioned.cli("cluster", "status", "-c", cfg, "--json"))
     assert data["head"] == "node1" and data["address"] == "10.231.0.11:6379"
     for node in data["nodes"]:

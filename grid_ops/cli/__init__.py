@@ -12,7 +12,17 @@ from typing import Annotated
 import typer
 
 from grid_ops import __version__
-from grid_ops.cli import cluster, config_cmd, demo, inventory_cmd, lab_cmd, ping, provision, run_cmd
+from grid_ops.cli import (
+    cluster,
+    config_cmd,
+    demo,
+    health_cmd,
+    inventory_cmd,
+    lab_cmd,
+    ping,
+    provision,
+    run_cmd,
+)
 from grid_ops.errors import GridOpsError
 
 app = typer.Typer(
@@ -47,6 +57,7 @@ def _root(
 
 app.command("init")(config_cmd.init)
 app.command("ping")(ping.ping)
+app.command("health")(health_cmd.health)
 app.command("provision")(provision.provision)
 app.command("up")(provision.up)
 app.command("run", context_settings={"allow_interspersed_args": False})(run_cmd.run)

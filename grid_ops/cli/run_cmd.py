@@ -1,39 +1,74 @@
-"""grid-ops run: a command on a node, in remote_root, with the node venv on PATH."""
+"""grid-ops run: a command on the best node (or a named one, or all), exit code kept."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from grid_ops.cli.common import ConfigOption, load_config
-from grid_ops.cli.output import error
+from grid_ops.cli.output import err, error, out
+
+if TYPE_CHECKING:
+    from grid_ops.config import ClusterConfig, NodeConfig
 
 
 def run(
     command: Annotated[list[str], typer.Argument(help="The command and its arguments (after --).")],
     config: ConfigOption = None,
     node: Annotated[
-        str | None, typer.Option("--node", "-n", help="Node to run on. Default: the head.")
+        str | None,
+        typer.Option("--node", "-n", help="Run on this node. Default: the best-scored node."),
     ] = None,
+    all_nodes: Annotated[
+        bool, typer.Option("--all", help="Run on every node; one output section per node.")
+    ] = False,
     shell: Annotated[
         bool,
         typer.Option("--shell", help="Run COMMAND through the remote shell (pipes, $VARS)."),
     ] = False,
     timeout: Annotated[
-        float | None, typer.Option("--timeout", help="Give up after this many seconds (exit 124).")
+        float | None,
+        typer.Option("--timeout", help="Give up after this many seconds (exit 124).", min=0.1),
+    ] = None,
+    retries: Annotated[
+        int | None,
+        typer.Option(
+            "--retries",
+            help="Unreachable best nodes to skip before giving up (default: "
+            "execution.retry_attempts).",
+            min=0,
+        ),
     ] = None,
 ) -> None:
-    """Run COMMAND on a node: in remote_root, venv first on PATH, RAY_ADDRESS set.
+    """Run COMMAND on a node: in remote_root, the node venv first on PATH, RAY_ADDRESS set.
 
-    Output streams as it comes; grid-ops exits with the command's exit code. Arguments
-    are passed as given (quoted for the remote shell) unless --shell is used.
-    Example: grid-ops run -c cluster.yaml --node node1 -- ray status
+    Without --node it picks the best-scored node (see 'grid-ops health'); if that node
+    cannot be reached, the next best is tried, with backoff. Output streams as it comes
+    and grid-ops exits with the command's exit code (--all: non-zero if any node failed).
+    Arguments are passed as given (quoted for the remote shell) unless --shell is used.
+    Example: grid-ops run -c cluster.yaml -- python train.py --epochs 3
     """
     from grid_ops import remote
 
     cfg, _ = load_config(config)
-    target = cfg.node(node) if node else cfg.head
+    if node and all_nodes:
+        from grid_ops.errors import UsageError
+
+        raise UsageError("--node and --all exclude each other.", "Pass one of them.")
+    if all_nodes:
+        raise typer.Exit(_run_all(cfg, command, shell, timeout))
+    if node:
+        target = cfg.node(node)
+    else:
+        target = _best_reachable(
+            cfg, retries if retries is not None else cfg.execution.retry_attempts
+        )
+    err.print(f"[dim]running on {target.name}[/]")
     rc = remote.run(cfg, target, command, shell=shell, timeout=timeout)
     if rc == 255 and target.connection != "local":
         error(
@@ -43,3 +78,60 @@ def run(
     elif rc == 124 and timeout:
         error(f"The command on {target.name} did not finish within {timeout:g} s.")
     raise typer.Exit(rc)
+
+
+def _best_reachable(cfg: ClusterConfig, retries: int) -> NodeConfig:
+    """Best-scored node that answers now; skips up to ``retries`` that do not."""
+    from grid_ops import remote
+    from grid_ops.cli.health_cmd import collect
+    from grid_ops.errors import GridOpsError
+
+    ranked, _ = collect(cfg, refresh=False)
+    candidates = [cfg.node(n.name) for n in ranked if n.reachable]
+    if not candidates:
+        raise GridOpsError(
+            "No node is reachable, so there is nowhere to run.",
+            "Check the nodes with 'grid-ops health --refresh' and 'grid-ops ping'.",
+        )
+    delay = 0.5
+    for attempt, candidate in enumerate(candidates[: retries + 1]):
+        if remote.reachable(cfg, candidate):
+            return candidate
+        err.print(f"[yellow]{candidate.name} does not answer; trying the next best node[/]")
+        if attempt < retries:
+            time.sleep(delay)
+            delay *= 2
+    raise GridOpsError(
+        f"None of the best {min(len(candidates), retries + 1)} node(s) answered "
+        f"({', '.join(c.name for c in candidates[: retries + 1])}).",
+        "Check them with 'grid-ops ping', or name a node with --node.",
+    )
+
+
+def _run_all(cfg: ClusterConfig, command: list[str], shell: bool, timeout: float | None) -> int:
+    from grid_ops import remote
+
+    def one(target: NodeConfig) -> tuple[str, int, str]:
+        argv = remote.argv(cfg, target, command, shell=shell)
+        try:
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return target.name, 124, f"(no result within {timeout:g} s)\n"
+        return target.name, proc.returncode, proc.stdout + proc.stderr
+
+    with ThreadPoolExecutor(max_workers=max(1, len(cfg.nodes))) as pool:
+        results = list(pool.map(one, cfg.nodes))
+    for name, rc, text in results:
+        style = "green" if rc == 0 else "red"
+        out.print(f"[bold]── {name}[/] [{style}](exit {rc})[/]")
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+        sys.stdout.flush()
+    failed = [name for name, rc, _ in results if rc != 0]
+    if failed:
+        error(
+            f"The command failed on {len(failed)} of {len(results)} node(s): {', '.join(failed)}."
+        )
+        return 1
+    return 0

@@ -1,0 +1,115 @@
+"""grid-ops health: per-node load, memory, GPUs and a score, best first."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.output import err, error, out, print_json
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from grid_ops.config import ClusterConfig
+    from grid_ops.health import NodeHealth
+
+
+def collect(cfg: ClusterConfig, refresh: bool) -> tuple[list[NodeHealth], bool]:
+    """Health of every node, ranked; from the cache unless stale or ``refresh``."""
+    from grid_ops import health, probe
+
+    cached = None if refresh else health.load_cache(cfg)
+    if cached is not None:
+        return health.ranked(cached), True
+    nodes = probe.probe_all(cfg)
+    health.save_cache(cfg, nodes)
+    return health.ranked(nodes), False
+
+
+def _gib(value: int | None) -> str:
+    return "" if value is None else f"{value / 2**30:.1f}"
+
+
+def table(nodes: list[NodeHealth], title: str) -> Table:
+    from rich.table import Table
+
+    tab = Table(title=title, title_justify="left")
+    for col in ("node", "score", "load1", "CPUs", "mem free/total GiB", "GPUs", "Ray", "note"):
+        tab.add_column(col, overflow="fold" if col == "note" else "ellipsis")
+    for n in nodes:
+        if not n.reachable:
+            tab.add_row(n.name, "[red]—[/]", "", "", "", "", "", f"[red]unreachable[/]: {n.error}")
+            continue
+        gpus = ", ".join(
+            f"#{g['index']} {g['memory_used_mib']}/{g['memory_total_mib']} MiB "
+            f"{g['utilization_gpu']}%"
+            for g in n.gpus
+        )
+        tab.add_row(
+            n.name,
+            f"{n.score:.3f}" if n.score is not None else "",
+            f"{n.load1:.2f}" if n.load1 is not None else "",
+            str(n.cpu_count or ""),
+            f"{_gib(n.mem_available_bytes)}/{_gib(n.mem_total_bytes)}",
+            gpus or "0",
+            "running" if n.ray_running else "-",
+            "; ".join(n.warnings),
+        )
+    return tab
+
+
+def health(
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Ignore cached facts and probe every node now.")
+    ] = False,
+    watch: Annotated[
+        float | None,
+        typer.Option("--watch", help="Probe again every SECONDS and redraw (Ctrl-C stops).", min=1),
+    ] = None,
+) -> None:
+    """Probe every node (load, memory, disk, Ray, GPUs) and rank them by score.
+
+    Score, lower is better: cpu_weight x load per core + gpu_weight x GPU memory used
+    fraction (weights from health_check in the config). Results are cached for
+    health_check.refresh_interval seconds. Exit code 1 if a node is unreachable.
+    """
+    cfg, _ = load_config(config)
+    if watch is not None:
+        _watch(cfg, watch)
+        return
+    nodes, cached = collect(cfg, refresh)
+    if json_out:
+        print_json({"nodes": [n.to_json() for n in nodes], "cached": cached})
+    else:
+        suffix = " (cached; --refresh to probe now)" if cached else ""
+        out.print(table(nodes, f"health of {cfg.name}{suffix}"))
+    down = [n.name for n in nodes if not n.reachable]
+    if down:
+        if not json_out:
+            error(
+                f"{len(down)} node(s) did not answer: {', '.join(down)}; they have no score "
+                "and are never chosen to run work.",
+                "Check them with 'grid-ops ping'.",
+            )
+        raise typer.Exit(1)
+
+
+def _watch(cfg: ClusterConfig, seconds: float) -> None:
+    from rich.live import Live
+
+    from grid_ops import health, probe
+
+    try:
+        with Live(console=out, auto_refresh=False) as live:
+            while True:
+                nodes = health.ranked(probe.probe_all(cfg))
+                stamp = time.strftime("%H:%M:%S")
+                live.update(table(nodes, f"health of {cfg.name} at {stamp}"), refresh=True)
+                time.sleep(seconds)
+    except KeyboardInterrupt:
+        err.print("[dim]stopped[/]")
