@@ -1,0 +1,141 @@
+"""grid-ops health and run on real lab nodes, including a killed node."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, Lab
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def ready(lab: Lab) -> Lab:
+    """The lab with remote_root and venvs in place (provision is idempotent)."""
+    proc = lab.cli("provision", "-c", str(lab.config), "--json", timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return lab
+
+
+def _health(lab: Lab, *args: str) -> tuple[int, dict[str, Any]]:
+    proc = lab.cli("health", "-c", str(lab.config), "--json", *args)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_health_reports_every_node_sorted_by_score(ready: Lab) -> None:
+    rc, data = _health(ready, "--refresh")
+    assert rc == 0
+    assert data["cached"] is False
+    nodes = data["nodes"]
+    assert sorted(n["name"] for n in nodes) == ready.nodes
+    scores = [n["score"] for n in nodes]
+    assert scores == sorted(scores)
+    for node in nodes:
+        assert node["reachable"] is True and node["error"] is None
+        assert node["cpu_count"] == os.cpu_count()
+        assert 0 < node["mem_available_bytes"] <= node["mem_total_bytes"]
+        assert node["gpus"] == []  # no nvidia-smi in the lab: zero GPUs, not an error
+        assert node["score"] == pytest.approx(node["load1"] / node["cpu_count"], abs=1e-3)
+    again_rc, again = _health(ready)
+    assert again_rc == 0 and again["cached"] is True
+    assert again["nodes"] == nodes
+
+
+def test_killed_node_is_unreachable_last_and_never_chosen(ready: Lab) -> None:
+    victim = ready.nodes[0]
+    assert ready.cli("lab", "kill", victim).returncode == 0
+    try:
+        rc, data = _health(ready, "--refresh")
+        assert rc == 1
+        last = data["nodes"][-1]
+        assert last["name"] == victim
+        assert last["reachable"] is False and last["score"] is None
+        assert "refused" in last["error"] or "Connection" in last["error"]
+        assert all(n["reachable"] for n in data["nodes"][:-1])
+        proc = ready.cli("run", "-c", str(ready.config), "--", "hostname")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() in ready.nodes[1:]
+    finally:
+        assert ready.cli("lab", "revive", victim).returncode == 0
+
+
+def test_run_falls_back_when_the_best_node_dies_after_scoring(ready: Lab) -> None:
+    rc, data = _health(ready, "--refresh")
+    assert rc == 0
+    best = data["nodes"][0]["name"]
+    assert ready.cli("lab", "kill", best).returncode == 0
+    try:
+        proc = ready.cli("run", "-c", str(ready.config), "--", "hostname")  # cached scores
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() != best and proc.stdout.strip() in ready.nodes
+        assert f"{best} does not answer" in proc.stderr
+    finally:
+        assert ready.cli("lab", "revive", best).returncode == 0
+
+
+def test_run_defaults_to_the_best_node_and_keeps_the_exit_code(ready: Lab) -> None:
+    _, data = _health(ready, "--refresh")
+    proc = ready.cli("run", "-c", str(ready.config), "--", "hostname")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == data["nodes"][0]["name"]
+    failing = ready.cli("run", "-c", str(ready.config), "--node", "node2", "--",
+                        "sh", "-c", "echo out; echo err >&2; exit 7")  # fmt: skip
+    assert failing.returncode == 7
+    assert failing.stdout == "out\n" and "err" in failing.stderr
+
+
+def test_run_passes_arguments_verbatim_unless_asked_for_a_shell(ready: Lab) -> None:
+    cfg = str(ready.config)
+    tricky = ["a b", "$HOME", "x;y", "*", "'q'"]
+    proc = ready.cli("run", "-c", cfg, "--node", "node2", "--", "printf", "%s\\n", *tricky)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == tricky
+    shell = ready.cli("run", "-c", cfg, "--node", "node2", "--shell", "--", "echo $((6*7)) | cat")
+    assert shell.stdout.strip() == "42"
+    where = ready.cli("run", "-c", cfg, "--node", "node3", "--", "sh", "-c",
+                      'pwd; command -v python; echo "$RAY_ADDRESS"')  # fmt: skip
+    pwd, python, address = where.stdout.splitlines()
+    assert pwd == "/home/gridlab3/grid-ops"
+    assert python == "/home/gridlab3/grid-ops/venv/bin/python"
+    assert address == "10.231.0.11:6379"
+
+
+def test_run_all_has_a_section_per_node_and_fails_if_any_fails(ready: Lab) -> None:
+    cfg = str(ready.config)
+    ok = ready.cli("run", "-c", cfg, "--all", "--", "hostname")
+    assert ok.returncode == 0, ok.stderr
+    for name in ready.nodes:
+        assert f"── {name} (exit 0)" in ok.stdout
+        assert f"\n{name}\n" in ok.stdout
+    bad = ready.cli("run", "-c", cfg, "--all", "--", "sh", "-c", 'test "$(hostname)" != node2')
+    assert bad.returncode == 1
+    assert "── node2 (exit 1)" in bad.stdout
+    assert "failed on 1 of 3 node(s): node2" in bad.stderr
+
+
+def test_run_unknown_node_is_a_clear_error(ready: Lab) -> None:
+    proc = ready.cli("run", "-c", str(ready.config), "--node", "nope", "--", "true")
+    assert proc.returncode == 2
+    assert "Unknown node 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_health_playbook_works_without_grid_ops(ready: Lab, tmp_path: Path) -> None:
+    inv = tmp_path / "inv"
+    assert ready.cli("inventory", "render", "-c", str(ready.config), "-o", str(inv)).returncode == 0
+    bin_dir = Path(sys.executable).parent
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    proc = subprocess.run(
+        [str(bin_dir / "ansible-playbook"), "-i", str(inv / "hosts.yml"), "playbooks/health.yml"],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count(f"on {os.cpu_count()} CPUs") == len(ready.nodes)
+    assert "0 GPU(s)" in proc.stdout
