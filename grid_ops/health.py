@@ -109,14 +109,17 @@ def cache_file(config: ClusterConfig) -> Path:
     return state_dir() / "health" / f"{config.name}.json"
 
 
-def load_cache(config: ClusterConfig, now: float | None = None) -> list[NodeHealth] | None:
-    """Cached results younger than ``health_check.refresh_interval`` for the same nodes."""
+def load_cache(
+    config: ClusterConfig, now: float | None = None, any_age: bool = False
+) -> list[NodeHealth] | None:
+    """Cached results younger than ``health_check.refresh_interval`` (or of any age) for
+    the same nodes."""
     try:
         data = json.loads(cache_file(config).read_text())
     except (OSError, ValueError):
         return None
     age = (now if now is not None else time.time()) - float(data.get("time", 0))
-    if age < 0 or age >= config.health_check.refresh_interval:
+    if not any_age and (age < 0 or age >= config.health_check.refresh_interval):
         return None
     if [n.get("name") for n in data.get("nodes", [])] != [n.name for n in config.nodes]:
         return None

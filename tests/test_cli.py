@@ -56,6 +56,10 @@ def test_help_imports_no_ansible_or_ray(args: tuple[str, ...]) -> None:
         ("cluster", "stop", "--help"),
         ("cluster", "status", "--help"),
         ("cluster", "restart", "--help"),
+        ("health", "--help"),
+        ("sync", "--help"),
+        ("metrics", "--help"),
+        ("metrics", "serve", "--help"),
     ],
 )
 def test_every_command_explains_itself(args: tuple[str, ...]) -> None:

@@ -60,7 +60,9 @@ def test_demo_as_root_brings_up_the_lab_and_ray_on_it(lab: Lab) -> None:
     proc = lab.cli("demo", "--nodes", str(len(lab.nodes)), "-o", str(lab.config), timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
-    status = proc.stdout.split("Ray cluster: head node1")[1]
+    status, health = proc.stdout.split("Ray cluster: head node1")[1].split("health of lab")
     for name in lab.nodes:
         row = next(line for line in status.splitlines() if f"│ {name} " in line)
         assert "alive" in row
+        row = next(line for line in health.splitlines() if f"│ {name} " in line)
+        assert "running" in row  # Ray, as the health probe sees it

@@ -19,9 +19,11 @@ from grid_ops.cli import (
     health_cmd,
     inventory_cmd,
     lab_cmd,
+    metrics_cmd,
     ping,
     provision,
     run_cmd,
+    sync_cmd,
 )
 from grid_ops.errors import GridOpsError
 
@@ -59,12 +61,14 @@ app.command("init")(config_cmd.init)
 app.command("ping")(ping.ping)
 app.command("health")(health_cmd.health)
 app.command("provision")(provision.provision)
+app.command("sync")(sync_cmd.sync)
 app.command("up")(provision.up)
 app.command("run", context_settings={"allow_interspersed_args": False})(run_cmd.run)
 app.command("demo")(demo.demo)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(inventory_cmd.app, name="inventory")
 app.add_typer(cluster.app, name="cluster")
+app.add_typer(metrics_cmd.app, name="metrics")
 app.add_typer(lab_cmd.app, name="lab")
 
 

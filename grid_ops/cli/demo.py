@@ -36,11 +36,12 @@ def demo(
 
     As root: bring up a lab of network-namespace SSH nodes; otherwise: this machine as a
     one-node cluster (local connection, files under ~/grid-ops-demo). Then ping the nodes,
-    provision them (venv with pinned Ray, offline from a wheelhouse), start Ray and show
-    its status. Everything stays up for you to explore; 'grid-ops cluster stop -c CONFIG'
-    stops Ray and, for the lab, 'grid-ops lab down' removes it.
+    provision them (venv with pinned Ray, offline from a wheelhouse), start Ray, show its
+    status, then every node's health. Everything stays up for you to explore;
+    'grid-ops cluster stop -c CONFIG' stops Ray and, for the lab, 'grid-ops lab down'
+    removes it.
     """
-    from grid_ops.cli import cluster, ping, provision
+    from grid_ops.cli import cluster, health_cmd, ping, provision
     from grid_ops.fsutil import write_file
 
     if os.geteuid() == 0:
@@ -61,6 +62,8 @@ def demo(
     cluster.start(config=output, json_out=False)
     _step("cluster status")
     cluster.status(config=output, json_out=False)
+    _step("health: load, memory, GPUs and a score per node, best first")
+    health_cmd.health(config=output, json_out=False, refresh=True, watch=None)
     out.print(
         f"\nDone. Try: grid-ops run -c {output} -- ray status   |   "
         f"grid-ops cluster stop -c {output}"

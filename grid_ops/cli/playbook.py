@@ -73,9 +73,15 @@ def finish(
     what: str,
     extra: dict[str, Any] | None = None,
     check: bool = False,
+    quiet: bool = False,
 ) -> None:
-    """Print the result (table or JSON) and exit 1 when a host failed or was unreachable."""
-    if json_out:
+    """Print the result (table or JSON) and exit 1 when a host failed or was unreachable.
+
+    ``quiet``: the caller printed its own view; only report failures and the exit code.
+    """
+    if quiet:
+        pass
+    elif json_out:
         data = result.to_json()
         data.update(extra or {})
         print_json(data)
@@ -86,7 +92,7 @@ def finish(
             out.print("[dim]--check: nothing was changed.[/]")
     failed = result.failed_hosts
     if failed:
-        if not json_out:
+        if not json_out or quiet:
             details = "; ".join(
                 f"{name}: {result.hosts[name].failed_task or 'connect'}: "
                 f"{(result.hosts[name].msg or '').strip()[:300]}"
@@ -99,5 +105,5 @@ def finish(
                 f"they are. Full output: {result.private_data_dir}",
             )
         raise typer.Exit(1)
-    if not json_out:
+    if not json_out and not quiet:
         err.print(f"[green]{what}: done on {len(result.hosts)} node(s).[/]")

@@ -69,7 +69,9 @@ def run(
             cfg, retries if retries is not None else cfg.execution.retry_attempts
         )
     err.print(f"[dim]running on {target.name}[/]")
+    started = time.monotonic()
     rc = remote.run(cfg, target, command, shell=shell, timeout=timeout)
+    _record(rc, time.monotonic() - started)
     if rc == 255 and target.connection != "local":
         error(
             f"ssh to {target.name} ({target.host}) failed or the command exited 255.",
@@ -78,6 +80,12 @@ def run(
     elif rc == 124 and timeout:
         error(f"The command on {target.name} did not finish within {timeout:g} s.")
     raise typer.Exit(rc)
+
+
+def _record(rc: int, seconds: float) -> None:
+    from grid_ops import metrics
+
+    metrics.record_task("succeeded" if rc == 0 else "failed", seconds)
 
 
 def _best_reachable(cfg: ClusterConfig, retries: int) -> NodeConfig:
@@ -121,8 +129,12 @@ def _run_all(cfg: ClusterConfig, command: list[str], shell: bool, timeout: float
             return target.name, 124, f"(no result within {timeout:g} s)\n"
         return target.name, proc.returncode, proc.stdout + proc.stderr
 
+    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, len(cfg.nodes))) as pool:
         results = list(pool.map(one, cfg.nodes))
+    elapsed = time.monotonic() - started
+    for _, rc, _ in results:
+        _record(rc, elapsed)
     for name, rc, text in results:
         style = "green" if rc == 0 else "red"
         out.print(f"[bold]── {name}[/] [{style}](exit {rc})[/]")

@@ -1,0 +1,91 @@
+"""grid-ops metrics: Prometheus exposition of node health and local counters."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Annotated
+
+import typer
+
+from grid_ops.cli.common import ConfigOption, load_config
+from grid_ops.cli.output import err
+
+app = typer.Typer(
+    help="Prometheus metrics: node health gauges, run/sync counters. Without a "
+    "subcommand, print them once.",
+    invoke_without_command=True,
+)
+
+
+@app.callback()
+def metrics(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    refresh: Annotated[
+        bool,
+        typer.Option("--refresh", help="Probe the nodes now instead of using the latest facts."),
+    ] = False,
+) -> None:
+    """Print the metrics in the Prometheus text format, from the latest health facts.
+
+    Gauges: grid_node_up, grid_node_health_score, grid_node_load1,
+    grid_node_gpu_memory_used_bytes. Counters: grid_tasks_completed_total{status},
+    histograms grid_task_duration_seconds (run) and grid_sync_duration_seconds (sync).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from grid_ops import health, probe
+    from grid_ops import metrics as m
+
+    cfg, _ = load_config(config)
+    nodes = None if refresh else health.load_cache(cfg, any_age=True)
+    if nodes is None:
+        nodes = probe.probe_all(cfg)
+        health.save_cache(cfg, nodes)
+    sys.stdout.buffer.write(m.exposition([n.to_json() for n in nodes]))
+    sys.stdout.flush()
+
+
+@app.command("serve")
+def serve(
+    config: ConfigOption = None,
+    bind: Annotated[str, typer.Option("--bind", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)
+    ] = 9108,
+    interval: Annotated[
+        float, typer.Option("--interval", help="Seconds between health probes.", min=1)
+    ] = 30.0,
+) -> None:
+    """Serve /metrics over HTTP, probing the nodes every --interval seconds."""
+    from prometheus_client import start_http_server
+
+    from grid_ops import health, probe
+    from grid_ops import metrics as m
+    from grid_ops.errors import UsageError
+
+    cfg, _ = load_config(config)
+    collector = m.LiveCollector([], {})
+
+    def refresh() -> None:
+        nodes = probe.probe_all(cfg)
+        health.save_cache(cfg, nodes)
+        collector.nodes = [n.to_json() for n in nodes]
+
+    refresh()
+    try:
+        start_http_server(port, addr=bind, registry=m.registry(collector))
+    except OSError as exc:
+        raise UsageError(
+            f"Cannot listen on {bind}:{port}: {exc.strerror}.", "Pick another --port."
+        ) from None
+    err.print(
+        f"serving metrics on http://{bind}:{port}/metrics (every {interval:g} s; Ctrl-C stops)"
+    )
+    stop = threading.Event()
+    try:
+        while not stop.wait(interval):
+            refresh()
+    except KeyboardInterrupt:
+        err.print("[dim]stopped[/]")

@@ -1,0 +1,88 @@
+"""grid-ops sync: delta code sync to every node, through playbooks/sync.yml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from grid_ops.cli import playbook
+from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.output import out
+
+SYNC_TASK = "Sync the source to the node (only changed files move)"
+
+
+def sync(
+    src: Annotated[
+        Path, typer.Argument(help="Directory to sync (default: the current one).")
+    ] = Path("."),
+    config: ConfigOption = None,
+    node: Annotated[
+        list[str] | None, typer.Option("--node", "-n", help="Only this node (repeatable).")
+    ] = None,
+    delete: Annotated[
+        bool, typer.Option("--delete", help="Remove files on the nodes that SRC no longer has.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would move; move nothing.")
+    ] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Copy SRC to <remote_root>/<basename of SRC> on every node, in parallel, with rsync.
+
+    Only changed files move. sync.exclude_patterns and SRC's .gitignore are honoured.
+    The same runs without grid-ops: ansible-playbook -i INVENTORY playbooks/sync.yml -e src=DIR
+    """
+    from grid_ops.errors import UsageError
+
+    cfg, path = load_config(config)
+    source = src.expanduser().resolve()
+    if not source.is_dir():
+        raise UsageError(f"{src} is not a directory.", "Pass the directory to sync as SRC.")
+    extravars = {"src": str(source), "delete": delete}
+    result = playbook.run(
+        "sync", cfg, path, title=f"sync {source.name}", json_out=json_out, limit=node,
+        check=dry_run, extravars=extravars,
+    )  # fmt: skip
+    stats: dict[str, dict[str, Any]] = {}
+    for name, host in result.hosts.items():
+        facts = host.facts.get("grid_sync_stats") or {}
+        stats[name] = {
+            "files_transferred": int(facts.get("files_transferred") or 0),
+            "bytes_sent": int(facts.get("bytes_sent") or 0),
+            "seconds": host.durations.get(SYNC_TASK),
+            "dest": facts.get("dest"),
+        }
+    if not dry_run:
+        from grid_ops import metrics
+
+        metrics.record_sync([r["seconds"] for r in stats.values() if r["seconds"] is not None])
+    if json_out:
+        data = result.to_json()
+        for name, extra in stats.items():
+            data["hosts"].setdefault(name, {}).update(extra)
+        from grid_ops.cli.output import print_json
+
+        print_json(data)
+    else:
+        from rich.table import Table
+
+        verb = "would move" if dry_run else "moved"
+        table = Table(title=f"sync {source} ({verb})", title_justify="left")
+        for col in ("node", "files", "bytes sent", "seconds", "to"):
+            table.add_column(col, justify="right" if col in ("files", "bytes sent") else "left")
+        for name, row in stats.items():
+            secs = row["seconds"]
+            table.add_row(
+                name,
+                str(row["files_transferred"]),
+                str(row["bytes_sent"]),
+                "" if secs is None else f"{secs:.2f}",
+                str(row["dest"] or ""),
+            )
+        out.print(table)
+    if json_out and result.failed_hosts:
+        raise typer.Exit(1)
+    playbook.finish(result, json_out=json_out, what="sync", quiet=True)

@@ -1,0 +1,146 @@
+"""Prometheus metrics: node gauges from the latest health facts, plus local counters.
+
+Counters and histograms (``run`` tasks, ``sync`` durations) outlive the CLI process: each
+observation is added to a small JSON file in the state dir, and the exposition is built
+from it, so totals only ever grow, as Prometheus expects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from grid_ops.fsutil import write_atomic
+from grid_ops.paths import state_dir
+
+TASK_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+SYNC_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+HISTOGRAMS = {
+    "grid_task_duration_seconds": ("Duration of commands run with grid-ops run.", TASK_BUCKETS),
+    "grid_sync_duration_seconds": ("Duration of grid-ops sync, per node.", SYNC_BUCKETS),
+}
+
+
+def counters_file() -> Path:
+    return state_dir() / "metrics.json"
+
+
+def _load() -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(counters_file().read_text())
+    except (OSError, ValueError):
+        return {"tasks": {}, "histograms": {}}
+    data.setdefault("tasks", {})
+    data.setdefault("histograms", {})
+    return data
+
+
+def _observe(data: dict[str, Any], name: str, value: float) -> None:
+    _, buckets = HISTOGRAMS[name]
+    hist = data["histograms"].setdefault(
+        name, {"count": 0, "sum": 0.0, "buckets": [0] * len(buckets)}
+    )
+    hist["count"] += 1
+    hist["sum"] += value
+    for i, bound in enumerate(buckets):
+        if value <= bound:
+            hist["buckets"][i] += 1
+
+
+def record_task(status: str, seconds: float) -> None:
+    """One finished ``grid-ops run`` (status: succeeded or failed)."""
+    data = _load()
+    data["tasks"][status] = int(data["tasks"].get(status, 0)) + 1
+    _observe(data, "grid_task_duration_seconds", seconds)
+    write_atomic(counters_file(), json.dumps(data) + "\n")
+
+
+def record_sync(seconds: list[float]) -> None:
+    """One ``grid-ops sync``: its duration on each node."""
+    data = _load()
+    for value in seconds:
+        _observe(data, "grid_sync_duration_seconds", value)
+    write_atomic(counters_file(), json.dumps(data) + "\n")
+
+
+class _Collector:
+    """A prometheus-client collector over health facts and the stored counters."""
+
+    def __init__(self, nodes: list[dict[str, Any]], counters: dict[str, Any]) -> None:
+        self.nodes = nodes
+        self.counters = counters
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        up = GaugeMetricFamily(
+            "grid_node_up", "1 if the node answered its last probe.", labels=["node"]
+        )
+        score = GaugeMetricFamily(
+            "grid_node_health_score", "Node score, lower is better.", labels=["node"]
+        )
+        load = GaugeMetricFamily("grid_node_load1", "1-minute load average.", labels=["node"])
+        gpu_used = GaugeMetricFamily(
+            "grid_node_gpu_memory_used_bytes", "GPU memory in use.", labels=["node", "gpu"]
+        )
+        for node in self.nodes:
+            name = str(node["name"])
+            up.add_metric([name], 1.0 if node.get("reachable") else 0.0)
+            if node.get("reachable") and node.get("score") is not None:
+                score.add_metric([name], float(node["score"]))
+            if node.get("load1") is not None:
+                load.add_metric([name], float(node["load1"]))
+            for gpu in node.get("gpus") or []:
+                used = gpu.get("memory_used_mib")
+                if used is not None:
+                    gpu_used.add_metric([name, str(gpu.get("index"))], float(used) * 2**20)
+        yield from (up, score, load, gpu_used)
+        tasks = CounterMetricFamily(
+            "grid_tasks_completed", "Commands finished with grid-ops run.", labels=["status"]
+        )
+        for status in ("succeeded", "failed"):
+            tasks.add_metric([status], float(self.counters["tasks"].get(status, 0)))
+        yield tasks
+        for hname, (doc, bounds) in HISTOGRAMS.items():
+            stored = self.counters["histograms"].get(hname) or {
+                "count": 0,
+                "sum": 0.0,
+                "buckets": [0] * len(bounds),
+            }
+            buckets = [(_le(b), float(c)) for b, c in zip(bounds, stored["buckets"], strict=True)]
+            buckets.append(("+Inf", float(stored["count"])))
+            yield HistogramMetricFamily(hname, doc, buckets=buckets, sum_value=float(stored["sum"]))
+
+
+def _le(bound: float) -> str:
+    return str(int(bound)) + ".0" if math.isclose(bound, int(bound)) else repr(bound)
+
+
+class LiveCollector(_Collector):
+    """For ``metrics serve``: node rows replaced by a refresher, counters read per scrape."""
+
+    def collect(self) -> Iterator[Any]:
+        self.counters = _load()
+        return super().collect()
+
+
+def registry(collector: _Collector) -> Any:
+    from prometheus_client import CollectorRegistry
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(collector)
+    return reg
+
+
+def exposition(nodes: list[dict[str, Any]]) -> bytes:
+    """The Prometheus text format for ``nodes`` (health JSON rows) and stored counters."""
+    from prometheus_client import generate_latest
+
+    return bytes(generate_latest(registry(_Collector(nodes, _load()))))

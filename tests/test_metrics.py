@@ -1,0 +1,125 @@
+"""Prometheus metrics: exposition checked by promtool, counters from run and sync, serve."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from grid_ops import metrics
+from tests.conftest import REPO, Lab
+
+RULES = REPO / "grid_ops" / "prometheus" / "alerts.yml"
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    """promtool from Debian's prometheus package; installed here when missing (root)."""
+    found = shutil.which("promtool")
+    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
+            env=env, capture_output=True, check=False,
+        )  # fmt: skip
+        found = shutil.which("promtool")
+    if not found:
+        pytest.fail("promtool is missing: install Debian's 'prometheus' package", pytrace=False)
+    return found
+
+
+def _value(text: str, metric: str) -> float:
+    match = re.search(rf"^{re.escape(metric)} (\S+)$", text, flags=re.M)
+    assert match, f"{metric} not in exposition"
+    return float(match.group(1))
+
+
+def test_alert_rules_pass_promtool(promtool: str) -> None:
+    proc = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 4 rules found" in proc.stdout + proc.stderr
+
+
+def test_gpu_gauge_from_h100_facts(promtool: str) -> None:
+    node = {
+        "name": "gpu1", "reachable": True, "score": 0.8, "load1": 0.28,
+        "gpus": [{"index": 0, "memory_used_mib": 21970, "memory_total_mib": 81559}],
+    }  # fmt: skip
+    text = metrics.exposition([node, {"name": "gpu2", "reachable": False}]).decode()
+    assert _value(text, 'grid_node_gpu_memory_used_bytes{gpu="0",node="gpu1"}') == 21970 * 2**20
+    assert _value(text, 'grid_node_up{node="gpu2"}') == 0
+    assert 'grid_node_health_score{node="gpu2"}' not in text  # unreachable: no score
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                          text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.lab
+def test_metrics_of_the_lab_pass_promtool_and_count_run_and_sync(
+    lab: Lab, promtool: str, tmp_path: Path
+) -> None:
+    cfg = str(lab.config)
+    assert lab.cli("provision", "-c", cfg, timeout=900).returncode == 0
+    before = lab.cli("metrics", "-c", cfg, "--refresh").stdout
+    for node in lab.nodes:
+        assert _value(before, f'grid_node_up{{node="{node}"}}') == 1
+        assert _value(before, f'grid_node_load1{{node="{node}"}}') >= 0
+    ok0 = _value(before, 'grid_tasks_completed_total{status="succeeded"}')
+    bad0 = _value(before, 'grid_tasks_completed_total{status="failed"}')
+    sync0 = _value(before, "grid_sync_duration_seconds_count")
+    assert lab.cli("run", "-c", cfg, "--node", "node2", "--", "true").returncode == 0
+    assert lab.cli("run", "-c", cfg, "--node", "node2", "--", "false").returncode == 1
+    src = tmp_path / "code"
+    src.mkdir()
+    (src / "a.py").write_text("A = 1\n")
+    assert lab.cli("sync", str(src), "-c", cfg).returncode == 0
+    after = lab.cli("metrics", "-c", cfg).stdout
+    assert _value(after, 'grid_tasks_completed_total{status="succeeded"}') == ok0 + 1
+    assert _value(after, 'grid_tasks_completed_total{status="failed"}') == bad0 + 1
+    assert _value(after, "grid_sync_duration_seconds_count") == sync0 + len(lab.nodes)
+    check = subprocess.run([promtool, "check", "metrics"], input=after, capture_output=True,
+                           text=True)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert lab.cli("lab", "kill", "node3").returncode == 0
+    try:
+        down = lab.cli("metrics", "-c", cfg, "--refresh").stdout
+        assert _value(down, 'grid_node_up{node="node3"}') == 0
+        assert _value(down, 'grid_node_up{node="node1"}') == 1
+    finally:
+        assert lab.cli("lab", "revive", "node3").returncode == 0
+
+
+@pytest.mark.lab
+def test_metrics_serve_on_loopback(lab: Lab) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grid_ops", "metrics", "serve", "-c", str(lab.config),
+         "--port", str(port), "--interval", "2"],
+        env=lab.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        body = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    body = r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.3)
+        assert 'grid_node_up{node="node1"} 1.0' in body
+        assert "grid_tasks_completed_total" in body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
