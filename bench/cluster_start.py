@@ -9,33 +9,22 @@ commands the grid_ray role runs: the head's `ray start --head …`, then every w
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, report, run, timed
+from common import lab_bench, median, parse_args, report, run, timed
 
-from grid_ops import config, inventory, lab
+from grid_ops import config, inventory
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--nodes", type=int, default=4)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="grid-ops-bench-"))
-    os.environ["GRID_OPS_STATE_DIR"] = str(work / "state")
-    cfg_path = work / "lab.yaml"
-    lab.up(args.nodes, cfg_path)
-    try:
-        cfg = config.load(cfg_path)
-        exe = str(Path(sys.executable).parent / "grid-ops")
+    args = parse_args(__doc__, runs=3)
+    with lab_bench(args.nodes) as bench:
+        cfg, cfg_path, exe = bench.config, bench.config_path, bench.exe
         run([exe, "provision", "-c", str(cfg_path)])
         provision_rerun = timed(lambda: run([exe, "provision", "-c", str(cfg_path)]), args.runs)
 
@@ -92,8 +81,6 @@ def main() -> None:
                 "grid_ops_provision_rerun_s": median(provision_rerun),
             },
         )
-    finally:
-        lab.down()
 
 
 if __name__ == "__main__":

@@ -8,36 +8,22 @@ side runs `rsync -a` of the same tree to every node in parallel. Ratio = grid-op
 
 from __future__ import annotations
 
-import argparse
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, report, run, timed
+from common import lab_bench, median, parse_args, report, run, timed
 
-from grid_ops import config, inventory, lab, probe
+from grid_ops import inventory, probe
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--nodes", type=int, default=4)
-    parser.add_argument("--runs", type=int, default=5)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="grid-ops-bench-"))
-    os.environ["GRID_OPS_STATE_DIR"] = str(work / "state")
-    cfg_path = work / "lab.yaml"
-    lab.up(args.nodes, cfg_path)
-    try:
-        cfg = config.load(cfg_path)
-        exe = str(Path(sys.executable).parent / "grid-ops")
+    args = parse_args(__doc__, runs=5)
+    with lab_bench(args.nodes) as bench:
+        cfg, cfg_path, exe, work = bench.config, bench.config_path, bench.exe, bench.work
         source = probe.module_source()
         inventory.ensure_control_dir()
-
-        def close_all() -> None:
-            lab._kill(lab._controller_ssh_pids({n.host for n in cfg.nodes}))
 
         def raw_health() -> None:
             procs = [
@@ -62,14 +48,8 @@ def main() -> None:
         def ops_health() -> None:
             run([exe, "health", "-c", str(cfg_path), "--refresh", "--json"])
 
-        def cold(fn: object) -> list[float]:
-            out: list[float] = []
-            for _ in range(args.runs):
-                close_all()
-                out += timed(fn, 1)  # type: ignore[arg-type]
-            return out
-
-        raw_cold, ops_cold = cold(raw_health), cold(ops_health)
+        raw_cold = bench.cold(raw_health, args.runs)
+        ops_cold = bench.cold(ops_health, args.runs)
         raw_health()
         raw_warm, ops_warm = timed(raw_health, args.runs), timed(ops_health, args.runs)
 
@@ -119,8 +99,6 @@ def main() -> None:
                 "targets": {"health_cold": 1.5, "health_warm": 1.2, "sync_nochange": 1.2},
             },
         )
-    finally:
-        lab.down()
 
 
 if __name__ == "__main__":

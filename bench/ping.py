@@ -6,32 +6,21 @@ kept open (warm: ControlPersist for both). Ratio = grid-ops / ssh.
 
 from __future__ import annotations
 
-import argparse
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, report, run, timed
+from common import lab_bench, median, parse_args, report, run, timed
 
-from grid_ops import config, lab
+from grid_ops import config
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--nodes", type=int, default=4)
-    parser.add_argument("--runs", type=int, default=5)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="grid-ops-bench-"))
-    os.environ["GRID_OPS_STATE_DIR"] = str(work / "state")
-    cfg_path = work / "lab.yaml"
-    lab.up(args.nodes, cfg_path)
-    try:
-        cfg = config.load(cfg_path)
-        exe = str(Path(sys.executable).parent / "grid-ops")
-        cp_dir = work / "cp"
+    args = parse_args(__doc__, runs=5)
+    with lab_bench(args.nodes) as bench:
+        cfg, cfg_path, exe = bench.config, bench.config_path, bench.exe
+        cp_dir = bench.work / "cp"
         cp_dir.mkdir()
 
         def ssh_cmd(node: config.NodeConfig, persist: bool) -> list[str]:
@@ -49,19 +38,9 @@ def main() -> None:
             if any(p.wait() != 0 for p in procs):
                 raise SystemExit("ssh baseline failed")
 
-        def close_all() -> None:
-            lab._kill(lab._controller_ssh_pids({n.host for n in cfg.nodes}))
-
-        def cold(fn: object) -> list[float]:
-            out = []
-            for _ in range(args.runs):
-                close_all()
-                out += timed(fn, 1)  # type: ignore[arg-type]
-            return out
-
         gridops = [exe, "ping", "-c", str(cfg_path), "--json"]
-        ssh_cold = cold(lambda: parallel_ssh(False))
-        ops_cold = cold(lambda: run(gridops))
+        ssh_cold = bench.cold(lambda: parallel_ssh(False), args.runs)
+        ops_cold = bench.cold(lambda: run(gridops), args.runs)
         parallel_ssh(True)
         run(gridops)
         ssh_warm = timed(lambda: parallel_ssh(True), args.runs)
@@ -79,8 +58,6 @@ def main() -> None:
                 "ratio_warm": round(median(ops_warm) / median(ssh_warm), 2),
             },
         )
-    finally:
-        lab.down()
 
 
 if __name__ == "__main__":

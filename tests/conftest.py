@@ -31,6 +31,23 @@ class Lab:
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return grid_ops(*args, env=self.env(), timeout=timeout)
 
+    def operator_playbook(
+        self, playbook: str, workdir: Path, *extra: str
+    ) -> subprocess.CompletedProcess[str]:
+        """Render the inventory, then run playbooks/<playbook>.yml with plain
+        ansible-playbook from the repository root: no grid-ops in the loop."""
+        inv = workdir / "inv"
+        render = self.cli("inventory", "render", "-c", str(self.config), "-o", str(inv))
+        assert render.returncode == 0, render.stderr
+        bin_dir = Path(sys.executable).parent
+        env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+        env.pop("ANSIBLE_CONFIG", None)
+        argv = [str(bin_dir / "ansible-playbook"), "-i", str(inv / "hosts.yml")]
+        return subprocess.run(
+            [*argv, f"playbooks/{playbook}.yml", *extra],
+            cwd=REPO, capture_output=True, text=True, env=env, timeout=600, check=False,
+        )  # fmt: skip
+
     def up(self) -> None:
         from grid_ops import lab
 

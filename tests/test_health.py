@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Lab
+from tests.conftest import Lab
 
 pytestmark = pytest.mark.lab
 
@@ -128,14 +126,7 @@ def test_run_unknown_node_is_a_clear_error(ready: Lab) -> None:
 
 
 def test_health_playbook_works_without_grid_ops(ready: Lab, tmp_path: Path) -> None:
-    inv = tmp_path / "inv"
-    assert ready.cli("inventory", "render", "-c", str(ready.config), "-o", str(inv)).returncode == 0
-    bin_dir = Path(sys.executable).parent
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
-    proc = subprocess.run(
-        [str(bin_dir / "ansible-playbook"), "-i", str(inv / "hosts.yml"), "playbooks/health.yml"],
-        cwd=REPO, capture_output=True, text=True, env=env, timeout=300, check=False,
-    )  # fmt: skip
+    proc = ready.operator_playbook("health", tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(f"on {os.cpu_count()} CPUs") == len(ready.nodes)
     assert "0 GPU(s)" in proc.stdout

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from grid_ops import lab as lab_mod
 from grid_ops.errors import LabError
-from tests.conftest import REPO, Lab
+from tests.conftest import Lab
 
 pytestmark = pytest.mark.lab
 
@@ -146,16 +145,7 @@ def test_host_key_checking_stays_on(lab: Lab, tmp_path: Path) -> None:
 
 def test_operator_path_plain_ansible_playbook(lab: Lab, tmp_path: Path) -> None:
     """Rendered inventory + ansible-playbook from the repo root, no grid-ops in the loop."""
-    inv = tmp_path / "inv"
-    render = lab.cli("inventory", "render", "-c", str(lab.config), "-o", str(inv))
-    assert render.returncode == 0, render.stderr
-    bin_dir = Path(sys.executable).parent
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
-    env.pop("ANSIBLE_CONFIG", None)
-    proc = subprocess.run(
-        [str(bin_dir / "ansible-playbook"), "-i", str(inv / "hosts.yml"), "playbooks/ping.yml"],
-        cwd=REPO, capture_output=True, text=True, env=env, timeout=300, check=False,
-    )  # fmt: skip
+    proc = lab.operator_playbook("ping", tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in lab.nodes:
         assert f"{name}: Python 3." in proc.stdout

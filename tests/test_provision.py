@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, Lab
+from tests.conftest import Lab
 
 pytestmark = pytest.mark.lab
 
@@ -150,15 +148,7 @@ def test_cluster_start_repairs_only_the_dead_worker(provisioned: Lab) -> None:
 
 
 def test_stop_with_plain_ansible_playbook(provisioned: Lab, tmp_path: Path) -> None:
-    inv = tmp_path / "inv"
-    render = provisioned.cli("inventory", "render", "-c", str(provisioned.config), "-o", str(inv))
-    assert render.returncode == 0
-    bin_dir = Path(sys.executable).parent
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
-    proc = subprocess.run(
-        [str(bin_dir / "ansible-playbook"), "-i", str(inv / "hosts.yml"), "playbooks/ray_stop.yml"],
-        cwd=REPO, capture_output=True, text=True, env=env, timeout=600, check=False,
-    )  # fmt: skip
+    proc = provisioned.operator_playbook("ray_stop", tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _status(provisioned) == dict.fromkeys(provisioned.nodes, "absent")
     for name in provisioned.nodes:

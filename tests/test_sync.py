@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Lab
+from tests.conftest import Lab
 
 pytestmark = pytest.mark.lab
 
@@ -90,15 +87,7 @@ def test_killed_node_does_not_stop_the_others(lab: Lab, project: Path) -> None:
 
 
 def test_sync_playbook_works_without_grid_ops(lab: Lab, project: Path, tmp_path: Path) -> None:
-    inv = tmp_path / "inv"
-    assert lab.cli("inventory", "render", "-c", str(lab.config), "-o", str(inv)).returncode == 0
-    bin_dir = Path(sys.executable).parent
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
-    proc = subprocess.run(
-        [str(bin_dir / "ansible-playbook"), "-i", str(inv / "hosts.yml"), "playbooks/sync.yml",
-         "-e", f"src={project}"],
-        cwd=REPO, capture_output=True, text=True, env=env, timeout=300, check=False,
-    )  # fmt: skip
+    proc = lab.operator_playbook("sync", tmp_path, "-e", f"src={project}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for node in lab.nodes:
         assert (_on_node(node, "proj") / "train.py").read_text() == "print('train')\n"
