@@ -6,6 +6,7 @@ inside the commands that need them, so ``grid-ops --help`` stays fast.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -84,3 +85,12 @@ def main() -> None:
     except KeyboardInterrupt:
         error("Interrupted.")
         sys.exit(130)
+    except Exception as exc:  # a bug: still one paragraph, the traceback on request
+        if os.environ.get("GRID_OPS_DEBUG"):
+            raise
+        error(
+            f"Unexpected error ({type(exc).__name__}: {exc}).",
+            "This is a grid-ops bug; run again with GRID_OPS_DEBUG=1 to see the traceback, "
+            "and report it with that output.",
+        )
+        sys.exit(1)
