@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from grid_ops.cli import playbook
 from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_config
 from grid_ops.cli.output import error, out, print_json
-from grid_ops.cli.progress import STYLE, LiveView
+from grid_ops.cli.progress import STYLE
 
 
 def ping(
@@ -15,12 +16,8 @@ def ping(
     """Check that every node answers over SSH and runs Python (exit 1 if any does not)."""
     from rich.table import Table
 
-    from grid_ops import ansible
-
     cfg, path = load_config(config)
-    names = limit or [n.name for n in cfg.nodes]
-    with LiveView("ping", names, enabled=not json_out) as view:
-        result = ansible.run("ping", cfg, limit=limit, on_progress=view, source=str(path))
+    result = playbook.run("ping", cfg, path, title="ping", json_out=json_out, limit=limit)
     if json_out:
         data = result.to_json()
         for name, host in result.hosts.items():

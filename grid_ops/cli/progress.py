@@ -33,6 +33,7 @@ class LiveView:
         self.title = title
         self.rows: dict[str, tuple[str, str]] = {h: ("waiting", "") for h in hosts}
         self.started = time.monotonic()
+        self.shown = enabled  # --json runs stay quiet on stderr too
         self.enabled = enabled and sys.stderr.isatty()
         self._live: Live | None = None
 
@@ -40,7 +41,7 @@ class LiveView:
         if self.enabled:
             self._live = Live(self._render(), console=err, refresh_per_second=8, transient=True)
             self._live.__enter__()
-        else:
+        elif self.shown:
             err.print(f"[dim]{self.title}: {len(self.rows)} node(s)…[/]")
         return self
 
