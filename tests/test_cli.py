@@ -60,6 +60,12 @@ def test_help_imports_no_ansible_or_ray(args: tuple[str, ...]) -> None:
         ("sync", "--help"),
         ("metrics", "--help"),
         ("metrics", "serve", "--help"),
+        ("job", "launch", "--help"),
+        ("job", "status", "--help"),
+        ("job", "logs", "--help"),
+        ("job", "list", "--help"),
+        ("job", "cancel", "--help"),
+        ("job", "results", "--help"),
     ],
 )
 def test_every_command_explains_itself(args: tuple[str, ...]) -> None:

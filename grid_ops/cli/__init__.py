@@ -19,6 +19,7 @@ from grid_ops.cli import (
     demo,
     health_cmd,
     inventory_cmd,
+    job_cmd,
     lab_cmd,
     metrics_cmd,
     ping,
@@ -70,6 +71,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(inventory_cmd.app, name="inventory")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(metrics_cmd.app, name="metrics")
+app.add_typer(job_cmd.app, name="job")
 app.add_typer(lab_cmd.app, name="lab")
 
 

@@ -1,0 +1,206 @@
+"""grid-ops job: training jobs on Ray Jobs (launch, status, logs, list, cancel, results)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.output import out, print_json
+
+app = typer.Typer(help="Training jobs on the cluster's Ray Jobs.", no_args_is_help=True)
+NameArg = Annotated[str, typer.Argument(help="The job's name (from job launch).")]
+STYLE = {"SUCCEEDED": "green", "FAILED": "red", "STOPPED": "yellow", "RUNNING": "cyan"}
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": record["name"],
+        "status": record.get("status"),
+        "submitted_at": record.get("submitted_at"),
+        "started_at": record.get("started_at"),
+        "ended_at": record.get("ended_at"),
+        "nodes": record.get("nodes", []),
+        "exit_code": record.get("exit_code"),
+        "known_to_ray": record.get("known_to_ray", True),
+        "submission_id": record.get("submission_id"),
+    }
+
+
+def _when(stamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else ""
+
+
+@app.command("launch", context_settings={"allow_interspersed_args": False})
+def launch(
+    command: Annotated[list[str], typer.Argument(help="The job's command (after --).")],
+    name: Annotated[str, typer.Option("--name", help="Unique among live jobs.")],
+    config: ConfigOption = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option("--workdir", help="Directory shipped with the job; the command runs in it."),
+    ] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", help="K=V for the job's environment (repeat).")
+    ] = None,
+    gpus_per_node: Annotated[
+        float, typer.Option("--gpus-per-node", help="GPUs reserved for the job.", min=0)
+    ] = 0,
+    json_out: JsonOption = False,
+) -> None:
+    """Submit COMMAND as a job to Ray Jobs on the head; prints its name and id."""
+    from grid_ops import jobs
+    from grid_ops.errors import UsageError
+
+    cfg, _ = load_config(config)
+    variables: dict[str, str] = {}
+    for item in env or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env {item!r} is not K=V.", "Write it as --env NAME=value.")
+        variables[key] = value
+    record = jobs.launch(cfg, name, command, workdir=workdir, env=variables, gpus=gpus_per_node)
+    if json_out:
+        print_json(_public(record))
+    else:
+        out.print(f"Launched job {name} ({record['submission_id']}).")
+        out.print(f"Follow it: grid-ops job logs {name} --follow   |   grid-ops job status {name}")
+
+
+@app.command("status")
+def status(
+    name: Annotated[str | None, typer.Argument(help="A job (default: all).")] = None,
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Status of one job (or all): PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED."""
+    from grid_ops import jobs
+
+    cfg, _ = load_config(config)
+    records = [jobs.load(cfg, name)] if name else jobs.load_all(cfg)
+    records = jobs.refresh(cfg, records)
+    if json_out:
+        rows = [_public(r) for r in records]
+        print_json(rows[0] if name else rows)
+        return
+    _table(records)
+
+
+@app.command("list")
+def list_jobs(config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Every job launched on this cluster from here, newest last."""
+    status(name=None, config=config, json_out=json_out)
+
+
+def _table(records: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title="jobs", title_justify="left")
+    for col in ("name", "status", "submitted", "started", "ended", "exit", "note"):
+        table.add_column(col)
+    for r in records:
+        state = str(r.get("status"))
+        table.add_row(
+            r["name"],
+            f"[{STYLE.get(state, '')}]{state}[/]" if state in STYLE else state,
+            _when(r.get("submitted_at")),
+            _when(r.get("started_at")),
+            _when(r.get("ended_at")),
+            "" if r.get("exit_code") is None else str(r["exit_code"]),
+            "" if r.get("known_to_ray", True) else "no longer known to Ray",
+        )
+    out.print(table)
+
+
+@app.command("logs")
+def logs(
+    name: NameArg,
+    config: ConfigOption = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until it ends.")] = (
+        False
+    ),
+) -> None:
+    """Print a job's output (stdout and stderr of its command)."""
+    from grid_ops import jobs
+
+    cfg, _ = load_config(config)
+    record = jobs.load(cfg, name)
+    shown = 0
+    while True:
+        text = jobs.head_call(cfg, "logs", record["submission_id"])["logs"] or ""
+        sys.stdout.write(text[shown:])
+        sys.stdout.flush()
+        shown = len(text)
+        if not follow:
+            return
+        jobs.refresh(cfg, [record])
+        if record.get("status") in jobs.TERMINAL or not record.get("known_to_ray", True):
+            text = jobs.head_call(cfg, "logs", record["submission_id"])["logs"] or ""
+            sys.stdout.write(text[shown:])
+            return
+        time.sleep(1.0)
+
+
+@app.command("cancel")
+def cancel(name: NameArg, config: ConfigOption = None) -> None:
+    """Stop a job; it ends STOPPED."""
+    from grid_ops import jobs
+
+    cfg, _ = load_config(config)
+    record = jobs.load(cfg, name)
+    jobs.head_call(cfg, "stop", record["submission_id"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        jobs.refresh(cfg, [record])
+        if record.get("status") in jobs.TERMINAL:
+            break
+        time.sleep(0.5)
+    out.print(f"Job {name}: {record.get('status')}.")
+
+
+@app.command("results")
+def results(name: NameArg, config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """The metrics a job reported (grid_ops.jobs.report), the final values and duration."""
+    from rich.table import Table
+
+    from grid_ops import jobs
+
+    cfg, _ = load_config(config)
+    from grid_ops.errors import GridOpsError
+
+    record = jobs.refresh(cfg, [jobs.load(cfg, name)])[0]
+    if record.get("known_to_ray", True):
+        try:
+            logs_text = jobs.head_call(cfg, "logs", record["submission_id"])["logs"] or ""
+        except GridOpsError:
+            if record.get("results") is None:
+                raise
+            record["known_to_ray"] = False  # e.g. the cluster was restarted: keep what we had
+        else:
+            record["results"] = jobs.results(logs_text)
+        jobs.save(cfg, record)
+    found = record.get("results") or {"metrics": [], "final": {}}
+    started, ended = record.get("started_at"), record.get("ended_at")
+    data = {
+        "name": name,
+        "status": record.get("status"),
+        "metrics": found["metrics"],
+        "final": found["final"],
+        "duration_s": round(ended - started, 3) if started and ended else None,
+        "logs": f"grid-ops job logs {name} (Ray Jobs on {cfg.head.name})",
+    }
+    if json_out:
+        print_json(data)
+        return
+    keys = sorted({k for row in found["metrics"] for k in row if k != "time"})
+    table = Table(title=f"job {name}: {record.get('status')}", title_justify="left")
+    for key in keys:
+        table.add_column(key)
+    for row in found["metrics"]:
+        table.add_row(*(str(row.get(k, "")) for k in keys))
+    out.print(table)
+    out.print(f"final: {found['final']}   duration: {data['duration_s']} s   logs: {data['logs']}")
