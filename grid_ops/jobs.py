@@ -170,8 +170,13 @@ def launch(
     workdir: Path | None = None,
     env: dict[str, str] | None = None,
     gpus: float = 0,
+    nodes: int = 1,
 ) -> dict[str, Any]:
-    """Submit ``command`` to Ray Jobs on the head; returns the new job's record."""
+    """Submit ``command`` to Ray Jobs on the head; returns the new job's record.
+
+    ``nodes`` > 1 runs one rank per node (grid_ops.runtime.launch: STRICT_SPREAD placement
+    group, torch.distributed environment variables).
+    """
     from grid_ops import inventory
     from grid_ops.errors import UsageError
 
@@ -190,10 +195,18 @@ def launch(
                 f"A job named '{name}' is still {previous.get('status', 'live').lower()}.",
                 f"Pick another name, or stop it with 'grid-ops job cancel {name}'.",
             )
+    if nodes > len(config.nodes):
+        raise UsageError(
+            f"--nodes {nodes} asks for more nodes than the cluster has ({len(config.nodes)})."
+        )
+    entry = list(command)
+    if nodes > 1:
+        entry = ["python", "-m", "grid_ops.runtime.launch", "--nodes", str(nodes)]
+        entry += ["--gpus-per-node", str(gpus), "--", *command]
     submission_id = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    args = ["submit", "--submission-id", submission_id, "--entrypoint", shlex.join(command)]
+    args = ["submit", "--submission-id", submission_id, "--entrypoint", shlex.join(entry)]
     args += ["--env", json.dumps(env or {}), "--metadata", json.dumps({"grid_ops_name": name})]
-    if gpus:
+    if gpus and nodes == 1:
         args += ["--num-gpus", str(gpus)]
     if workdir is not None:
         rel = f"jobs/{submission_id}"
@@ -205,7 +218,7 @@ def launch(
         "submission_id": submission_id,
         "command": command,
         "workdir": str(workdir) if workdir else None,
-        "nodes": [config.head.name],
+        "nodes": nodes,
         "status": "PENDING",
         "submitted_at": time.time(),
         "started_at": None,

@@ -44,6 +44,7 @@ def test_demo_without_root_runs_the_main_job_on_this_machine(tmp_path: Path) -> 
         assert "Traceback" not in proc.stderr
         assert "connection: local" in config.read_text()
         assert "Ray cluster: head localhost, address 127.0.0.1:6379" in proc.stdout
+        assert "final: {'epoch': 3, 'loss': 0.125}" in proc.stdout  # the demo job ran
         row = next(ln for ln in proc.stdout.splitlines() if "│ localhost" in ln and "head" in ln)
         assert "alive" in row and "127.0.0.1" in row
         assert (home / "grid-ops-demo" / "venv" / "bin" / "ray").exists()
@@ -60,9 +61,12 @@ def test_demo_as_root_brings_up_the_lab_and_ray_on_it(lab: Lab) -> None:
     proc = lab.cli("demo", "--nodes", str(len(lab.nodes)), "-o", str(lab.config), timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
-    status, health = proc.stdout.split("Ray cluster: head node1")[1].split("health of lab")
+    status, rest = proc.stdout.split("Ray cluster: head node1")[1].split("health of lab")
+    health, job = rest.split("launched job demo-")
     for name in lab.nodes:
         row = next(line for line in status.splitlines() if f"│ {name} " in line)
         assert "alive" in row
         row = next(line for line in health.splitlines() if f"│ {name} " in line)
         assert "running" in row  # Ray, as the health probe sees it
+    assert ": SUCCEEDED" in job
+    assert "final: {'epoch': 3, 'loss': 0.125}" in job

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import Lab
 
@@ -58,9 +60,16 @@ def test_a_job_runs_with_its_workdir_logs_and_reported_metrics(
     assert proc.returncode == 0, proc.stderr
     done = _wait(cluster, "train", ("SUCCEEDED", "FAILED", "STOPPED"))
     assert done["status"] == "SUCCEEDED", done
-    assert done["started_at"] <= done["ended_at"] and done["nodes"] == ["node1"]
+    assert done["started_at"] <= done["ended_at"] and done["nodes"] == 1
     logs = cluster.cli("job", "logs", "train", "-c", cfg)
     assert "trained three epochs" in logs.stdout
+    slow = "import time; print('start', flush=True); time.sleep(4); print('end', flush=True)"
+    assert cluster.cli("job", "launch", "--name", "slow", "-c", cfg, "--",
+                       "python", "-c", slow).returncode == 0  # fmt: skip
+    follow = cluster.cli("job", "logs", "slow", "--follow", "-c", cfg, timeout=120)
+    assert follow.returncode == 0
+    assert follow.stdout.index("start") < follow.stdout.index("end")  # returns once it ends
+    assert _status(cluster, "slow")["status"] == "SUCCEEDED"
     res = json.loads(cluster.cli("job", "results", "train", "-c", cfg, "--json").stdout)
     assert [m["epoch"] for m in res["metrics"]] == [1, 2, 3]
     assert res["final"] == {"epoch": 3, "loss": 0.3333}
@@ -107,3 +116,84 @@ def test_unknown_job_is_a_clear_error(cluster: Lab) -> None:
     proc = cluster.cli("job", "status", "nope", "-c", str(cluster.config))
     assert proc.returncode == 2
     assert "No job named 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+ALLREDUCE = """
+import socket
+import torch
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+value = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(value)
+print(f"rank {dist.get_rank()}/{dist.get_world_size()} on {socket.gethostname()} "
+      f"sum={value.item()}", flush=True)
+dist.destroy_process_group()
+"""
+
+
+@pytest.fixture(scope="module")
+def torch_cluster(cluster: Lab, tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    """The cluster with torch (CPU) in every node venv, named in the config's provision."""
+    data = yaml.safe_load(cluster.config.read_text())
+    data["provision"] = {"packages": ["torch==2.13.0"]}
+    path = tmp_path_factory.mktemp("torch") / "lab-torch.yaml"
+    path.write_text(yaml.safe_dump(data))
+    proc = cluster.cli("provision", "-c", str(path), "--json", timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert cluster.cli("cluster", "start", "-c", str(path), timeout=600).returncode == 0
+    return Lab(config=path, state_dir=cluster.state_dir, nodes=cluster.nodes)
+
+
+def test_two_ranks_on_two_nodes_complete_a_gloo_all_reduce(
+    torch_cluster: Lab, tmp_path: Path
+) -> None:
+    cfg = str(torch_cluster.config)
+    (tmp_path / "allreduce.py").write_text(ALLREDUCE)
+    launch = ["job", "launch", "--name", "allreduce", "--nodes", "2", "-c", cfg]
+    proc = torch_cluster.cli(*launch, "--workdir", str(tmp_path), "--", "python", "allreduce.py")
+    assert proc.returncode == 0, proc.stderr
+    done = _wait(torch_cluster, "allreduce", ("SUCCEEDED", "FAILED", "STOPPED"), limit=300)
+    logs = torch_cluster.cli("job", "logs", "allreduce", "-c", cfg).stdout
+    assert done["status"] == "SUCCEEDED", logs[-3000:]
+    hosts = set()
+    for rank in (0, 1):
+        line = next(ln for ln in logs.splitlines() if f"[rank {rank}] rank {rank}/2 on " in ln)
+        assert line.endswith("sum=3.0")
+        hosts.add(line.split(" on ")[1].split()[0])
+    assert len(hosts) == 2  # strict spread: one rank per node
+
+
+def test_a_failing_rank_fails_the_job_and_stops_the_others(torch_cluster: Lab) -> None:
+    cfg = str(torch_cluster.config)
+    script = (
+        "import os, sys, time; r = os.environ['RANK']; "
+        "print('env', r, os.environ['WORLD_SIZE'], os.environ['LOCAL_RANK'], flush=True); "
+        "time.sleep(0 if r == '1' else 300); sys.exit(5 if r == '1' else 0)"
+    )
+    assert torch_cluster.cli("job", "launch", "--name", "rankfail", "--nodes", "2", "-c", cfg,
+                             "--", "python", "-c", script).returncode == 0  # fmt: skip
+    done = _wait(torch_cluster, "rankfail", ("SUCCEEDED", "FAILED", "STOPPED"))
+    assert done["status"] == "FAILED" and done["exit_code"] == 5
+    logs = torch_cluster.cli("job", "logs", "rankfail", "-c", cfg).stdout
+    assert "rank 1 exited 5; stopping the other ranks" in logs
+    assert "env 0 2 0" in logs and "env 1 2 0" in logs
+
+
+def test_a_job_whose_node_is_killed_ends_failed_with_the_reason(torch_cluster: Lab) -> None:
+    cfg = str(torch_cluster.config)
+    n = str(len(torch_cluster.nodes))
+    assert torch_cluster.cli("job", "launch", "--name", "victim", "--nodes", n, "-c", cfg,
+                             "--", "sleep", "300").returncode == 0  # fmt: skip
+    assert _wait(torch_cluster, "victim", ("RUNNING",))["status"] == "RUNNING"
+    time.sleep(5)  # let every rank start
+    assert torch_cluster.cli("lab", "kill", "node3").returncode == 0
+    try:
+        done = _wait(torch_cluster, "victim", ("SUCCEEDED", "FAILED", "STOPPED"), limit=120)
+        assert done["status"] == "FAILED"
+        assert "died" in (done["message"] or "") and "10.231.0.13" in done["message"]
+        left = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True)
+        assert left.stdout.strip() == ""  # no rank outlives the job
+    finally:
+        assert torch_cluster.cli("lab", "revive", "node3").returncode == 0
+        torch_cluster.cli("cluster", "start", "-c", cfg, timeout=600)

@@ -64,8 +64,40 @@ def demo(
     cluster.status(config=output, json_out=False)
     _step("health: load, memory, GPUs and a score per node, best first")
     health_cmd.health(config=output, json_out=False, refresh=True, watch=None)
+    _step("job: a small training job on Ray Jobs, and the metrics it reported")
+    _demo_job(output)
     out.print(
-        f"\nDone. Try: grid-ops run -c {output} -- ray status   |   "
+        f"\nDone. Try: grid-ops job list -c {output}   |   "
+        f"grid-ops run -c {output} -- ray status   |   "
         f"grid-ops cluster stop -c {output}"
         + ("   |   grid-ops lab down" if os.geteuid() == 0 else "")
     )
+
+
+DEMO_JOB = (
+    "from grid_ops.jobs import report\n"
+    "loss = 1.0\n"
+    "for epoch in range(1, 4):\n"
+    "    loss *= 0.5\n"
+    "    report(epoch=epoch, loss=loss)\n"
+    "print('demo training done')\n"
+)
+
+
+def _demo_job(config: Path) -> None:
+    import time
+
+    from grid_ops import jobs
+    from grid_ops.cli import job_cmd
+    from grid_ops.cli.common import load_config
+
+    cfg, _ = load_config(config)
+    name = f"demo-{time.strftime('%H%M%S')}"
+    jobs.launch(cfg, name, ["python", "-c", DEMO_JOB])
+    out.print(f"launched job {name}; waiting for it to finish")
+    deadline = time.monotonic() + 300
+    record = jobs.load(cfg, name)
+    while record.get("status") not in jobs.TERMINAL and time.monotonic() < deadline:
+        time.sleep(1)
+        record = jobs.refresh(cfg, [record])[0]
+    job_cmd.results(name=name, config=config, json_out=False)

@@ -24,8 +24,9 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
         "submitted_at": record.get("submitted_at"),
         "started_at": record.get("started_at"),
         "ended_at": record.get("ended_at"),
-        "nodes": record.get("nodes", []),
+        "nodes": record.get("nodes", 1),
         "exit_code": record.get("exit_code"),
+        "message": record.get("message"),
         "known_to_ray": record.get("known_to_ray", True),
         "submission_id": record.get("submission_id"),
     }
@@ -47,8 +48,17 @@ def launch(
     env: Annotated[
         list[str] | None, typer.Option("--env", help="K=V for the job's environment (repeat).")
     ] = None,
+    nodes: Annotated[
+        int,
+        typer.Option(
+            "--nodes",
+            help="Ranks, one per node (STRICT_SPREAD), with MASTER_ADDR, MASTER_PORT, "
+            "WORLD_SIZE, RANK, LOCAL_RANK set; the job fails when a rank fails.",
+            min=1,
+        ),
+    ] = 1,
     gpus_per_node: Annotated[
-        float, typer.Option("--gpus-per-node", help="GPUs reserved for the job.", min=0)
+        float, typer.Option("--gpus-per-node", help="GPUs reserved per rank.", min=0)
     ] = 0,
     json_out: JsonOption = False,
 ) -> None:
@@ -63,7 +73,9 @@ def launch(
         if not sep or not key:
             raise UsageError(f"--env {item!r} is not K=V.", "Write it as --env NAME=value.")
         variables[key] = value
-    record = jobs.launch(cfg, name, command, workdir=workdir, env=variables, gpus=gpus_per_node)
+    record = jobs.launch(
+        cfg, name, command, workdir=workdir, env=variables, gpus=gpus_per_node, nodes=nodes
+    )
     if json_out:
         print_json(_public(record))
     else:

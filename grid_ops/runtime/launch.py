@@ -1,0 +1,136 @@
+"""Run one rank of a command per node, torch.distributed style (a Ray job's entrypoint).
+
+``python -m grid_ops.runtime.launch --nodes N [--gpus-per-node G] -- CMD…`` reserves one
+bundle per node with a STRICT_SPREAD placement group, then runs CMD once in each bundle
+with MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK and LOCAL_RANK set. Output lines carry a
+``[rank R]`` prefix. The job fails as a whole as soon as one rank fails (the others are
+cancelled), with that rank's exit code, or 1 when a node died under a rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+PLACEMENT_TIMEOUT = 120.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the rank's process: get SIGKILL when the Ray worker running it goes away."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _rank(command: list[str], env: dict[str, str], rank: int) -> int:
+    """Run one rank, streaming its output with a rank prefix; its exit code."""
+    proc = subprocess.Popen(
+        command,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=_die_with_parent,
+    )
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            print(f"[rank {rank}] {line}", end="", flush=True)
+        return proc.wait()
+    except BaseException:  # cancelled: take the rank down with us
+        proc.kill()
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--nodes", type=int, required=True)
+    parser.add_argument("--gpus-per-node", type=float, default=0)
+    parser.add_argument("--cpus-per-node", type=float, default=1)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command given")
+
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    ray.init(logging_level="ERROR", log_to_driver=True)
+    bundle: dict[str, float] = {"CPU": args.cpus_per_node}
+    if args.gpus_per_node:
+        bundle["GPU"] = args.gpus_per_node
+    group = placement_group([dict(bundle) for _ in range(args.nodes)], strategy="STRICT_SPREAD")
+    ready, _ = ray.wait([group.ready()], timeout=PLACEMENT_TIMEOUT)
+    if not ready:
+        alive = sum(1 for n in ray.nodes() if n["Alive"])
+        print(
+            f"grid-ops: cannot place {args.nodes} rank(s) on distinct nodes with {bundle} each "
+            f"({alive} node(s) alive) within {PLACEMENT_TIMEOUT:g} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        remove_placement_group(group)
+        return 1
+
+    def strategy(index: int) -> PlacementGroupSchedulingStrategy:
+        return PlacementGroupSchedulingStrategy(
+            placement_group=group, placement_group_bundle_index=index
+        )
+
+    def endpoint() -> tuple[str, int]:
+        return ray.util.get_node_ip_address(), _free_port()
+
+    def one_rank(rank: int, env: dict[str, str]) -> int:
+        return _rank(command, env, rank)
+
+    master_endpoint = ray.remote(num_cpus=0)(endpoint)
+    run_rank = ray.remote(max_retries=0)(one_rank)
+
+    addr, port = ray.get(master_endpoint.options(scheduling_strategy=strategy(0)).remote())
+    base = {"MASTER_ADDR": addr, "MASTER_PORT": str(port), "WORLD_SIZE": str(args.nodes)}
+    refs: dict[Any, int] = {}
+    for rank in range(args.nodes):
+        env = {**base, "RANK": str(rank), "LOCAL_RANK": "0"}
+        ref = run_rank.options(
+            num_cpus=args.cpus_per_node,
+            num_gpus=args.gpus_per_node or 0,
+            scheduling_strategy=strategy(rank),
+        ).remote(rank, env)
+        refs[ref] = rank
+    pending = list(refs)
+    code = 0
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        rank = refs[done[0]]
+        try:
+            rc = int(ray.get(done[0]))
+            reason = f"exited {rc}"
+        except Exception as exc:  # a node or worker died under the rank
+            rc, reason = 1, f"died: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        if rc != 0:
+            print(f"grid-ops: rank {rank} {reason}; stopping the other ranks", file=sys.stderr)
+            for ref in pending:
+                ray.cancel(ref)
+            code = rc
+            break
+    time.sleep(0.2)
+    remove_placement_group(group)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
