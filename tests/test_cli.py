@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +103,20 @@ def test_ping_unknown_limit_node_is_a_clear_error(tmp_path: object) -> None:
     assert proc.returncode == 2
     assert "Unknown node 'zz'" in proc.stderr and "a" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_health_watch_probes_every_interval_until_interrupted(tmp_path: Path) -> None:
+    """--watch on this machine as a one-node cluster (local connection, no lab needed)."""
+    cfg = tmp_path / "local.yaml"
+    cfg.write_text("nodes:\n  - {name: here, host: localhost, connection: local}\n")
+    env = dict(os.environ, GRID_OPS_STATE_DIR=str(tmp_path / "state"), COLUMNS="160")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grid_ops", "health", "-c", str(cfg), "--watch", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert stdout.count("health of local at ") >= 2  # one table per round when piped
+    assert "│ here " in stdout and "stopped" in stderr and "Traceback" not in stderr

@@ -100,16 +100,24 @@ def health(
 
 
 def _watch(cfg: ClusterConfig, seconds: float) -> None:
+    """Redraw in place on a terminal; otherwise print one table per round (for logs)."""
+    from contextlib import nullcontext
+
     from rich.live import Live
 
     from grid_ops import health, probe
 
+    live = Live(console=out, auto_refresh=False) if out.is_terminal else None
     try:
-        with Live(console=out, auto_refresh=False) as live:
+        with live if live is not None else nullcontext():
             while True:
                 nodes = health.ranked(probe.probe_all(cfg))
-                stamp = time.strftime("%H:%M:%S")
-                live.update(table(nodes, f"health of {cfg.name} at {stamp}"), refresh=True)
+                health.save_cache(cfg, nodes)
+                view = table(nodes, f"health of {cfg.name} at {time.strftime('%H:%M:%S')}")
+                if live is not None:
+                    live.update(view, refresh=True)
+                else:
+                    out.print(view)
                 time.sleep(seconds)
     except KeyboardInterrupt:
         err.print("[dim]stopped[/]")
