@@ -192,7 +192,12 @@ def test_a_job_whose_node_is_killed_ends_failed_with_the_reason(torch_cluster: L
         done = _wait(torch_cluster, "victim", ("SUCCEEDED", "FAILED", "STOPPED"), limit=120)
         assert done["status"] == "FAILED"
         assert "died" in (done["message"] or "") and "10.231.0.13" in done["message"]
-        left = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True)
+        deadline = time.monotonic() + 30  # Ray reaps the job's workers asynchronously
+        while True:
+            left = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True)
+            if not left.stdout.strip() or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert left.stdout.strip() == ""  # no rank outlives the job
     finally:
         assert torch_cluster.cli("lab", "revive", "node3").returncode == 0

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 PLACEMENT_TIMEOUT = 120.0
+STOP_TIMEOUT = 30.0
 
 
 def _free_port() -> int:
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"grid-ops: rank {rank} {reason}; stopping the other ranks", file=sys.stderr)
             for ref in pending:
                 ray.cancel(ref)
+            # The job ends only once the other ranks are down (each kills its command).
+            ray.wait(pending, num_returns=len(pending), timeout=STOP_TIMEOUT)
             code = rc
             break
     time.sleep(0.2)
