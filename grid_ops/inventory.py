@@ -168,6 +168,7 @@ def cluster_vars(config: ClusterConfig) -> dict[str, Any]:
         "grid_provision": dump["provision"],
         "grid_head_node": config.head.name,
         "grid_head_host": config.head.host,
+        "grid_node_hosts": {n.name: node_ip(config, n) or n.host for n in config.nodes},
         "grid_ray": {k: v for k, v in dump["ray"].items() if k != "nodes"},
         "grid_sync": dump["sync"],
         "grid_health_check": dump["health_check"],

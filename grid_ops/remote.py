@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from grid_ops import inventory
 from grid_ops.config import ClusterConfig, NodeConfig
@@ -27,7 +27,12 @@ def _root_expr(root: str) -> str:
     return shlex.quote(root)
 
 
-def remote_script(config: ClusterConfig, command: Sequence[str], shell: bool = False) -> str:
+def remote_script(
+    config: ClusterConfig,
+    command: Sequence[str],
+    shell: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> str:
     """The shell line the node runs: cd to remote_root, venv on PATH, then the command."""
     root = _root_expr(config.remote_root.rstrip("/") or "/")
     head_ip = inventory.node_ip(config, config.head) or config.head.host
@@ -36,16 +41,22 @@ def remote_script(config: ClusterConfig, command: Sequence[str], shell: bool = F
         f'cd {root} 2>/dev/null || {{ echo "grid-ops: {config.remote_root} does not exist on '
         f"$(hostname); run 'grid-ops provision' first\" >&2; exit {MISSING_ROOT}; }}; "
         f'export PATH="$PWD/venv/bin:$PATH" '
-        f"RAY_ADDRESS={shlex.quote(f'{head_ip}:{config.ray.port}')}; "
+        f"RAY_ADDRESS={shlex.quote(f'{head_ip}:{config.ray.port}')}"
+        + "".join(f" {k}={shlex.quote(v)}" for k, v in (env or {}).items())
+        + "; "
         f"{'' if shell else 'exec '}{body}"
     )
 
 
 def argv(
-    config: ClusterConfig, node: NodeConfig, command: Sequence[str], shell: bool = False
+    config: ClusterConfig,
+    node: NodeConfig,
+    command: Sequence[str],
+    shell: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """The local argv that runs ``command`` on ``node``."""
-    script = remote_script(config, command, shell)
+    """The local argv that runs ``command`` on ``node`` (``env``: extra variables)."""
+    script = remote_script(config, command, shell, env)
     if node.connection == "local":
         return ["bash", "-c", script]
     return [*inventory.ssh_command(config, node), inventory.ssh_target(node), script]
@@ -72,10 +83,11 @@ def run(
     command: Sequence[str],
     shell: bool = False,
     timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> int:
     """Run ``command`` on ``node`` with output streamed to ours; returns its exit code."""
     inventory.ensure_control_dir()
     try:
-        return subprocess.run(argv(config, node, command, shell), timeout=timeout).returncode
+        return subprocess.run(argv(config, node, command, shell, env), timeout=timeout).returncode
     except subprocess.TimeoutExpired:
         return 124

@@ -14,6 +14,7 @@ import typer
 
 from grid_ops import __version__
 from grid_ops.cli import (
+    boost_cmd,
     cluster,
     config_cmd,
     demo,
@@ -21,7 +22,9 @@ from grid_ops.cli import (
     inventory_cmd,
     job_cmd,
     lab_cmd,
+    memory_cmd,
     metrics_cmd,
+    offload_cmd,
     ping,
     provision,
     run_cmd,
@@ -72,6 +75,10 @@ app.add_typer(inventory_cmd.app, name="inventory")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(metrics_cmd.app, name="metrics")
 app.add_typer(job_cmd.app, name="job")
+app.add_typer(boost_cmd.boost_app, name="boost")
+app.add_typer(boost_cmd.sharing_app, name="resource-sharing")
+app.add_typer(offload_cmd.app, name="offload")
+app.add_typer(memory_cmd.app, name="memory")
 app.add_typer(lab_cmd.app, name="lab")
 
 

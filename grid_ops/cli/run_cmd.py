@@ -44,6 +44,15 @@ def run(
             min=0,
         ),
     ] = None,
+    boost: Annotated[
+        str | None,
+        typer.Option(
+            "--boost",
+            help="Run as the head's work inside this boost: on the head, with "
+            "$GRID_OPS_BOOST set, so tasks it submits through grid_ops.runtime.scheduler "
+            "run in the boost's reservation.",
+        ),
+    ] = None,
 ) -> None:
     """Run COMMAND on a node: in remote_root, the node venv first on PATH, RAY_ADDRESS set.
 
@@ -60,9 +69,23 @@ def run(
         from grid_ops.errors import UsageError
 
         raise UsageError("--node and --all exclude each other.", "Pass one of them.")
+    if boost and (node or all_nodes):
+        from grid_ops.errors import UsageError
+
+        raise UsageError("--boost runs on the head; it excludes --node and --all.")
     if all_nodes:
         raise typer.Exit(_run_all(cfg, command, shell, timeout))
-    if node:
+    env: dict[str, str] = {}
+    if boost:
+        from grid_ops.cli.boost_cmd import find
+
+        record = find(cfg, boost, "boost")
+        env["GRID_OPS_BOOST"] = boost
+        target = cfg.head
+        err.print(
+            f"[dim]boost {boost}: {record['resource']} {record['amount']:g} on {record['node']}[/]"
+        )
+    elif node:
         target = cfg.node(node)
     else:
         target = _best_reachable(
@@ -70,7 +93,7 @@ def run(
         )
     err.print(f"[dim]running on {target.name}[/]")
     started = time.monotonic()
-    rc = remote.run(cfg, target, command, shell=shell, timeout=timeout)
+    rc = remote.run(cfg, target, command, shell=shell, timeout=timeout, env=env)
     _record(rc, time.monotonic() - started)
     if rc == 255 and target.connection != "local":
         error(

@@ -11,13 +11,20 @@ resources fit the request most tightly), ``load-balanced`` (the node with the la
 share of CPU), ``spread`` (Ray's SPREAD) and ``gpu-affinity`` (the node with the most free
 GPUs; an error if no node has one). Node choices become NodeAffinitySchedulingStrategy
 (soft, so Ray may still move a task when the chosen node fills up); nothing here is a
-scheduler of its own.
+scheduler of its own. ``boost=`` runs work inside a boost's placement group, and
+``offload=True`` lets the controller move work off a head under pressure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from grid_ops.runtime import taskstats
 
 STRATEGIES = ("local-first", "best-fit", "load-balanced", "spread", "gpu-affinity")
 
@@ -26,11 +33,24 @@ class SchedulingError(RuntimeError):
     """No node can take the request under the asked strategy."""
 
 
-def _free_by_node() -> dict[str, dict[str, float]]:
-    """Free resources per alive node id (Ray's own accounting)."""
-    from ray._private.state import state  # Ray is pinned; this is its own resource view
+_VIEW_SECONDS = 0.5  # Ray's own view lags about as much; one query serves many submits
+_view: tuple[float, dict[str, dict[str, float]], dict[str, dict[str, float]]] = (0.0, {}, {})
+_remotes: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_groups: dict[str, Any] = {}
 
-    return {node_id: dict(free) for node_id, free in state.available_resources_per_node().items()}
+
+def _free_and_totals() -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Free and total resources per alive node id (Ray's own accounting), briefly cached."""
+    global _view
+    now = time.monotonic()
+    if now - _view[0] > _VIEW_SECONDS:
+        import ray
+        from ray._private.state import state  # Ray is pinned; this is its own resource view
+
+        free = {n: dict(f) for n, f in state.available_resources_per_node().items()}
+        totals = {n["NodeID"]: dict(n["Resources"]) for n in ray.nodes() if n["Alive"]}
+        _view = (now, free, totals)
+    return _view[1], _view[2]
 
 
 def _fits(free: dict[str, float], need: dict[str, float]) -> bool:
@@ -74,21 +94,16 @@ def choose_node(
     return max(sorted(fitting), key=free_share)  # load-balanced
 
 
-def _totals() -> dict[str, dict[str, float]]:
-    import ray
-
-    return {n["NodeID"]: dict(n["Resources"]) for n in ray.nodes() if n["Alive"]}
-
-
 def scheduling_strategy(strategy: str, need: dict[str, float]) -> Any:
     """The Ray scheduling_strategy for ``strategy`` and a resource request."""
+    if strategy == "spread":
+        return "SPREAD"
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     local = ray.get_runtime_context().get_node_id()
-    node = choose_node(strategy, need, _free_by_node(), local, _totals())
-    if node is None:
-        return "SPREAD"
+    free, totals = _free_and_totals()
+    node = choose_node(strategy, need, free, local, totals)
     return NodeAffinitySchedulingStrategy(node_id=node, soft=True)
 
 
@@ -98,28 +113,110 @@ def _need(resources: dict[str, float] | None) -> dict[str, float]:
     return need
 
 
-def submit(
-    fn: Callable[..., Any],
-    *args: Any,
-    strategy: str = "load-balanced",
-    resources: dict[str, float] | None = None,
-    **kwargs: Any,
-) -> Any:
-    """Run ``fn(*args, **kwargs)`` as a Ray task placed by ``strategy``; its ObjectRef."""
+def _controller() -> Any:
     import ray
 
-    need = _need(resources)
+    return ray.get_actor("controller", namespace="grid_ops_control")
+
+
+def boost_options(boost_id: str, resources: dict[str, float] | None = None) -> dict[str, Any]:
+    """Task options that run inside boost ``boost_id`` (its placement group, its node)."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from grid_ops.runtime.reservations import group
+
+    info = _groups.get(boost_id)
+    if info is None:
+        try:
+            info = ray.get(_controller().boost_group.remote(boost_id))
+        except ValueError:
+            raise SchedulingError("no grid-ops controller runs on this cluster") from None
+        except ray.exceptions.RayTaskError as exc:
+            raise SchedulingError(str(exc).strip().splitlines()[-1]) from None
+        _groups[boost_id] = info
+    if resources is not None:
+        need = dict(resources)
+    else:
+        key, amount = info["resource"], float(info["amount"])
+        need = {"CPU": min(1.0, amount)} if key == "cpu" else {"CPU": 0.0}
+        if key == "gpu":
+            need["GPU"] = min(1.0, amount)
     options: dict[str, Any] = {
         "num_cpus": need.get("CPU", 0.0),
         "num_gpus": need.get("GPU", 0.0),
-        "scheduling_strategy": scheduling_strategy(strategy, need),
+        "scheduling_strategy": PlacementGroupSchedulingStrategy(
+            placement_group=group(info["pg"]), placement_group_bundle_index=0
+        ),
     }
+    if "memory" in need:
+        options["memory"] = need["memory"]
+    return options
+
+
+def _offload_target(fn: Callable[..., Any], need: dict[str, float]) -> str | None:
+    import ray
+
+    try:
+        controller = _controller()
+    except ValueError:
+        return None
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
+    target: str | None = ray.get(controller.offload_target.remote(name, need))
+    return target
+
+
+def _remote(fn: Callable[..., Any]) -> Any:
+    """The Ray remote function for ``fn``, made once (and counted for the controller)."""
+    if hasattr(fn, "options"):
+        return fn
+    try:
+        return _remotes[fn]
+    except (KeyError, TypeError):
+        pass
+    import ray
+
+    remote = ray.remote(taskstats.tracked(fn))
+    with contextlib.suppress(TypeError):  # not weak-referenceable: made again next time
+        _remotes[fn] = remote
+    return remote
+
+
+def submit(
+    fn: Callable[..., Any],
+    *args: Any,
+    strategy: str | None = None,
+    resources: dict[str, float] | None = None,
+    boost: str | None = None,
+    offload: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """Run ``fn(*args, **kwargs)`` as a Ray task; its ObjectRef.
+
+    ``strategy`` places it (default ``load-balanced``). ``boost="boost-…"`` runs it inside
+    that boost instead; without a strategy, ``$GRID_OPS_BOOST`` (set by ``grid-ops run
+    --boost``) does the same. ``offload=True`` lets the controller send it to a worker
+    while the head is above its auto-offload thresholds (the decision is recorded).
+    """
+    if boost is None and strategy is None:
+        boost = os.environ.get("GRID_OPS_BOOST") or None
+    remote = _remote(fn)
+    if boost:
+        return remote.options(**boost_options(boost, resources)).remote(*args, **kwargs)
+    need = _need(resources)
+    options: dict[str, Any] = {"num_cpus": need.get("CPU", 0.0), "num_gpus": need.get("GPU", 0.0)}
+    target = _offload_target(fn, need) if offload else None
+    if target is not None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(target, soft=True)
+    else:
+        options["scheduling_strategy"] = scheduling_strategy(strategy or "load-balanced", need)
     custom = {k: v for k, v in need.items() if k not in ("CPU", "GPU", "memory")}
     if custom:
         options["resources"] = custom
     if "memory" in need:
         options["memory"] = need["memory"]
-    remote = fn if hasattr(fn, "options") else ray.remote(fn)
     return remote.options(**options).remote(*args, **kwargs)
 
 

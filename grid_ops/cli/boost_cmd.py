@@ -1,0 +1,212 @@
+"""grid-ops boost / resource-sharing: resources reserved on a node by the controller.
+
+Both are Ray placement groups the cluster's controller creates and tracks: a boost on a
+node you name, for the head's work; a shared allocation on whichever node has it free.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.output import out, print_json
+
+if TYPE_CHECKING:
+    from grid_ops.config import ClusterConfig
+
+boost_app = typer.Typer(
+    help="Reserve CPU, GPU or memory on a node for the head's work (a Ray placement group).",
+    no_args_is_help=True,
+)
+sharing_app = typer.Typer(
+    help="Allocate CPU, GPU or memory on whichever node has it free.", no_args_is_help=True
+)
+ResourceArg = Annotated[str, typer.Argument(help="cpu, gpu or memory.")]
+AmountArg = Annotated[
+    str, typer.Argument(help="How much: 2, 0.5; memory as 4GiB, 512MiB (bare number = GiB).")
+]
+IdArg = Annotated[str, typer.Argument(help="The id that request printed.")]
+FIELDS = ("id", "node", "resource", "amount", "expires_at", "priority", "state", "created_at")
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row.get(k) for k in FIELDS}
+
+
+def amount_text(resource: str, amount: float) -> str:
+    if resource == "memory":
+        return f"{amount / 2**30:.2f} GiB"
+    return f"{amount:g}"
+
+
+def _when(stamp: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(stamp)) if stamp else "never"
+
+
+def _table(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("id", "node", "resource", "amount", "priority", "state", "expires"):
+        table.add_column(column)
+    style = {"active": "green", "node-lost": "red", "pending": "yellow"}
+    for row in rows:
+        state = str(row.get("state"))
+        table.add_row(
+            row["id"],
+            row["node"],
+            row["resource"],
+            amount_text(row["resource"], row["amount"]),
+            row.get("priority") or "",
+            f"[{style.get(state, 'white')}]{state}[/]",
+            _when(row.get("expires_at")),
+        )
+    out.print(table)
+
+
+def find(cfg: ClusterConfig, rid: str, kind: str) -> dict[str, Any]:
+    """The live reservation ``rid`` of ``kind`` (a clear error when there is none)."""
+    from grid_ops import control
+    from grid_ops.errors import UsageError
+
+    rows, _ = control.call(cfg, "reservations", {"kind": kind})
+    for row in rows:
+        if row["id"] == rid:
+            return dict(row)
+    known = ", ".join(r["id"] for r in rows) or "none"
+    raise UsageError(f"No live {kind} '{rid}'.", f"Live ones: {known}.")
+
+
+def _request(cfg: ClusterConfig, args: dict[str, Any], as_json: bool) -> None:
+    from grid_ops import control
+
+    row, _ = control.call(cfg, "reserve", args)
+    if as_json:
+        print_json(_public(row))
+        return
+    out.print(
+        f"[green]{row['id']}[/]: {amount_text(row['resource'], row['amount'])} "
+        f"{row['resource']} on {row['node']}, expires {_when(row.get('expires_at'))}"
+    )
+
+
+def _release(cfg: ClusterConfig, rid: str, kind: str, as_json: bool) -> None:
+    from grid_ops import control
+
+    row, _ = control.call(cfg, "release", {"id": rid, "kind": kind})
+    if as_json:
+        print_json(_public(row))
+    else:
+        out.print(f"released {rid} ({row['resource']} on {row['node']})")
+
+
+def _status(cfg: ClusterConfig, kind: str, as_json: bool, title: str) -> None:
+    from grid_ops import control
+
+    rows, _ = control.call(cfg, "reservations", {"kind": kind})
+    if as_json:
+        print_json([_public(r) for r in rows])
+    elif not rows:
+        out.print(f"no {title.lower()}")
+    else:
+        _table(rows, title)
+
+
+@boost_app.command("request")
+def boost_request(
+    node: Annotated[str, typer.Argument(help="The node to reserve on.")],
+    resource: ResourceArg,
+    amount: AmountArg,
+    config: ConfigOption = None,
+    priority: Annotated[
+        str, typer.Option("--priority", help="low, normal, high or critical.")
+    ] = "normal",
+    ttl: Annotated[
+        str | None,
+        typer.Option("--ttl", help="Release it after this long: 90s, 10m, 2h, 1d."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Reserve AMOUNT of RESOURCE on NODE and print the boost id.
+
+    The reservation is a Ray placement group pinned to NODE; run the head's work in it
+    with 'grid-ops run --boost ID -- CMD', or submit(fn, boost=ID) from code. Fails,
+    changing nothing, when NODE does not have that much free (the error says what is).
+    Example: grid-ops boost request node2 cpu 1 --ttl 30m
+    """
+    from grid_ops import control
+
+    cfg, _ = load_config(config)
+    cfg.node(node)
+    args = {
+        "kind": "boost",
+        "node": node,
+        "resource": resource,
+        "amount": control.parse_amount(resource, amount),
+        "priority": priority,
+        "ttl": control.parse_duration(ttl) if ttl else None,
+    }
+    _request(cfg, args, as_json)
+
+
+@boost_app.command("release")
+def boost_release(rid: IdArg, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Release a boost now (its resources are free again)."""
+    cfg, _ = load_config(config)
+    _release(cfg, rid, "boost", as_json)
+
+
+@boost_app.command("status")
+def boost_status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """The live boosts: node, resource, amount, priority, state, expiry.
+
+    State is active, pending (waiting to be placed again after a restart) or node-lost
+    (its node left the Ray cluster; Ray places it again when the node returns).
+    """
+    cfg, _ = load_config(config)
+    _status(cfg, "boost", as_json, "Boosts")
+
+
+@sharing_app.command("request")
+def sharing_request(
+    resource: ResourceArg,
+    amount: AmountArg,
+    config: ConfigOption = None,
+    node: Annotated[
+        str | None, typer.Option("--node", help="Place it on this node instead.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Allocate AMOUNT of RESOURCE on the node with most of it free; print the id.
+
+    A node shares at most resource_sharing.max_share_fraction of its total.
+    """
+    from grid_ops import control
+
+    cfg, _ = load_config(config)
+    if node:
+        cfg.node(node)
+    args = {
+        "kind": "share",
+        "node": node,
+        "resource": resource,
+        "amount": control.parse_amount(resource, amount),
+    }
+    _request(cfg, args, as_json)
+
+
+@sharing_app.command("release")
+def sharing_release(rid: IdArg, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Release a shared allocation."""
+    cfg, _ = load_config(config)
+    _release(cfg, rid, "share", as_json)
+
+
+@sharing_app.command("status")
+def sharing_status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """The live shared allocations."""
+    cfg, _ = load_config(config)
+    _status(cfg, "share", as_json, "Shared allocations")

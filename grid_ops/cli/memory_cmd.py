@@ -1,0 +1,131 @@
+"""grid-ops memory: the cluster's distributed memory pool (store, retrieve, list, delete)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.output import err, out, print_json
+
+app = typer.Typer(
+    help="Objects kept in memory on the cluster's nodes (Ray actors), optionally replicated.",
+    no_args_is_help=True,
+)
+KeyArg = Annotated[str, typer.Argument(help="The object's key.")]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+@app.command("store")
+def store(
+    key: KeyArg,
+    file: Annotated[Path, typer.Argument(help="The file to store ('-' = standard input).")],
+    config: ConfigOption = None,
+    replicas: Annotated[
+        int, typer.Option("--replicas", help="Copies on distinct nodes.", min=1)
+    ] = 1,
+    node: Annotated[
+        str | None, typer.Option("--node", help="Hold the first copy on this node.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Store FILE's bytes under KEY (replacing an object of that key).
+
+    Copies go to the nodes with most pool room (resource_sharing.memory_pool_gb each);
+    with --replicas 2 or more the object outlives the loss of a node holding it.
+    """
+    from grid_ops import control
+    from grid_ops.errors import UsageError
+
+    cfg, _ = load_config(config)
+    if node:
+        cfg.node(node)
+    try:
+        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"Cannot read {file}: {exc.strerror or exc}.") from None
+    args = {"key": key, "replicas": replicas, "node": node}
+    result, _ = control.call(cfg, "memory-store", args, payload=data)
+    if as_json:
+        print_json(result)
+    else:
+        out.print(f"stored {key} ({_size(result['size'])}) on {', '.join(result['nodes'])}")
+
+
+@app.command("retrieve")
+def retrieve(
+    key: KeyArg,
+    config: ConfigOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write here (atomically). Default: standard output."),
+    ] = None,
+) -> None:
+    """Fetch KEY's bytes, exactly as stored (from the first holder that answers)."""
+    from grid_ops import control
+    from grid_ops.errors import UsageError
+
+    cfg, _ = load_config(config)
+    result, data = control.call(cfg, "memory-retrieve", {"key": key})
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise UsageError(f"Cannot write {output}: {exc.strerror or exc}.") from None
+    err.print(f"[dim]{key}: {_size(len(data))} from {result['node']} -> {output}[/]")
+
+
+@app.command("list-objects")
+def list_objects(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """The stored objects: key, size and the nodes that hold a copy now."""
+    from rich.table import Table
+
+    from grid_ops import control
+
+    cfg, _ = load_config(config)
+    rows, _ = control.call(cfg, "memory-list")
+    if as_json:
+        print_json([{"key": r["key"], "size": r["size"], "nodes": r["nodes"]} for r in rows])
+        return
+    if not rows:
+        out.print("the memory pool is empty")
+        return
+    table = Table(title=f"memory pool of {cfg.name}", title_justify="left")
+    for column in ("key", "size", "nodes"):
+        table.add_column(column)
+    for row in rows:
+        nodes = ", ".join(row["nodes"]) if row["nodes"] else "[red]lost[/]"
+        table.add_row(row["key"], _size(row["size"]), nodes)
+    out.print(table)
+
+
+@app.command("delete")
+def delete(key: KeyArg, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Delete KEY from every node holding it."""
+    from grid_ops import control
+
+    cfg, _ = load_config(config)
+    result, _ = control.call(cfg, "memory-delete", {"key": key})
+    if as_json:
+        print_json(result)
+    else:
+        out.print(f"deleted {key}")

@@ -1,0 +1,151 @@
+"""Talking to the cluster's controller from the operator's machine.
+
+Each call runs ``grid_ops.runtime.client`` on the head over the cluster's SSH settings
+(multiplexed, so a warm call is one Python start on the head plus milliseconds); the
+client speaks to the controller actor's Unix socket. No Ray runs here, so the operator's
+Python and network may differ from the cluster's. Also: the amount and duration syntax
+of ``boost``/``resource-sharing`` (pure).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from typing import TYPE_CHECKING, Any
+
+from grid_ops.errors import GridOpsError, UsageError
+
+if TYPE_CHECKING:
+    from grid_ops.config import ClusterConfig
+
+EXIT_DOWN = 3
+EXIT_NO_ROOT = 127
+SSH_FAILED = 255
+
+_UNITS = {
+    "": 2**30,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "kib": 2**10,
+    "m": 10**6,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 10**9,
+    "gb": 10**9,
+    "gib": 2**30,
+    "t": 10**12,
+    "tb": 10**12,
+    "tib": 2**40,
+}
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_amount(resource: str, text: str) -> float:
+    """``cpu 2`` -> 2.0; ``memory 2GiB`` -> bytes (a bare number is GiB)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    if resource not in ("cpu", "gpu", "memory"):
+        raise UsageError(f"Unknown resource '{resource}'.", "Use one of: cpu, gpu, memory.")
+    if match is None:
+        raise UsageError(f"Cannot read the amount '{text}'.", "Examples: 2, 0.5, 4GiB, 512MiB.")
+    value, unit = float(match.group(1)), match.group(2).lower()
+    if resource != "memory":
+        if unit:
+            raise UsageError(f"{resource} amounts have no unit: '{text}'.", "Example: 2 or 0.5.")
+        return value
+    if unit not in _UNITS:
+        raise UsageError(f"Unknown memory unit '{match.group(2)}'.", "Use MiB, GiB, MB or GB.")
+    return float(int(value * _UNITS[unit]))
+
+
+def parse_duration(text: str) -> float:
+    """``90`` / ``90s`` / ``10m`` / ``2h`` / ``1d`` -> seconds."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smhd]?)\s*", text.lower())
+    if match is None or float(match.group(1)) <= 0:
+        raise UsageError(f"Cannot read the duration '{text}'.", "Examples: 90s, 10m, 2h, 1d.")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def parse_thresholds(values: list[str]) -> dict[str, float]:
+    """``["70"]`` -> memory 70; ``["cpu=80", "gpu=90"]`` -> both."""
+    out: dict[str, float] = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        if not sep:
+            name, number = "memory", value
+        name = name.strip().lower()
+        if name not in ("cpu", "memory", "gpu"):
+            raise UsageError(f"Unknown threshold '{name}'.", "Use cpu=N, memory=N or gpu=N.")
+        try:
+            percent = float(number)
+        except ValueError:
+            raise UsageError(f"The threshold '{value}' is not a number.") from None
+        if not 0 <= percent <= 100:
+            raise UsageError(f"The threshold '{value}' is not a percentage (0-100).")
+        out[name] = percent
+    return out
+
+
+def call(
+    config: ClusterConfig,
+    op: str,
+    args: dict[str, Any] | None = None,
+    payload: bytes | None = None,
+    timeout: float = 180,
+) -> tuple[Any, bytes]:
+    """One controller operation on the head: its result and payload bytes."""
+    from grid_ops import inventory, remote
+
+    command = ["python", "-m", "grid_ops.runtime.client", op, "--args", json.dumps(args or {})]
+    if payload is not None:
+        command.append("--stdin")
+    inventory.ensure_control_dir()
+    head = config.head.name
+    try:
+        proc = subprocess.run(
+            remote.argv(config, config.head, command),
+            input=payload if payload is not None else b"",
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise GridOpsError(
+            f"The controller on the head ({head}) did not answer in {timeout:g} s.",
+            "Check 'grid-ops cluster status'.",
+        ) from None
+    line, _, rest = proc.stdout.partition(b"\n")
+    try:
+        answer: dict[str, Any] = json.loads(line)
+    except ValueError:
+        answer = {}
+    if not answer:
+        raise _transport_error(config, proc.returncode, proc.stderr.decode(errors="replace"))
+    if answer.get("down"):
+        raise GridOpsError(
+            f"The grid-ops controller does not run on the head ({head}).",
+            "Start the cluster with 'grid-ops cluster start' (it starts the controller too).",
+        )
+    if not answer.get("ok"):
+        raise UsageError(str(answer.get("error")), str(answer.get("hint") or "") or None)
+    size = int(answer.get("payload") or 0)
+    if len(rest) != size:
+        raise GridOpsError(f"The head ({head}) sent {len(rest)} of {size} bytes.", "Retry.")
+    return answer.get("result"), rest
+
+
+def _transport_error(config: ClusterConfig, code: int, stderr: str) -> GridOpsError:
+    head = config.head.name
+    last = (stderr.strip().splitlines() or [f"exit {code}"])[-1]
+    if code == SSH_FAILED:
+        return GridOpsError(
+            f"Cannot reach the head ({head}) over SSH: {last}",
+            "Check it with 'grid-ops ping'.",
+        )
+    if code == EXIT_NO_ROOT or "No module named" in stderr:
+        return GridOpsError(
+            f"The head ({head}) has no grid-ops runtime: {last}",
+            "Run 'grid-ops provision' and 'grid-ops cluster start' first.",
+        )
+    return GridOpsError(f"The controller call on the head ({head}) failed: {last}")

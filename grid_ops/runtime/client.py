@@ -1,0 +1,51 @@
+"""``python -m grid_ops.runtime.client OP [--args JSON] [--stdin]``: one controller call.
+
+Runs on the head (the CLI reaches it over the cluster's SSH settings) and needs no Ray:
+it only speaks to the controller's Unix socket, so a warm round trip costs a Python
+start and a few milliseconds. Prints one JSON line (``{"ok": …, "result" | "error" …,
+"payload": N}``) and then N raw bytes. Exit 0 on success, 1 when the controller refused
+the request, 3 when no controller answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from grid_ops.runtime import protocol
+
+EXIT_REFUSED = 1
+EXIT_DOWN = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("op")
+    parser.add_argument("--args", default="{}", help="JSON object of arguments")
+    parser.add_argument("--stdin", action="store_true", help="send standard input as payload")
+    parser.add_argument("--state-dir", default=protocol.DEFAULT_STATE_DIR)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    opts = parser.parse_args(argv)
+    payload = sys.stdin.buffer.read() if opts.stdin else b""
+    out = sys.stdout.buffer
+    state = protocol.state_dir(opts.state_dir)
+    try:
+        result, data = protocol.call(
+            state, opts.op, json.loads(opts.args), payload, timeout=opts.timeout
+        )
+    except protocol.ControllerDown as exc:
+        protocol.write_message(out, {"ok": False, "down": True, "error": str(exc)})
+        return EXIT_DOWN
+    except protocol.RemoteError as exc:
+        protocol.write_message(out, {"ok": False, "error": str(exc), "hint": exc.hint})
+        return EXIT_REFUSED
+    except (OSError, ValueError) as exc:
+        protocol.write_message(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        return EXIT_REFUSED
+    protocol.write_message(out, {"ok": True, "result": result}, data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,539 @@
+"""The controller: one detached Ray actor on the head that owns boosts, shared
+allocations, the offload policy and the memory pool's directory.
+
+It lives in its own namespace (``grid_ops_control``) and outlives the processes that
+talk to it. The operator's CLI reaches it through ``grid_ops.runtime.client`` run on the
+head over SSH, which speaks to the actor's Unix socket (no Ray driver per call); code on
+the cluster calls its methods as a normal actor. Its state is written to
+``<remote_root>/state/controller/state.json`` on the head after each change, and read
+back when it starts, so boosts and the offload policy survive a head restart.
+
+``python -m grid_ops.runtime.controller ensure --settings JSON`` (run on the head by
+``cluster start``, through the grid_ray role) starts it when it is missing or runs other
+code, and prints ``{"changed": …}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import socketserver
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from grid_ops.runtime import nodes, offload, pool, protocol, reservations, store
+from grid_ops.runtime.nodes import Refused
+from grid_ops.runtime.taskstats import Totals
+
+NAMESPACE = pool.NAMESPACE
+ACTOR_NAME = "controller"
+KEEP_RELEASED = 100
+TICK = 1.0
+
+
+def code_version() -> str:
+    """A digest of the runtime's source: a controller running other code is replaced."""
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for path in sorted(here.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class Controller:
+    def __init__(self, state_dir: str, settings: dict[str, Any]) -> None:
+        self.dir = Path(state_dir)
+        self.lock = threading.RLock()
+        self.state = store.load(self.dir)
+        self.state["settings"] = settings
+        if not self.state["offload"].get("policy"):
+            default = settings.get("offload") or {}
+            self.state["offload"]["policy"] = offload.policy(
+                bool(default.get("enabled", False)), default.get("thresholds")
+            )
+        self.started_at = time.time()
+        self.totals = Totals()
+        self.sampler = offload.Sampler()
+        self._save()
+        self._restore()
+        self._server = self._serve()
+        threading.Thread(target=self._maintain, name="grid-maintain", daemon=True).start()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.state["settings"])
+
+    def _names(self) -> dict[str, str]:
+        return dict(self.settings.get("nodes") or {})
+
+    def _views(self) -> dict[str, nodes.NodeView]:
+        return nodes.current(self._names())
+
+    def _save(self) -> None:
+        store.save(self.dir, self.state)
+
+    def _serve(self) -> socketserver.BaseServer:
+        path = protocol.socket_path(self.dir)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.unlink(missing_ok=True)
+        controller = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                try:
+                    request = protocol.read_line(self.rfile)
+                    payload = protocol.read_exact(self.rfile, int(request.get("payload") or 0))
+                    result, data = controller.call(
+                        request["op"], request.get("args") or {}, payload
+                    )
+                    protocol.write_message(self.wfile, {"ok": True, "result": result}, data)
+                except Refused as exc:
+                    protocol.write_message(
+                        self.wfile, {"ok": False, "error": str(exc), "hint": exc.hint}
+                    )
+                except Exception as exc:  # answer the caller; the controller stays up
+                    protocol.write_message(
+                        self.wfile, {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                    )
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+        old = os.umask(0o177)
+        try:
+            server = Server(str(path), Handler)
+        finally:
+            os.umask(old)
+        threading.Thread(target=server.serve_forever, name="grid-socket", daemon=True).start()
+        return server
+
+    def _maintain(self) -> None:
+        last_sample = 0.0
+        while True:
+            time.sleep(TICK)
+            try:
+                self._expire()
+                interval = float((self.settings.get("offload") or {}).get("check_interval", 5))
+                if time.time() - last_sample >= interval:
+                    self.sampler.sample()
+                    last_sample = time.time()
+                self._retry_pending()
+            except Exception:  # keep maintaining; each step is retried next tick
+                pass
+
+    # -- actor methods -------------------------------------------------------------------
+
+    def ready(self) -> dict[str, Any]:
+        return self._ping()
+
+    def call(self, op: str, args: dict[str, Any], payload: bytes = b"") -> tuple[Any, bytes]:
+        handler = OPS.get(op)
+        if handler is None:
+            raise Refused(f"Unknown controller operation '{op}'.")
+        answer: tuple[Any, bytes] = handler(self, args, payload)
+        return answer
+
+    def record_tasks(self, report: dict[str, Any]) -> None:
+        with self.lock:
+            self.totals.add(report)
+
+    def offload_target(self, task: str, need: dict[str, float]) -> str | None:
+        """The worker a task that allows offloading should go to now, or None (stay)."""
+        with self.lock:
+            policy = self.state["offload"]["policy"]
+            if not policy.get("enabled"):
+                return None
+            reasons = offload.over(self.sampler.values, policy["thresholds"])
+            if not reasons:
+                return None
+            head = self.settings.get("head")
+            views = self._views()
+            fitting = {
+                v.name: v.free
+                for v in views.values()
+                if v.alive and v.name != head and reservations_fit(v.free, need)
+            }
+            target = offload.least_loaded(fitting, {v.name: v.total for v in views.values()})
+            reason = "; ".join(reasons)
+            if target is None:
+                reason += "; no worker has room, kept on the head"
+            decision = {
+                "time": round(time.time(), 3),
+                "task": task,
+                "reason": reason,
+                "node": target,
+            }
+            decisions = self.state["offload"]["decisions"]
+            decisions.append(decision)
+            del decisions[: -offload.KEEP_DECISIONS]
+            self._save()
+            return views[target].node_id if target else None
+
+    def boost_group(self, boost_id: str) -> dict[str, Any]:
+        with self.lock:
+            record = self._reservation(boost_id)
+            return {
+                "pg": record["pg"],
+                "resource": record["resource"],
+                "amount": record["amount"],
+                "node": record["node"],
+            }
+
+    def pool_plan(self, key: str, size: int, replicas: int, node: str | None) -> list[str]:
+        with self.lock:
+            views = self._views()
+            if node is not None:
+                nodes.require(views, node)
+            capacity = int(self.settings.get("pool_capacity", 0))
+            chosen = pool.choose(views, self.state["pool"], key, size, replicas, capacity, node)
+            for name in chosen:
+                pool.ensure_actor(views[name], capacity)
+            return chosen
+
+    def pool_commit(self, key: str, size: int, digest: str, held: list[str]) -> None:
+        with self.lock:
+            old = self.state["pool"].get(key)
+            self.state["pool"][key] = {
+                "size": size,
+                "sha256": digest,
+                "nodes": held,
+                "stored_at": round(time.time(), 3),
+            }
+            self._save()
+        for stale in set((old or {}).get("nodes", [])) - set(held):
+            with contextlib.suppress(ValueError):
+                pool.actor(stale).delete.remote(key)
+
+    def pool_locate(self, key: str) -> list[str]:
+        entry = self.state["pool"].get(key)
+        if entry is None:
+            raise self._unknown_key(key)
+        views = self._views()
+        return sorted(entry["nodes"], key=lambda n: not (views.get(n) and views[n].alive))
+
+    # -- reservations --------------------------------------------------------------------
+
+    def _reservation(self, rid: str) -> dict[str, Any]:
+        record = self.state["reservations"].get(rid)
+        if record is not None:
+            return dict(record)
+        gone = next((r for r in self.state["released"] if r["id"] == rid), None)
+        if gone is not None:
+            raise Refused(
+                f"'{rid}' was already released ({gone.get('state', 'released')}).",
+                "See the live ones with 'status'.",
+            )
+        raise Refused(f"No boost or allocation '{rid}'.", "See the live ones with 'status'.")
+
+    def _reserve(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+        kind = str(args.get("kind", "boost"))
+        resource = str(args.get("resource", ""))
+        amount = float(args.get("amount", 0))
+        priority = str(args.get("priority") or "normal")
+        reservations.validate(resource, amount, priority)
+        ttl = args.get("ttl")
+        with self.lock:
+            views = self._views()
+            if kind == "boost" or args.get("node"):
+                view = nodes.require(views, str(args.get("node")))
+                reservations.check_free(view, resource, amount)
+            else:
+                fraction = float(self.settings.get("max_share_fraction", 0.5))
+                view = reservations.pick_shared_node(
+                    views, resource, amount, fraction, self._shared_by_node(resource)
+                )
+            now = time.time()
+            record = {
+                "id": reservations.new_id(kind),
+                "kind": kind,
+                "node": view.name,
+                "resource": resource,
+                "amount": amount,
+                "priority": priority,
+                "created_at": round(now, 3),
+                "expires_at": round(now + float(ttl), 3) if ttl else None,
+                "state": "active",
+            }
+            record["pg"] = reservations.place(record, view.ip)
+            self.state["reservations"][record["id"]] = record
+            self._save()
+            return reservations.public(record, views), b""
+
+    def _shared_by_node(self, resource: str) -> dict[str, float]:
+        held: dict[str, float] = {}
+        for r in self.state["reservations"].values():
+            if r["kind"] == "share" and r["resource"] == resource:
+                held[r["node"]] = held.get(r["node"], 0.0) + float(r["amount"])
+        return held
+
+    def _release_record(self, rid: str, why: str) -> dict[str, Any]:
+        record = self.state["reservations"].pop(rid)
+        reservations.remove(record.get("pg"))
+        record["state"] = why
+        record["released_at"] = round(time.time(), 3)
+        self.state["released"].append(record)
+        del self.state["released"][:-KEEP_RELEASED]
+        self._save()
+        return reservations.public(record)
+
+    def _release(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+        rid = str(args.get("id", ""))
+        with self.lock:
+            record = self._reservation(rid)
+            kind = args.get("kind")
+            if kind and record["kind"] != kind:
+                raise Refused(
+                    f"'{rid}' is a {record['kind']}, not a {kind}.",
+                    f"Release it with 'grid-ops {_command(record['kind'])} release'.",
+                )
+            return self._release_record(rid, "released"), b""
+
+    def _list(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+        kind = args.get("kind")
+        with self.lock:
+            views = self._views()
+            rows = [
+                reservations.public(r, views)
+                for r in self.state["reservations"].values()
+                if not kind or r["kind"] == kind
+            ]
+        return sorted(rows, key=lambda r: r["created_at"]), b""
+
+    def _expire(self) -> None:
+        with self.lock:
+            for rid, record in list(self.state["reservations"].items()):
+                if reservations.expired(record):
+                    self._release_record(rid, "expired")
+
+    def _restore(self) -> None:
+        """After a restart: reservations whose group is gone are placed again."""
+        with self.lock:
+            for record in self.state["reservations"].values():
+                if reservations.pg_state(record.get("pg")) in ("MISSING", "REMOVED"):
+                    record["state"] = "pending"
+            self._save()
+        self._retry_pending()
+
+    def _retry_pending(self) -> None:
+        with self.lock:
+            pending = [r for r in self.state["reservations"].values() if r["state"] == "pending"]
+            if not pending:
+                return
+            views = self._views()
+            for record in pending:
+                view = views.get(record["node"])
+                if view is None or not view.alive:
+                    continue
+                try:
+                    record["pg"] = reservations.place(record, view.ip, timeout=5)
+                    record["state"] = "active"
+                except Refused:
+                    continue
+            self._save()
+
+    # -- offload -------------------------------------------------------------------------
+
+    def _offload_set(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+        with self.lock:
+            current = self.state["offload"]["policy"]
+            thresholds = {**current["thresholds"], **(args.get("thresholds") or {})}
+            self.state["offload"]["policy"] = offload.policy(bool(args["enabled"]), thresholds)
+            self._save()
+        self.sampler.sample()
+        return self._offload_status({}, b"")
+
+    def _offload_status(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+        with self.lock:
+            policy = self.state["offload"]["policy"]
+            recent = self.state["offload"]["decisions"][-int(args.get("recent", 20)) :]
+            return {
+                "enabled": policy["enabled"],
+                "thresholds": policy["thresholds"],
+                "head": self.settings.get("head"),
+                "pressure": dict(self.sampler.values),
+                "sampled_at": self.sampler.at,
+                "decisions": list(recent),
+            }, b""
+
+    # -- memory pool ---------------------------------------------------------------------
+
+    def _unknown_key(self, key: str) -> Refused:
+        known = ", ".join(sorted(self.state["pool"])[:10]) or "none"
+        return Refused(f"No object '{key}' in the memory pool.", f"Stored keys: {known}.")
+
+    def _memory_store(self, args: dict[str, Any], payload: bytes) -> tuple[Any, bytes]:
+        key = str(args.get("key") or "")
+        if not key:
+            raise Refused("The key must not be empty.")
+        node = args.get("node")
+        plan = self.pool_plan(key, len(payload), int(args.get("replicas", 1)), node)
+        pool.put_all([pool.actor(n) for n in plan], key, payload)
+        self.pool_commit(key, len(payload), pool.checksum(payload), plan)
+        return {"key": key, "size": len(payload), "nodes": plan}, b""
+
+    def _memory_retrieve(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+        key = str(args.get("key") or "")
+        data, node = pool.get_first(self.pool_locate(key), key)
+        digest = self.state["pool"][key].get("sha256")
+        if digest and pool.checksum(data) != digest:
+            raise Refused(f"Object '{key}' on {node} does not match its checksum.")
+        return {"key": key, "size": len(data), "node": node}, data
+
+    def _memory_list(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+        with self.lock:
+            directory = {k: dict(v) for k, v in self.state["pool"].items()}
+        held = pool.holders(sorted({n for e in directory.values() for n in e["nodes"]}))
+        rows = []
+        for key, entry in sorted(directory.items()):
+            live = [n for n in entry["nodes"] if key in held.get(n, {})]
+            rows.append({"key": key, "size": entry["size"], "nodes": live, "lost": not live})
+        return rows, b""
+
+    def _memory_delete(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+        key = str(args.get("key") or "")
+        with self.lock:
+            entry = self.state["pool"].pop(key, None)
+            if entry is None:
+                raise self._unknown_key(key)
+            self._save()
+        for node in entry["nodes"]:
+            try:
+                pool.actor(node).delete.remote(key)
+            except ValueError:
+                continue
+        return {"key": key, "deleted": True, "nodes": entry["nodes"]}, b""
+
+    # -- status and metrics --------------------------------------------------------------
+
+    def _ping(self) -> dict[str, Any]:
+        return {
+            "version": self.settings.get("version"),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+        }
+
+    def _metrics(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+        with self.lock:
+            per_node = pool.used_by_node(self.state["pool"])
+            return {
+                "active_tasks": self.totals.active(),
+                "tasks": self.totals.to_json(),
+                "boosts_active": sum(
+                    1 for r in self.state["reservations"].values() if r["kind"] == "boost"
+                ),
+                "pool_bytes": {n: per_node.get(n, 0) for n in sorted(self._names())},
+            }, b""
+
+    def _overview(self, args: dict[str, Any], payload: bytes) -> tuple[Any, bytes]:
+        boosts, _ = self._list({}, b"")
+        status, _ = self._offload_status({"recent": args.get("recent", 10)}, b"")
+        return {"offload": status, "reservations": boosts}, b""
+
+
+def reservations_fit(free: dict[str, float], need: dict[str, float]) -> bool:
+    return all(free.get(k, 0.0) + 1e-9 >= v for k, v in need.items())
+
+
+def _command(kind: str) -> str:
+    return "boost" if kind == "boost" else "resource-sharing"
+
+
+OPS: dict[str, Any] = {
+    "ping": lambda self, args, payload: (self._ping(), b""),
+    "reserve": Controller._reserve,
+    "release": Controller._release,
+    "reservations": Controller._list,
+    "offload-set": Controller._offload_set,
+    "offload-status": Controller._offload_status,
+    "memory-store": Controller._memory_store,
+    "memory-retrieve": Controller._memory_retrieve,
+    "memory-list": Controller._memory_list,
+    "memory-delete": Controller._memory_delete,
+    "metrics": Controller._metrics,
+    "overview": Controller._overview,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# ensure: run on the head by cluster start
+
+
+def _answering(state: Path, version: str) -> bool:
+    try:
+        result, _ = protocol.call(state, "ping", timeout=5)
+    except (ConnectionError, OSError, protocol.RemoteError, ValueError):
+        return False
+    return bool(result.get("version") == version)
+
+
+def ensure(state: Path, settings: dict[str, Any], address: str | None) -> dict[str, Any]:
+    version = code_version()
+    settings = {**settings, "version": version}
+    if _answering(state, version):
+        return {"changed": False, "version": version}
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    ray.init(
+        address=address or "auto", namespace=NAMESPACE, logging_level="ERROR", log_to_driver=False
+    )
+    try:
+        try:
+            old = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+            ray.kill(old, no_restart=True)
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                try:
+                    ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+                except ValueError:
+                    break
+                time.sleep(0.2)
+        except ValueError:
+            pass
+        here = ray.get_runtime_context().get_node_id()
+        actor = (
+            ray.remote(Controller)
+            .options(
+                name=ACTOR_NAME,
+                namespace=NAMESPACE,
+                lifetime="detached",
+                num_cpus=0,
+                max_concurrency=32,
+                max_restarts=-1,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+            )
+            .remote(str(state), settings)
+        )
+        info = ray.get(actor.ready.remote(), timeout=120)
+    finally:
+        ray.shutdown()
+    return {"changed": True, "version": version, "pid": info.get("pid")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("ensure", help="start the controller unless it runs this code")
+    start.add_argument("--settings", required=True, help="JSON: nodes, head, pool_capacity …")
+    start.add_argument("--state-dir", default=protocol.DEFAULT_STATE_DIR)
+    start.add_argument("--address", default=os.environ.get("RAY_ADDRESS"))
+    args = parser.parse_args(argv)
+    try:
+        out = ensure(protocol.state_dir(args.state_dir), json.loads(args.settings), args.address)
+    except Exception as exc:  # Ray down or the actor failed to start: say so, as JSON
+        print(json.dumps({"changed": False, "error": f"{type(exc).__name__}: {exc}"}))
+        return 1
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The controller's wire format, and where its socket lives (standard library only).
+
+A request is one JSON line ``{"op": …, "args": {…}, "payload": N}`` followed by N raw
+bytes; the answer is one JSON line ``{"ok": true, "result": …, "payload": M}`` (or
+``{"ok": false, "error": …, "hint": …}``) followed by M raw bytes. Payloads carry the
+memory pool's objects, so they never pass through JSON.
+
+The socket is a Unix socket in the controller's state dir on the head (mode 0600: only
+the cluster's user can reach it). Unix socket paths may not exceed 107 bytes; a long
+state dir falls back to a short per-user dir in /tmp.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATE_DIR = "state/controller"
+SOCKET_NAME = "control.sock"
+MAX_SOCKET_PATH = 100
+CHUNK = 1 << 20
+
+
+class ControllerDown(ConnectionError):
+    """No controller answers on the socket."""
+
+
+class RemoteError(RuntimeError):
+    """The controller refused a request; ``hint`` says what to do."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def state_dir(path: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> Path:
+    return Path(path).expanduser().absolute()
+
+
+def socket_path(state: Path) -> Path:
+    path = state / SOCKET_NAME
+    if len(str(path)) <= MAX_SOCKET_PATH:
+        return path
+    return Path(f"/tmp/grid-ops-control-{getpass.getuser()}") / SOCKET_NAME
+
+
+def read_line(stream: Any) -> dict[str, Any]:
+    line = stream.readline()
+    if not line:
+        raise ConnectionError("the connection closed before an answer")
+    data: dict[str, Any] = json.loads(line)
+    return data
+
+
+def read_exact(stream: Any, size: int) -> bytes:
+    chunks = []
+    left = size
+    while left:
+        chunk = stream.read(min(left, CHUNK))
+        if not chunk:
+            raise ConnectionError(f"the connection closed with {left} of {size} bytes unread")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def write_message(stream: Any, header: dict[str, Any], payload: bytes = b"") -> None:
+    header = {**header, "payload": len(payload)}
+    stream.write(json.dumps(header, default=str).encode() + b"\n")
+    if payload:
+        stream.write(payload)
+    stream.flush()
+
+
+def call(
+    state: Path,
+    op: str,
+    args: dict[str, Any] | None = None,
+    payload: bytes = b"",
+    timeout: float = 120.0,
+) -> tuple[Any, bytes]:
+    """One request to the controller: its result and payload (raises RemoteError)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(socket_path(state)))
+    except OSError as exc:
+        sock.close()
+        raise ControllerDown(str(exc)) from None
+    with sock, sock.makefile("rwb") as stream:
+        write_message(stream, {"op": op, "args": args or {}}, payload)
+        answer = read_line(stream)
+        data = read_exact(stream, int(answer.get("payload") or 0))
+    if not answer.get("ok"):
+        raise RemoteError(str(answer.get("error")), str(answer.get("hint") or ""))
+    return answer.get("result"), data
