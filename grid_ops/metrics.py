@@ -1,8 +1,12 @@
-"""Prometheus metrics: node gauges from the latest health facts, plus local counters.
+"""Prometheus metrics: node gauges from the latest health facts, local counters, and the
+cluster controller's own numbers.
 
 Counters and histograms (``run`` tasks, ``sync`` durations) outlive the CLI process: each
 observation is added to a small JSON file in the state dir, and the exposition is built
-from it, so totals only ever grow, as Prometheus expects.
+from it, so totals only ever grow, as Prometheus expects. Task metrics carry
+``source="run"`` (``grid-ops run``) or ``source="cluster"`` (tasks submitted through
+grid_ops.runtime.scheduler, counted by the controller); the controller also gives
+grid_active_tasks, grid_boosts_active and grid_memory_pool_bytes{node}.
 """
 
 from __future__ import annotations
@@ -69,9 +73,15 @@ def record_sync(seconds: list[float]) -> None:
 class _Collector:
     """A prometheus-client collector over health facts and the stored counters."""
 
-    def __init__(self, nodes: list[dict[str, Any]], counters: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        nodes: list[dict[str, Any]],
+        counters: dict[str, Any],
+        cluster: dict[str, Any] | None = None,
+    ) -> None:
         self.nodes = nodes
         self.counters = counters
+        self.cluster = cluster
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (
@@ -103,10 +113,17 @@ class _Collector:
                     gpu_used.add_metric([name, str(gpu.get("index"))], float(used) * 2**20)
         yield from (up, score, load, gpu_used)
         tasks = CounterMetricFamily(
-            "grid_tasks_completed", "Commands finished with grid-ops run.", labels=["status"]
+            "grid_tasks_completed",
+            "Finished tasks: grid-ops run (source=run) and scheduler tasks (source=cluster).",
+            labels=["status", "source"],
         )
         for status in ("succeeded", "failed"):
-            tasks.add_metric([status], float(self.counters["tasks"].get(status, 0)))
+            tasks.add_metric([status, "run"], float(self.counters["tasks"].get(status, 0)))
+        cluster = self.cluster
+        if cluster is not None:
+            done = cluster["tasks"]["completed"]
+            for status in sorted({"succeeded", "failed", *done}):
+                tasks.add_metric([status, "cluster"], float(done.get(status, 0)))
         yield tasks
         for hname, (doc, bounds) in HISTOGRAMS.items():
             stored = self.counters["histograms"].get(hname) or {
@@ -114,9 +131,56 @@ class _Collector:
                 "sum": 0.0,
                 "buckets": [0] * len(bounds),
             }
-            buckets = [(_le(b), float(c)) for b, c in zip(bounds, stored["buckets"], strict=True)]
-            buckets.append(("+Inf", float(stored["count"])))
-            yield HistogramMetricFamily(hname, doc, buckets=buckets, sum_value=float(stored["sum"]))
+            if hname != "grid_task_duration_seconds":
+                yield _histogram(hname, doc, bounds, stored)
+                continue
+            family = HistogramMetricFamily(
+                hname, "Task durations: grid-ops run and scheduler tasks.", labels=["source"]
+            )
+            family.add_metric(["run"], *_buckets(bounds, stored))
+            if cluster is not None:
+                t = cluster["tasks"]
+                family.add_metric(["cluster"], *_buckets(t["bounds"], t))
+            yield family
+        yield from _controller_families(cluster)
+
+
+def _buckets(bounds: Any, stored: dict[str, Any]) -> tuple[list[tuple[str, float]], float]:
+    """Cumulative buckets as Prometheus wants them, from per-bucket ``le`` counts."""
+    buckets = [(_le(b), float(c)) for b, c in zip(bounds, stored["buckets"], strict=True)]
+    buckets.append(("+Inf", float(stored["count"])))
+    return buckets, float(stored["sum"])
+
+
+def _histogram(name: str, doc: str, bounds: Any, stored: dict[str, Any]) -> Any:
+    from prometheus_client.core import HistogramMetricFamily
+
+    buckets, total = _buckets(bounds, stored)
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=total)
+
+
+def _controller_families(cluster: dict[str, Any] | None) -> Iterator[Any]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    yield GaugeMetricFamily(
+        "grid_controller_up",
+        "1 if the cluster's grid-ops controller answered.",
+        value=0.0 if cluster is None else 1.0,
+    )
+    if cluster is None:
+        return
+    yield GaugeMetricFamily(
+        "grid_active_tasks", "Scheduler tasks running now.", value=float(cluster["active_tasks"])
+    )
+    yield GaugeMetricFamily(
+        "grid_boosts_active", "Live boosts.", value=float(cluster["boosts_active"])
+    )
+    pool = GaugeMetricFamily(
+        "grid_memory_pool_bytes", "Bytes held in the memory pool.", labels=["node"]
+    )
+    for node, size in sorted(cluster["pool_bytes"].items()):
+        pool.add_metric([node], float(size))
+    yield pool
 
 
 def _le(bound: float) -> str:
@@ -139,8 +203,9 @@ def registry(collector: _Collector) -> Any:
     return reg
 
 
-def exposition(nodes: list[dict[str, Any]]) -> bytes:
-    """The Prometheus text format for ``nodes`` (health JSON rows) and stored counters."""
+def exposition(nodes: list[dict[str, Any]], cluster: dict[str, Any] | None = None) -> bytes:
+    """The Prometheus text format for ``nodes`` (health JSON rows), stored counters and
+    the controller's numbers (None: it did not answer)."""
     from prometheus_client import generate_latest
 
-    return bytes(generate_latest(registry(_Collector(nodes, _load()))))
+    return bytes(generate_latest(registry(_Collector(nodes, _load(), cluster))))

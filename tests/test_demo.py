@@ -45,6 +45,9 @@ def test_demo_without_root_runs_the_main_job_on_this_machine(tmp_path: Path) -> 
         assert "connection: local" in config.read_text()
         assert "Ray cluster: head localhost, address 127.0.0.1:6379" in proc.stdout
         assert "final: {'epoch': 3, 'loss': 0.125}" in proc.stdout  # the demo job ran
+        assert "0.5 CPU on localhost" in proc.stdout and "released boost-" in proc.stdout
+        assert "stored 'demo' (4 MiB) on localhost" in proc.stdout
+        assert "retrieved 'demo': byte-exact" in proc.stdout
         row = next(ln for ln in proc.stdout.splitlines() if "│ localhost" in ln and "head" in ln)
         assert "alive" in row and "127.0.0.1" in row
         assert (home / "grid-ops-demo" / "venv" / "bin" / "ray").exists()
@@ -70,3 +73,7 @@ def test_demo_as_root_brings_up_the_lab_and_ray_on_it(lab: Lab) -> None:
         assert "running" in row  # Ray, as the health probe sees it
     assert ": SUCCEEDED" in job
     assert "final: {'epoch': 3, 'loss': 0.125}" in job
+    boost = job.split("final:")[1]
+    assert f"0.5 CPU on {lab.nodes[-1]}" in boost and "released boost-" in boost
+    assert "stored 'demo' (4 MiB) on " in boost  # two replicas, on two nodes
+    assert "retrieved 'demo': byte-exact" in boost and "deleted demo" in boost

@@ -73,8 +73,8 @@ def test_metrics_of_the_lab_pass_promtool_and_count_run_and_sync(
     for node in lab.nodes:
         assert _value(before, f'grid_node_up{{node="{node}"}}') == 1
         assert _value(before, f'grid_node_load1{{node="{node}"}}') >= 0
-    ok0 = _value(before, 'grid_tasks_completed_total{status="succeeded"}')
-    bad0 = _value(before, 'grid_tasks_completed_total{status="failed"}')
+    ok0 = _value(before, 'grid_tasks_completed_total{source="run",status="succeeded"}')
+    bad0 = _value(before, 'grid_tasks_completed_total{source="run",status="failed"}')
     sync0 = _value(before, "grid_sync_duration_seconds_count")
     assert lab.cli("run", "-c", cfg, "--node", "node2", "--", "true").returncode == 0
     assert lab.cli("run", "-c", cfg, "--node", "node2", "--", "false").returncode == 1
@@ -83,8 +83,8 @@ def test_metrics_of_the_lab_pass_promtool_and_count_run_and_sync(
     (src / "a.py").write_text("A = 1\n")
     assert lab.cli("sync", str(src), "-c", cfg).returncode == 0
     after = lab.cli("metrics", "-c", cfg).stdout
-    assert _value(after, 'grid_tasks_completed_total{status="succeeded"}') == ok0 + 1
-    assert _value(after, 'grid_tasks_completed_total{status="failed"}') == bad0 + 1
+    assert _value(after, 'grid_tasks_completed_total{source="run",status="succeeded"}') == ok0 + 1
+    assert _value(after, 'grid_tasks_completed_total{source="run",status="failed"}') == bad0 + 1
     assert _value(after, "grid_sync_duration_seconds_count") == sync0 + len(lab.nodes)
     check = subprocess.run([promtool, "check", "metrics"], input=after, capture_output=True,
                            text=True)  # fmt: skip

@@ -37,7 +37,9 @@ def demo(
     As root: bring up a lab of network-namespace SSH nodes; otherwise: this machine as a
     one-node cluster (local connection, files under ~/grid-ops-demo). Then ping the nodes,
     provision them (venv with pinned Ray, offline from a wheelhouse), start Ray, show its
-    status, then every node's health. Everything stays up for you to explore;
+    status, then every node's health, run a small training job, request and release a
+    boost, and store and retrieve an object in the memory pool. Everything stays up for
+    you to explore;
     'grid-ops cluster stop -c CONFIG' stops Ray and, for the lab, 'grid-ops lab down'
     removes it.
     """
@@ -66,6 +68,10 @@ def demo(
     health_cmd.health(config=output, json_out=False, refresh=True, watch=None)
     _step("job: a small training job on Ray Jobs, and the metrics it reported")
     _demo_job(output)
+    _step("boost: reserve CPU on a node for the head's work, then release it")
+    _demo_boost(output)
+    _step("memory pool: store bytes on the cluster's nodes, read them back exactly")
+    _demo_memory(output)
     out.print(
         f"\nDone. Try: grid-ops job list -c {output}   |   "
         f"grid-ops run -c {output} -- ray status   |   "
@@ -101,3 +107,45 @@ def _demo_job(config: Path) -> None:
         time.sleep(1)
         record = jobs.refresh(cfg, [record])[0]
     job_cmd.results(name=name, config=config, json_out=False)
+
+
+def _demo_boost(config: Path) -> None:
+    from grid_ops import control
+    from grid_ops.cli import boost_cmd
+    from grid_ops.cli.common import load_config
+
+    cfg, _ = load_config(config)
+    node = cfg.nodes[-1].name  # a worker when there is one
+    row, _ = control.call(
+        cfg, "reserve", {"kind": "boost", "node": node, "resource": "cpu", "amount": 0.5,
+                         "priority": "normal", "ttl": 600},
+    )  # fmt: skip
+    out.print(f"boost {row['id']}: 0.5 CPU on {node} for 10 minutes")
+    boost_cmd.boost_status(config=config, as_json=False)
+    boost_cmd.boost_release(rid=row["id"], config=config, as_json=False)
+
+
+def _demo_memory(config: Path) -> None:
+    import hashlib
+    import os
+    import tempfile
+
+    from grid_ops import control
+    from grid_ops.cli import memory_cmd
+    from grid_ops.cli.common import load_config
+    from grid_ops.errors import GridOpsError
+
+    cfg, _ = load_config(config)
+    data = os.urandom(4 * 2**20)
+    replicas = min(2, len(cfg.nodes))
+    result, _ = control.call(cfg, "memory-store", {"key": "demo", "replicas": replicas},
+                             payload=data)  # fmt: skip
+    out.print(f"stored 'demo' (4 MiB) on {', '.join(result['nodes'])}")
+    memory_cmd.list_objects(config=config, as_json=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        back = Path(tmp) / "demo.bin"
+        memory_cmd.retrieve(key="demo", config=config, output=back)
+        if back.read_bytes() != data:
+            raise GridOpsError("The memory pool returned other bytes than were stored.")
+    out.print(f"retrieved 'demo': byte-exact (sha256 {hashlib.sha256(data).hexdigest()[:16]}…)")
+    memory_cmd.delete(key="demo", config=config, as_json=False)

@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from grid_ops.cli.common import ConfigOption, load_config
 from grid_ops.cli.output import err
 
+if TYPE_CHECKING:
+    from grid_ops.config import ClusterConfig
+
 app = typer.Typer(
     help="Prometheus metrics: node health gauges, run/sync counters. Without a "
     "subcommand, print them once.",
     invoke_without_command=True,
 )
+
+
+def controller_numbers(cfg: ClusterConfig) -> dict[str, Any] | None:
+    """The controller's metrics, or None when it does not answer (grid_controller_up 0)."""
+    from grid_ops import control
+    from grid_ops.errors import GridOpsError
+
+    try:
+        result, _ = control.call(cfg, "metrics", timeout=cfg.ssh.connect_timeout + 10)
+    except GridOpsError:
+        return None
+    return dict(result)
 
 
 @app.callback()
@@ -30,8 +45,11 @@ def metrics(
     """Print the metrics in the Prometheus text format, from the latest health facts.
 
     Gauges: grid_node_up, grid_node_health_score, grid_node_load1,
-    grid_node_gpu_memory_used_bytes. Counters: grid_tasks_completed_total{status},
-    histograms grid_task_duration_seconds (run) and grid_sync_duration_seconds (sync).
+    grid_node_gpu_memory_used_bytes. Counters: grid_tasks_completed_total{status,source},
+    histograms grid_task_duration_seconds{source} (source=run: grid-ops run;
+    source=cluster: scheduler tasks) and grid_sync_duration_seconds (sync). From the
+    cluster's controller: grid_controller_up, grid_active_tasks, grid_boosts_active,
+    grid_memory_pool_bytes{node}.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -43,7 +61,7 @@ def metrics(
     if nodes is None:
         nodes = probe.probe_all(cfg)
         health.save_cache(cfg, nodes)
-    sys.stdout.buffer.write(m.exposition([n.to_json() for n in nodes]))
+    sys.stdout.buffer.write(m.exposition([n.to_json() for n in nodes], controller_numbers(cfg)))
     sys.stdout.flush()
 
 
@@ -72,6 +90,7 @@ def serve(
         nodes = probe.probe_all(cfg)
         health.save_cache(cfg, nodes)
         collector.nodes = [n.to_json() for n in nodes]
+        collector.cluster = controller_numbers(cfg)
 
     refresh()
     try:

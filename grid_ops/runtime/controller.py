@@ -300,11 +300,14 @@ class Controller:
         kind = args.get("kind")
         with self.lock:
             views = self._views()
-            rows = [
-                reservations.public(r, views)
-                for r in self.state["reservations"].values()
-                if not kind or r["kind"] == kind
-            ]
+            rows = []
+            for record in self.state["reservations"].values():
+                if kind and record["kind"] != kind:
+                    continue
+                placed = reservations.pg_state(record.get("pg"))
+                if record["state"] == "active" and placed in ("MISSING", "REMOVED"):
+                    record["state"] = "pending"  # the cluster lost it: placed again by _maintain
+                rows.append(reservations.public(record, views, placed))
         return sorted(rows, key=lambda r: r["created_at"]), b""
 
     def _expire(self) -> None:
@@ -475,7 +478,9 @@ def _answering(state: Path, version: str) -> bool:
 
 
 def ensure(state: Path, settings: dict[str, Any], address: str | None) -> dict[str, Any]:
-    version = code_version()
+    """Start the controller unless one answers running this code with these settings."""
+    given = json.dumps(settings, sort_keys=True).encode()
+    version = f"{code_version()}-{hashlib.sha256(given).hexdigest()[:8]}"
     settings = {**settings, "version": version}
     if _answering(state, version):
         return {"changed": False, "version": version}

@@ -131,26 +131,25 @@ def pg_state(pg_hex: str | None) -> str:
         return "MISSING"
 
 
-def public(record: dict[str, Any], views: dict[str, NodeView] | None = None) -> dict[str, Any]:
-    """What ``status`` shows of a reservation; state from the node and Ray's view."""
-    out = {
-        k: record.get(k)
-        for k in (
-            "id",
-            "kind",
-            "node",
-            "resource",
-            "amount",
-            "priority",
-            "expires_at",
-            "created_at",
-        )
-    }
+def public(
+    record: dict[str, Any],
+    views: dict[str, NodeView] | None = None,
+    placed: str | None = None,
+) -> dict[str, Any]:
+    """What ``status`` shows of a reservation. ``placed``: its group's state in Ray.
+
+    States: active; pending (waiting for Ray to place it, e.g. after a restart);
+    node-lost (its node left the Ray cluster; Ray places it again when the node returns).
+    """
+    keys = ("id", "kind", "node", "resource", "amount", "priority", "expires_at", "created_at")
+    out = {k: record.get(k) for k in keys}
     state = record.get("state", "active")
     if state == "active" and views is not None:
         view = views.get(record["node"])
         if view is None or not view.alive:
             state = "node-lost"
+        elif placed in ("PENDING", "RESCHEDULING", "MISSING", "REMOVED"):
+            state = "pending"
     out["state"] = state
     return out
 
