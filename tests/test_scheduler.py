@@ -28,6 +28,15 @@ def test_choices_follow_each_strategy() -> None:
     assert choose_node("spread", need, FREE, local="n1", totals=TOTALS) is None
 
 
+def test_a_busy_cluster_queues_on_a_node_that_can_hold_the_task() -> None:
+    busy = {"n1": {"CPU": 0.0}, "n2": {"CPU": 0.0}}
+    totals = {"n1": {"CPU": 2.0}, "n2": {"CPU": 4.0}}
+    assert choose_node("load-balanced", {"CPU": 1.0}, busy, local="n1", totals=totals) in totals
+    assert choose_node("local-first", {"CPU": 1.0}, busy, local="n1", totals=totals) == "n1"
+    with pytest.raises(SchedulingError, match="no node has"):
+        choose_node("best-fit", {"CPU": 8.0}, busy, local="n1", totals=totals)
+
+
 def test_impossible_requests_are_clear_errors() -> None:
     with pytest.raises(SchedulingError, match="no node has"):
         choose_node("best-fit", {"CPU": 8.0}, FREE, local="n1")

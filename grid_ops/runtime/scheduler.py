@@ -64,14 +64,21 @@ def choose_node(
     local: str,
     totals: dict[str, dict[str, float]] | None = None,
 ) -> str | None:
-    """The node id a strategy picks (pure; None for ``spread``)."""
+    """The node id a strategy picks (pure; None for ``spread``).
+
+    Nodes with the request free now come first; when the cluster is busy, the nodes that
+    could hold it at all (by ``totals``) are candidates, and Ray queues the task there.
+    """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; one of: {', '.join(STRATEGIES)}")
     if strategy == "spread":
         return None
     fitting = {n: f for n, f in free.items() if _fits(f, need)}
+    if not fitting and totals:
+        fitting = {n: free.get(n, {}) for n, t in totals.items() if _fits(t, need)}
     if strategy == "gpu-affinity":
-        gpus = {n: f.get("GPU", 0.0) for n, f in fitting.items() if f.get("GPU", 0.0) > 0}
+        gpus = {n: f.get("GPU", 0.0) for n, f in fitting.items()
+                if (totals or free).get(n, {}).get("GPU", 0.0) > 0}  # fmt: skip
         if not gpus:
             raise SchedulingError("gpu-affinity: no node has a free GPU")
         return max(sorted(gpus), key=lambda n: gpus[n])
@@ -104,6 +111,12 @@ def scheduling_strategy(strategy: str, need: dict[str, float]) -> Any:
     local = ray.get_runtime_context().get_node_id()
     free, totals = _free_and_totals()
     node = choose_node(strategy, need, free, local, totals)
+    assert node is not None
+    # Count what this process just placed until Ray's view catches up, so a burst of
+    # submits spreads by the strategy instead of piling onto one node.
+    held = free.setdefault(node, {})
+    for key, value in need.items():
+        held[key] = held.get(key, 0.0) - value
     return NodeAffinitySchedulingStrategy(node_id=node, soft=True)
 
 
