@@ -37,6 +37,8 @@ _VIEW_SECONDS = 0.5  # Ray's own view lags about as much; one query serves many 
 _view: tuple[float, dict[str, dict[str, float]], dict[str, dict[str, float]]] = (0.0, {}, {})
 _remotes: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _groups: dict[str, Any] = {}
+_bound_cache: dict[tuple[Any, ...], Any] = {}
+_local: str | None = None
 
 
 def _free_and_totals() -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
@@ -101,23 +103,62 @@ def choose_node(
     return max(sorted(fitting), key=free_share)  # load-balanced
 
 
-def scheduling_strategy(strategy: str, need: dict[str, float]) -> Any:
-    """The Ray scheduling_strategy for ``strategy`` and a resource request."""
-    if strategy == "spread":
-        return "SPREAD"
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+def _local_node() -> str:
+    global _local
+    if _local is None:
+        import ray
 
-    local = ray.get_runtime_context().get_node_id()
+        _local = str(ray.get_runtime_context().get_node_id())
+    return _local
+
+
+def place(strategy: str, need: dict[str, float]) -> str | None:
+    """The node id ``strategy`` picks for ``need`` now (None: Ray's SPREAD)."""
+    if strategy == "spread":
+        return None
     free, totals = _free_and_totals()
-    node = choose_node(strategy, need, free, local, totals)
+    node = choose_node(strategy, need, free, _local_node(), totals)
     assert node is not None
     # Count what this process just placed until Ray's view catches up, so a burst of
     # submits spreads by the strategy instead of piling onto one node.
     held = free.setdefault(node, {})
     for key, value in need.items():
         held[key] = held.get(key, 0.0) - value
-    return NodeAffinitySchedulingStrategy(node_id=node, soft=True)
+    return node
+
+
+def scheduling_strategy(strategy: str, need: dict[str, float]) -> Any:
+    """The Ray scheduling_strategy for ``strategy`` and a resource request."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = place(strategy, need)
+    return "SPREAD" if node is None else NodeAffinitySchedulingStrategy(node_id=node, soft=True)
+
+
+def _bound(remote: Any, node: str | None, need: dict[str, float]) -> Any:
+    """``remote.options(...)`` for a node and request, made once and reused."""
+    key = (remote, node, tuple(sorted(need.items())))  # holds remote: its id stays its own
+    bound = _bound_cache.get(key)
+    if bound is not None:
+        return bound
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    options: dict[str, Any] = {
+        "num_cpus": need.get("CPU", 0.0),
+        "num_gpus": need.get("GPU", 0.0),
+        "scheduling_strategy": "SPREAD"
+        if node is None
+        else NodeAffinitySchedulingStrategy(node_id=node, soft=True),
+    }
+    custom = {k: v for k, v in need.items() if k not in ("CPU", "GPU", "memory")}
+    if custom:
+        options["resources"] = custom
+    if "memory" in need:
+        options["memory"] = need["memory"]
+    if len(_bound_cache) > 4096:
+        _bound_cache.clear()
+    bound = _bound_cache[key] = remote.options(**options)
+    return bound
 
 
 def _need(resources: dict[str, float] | None) -> dict[str, float]:
@@ -217,20 +258,9 @@ def submit(
     if boost:
         return remote.options(**boost_options(boost, resources)).remote(*args, **kwargs)
     need = _need(resources)
-    options: dict[str, Any] = {"num_cpus": need.get("CPU", 0.0), "num_gpus": need.get("GPU", 0.0)}
     target = _offload_target(fn, need) if offload else None
-    if target is not None:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(target, soft=True)
-    else:
-        options["scheduling_strategy"] = scheduling_strategy(strategy or "load-balanced", need)
-    custom = {k: v for k, v in need.items() if k not in ("CPU", "GPU", "memory")}
-    if custom:
-        options["resources"] = custom
-    if "memory" in need:
-        options["memory"] = need["memory"]
-    return remote.options(**options).remote(*args, **kwargs)
+    node = target if target is not None else place(strategy or "load-balanced", need)
+    return _bound(remote, node, need).remote(*args, **kwargs)
 
 
 def _run_batch(fn: Callable[..., Any], items: list[Any]) -> list[Any]:
