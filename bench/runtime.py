@@ -5,6 +5,7 @@ On a lab of N nodes (root), provisioned and started once (not timed).
 - 1000 no-op tasks: ``submit(noop)`` (default strategy, and ``spread``) and
   ``BatchExecutor`` vs plain ``ray.remote`` from a driver on the head; sides alternate.
   Ratio = scheduler / raw (target <= 1.1).
+  ``place_only``: the placement choice alone, 1000 times (the scheduler's own cost).
 - 50 MB across nodes: ``MemoryPool.store(node=<worker>)`` + ``retrieve`` vs raw
   ``ray.put`` + a task on the same worker returning the bytes + ``ray.get``; both move
   50 MB to the worker and back. Throughput ratio = pool / raw (target >= 0.5).
@@ -59,6 +60,11 @@ for _ in range(2):  # alternate the sides twice against drift
     for name, fn in sides.items():
         tasks[name].append(med(fn))
 tasks = {name: min(values) for name, values in tasks.items()}
+from grid_ops.runtime import scheduler
+start = time.perf_counter()
+for _ in range(1000):
+    scheduler.place("load-balanced", {"CPU": 1.0})
+tasks["place_only"] = round(time.perf_counter() - start, 4)
 
 worker = [n for n in ray.nodes() if n["Alive"]
           and n["NodeID"] != ray.get_runtime_context().get_node_id()][0]

@@ -123,8 +123,10 @@ def call(
     if not answer:
         raise _transport_error(config, proc.returncode, proc.stderr.decode(errors="replace"))
     if answer.get("down"):
+        why = str(answer.get("error") or "")
+        detail = f" ({why})" if why.startswith("its last start failed") else ""
         raise GridOpsError(
-            f"The grid-ops controller does not run on the head ({head}).",
+            f"The grid-ops controller does not run on the head ({head}){detail}.",
             "Start the cluster with 'grid-ops cluster start' (it starts the controller too).",
         )
     if not answer.get("ok"):

@@ -2,7 +2,8 @@
 
 Runs on the head (the CLI reaches it over the cluster's SSH settings) and needs no Ray:
 it only speaks to the controller's Unix socket, so a warm round trip costs a Python
-start and a few milliseconds. Prints one JSON line (``{"ok": …, "result" | "error" …,
+start and a few milliseconds. While ``cluster start`` is still starting the controller
+(in the background), the call waits for it. Prints one JSON line (``{"ok": …, "result" | "error" …,
 "payload": N}``) and then N raw bytes. Exit 0 on success, 1 when the controller refused
 the request, 3 when no controller answers.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from grid_ops.runtime import protocol
 
@@ -26,23 +28,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stdin", action="store_true", help="send standard input as payload")
     parser.add_argument("--state-dir", default=protocol.DEFAULT_STATE_DIR)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--wait", type=float, default=120.0, help="for a controller starting")
     opts = parser.parse_args(argv)
     payload = sys.stdin.buffer.read() if opts.stdin else b""
     out = sys.stdout.buffer
     state = protocol.state_dir(opts.state_dir)
-    try:
-        result, data = protocol.call(
-            state, opts.op, json.loads(opts.args), payload, timeout=opts.timeout
-        )
-    except protocol.ControllerDown as exc:
-        protocol.write_message(out, {"ok": False, "down": True, "error": str(exc)})
-        return EXIT_DOWN
-    except protocol.RemoteError as exc:
-        protocol.write_message(out, {"ok": False, "error": str(exc), "hint": exc.hint})
-        return EXIT_REFUSED
-    except (OSError, ValueError) as exc:
-        protocol.write_message(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
-        return EXIT_REFUSED
+    deadline = time.monotonic() + opts.wait
+    while True:
+        try:
+            result, data = protocol.call(
+                state, opts.op, json.loads(opts.args), payload, timeout=opts.timeout
+            )
+            break
+        except protocol.ControllerDown as exc:
+            started = protocol.ensure_status(state)
+            if started["state"] == "starting" and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            error = str(exc)
+            if started["state"] == "failed":
+                error = f"its last start failed: {started.get('error')}"
+            protocol.write_message(out, {"ok": False, "down": True, "error": error})
+            return EXIT_DOWN
+        except protocol.RemoteError as exc:
+            protocol.write_message(out, {"ok": False, "error": str(exc), "hint": exc.hint})
+            return EXIT_REFUSED
+        except (OSError, ValueError) as exc:
+            protocol.write_message(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            return EXIT_REFUSED
     protocol.write_message(out, {"ok": True, "result": result}, data)
     return 0
 

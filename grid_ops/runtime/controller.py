@@ -8,15 +8,18 @@ the cluster calls its methods as a normal actor. Its state is written to
 ``<remote_root>/state/controller/state.json`` on the head after each change, and read
 back when it starts, so boosts and the offload policy survive a head restart.
 
-``python -m grid_ops.runtime.controller ensure --settings JSON`` (run on the head by
-``cluster start``, through the grid_ray role) starts it when it is missing or runs other
-code, and prints ``{"changed": …}``.
+``python -m grid_ops.runtime.controller ensure --settings JSON`` (run on the head in the
+background by ``cluster start``, through the grid_ray role) starts it when it is missing
+or runs other code or settings, and prints ``{"changed": …}``; ``ensure.json`` in the
+state dir says whether a start is under way, done or failed (the client waits for one
+under way).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -531,11 +534,20 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--state-dir", default=protocol.DEFAULT_STATE_DIR)
     start.add_argument("--address", default=os.environ.get("RAY_ADDRESS"))
     args = parser.parse_args(argv)
-    try:
-        out = ensure(protocol.state_dir(args.state_dir), json.loads(args.settings), args.address)
-    except Exception as exc:  # Ray down or the actor failed to start: say so, as JSON
-        print(json.dumps({"changed": False, "error": f"{type(exc).__name__}: {exc}"}))
-        return 1
+    state = protocol.state_dir(args.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / "ensure.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one start at a time; a second one finds it running
+        stamp = {"pid": os.getpid(), "started_at": time.time()}
+        protocol.write_ensure_status(state, {**stamp, "state": "starting"})
+        try:
+            out = ensure(state, json.loads(args.settings), args.address)
+        except Exception as exc:  # Ray down or the actor failed to start: say so, as JSON
+            error = f"{type(exc).__name__}: {exc}".strip().splitlines()[-1]
+            protocol.write_ensure_status(state, {**stamp, "state": "failed", "error": error})
+            print(json.dumps({"changed": False, "error": error}))
+            return 1
+        protocol.write_ensure_status(state, {**stamp, "state": "done", **out})
     print(json.dumps(out))
     return 0
 

@@ -21,6 +21,7 @@ from typing import Any
 
 DEFAULT_STATE_DIR = "state/controller"
 SOCKET_NAME = "control.sock"
+ENSURE_FILE = "ensure.json"
 MAX_SOCKET_PATH = 100
 CHUNK = 1 << 20
 
@@ -98,3 +99,25 @@ def call(
     if not answer.get("ok"):
         raise RemoteError(str(answer.get("error")), str(answer.get("hint") or ""))
     return answer.get("result"), data
+
+
+def ensure_status(state: Path) -> dict[str, Any]:
+    """What the last ``controller ensure`` on this head said: ``{"state": "starting" |
+    "done" | "failed", "pid", "error"}``; a start whose process is gone is failed."""
+    try:
+        data: dict[str, Any] = json.loads((state / ENSURE_FILE).read_text())
+    except (OSError, ValueError):
+        return {"state": "never"}
+    if data.get("state") == "starting":
+        try:
+            os.kill(int(data.get("pid", 0)), 0)
+        except (OSError, ValueError):
+            return {**data, "state": "failed", "error": "its start was interrupted"}
+    return data
+
+
+def write_ensure_status(state: Path, data: dict[str, Any]) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    tmp = state / f".{ENSURE_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, state / ENSURE_FILE)
