@@ -25,7 +25,10 @@ def test_choices_follow_each_strategy() -> None:
     assert choose_node("best-fit", need, FREE, local="n1", totals=TOTALS) == "n3"  # tightest
     assert choose_node("load-balanced", need, FREE, local="n1", totals=TOTALS) == "n2"  # 100%
     assert choose_node("gpu-affinity", {"GPU": 1.0}, FREE, local="n1", totals=TOTALS) == "n3"
-    assert choose_node("spread", need, FREE, local="n1", totals=TOTALS) is None
+    spread = [
+        choose_node("spread", need, FREE, local="n1", totals=TOTALS, turn=t) for t in range(4)
+    ]
+    assert spread == ["n2", "n3", "n2", "n3"]  # round robin over the nodes with room
 
 
 def test_a_busy_cluster_queues_on_a_node_that_can_hold_the_task() -> None:

@@ -8,11 +8,13 @@ For code running on the cluster (a driver on a node, or inside a job)::
 
 Strategies: ``local-first`` (this node when it has room), ``best-fit`` (the node whose free
 resources fit the request most tightly), ``load-balanced`` (the node with the largest free
-share of CPU), ``spread`` (Ray's SPREAD) and ``gpu-affinity`` (the node with the most free
-GPUs; an error if no node has one). Node choices become NodeAffinitySchedulingStrategy
-(soft, so Ray may still move a task when the chosen node fills up); nothing here is a
-scheduler of its own. ``boost=`` runs work inside a boost's placement group, and
-``offload=True`` lets the controller move work off a head under pressure.
+share of CPU), ``spread`` (round robin over the nodes that can hold the request: Ray's own
+SPREAD lets a burst of small tasks reuse one worker lease, so they all land on one node)
+and ``gpu-affinity`` (the node with the most free GPUs; an error if no node has one).
+Node choices become NodeAffinitySchedulingStrategy (soft, so Ray may still move a task
+when the chosen node fills up); Ray does the scheduling itself. ``boost=`` runs work
+inside a boost's placement group, and ``offload=True`` lets the controller move work off
+a head under pressure.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ _remotes: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _groups: dict[str, Any] = {}
 _bound_cache: dict[tuple[Any, ...], Any] = {}
 _local: str | None = None
+_turn = 0
 
 
 def _free_and_totals() -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
@@ -65,19 +68,20 @@ def choose_node(
     free: dict[str, dict[str, float]],
     local: str,
     totals: dict[str, dict[str, float]] | None = None,
-) -> str | None:
-    """The node id a strategy picks (pure; None for ``spread``).
+    turn: int = 0,
+) -> str:
+    """The node id a strategy picks (pure). ``turn`` counts ``spread``'s placements.
 
     Nodes with the request free now come first; when the cluster is busy, the nodes that
     could hold it at all (by ``totals``) are candidates, and Ray queues the task there.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; one of: {', '.join(STRATEGIES)}")
-    if strategy == "spread":
-        return None
     fitting = {n: f for n, f in free.items() if _fits(f, need)}
     if not fitting and totals:
         fitting = {n: free.get(n, {}) for n, t in totals.items() if _fits(t, need)}
+    if strategy == "spread" and fitting:
+        return sorted(fitting)[turn % len(fitting)]
     if strategy == "gpu-affinity":
         gpus = {n: f.get("GPU", 0.0) for n, f in fitting.items()
                 if (totals or free).get(n, {}).get("GPU", 0.0) > 0}  # fmt: skip
@@ -112,13 +116,12 @@ def _local_node() -> str:
     return _local
 
 
-def place(strategy: str, need: dict[str, float]) -> str | None:
-    """The node id ``strategy`` picks for ``need`` now (None: Ray's SPREAD)."""
-    if strategy == "spread":
-        return None
+def place(strategy: str, need: dict[str, float]) -> str:
+    """The node id ``strategy`` picks for ``need`` now."""
+    global _turn
     free, totals = _free_and_totals()
-    node = choose_node(strategy, need, free, _local_node(), totals)
-    assert node is not None
+    node = choose_node(strategy, need, free, _local_node(), totals, _turn)
+    _turn += 1
     # Count what this process just placed until Ray's view catches up, so a burst of
     # submits spreads by the strategy instead of piling onto one node.
     held = free.setdefault(node, {})
@@ -131,11 +134,10 @@ def scheduling_strategy(strategy: str, need: dict[str, float]) -> Any:
     """The Ray scheduling_strategy for ``strategy`` and a resource request."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    node = place(strategy, need)
-    return "SPREAD" if node is None else NodeAffinitySchedulingStrategy(node_id=node, soft=True)
+    return NodeAffinitySchedulingStrategy(node_id=place(strategy, need), soft=True)
 
 
-def _bound(remote: Any, node: str | None, need: dict[str, float]) -> Any:
+def _bound(remote: Any, node: str, need: dict[str, float]) -> Any:
     """``remote.options(...)`` for a node and request, made once and reused."""
     key = (remote, node, tuple(sorted(need.items())))  # holds remote: its id stays its own
     bound = _bound_cache.get(key)
@@ -146,9 +148,7 @@ def _bound(remote: Any, node: str | None, need: dict[str, float]) -> Any:
     options: dict[str, Any] = {
         "num_cpus": need.get("CPU", 0.0),
         "num_gpus": need.get("GPU", 0.0),
-        "scheduling_strategy": "SPREAD"
-        if node is None
-        else NodeAffinitySchedulingStrategy(node_id=node, soft=True),
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=True),
     }
     custom = {k: v for k, v in need.items() if k not in ("CPU", "GPU", "memory")}
     if custom:
