@@ -130,11 +130,17 @@ def place(strategy: str, need: dict[str, float]) -> str:
     return node
 
 
-def scheduling_strategy(strategy: str, need: dict[str, float]) -> Any:
-    """The Ray scheduling_strategy for ``strategy`` and a resource request."""
+def _pin(node: str) -> Any:
+    """Prefer ``node``; Ray may run the task elsewhere when it is busy or gone."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return NodeAffinitySchedulingStrategy(node_id=place(strategy, need), soft=True)
+    return NodeAffinitySchedulingStrategy(node_id=node, soft=True, _spill_on_unavailable=True)
+
+
+def scheduling_strategy(strategy: str, need: dict[str, float]) -> Any:
+    """The Ray scheduling_strategy for ``strategy`` and a resource request."""
+
+    return _pin(place(strategy, need))
 
 
 def _bound(remote: Any, node: str, need: dict[str, float]) -> Any:
@@ -143,12 +149,11 @@ def _bound(remote: Any, node: str, need: dict[str, float]) -> Any:
     bound = _bound_cache.get(key)
     if bound is not None:
         return bound
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     options: dict[str, Any] = {
         "num_cpus": need.get("CPU", 0.0),
         "num_gpus": need.get("GPU", 0.0),
-        "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=True),
+        "scheduling_strategy": _pin(node),
     }
     custom = {k: v for k, v in need.items() if k not in ("CPU", "GPU", "memory")}
     if custom:
