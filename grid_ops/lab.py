@@ -348,7 +348,13 @@ def down(progress: Progress = _quiet) -> dict[str, list[str]]:
     links = [BRIDGE] + [f"{VETH_PREFIX}{i}" for i in range(1, MAX_NODES + 1)]
     for link in links:
         if _link_exists(link):
-            _sh("ip", "link", "del", link)
+            # A node's veth also goes with its namespace, a moment after 'netns del'.
+            proc = _sh("ip", "link", "del", link, check=False)
+            if proc.returncode != 0 and _link_exists(link):
+                raise LabError(
+                    f"Could not remove the lab link {link}: {proc.stderr.strip()}",
+                    f"Remove it with 'ip link del {link}'.",
+                )
             removed["links"].append(link)
     for user in sorted(users):
         _sh("userdel", "-r", "-f", user, check=False)
