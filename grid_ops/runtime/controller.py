@@ -526,6 +526,26 @@ def ensure(state: Path, settings: dict[str, Any], address: str | None) -> dict[s
     return {"changed": True, "version": version, "pid": info.get("pid")}
 
 
+def _background(state: Path, args: argparse.Namespace) -> int:
+    """Start ``ensure`` detached (own session, output to ensure.log) and return."""
+    import subprocess
+
+    command = [sys.executable, "-m", "grid_ops.runtime.controller", "ensure",
+               "--settings", args.settings, "--state-dir", str(state)]  # fmt: skip
+    if args.address:
+        command += ["--address", args.address]
+    # The child waits on the lock until "starting" names it, so a client never sees
+    # the previous start's state in between.
+    with open(state / "ensure.lock", "w") as lock, open(state / "ensure.log", "wb") as log:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        protocol.write_ensure_status(state, {"pid": child.pid, "started_at": time.time(),
+                                             "state": "starting"})  # fmt: skip
+    print(json.dumps({"changed": False, "background": child.pid}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -533,9 +553,14 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--settings", required=True, help="JSON: nodes, head, pool_capacity …")
     start.add_argument("--state-dir", default=protocol.DEFAULT_STATE_DIR)
     start.add_argument("--address", default=os.environ.get("RAY_ADDRESS"))
+    start.add_argument(
+        "--background", action="store_true", help="return at once; the start goes on detached"
+    )
     args = parser.parse_args(argv)
     state = protocol.state_dir(args.state_dir)
     state.mkdir(parents=True, exist_ok=True)
+    if args.background:
+        return _background(state, args)
     with open(state / "ensure.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one start at a time; a second one finds it running
         stamp = {"pid": os.getpid(), "started_at": time.time()}
