@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 import socketserver
 import sys
 import threading
@@ -537,7 +538,14 @@ def _background(state: Path, args: argparse.Namespace) -> int:
     # The child waits on the lock until "starting" names it, so a client never sees
     # the previous start's state in between.
     with open(state / "ensure.lock", "w") as lock, open(state / "ensure.log", "wb") as log:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # an earlier start is still at work: this one replaces it
+            earlier = int(protocol.ensure_status(state).get("pid") or 0)
+            if earlier > 1 and earlier != os.getpid():
+                with contextlib.suppress(OSError):
+                    os.killpg(earlier, signal.SIGKILL)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         protocol.write_ensure_status(state, {"pid": child.pid, "started_at": time.time(),
