@@ -481,6 +481,23 @@ def _answering(state: Path, version: str) -> bool:
     return bool(result.get("version") == version)
 
 
+def _wait_for_nodes(address: str | None, count: int, timeout: float = 30.0) -> None:
+    """Until ``count`` nodes are alive in the GCS (or ``timeout``): the controller's start
+    then does not compete for CPU with workers that are still starting."""
+    if not address or count < 2:
+        return
+    from ray._raylet import GcsClient
+
+    client = GcsClient(address=address)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):  # the GCS may still be coming up
+            nodes = client.get_all_node_info(timeout=5).values()
+            if sum(1 for n in nodes if n.state == 0) >= count:
+                return
+        time.sleep(0.5)
+
+
 def ensure(state: Path, settings: dict[str, Any], address: str | None) -> dict[str, Any]:
     """Start the controller unless one answers running this code with these settings."""
     given = json.dumps(settings, sort_keys=True).encode()
@@ -488,6 +505,7 @@ def ensure(state: Path, settings: dict[str, Any], address: str | None) -> dict[s
     settings = {**settings, "version": version}
     if _answering(state, version):
         return {"changed": False, "version": version}
+    _wait_for_nodes(address, len(settings.get("nodes") or {}))
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -547,7 +565,8 @@ def _background(state: Path, args: argparse.Namespace) -> int:
                     os.killpg(earlier, signal.SIGKILL)
             fcntl.flock(lock, fcntl.LOCK_EX)
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                                 stderr=subprocess.STDOUT, start_new_session=True,
+                                 preexec_fn=lambda: os.nice(10))  # fmt: skip
         protocol.write_ensure_status(state, {"pid": child.pid, "started_at": time.time(),
                                              "state": "starting"})  # fmt: skip
     print(json.dumps({"changed": False, "background": child.pid}))
