@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no command given")
 
     import ray
-    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.placement_group import (
+        placement_group,
+        placement_group_table,
+        remove_placement_group,
+    )
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     ray.init(logging_level="ERROR", log_to_driver=True)
@@ -86,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         remove_placement_group(group)
         return 1
+
+    # Where each rank runs, so a failure names its node whatever error Ray reports.
+    ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+    placed = placement_group_table(group).get("bundles_to_node_id", {})
+    where = {int(i): ips.get(node, "?") for i, node in placed.items()}
 
     def strategy(index: int) -> PlacementGroupSchedulingStrategy:
         return PlacementGroupSchedulingStrategy(
@@ -123,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # a node or worker died under the rank
             rc, reason = 1, f"died: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         if rc != 0:
-            print(f"grid-ops: rank {rank} {reason}; stopping the other ranks", file=sys.stderr)
+            print(
+                f"grid-ops: rank {rank} (node {where.get(rank, '?')}) {reason}; "
+                "stopping the other ranks",
+                file=sys.stderr,
+            )
             for ref in pending:
                 ray.cancel(ref)
             # The job ends only once the other ranks are down (each kills its command).
