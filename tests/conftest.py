@@ -48,6 +48,13 @@ class Lab:
             cwd=REPO, capture_output=True, text=True, env=env, timeout=600, check=False,
         )  # fmt: skip
 
+    def start_cluster(self, config: Path | None = None, restart: bool = False) -> None:
+        """Provision the nodes and start Ray on them (``restart``: from scratch)."""
+        cfg = str(config or self.config)
+        assert self.cli("provision", "-c", cfg, timeout=900).returncode == 0
+        start = self.cli("cluster", "restart" if restart else "start", "-c", cfg, timeout=600)
+        assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
+
     def up(self) -> None:
         from grid_ops import lab
 

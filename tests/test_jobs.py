@@ -27,9 +27,7 @@ print("trained three epochs", flush=True)
 
 @pytest.fixture(scope="module")
 def cluster(lab: Lab) -> Iterator[Lab]:
-    cfg = str(lab.config)
-    assert lab.cli("provision", "-c", cfg, timeout=900).returncode == 0
-    assert lab.cli("cluster", "start", "-c", cfg, timeout=600).returncode == 0
+    lab.start_cluster()
     yield lab
 
 

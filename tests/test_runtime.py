@@ -28,9 +28,7 @@ def rt(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab
     data["resource_sharing"] = {"memory_pool_gb": POOL_MIB / 1024, "max_share_fraction": 0.5}
     cfg = tmp_path_factory.mktemp("runtime") / "lab.yaml"
     cfg.write_text(yaml.safe_dump(data))
-    assert lab.cli("provision", "-c", str(cfg), timeout=900).returncode == 0
-    start = lab.cli("cluster", "restart", "-c", str(cfg), timeout=600)
-    assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
+    lab.start_cluster(cfg, restart=True)
     yield lab, str(cfg)
     for kind in ("boost", "resource-sharing"):
         rows = lab.cli(kind, "status", "-c", str(cfg), "--json")

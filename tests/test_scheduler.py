@@ -89,9 +89,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def cluster(lab: Lab) -> Iterator[Lab]:
-    cfg = str(lab.config)
-    assert lab.cli("provision", "-c", cfg, timeout=900).returncode == 0
-    assert lab.cli("cluster", "restart", "-c", cfg, timeout=600).returncode == 0
+    lab.start_cluster(restart=True)
     yield lab
 
 

@@ -163,7 +163,7 @@ class Controller:
             fitting = {
                 v.name: v.free
                 for v in views.values()
-                if v.alive and v.name != head and reservations_fit(v.free, need)
+                if v.alive and v.name != head and nodes.fits(v.free, need)
             }
             target = offload.least_loaded(fitting, {v.name: v.total for v in views.values()})
             reason = "; ".join(reasons)
@@ -443,10 +443,6 @@ class Controller:
         boosts, _ = self._list({}, b"")
         status, _ = self._offload_status({"recent": args.get("recent", 10)}, b"")
         return {"offload": status, "reservations": boosts}, b""
-
-
-def reservations_fit(free: dict[str, float], need: dict[str, float]) -> bool:
-    return all(free.get(k, 0.0) + 1e-9 >= v for k, v in need.items())
 
 
 def _command(kind: str) -> str:

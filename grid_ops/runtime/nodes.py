@@ -28,6 +28,11 @@ class NodeView:
     free: dict[str, float] = field(default_factory=dict)
 
 
+def fits(free: dict[str, float], need: dict[str, float]) -> bool:
+    """Does ``need`` fit in ``free`` (Ray resource dicts)?"""
+    return all(free.get(k, 0.0) + 1e-9 >= v for k, v in need.items())
+
+
 def describe(resource: str, amount: float) -> str:
     """``2 CPU``, ``1.5 GiB memory``."""
     if resource == "memory":

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from grid_ops.runtime import taskstats
+from grid_ops.runtime.nodes import fits
 
 STRATEGIES = ("local-first", "best-fit", "load-balanced", "spread", "gpu-affinity")
 
@@ -58,10 +59,6 @@ def _free_and_totals() -> tuple[dict[str, dict[str, float]], dict[str, dict[str,
     return _view[1], _view[2]
 
 
-def _fits(free: dict[str, float], need: dict[str, float]) -> bool:
-    return all(free.get(k, 0.0) + 1e-9 >= v for k, v in need.items())
-
-
 def choose_node(
     strategy: str,
     need: dict[str, float],
@@ -77,9 +74,9 @@ def choose_node(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; one of: {', '.join(STRATEGIES)}")
-    fitting = {n: f for n, f in free.items() if _fits(f, need)}
+    fitting = {n: f for n, f in free.items() if fits(f, need)}
     if not fitting and totals:
-        fitting = {n: free.get(n, {}) for n, t in totals.items() if _fits(t, need)}
+        fitting = {n: free.get(n, {}) for n, t in totals.items() if fits(t, need)}
     if strategy == "spread" and fitting:
         return sorted(fitting)[turn % len(fitting)]
     if strategy == "gpu-affinity":
