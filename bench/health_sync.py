@@ -2,8 +2,10 @@
 
 On a lab of N nodes (root). Cold = no open ssh connections (both sides); warm = the
 multiplexed connections are open (both sides use ControlPersist). The raw health side
-sends the same module file to `python3 -` on every node over parallel ssh; the raw sync
-side runs `rsync -a` of the same tree to every node in parallel. Ratio = grid-ops / raw.
+runs the very command grid-ops runs on each node (probe.argv: ssh + the fact module on
+stdin) in parallel from this already running process and reads the answers; the raw
+sync side runs `rsync -a` of the same tree to every node in parallel. Ratio = grid-ops /
+raw, so grid-ops' own start (a Python interpreter) counts against it.
 """
 
 from __future__ import annotations
@@ -27,22 +29,15 @@ def main() -> None:
 
         def raw_health() -> None:
             procs = [
-                subprocess.Popen(
-                    [
-                        *inventory.ssh_command(cfg, n),
-                        inventory.ssh_target(n),
-                        "GRID_OPS_STANDALONE=1 python3 -",
-                    ],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                )
+                subprocess.Popen(probe.argv(cfg, n), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
                 for n in cfg.nodes
             ]
             for p in procs:
                 assert p.stdin is not None
                 p.stdin.write(source.encode())
                 p.stdin.close()
-            if any(p.wait() != 0 for p in procs):
+            answers = [p.stdout.read() if p.stdout else b"" for p in procs]
+            if any(p.wait() != 0 for p in procs) or not all(answers):
                 raise SystemExit("raw health probe failed")
 
         def ops_health() -> None:

@@ -1,3 +1,3 @@
-from grid_ops.cli import main
+from grid_ops.quick import main
 
 main()

@@ -1,23 +1,41 @@
-"""Small file helpers: write whole files or nothing."""
+"""Small file helpers: write whole files or nothing.
+
+os only at import (the quick path writes its caches with them before anything heavy loads).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+def write_atomic(path: Path | str, text: str, mode: int = 0o644) -> None:
     """Write ``text`` to ``path`` through a temp file and a rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    name = os.fspath(path)
+    parent = os.path.dirname(name) or "."
+    os.makedirs(parent, exist_ok=True)
+    base = os.path.basename(name)
+    for attempt in range(100):
+        tmp = os.path.join(parent, f".{base}.{os.getpid()}.{attempt}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"no free temp name next to {name}")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        os.replace(tmp, name)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
 
 

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+import os
 
 from grid_ops.fsutil import write_atomic
-from grid_ops.paths import state_dir
+from grid_ops.paths import state_dir_name
+
+# Light at import (no typing, no pathlib): the quick path of `grid-ops sync` records its
+# durations here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 TASK_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 SYNC_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -28,13 +33,14 @@ HISTOGRAMS = {
 }
 
 
-def counters_file() -> Path:
-    return state_dir() / "metrics.json"
+def counters_file() -> str:
+    return os.path.join(state_dir_name(), "metrics.json")
 
 
 def _load() -> dict[str, Any]:
     try:
-        data: dict[str, Any] = json.loads(counters_file().read_text())
+        with open(counters_file(), encoding="utf-8") as handle:
+            data: dict[str, Any] = json.load(handle)
     except (OSError, ValueError):
         return {"tasks": {}, "histograms": {}}
     data.setdefault("tasks", {})

@@ -1,32 +1,57 @@
-"""Where grid-ops keeps its state and where it finds its playbooks and roles."""
+"""Where grid-ops keeps its state and where it finds its playbooks and roles.
+
+Light on purpose (os only; pathlib on first use): the quick path of ``grid-ops health``
+and ``grid-ops sync`` (grid_ops.quick) reads the state dir before anything heavy loads.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+_PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__))
 
 
-def state_dir() -> Path:
+def state_dir_name() -> str:
     """The user's grid-ops state dir: ``$GRID_OPS_STATE_DIR``, else XDG state home."""
     explicit = os.environ.get("GRID_OPS_STATE_DIR")
     if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base).expanduser() / "grid-ops"
+        return os.path.expanduser(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(os.path.expanduser(base), "grid-ops")
 
 
-def ansible_root() -> Path:
+def state_dir() -> Path:
+    """``state_dir_name()`` as a Path."""
+    from pathlib import Path
+
+    return Path(state_dir_name())
+
+
+def ansible_root_name() -> str:
     """The directory holding ``playbooks/``, ``roles/`` and ``ansible.cfg``.
 
     A source checkout (editable install) uses the repository root, so operators and
     grid-ops run the very same files; a wheel install uses the copy packed into it.
     """
-    checkout = _PACKAGE_DIR.parent
-    if (checkout / "playbooks").is_dir() and (checkout / "ansible.cfg").is_file():
+    checkout = os.path.dirname(_PACKAGE_DIR)
+    if os.path.isdir(os.path.join(checkout, "playbooks")) and os.path.isfile(
+        os.path.join(checkout, "ansible.cfg")
+    ):
         return checkout
-    return _PACKAGE_DIR / "_ansible"
+    return os.path.join(_PACKAGE_DIR, "_ansible")
+
+
+def ansible_root() -> Path:
+    """``ansible_root_name()`` as a Path."""
+    from pathlib import Path
+
+    return Path(ansible_root_name())
 
 
 def playbook_path(name: str) -> Path:
@@ -34,6 +59,13 @@ def playbook_path(name: str) -> Path:
     return ansible_root() / "playbooks" / f"{name}.yml"
 
 
+def default_config_name() -> str:
+    """``$GRID_OPS_CONFIG`` if set, else ``cluster.yaml`` (in the current directory)."""
+    return os.environ.get("GRID_OPS_CONFIG") or "cluster.yaml"
+
+
 def default_config_path() -> Path:
-    """``$GRID_OPS_CONFIG`` if set, else ``./cluster.yaml``."""
-    return Path(os.environ.get("GRID_OPS_CONFIG") or "cluster.yaml")
+    """``default_config_name()`` as a Path."""
+    from pathlib import Path
+
+    return Path(default_config_name())

@@ -12,17 +12,24 @@ import json
 import shlex
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from grid_ops import health, inventory
+from grid_ops import facts, health, inventory
 from grid_ops.config import ClusterConfig, NodeConfig
 from grid_ops.paths import ansible_root
 
 
+def module_path() -> Path:
+    """The grid_health fact module (the playbooks' own file)."""
+    return ansible_root() / "roles" / "grid_facts" / "library" / "grid_health.py"
+
+
 def module_source() -> str:
-    return (ansible_root() / "roles" / "grid_facts" / "library" / "grid_health.py").read_text()
+    return module_path().read_text()
 
 
-def _argv(config: ClusterConfig, node: NodeConfig) -> list[str]:
+def argv(config: ClusterConfig, node: NodeConfig) -> list[str]:
+    """The command that runs the module (sent on stdin) on ``node``."""
     args = {"remote_root": config.remote_root, "nvidia_smi_timeout": config.health_check.timeout}
     python = config.python_interpreter or "python3"
     line = (
@@ -34,12 +41,17 @@ def _argv(config: ClusterConfig, node: NodeConfig) -> list[str]:
     return [*inventory.ssh_command(config, node), inventory.ssh_target(node), line]
 
 
+def time_limit(config: ClusterConfig) -> float:
+    """How long one node's probe may take before it counts as unreachable."""
+    return config.ssh.connect_timeout + config.health_check.timeout + 5
+
+
 def probe(config: ClusterConfig, node: NodeConfig, source: str) -> health.NodeHealth:
     """One node's health facts, or an unreachable entry naming why."""
-    limit = config.ssh.connect_timeout + config.health_check.timeout + 5
+    limit = time_limit(config)
     try:
         proc = subprocess.run(
-            _argv(config, node),
+            argv(config, node),
             input=source,
             capture_output=True,
             text=True,
@@ -47,16 +59,11 @@ def probe(config: ClusterConfig, node: NodeConfig, source: str) -> health.NodeHe
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return health.unreachable(node.name, f"no answer within {limit:g} s")
-    if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
-        reason = lines[-1] if lines else f"exit {proc.returncode}"
-        return health.unreachable(node.name, reason)
-    try:
-        facts = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return health.unreachable(node.name, f"unreadable facts: {proc.stdout[:200]!r}")
-    return health.from_facts(node.name, facts, config)
+        return health.unreachable(node.name, facts.timeout_error(limit))
+    node_facts, error = facts.read_answer(proc.returncode, proc.stdout, proc.stderr)
+    if node_facts is None:
+        return health.unreachable(node.name, error or "no facts")
+    return health.from_facts(node.name, node_facts, config)
 
 
 def probe_all(config: ClusterConfig, names: list[str] | None = None) -> list[health.NodeHealth]:

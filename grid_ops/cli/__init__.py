@@ -1,105 +1,14 @@
-"""The grid-ops command line (Typer). Thin: parse, call, render.
+"""The grid-ops command line: the Typer app is in grid_ops.cli.app.
 
-Nothing heavy is imported here: Ansible, ansible-runner, pydantic models and Jinja load
-inside the commands that need them, so ``grid-ops --help`` stays fast.
+Importing this package loads nothing: the quick path (grid_ops.quick) draws its tables
+with grid_ops.cli.views and grid_ops.cli.output without loading Typer or the commands.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from typing import Annotated
-
-import typer
-
-from grid_ops import __version__
-from grid_ops.cli import (
-    boost_cmd,
-    cluster,
-    config_cmd,
-    demo,
-    health_cmd,
-    inventory_cmd,
-    job_cmd,
-    lab_cmd,
-    memory_cmd,
-    metrics_cmd,
-    offload_cmd,
-    ping,
-    provision,
-    run_cmd,
-    sync_cmd,
-)
-from grid_ops.errors import GridOpsError
-
-app = typer.Typer(
-    name="grid-ops",
-    help=(
-        "Provision and operate a small GPU cluster running Ray, driven by Ansible.\n\n"
-        "Commands that touch a cluster read one YAML config: -c PATH, else "
-        "$GRID_OPS_CONFIG, else ./cluster.yaml."
-    ),
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        print(f"grid-ops {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
-    ] = False,
-) -> None:
-    """Provision and operate a small GPU cluster running Ray, driven by Ansible."""
-
-
-app.command("init")(config_cmd.init)
-app.command("ping")(ping.ping)
-app.command("health")(health_cmd.health)
-app.command("provision")(provision.provision)
-app.command("sync")(sync_cmd.sync)
-app.command("up")(provision.up)
-app.command("run", context_settings={"allow_interspersed_args": False})(run_cmd.run)
-app.command("demo")(demo.demo)
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(inventory_cmd.app, name="inventory")
-app.add_typer(cluster.app, name="cluster")
-app.add_typer(metrics_cmd.app, name="metrics")
-app.add_typer(job_cmd.app, name="job")
-app.add_typer(boost_cmd.boost_app, name="boost")
-app.add_typer(boost_cmd.sharing_app, name="resource-sharing")
-app.add_typer(offload_cmd.app, name="offload")
-app.add_typer(memory_cmd.app, name="memory")
-app.add_typer(lab_cmd.app, name="lab")
-
 
 def main() -> None:
-    """Console entry point: user errors become one paragraph and an exit code."""
-    from grid_ops.cli.output import error
+    """Run the full CLI (Typer) on sys.argv."""
+    from grid_ops.cli.app import main as run
 
-    try:
-        app()
-    except GridOpsError as exc:
-        error(exc.message, exc.hint)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        error("Interrupted.")
-        sys.exit(130)
-    except Exception as exc:  # a bug: still one paragraph, the traceback on request
-        if os.environ.get("GRID_OPS_DEBUG"):
-            raise
-        error(
-            f"Unexpected error ({type(exc).__name__}: {exc}).",
-            "This is a grid-ops bug; run again with GRID_OPS_DEBUG=1 to see the traceback, "
-            "and report it with that output.",
-        )
-        sys.exit(1)
+    run()

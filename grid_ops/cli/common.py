@@ -34,9 +34,20 @@ def config_path(path: Path | None) -> Path:
     return path if path is not None else default_config_path()
 
 
-def load_config(path: Path | None) -> tuple[ClusterConfig, Path]:
-    """Load and validate the cluster config (errors exit 2 with the field named)."""
+def load_config(path: Path | None, quick_plan: bool = False) -> tuple[ClusterConfig, Path]:
+    """Load and validate the cluster config (errors exit 2 with the field named).
+
+    ``quick_plan``: also write the plan that lets grid_ops.quick answer the next call of
+    this command without loading the config again.
+    """
     from grid_ops import config
 
     resolved = config_path(path)
-    return config.load(resolved), resolved
+    if not quick_plan:
+        return config.load(resolved), resolved
+    from grid_ops import plan
+
+    at = plan.stamp(resolved)  # before reading: a file changed meanwhile gets a new stamp
+    cfg = config.load(resolved)
+    plan.write(cfg, resolved, at)
+    return cfg, resolved

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from grid_ops.cli import views
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
-from grid_ops.cli.output import err, error, out, print_json
+from grid_ops.cli.output import err, out, print_json
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -29,36 +30,12 @@ def collect(cfg: ClusterConfig, refresh: bool) -> tuple[list[NodeHealth], bool]:
     return health.ranked(nodes), False
 
 
-def _gib(value: int | None) -> str:
-    return "" if value is None else f"{value / 2**30:.1f}"
-
-
 def table(nodes: list[NodeHealth], title: str) -> Table:
-    from rich.table import Table
+    from dataclasses import asdict
 
-    tab = Table(title=title, title_justify="left")
-    for col in ("node", "score", "load1", "CPUs", "mem free/total GiB", "GPUs", "Ray", "note"):
-        tab.add_column(col, overflow="fold" if col == "note" else "ellipsis")
-    for n in nodes:
-        if not n.reachable:
-            tab.add_row(n.name, "[red]—[/]", "", "", "", "", "", f"[red]unreachable[/]: {n.error}")
-            continue
-        gpus = ", ".join(
-            f"#{g['index']} {g['memory_used_mib']}/{g['memory_total_mib']} MiB "
-            f"{g['utilization_gpu']}%"
-            for g in n.gpus
-        )
-        tab.add_row(
-            n.name,
-            f"{n.score:.3f}" if n.score is not None else "",
-            f"{n.load1:.2f}" if n.load1 is not None else "",
-            str(n.cpu_count or ""),
-            f"{_gib(n.mem_available_bytes)}/{_gib(n.mem_total_bytes)}",
-            gpus or "0",
-            "running" if n.ray_running else "-",
-            "; ".join(n.warnings),
-        )
-    return tab
+    from grid_ops.cli.views import health_table
+
+    return health_table([asdict(n) for n in nodes], title)
 
 
 def health(
@@ -78,7 +55,7 @@ def health(
     fraction (weights from health_check in the config). Results are cached for
     health_check.refresh_interval seconds. Exit code 1 if a node is unreachable.
     """
-    cfg, _ = load_config(config)
+    cfg, _ = load_config(config, quick_plan=True)
     if watch is not None:
         _watch(cfg, watch)
         return
@@ -86,16 +63,11 @@ def health(
     if json_out:
         print_json({"nodes": [n.to_json() for n in nodes], "cached": cached})
     else:
-        suffix = " (cached; --refresh to probe now)" if cached else ""
-        out.print(table(nodes, f"health of {cfg.name}{suffix}"))
+        out.print(table(nodes, views.health_title(cfg.name, cached)))
     down = [n.name for n in nodes if not n.reachable]
     if down:
         if not json_out:
-            error(
-                f"{len(down)} node(s) did not answer: {', '.join(down)}; they have no score "
-                "and are never chosen to run work.",
-                "Check them with 'grid-ops ping'.",
-            )
+            views.report_down(down)
         raise typer.Exit(1)
 
 

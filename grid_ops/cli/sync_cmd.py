@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from grid_ops import plan
 from grid_ops.cli import playbook
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
 from grid_ops.cli.output import out
@@ -37,7 +38,7 @@ def sync(
     """
     from grid_ops.errors import UsageError
 
-    cfg, path = load_config(config)
+    cfg, path = load_config(config, quick_plan=True)
     source = src.expanduser().resolve()
     if not source.is_dir():
         raise UsageError(f"{src} is not a directory.", "Pass the directory to sync as SRC.")
@@ -54,35 +55,29 @@ def sync(
             "bytes_sent": int(facts.get("bytes_sent") or 0),
             "seconds": host.durations.get(SYNC_TASK),
             "dest": facts.get("dest"),
+            "command": facts.get("command"),
         }
+    plan.remember_roots(
+        cfg,
+        {name: row["dest"] for name, row in stats.items() if row["dest"]},
+        source.name,
+    )
     if not dry_run:
         from grid_ops import metrics
 
         metrics.record_sync([r["seconds"] for r in stats.values() if r["seconds"] is not None])
     if json_out:
         data = result.to_json()
+        data["playbook_ran"] = True
         for name, extra in stats.items():
             data["hosts"].setdefault(name, {}).update(extra)
         from grid_ops.cli.output import print_json
 
         print_json(data)
     else:
-        from rich.table import Table
+        from grid_ops.cli.views import sync_table
 
-        verb = "would move" if dry_run else "moved"
-        table = Table(title=f"sync {source} ({verb})", title_justify="left")
-        for col in ("node", "files", "bytes sent", "seconds", "to"):
-            table.add_column(col, justify="right" if col in ("files", "bytes sent") else "left")
-        for name, row in stats.items():
-            secs = row["seconds"]
-            table.add_row(
-                name,
-                str(row["files_transferred"]),
-                str(row["bytes_sent"]),
-                "" if secs is None else f"{secs:.2f}",
-                str(row["dest"] or ""),
-            )
-        out.print(table)
+        out.print(sync_table(str(source), stats, dry_run))
     if json_out and result.failed_hosts:
         raise typer.Exit(1)
     playbook.finish(result, json_out=json_out, what="sync", quiet=True)

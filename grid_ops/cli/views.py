@@ -1,0 +1,82 @@
+"""Tables of `health` and `sync` (Rich), shared by the full CLI and the quick path.
+
+Rich loads when a table is drawn, not at import.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from rich.table import Table
+
+
+def _gib(value: int | None) -> str:
+    return "" if value is None else f"{value / 2**30:.1f}"
+
+
+def health_table(records: list[dict[str, Any]], title: str) -> Table:
+    """One row per node record (grid_ops.facts), in the given order."""
+    from rich.table import Table
+
+    tab = Table(title=title, title_justify="left")
+    for col in ("node", "score", "load1", "CPUs", "mem free/total GiB", "GPUs", "Ray", "note"):
+        tab.add_column(col, overflow="fold" if col == "note" else "ellipsis")
+    for n in records:
+        if not n["reachable"]:
+            tab.add_row(
+                n["name"], "[red]—[/]", "", "", "", "", "", f"[red]unreachable[/]: {n['error']}"
+            )
+            continue
+        gpus = ", ".join(
+            f"#{g['index']} {g['memory_used_mib']}/{g['memory_total_mib']} MiB "
+            f"{g['utilization_gpu']}%"
+            for g in n["gpus"]
+        )
+        tab.add_row(
+            n["name"],
+            f"{n['score']:.3f}" if n["score"] is not None else "",
+            f"{n['load1']:.2f}" if n["load1"] is not None else "",
+            str(n["cpu_count"] or ""),
+            f"{_gib(n['mem_available_bytes'])}/{_gib(n['mem_total_bytes'])}",
+            gpus or "0",
+            "running" if n["ray_running"] else "-",
+            "; ".join(n["warnings"]),
+        )
+    return tab
+
+
+def health_title(cluster: str, cached: bool) -> str:
+    return f"health of {cluster}" + (" (cached; --refresh to probe now)" if cached else "")
+
+
+def report_down(down: list[str]) -> None:
+    """The error paragraph for nodes that did not answer a health probe."""
+    from grid_ops.cli.output import error
+
+    error(
+        f"{len(down)} node(s) did not answer: {', '.join(down)}; they have no score "
+        "and are never chosen to run work.",
+        "Check them with 'grid-ops ping'.",
+    )
+
+
+def sync_table(source: str, stats: dict[str, dict[str, Any]], dry_run: bool) -> Table:
+    """One row per node: files and bytes moved (or that would move), seconds, destination."""
+    from rich.table import Table
+
+    verb = "would move" if dry_run else "moved"
+    table = Table(title=f"sync {source} ({verb})", title_justify="left")
+    for col in ("node", "files", "bytes sent", "seconds", "to"):
+        table.add_column(col, justify="right" if col in ("files", "bytes sent") else "left")
+    for name, row in stats.items():
+        secs = row["seconds"]
+        table.add_row(
+            name,
+            str(row["files_transferred"]),
+            str(row["bytes_sent"]),
+            "" if secs is None else f"{secs:.2f}",
+            str(row["dest"] or ""),
+        )
+    return table

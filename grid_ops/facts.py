@@ -1,0 +1,161 @@
+"""Health facts as plain dicts: a probe's answer read, a node scored, nodes ranked.
+
+Score, lower is better: ``cpu_weight * load1 / cpu_count + gpu_weight * GPU memory used
+fraction`` (used over total across the node's GPUs; 0 without GPUs), the same meaning as
+the earlier tool's. An unreachable node has no score and is never chosen.
+
+The quick path of ``grid-ops health`` (grid_ops.quick) works on these dicts before
+anything heavy loads, so this module imports json only; grid_ops.health wraps the same
+records in NodeHealth for the rest of the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# The fields of one node's record (grid_ops.health.NodeHealth has exactly these).
+FIELDS = (
+    "name",
+    "reachable",
+    "score",
+    "load1",
+    "cpu_count",
+    "mem_total_bytes",
+    "mem_available_bytes",
+    "disk_free_bytes",
+    "ray_running",
+    "gpus",
+    "gpu_processes",
+    "warnings",
+    "error",
+)
+# What `health --json` shows of each GPU.
+GPU_FIELDS = ("index", "name", "memory_total_mib", "memory_used_mib", "utilization_gpu")
+
+
+def gpu_memory_used_fraction(gpus: list[dict[str, Any]]) -> float:
+    total = sum(float(g.get("memory_total_mib") or 0) for g in gpus)
+    used = sum(float(g.get("memory_used_mib") or 0) for g in gpus)
+    return used / total if total > 0 else 0.0
+
+
+def score(facts: dict[str, Any], cpu_weight: float, gpu_weight: float) -> float:
+    """cpu_weight x load per core + gpu_weight x GPU memory used fraction."""
+    cpus = max(int(facts.get("cpu_count") or 1), 1)
+    load = float(facts.get("load1") or 0.0)
+    return round(
+        cpu_weight * load / cpus + gpu_weight * gpu_memory_used_fraction(facts.get("gpus") or []),
+        4,
+    )
+
+
+def record(
+    name: str, facts: dict[str, Any], cpu_weight: float, gpu_weight: float
+) -> dict[str, Any]:
+    """A reachable node's record (every field of FIELDS) from the module's facts."""
+    return {
+        "name": name,
+        "reachable": True,
+        "score": score(facts, cpu_weight, gpu_weight),
+        "load1": facts.get("load1"),
+        "cpu_count": facts.get("cpu_count"),
+        "mem_total_bytes": facts.get("mem_total_bytes"),
+        "mem_available_bytes": facts.get("mem_available_bytes"),
+        "disk_free_bytes": facts.get("disk_free_bytes"),
+        "ray_running": facts.get("ray_running"),
+        "gpus": list(facts.get("gpus") or []),
+        "gpu_processes": list(facts.get("gpu_processes") or []),
+        "warnings": list(facts.get("warnings") or []),
+        "error": None,
+    }
+
+
+def unreachable(name: str, error: str) -> dict[str, Any]:
+    """The record of a node that did not answer: no score, the reason in ``error``."""
+    out: dict[str, Any] = dict.fromkeys(FIELDS)
+    out.update(name=name, reachable=False, gpus=[], gpu_processes=[], warnings=[], error=error)
+    return out
+
+
+def rank(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best first; unreachable nodes last (in their given order)."""
+    up = sorted(
+        (r for r in records if r["reachable"]), key=lambda r: (r["score"] or 0.0, r["name"])
+    )
+    return up + [r for r in records if not r["reachable"]]
+
+
+def public(rec: dict[str, Any]) -> dict[str, Any]:
+    """One node as ``grid-ops health --json`` shows it."""
+    out = dict(rec)
+    out["gpus"] = [{k: g.get(k) for k in GPU_FIELDS} for g in rec.get("gpus") or []]
+    return out
+
+
+def timeout_error(limit: float) -> str:
+    return f"no answer within {limit:g} s"
+
+
+def read_answer(rc: int, stdout: str, stderr: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The probe's facts from its exit code and output, or why there are none."""
+    if rc != 0:
+        lines = (stderr or stdout).strip().splitlines()
+        return None, lines[-1] if lines else f"exit {rc}"
+    try:
+        facts = json.loads(stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None, f"unreadable facts: {stdout[:200]!r}"
+    if not isinstance(facts, dict):
+        return None, f"unreadable facts: {stdout[:200]!r}"
+    return facts, None
+
+
+# ---------------------------------------------------------------------------------------
+# cache: the latest records of a cluster, under the state dir
+
+
+def cache_name(cluster: str) -> str:
+    from grid_ops.paths import state_dir_name
+
+    return os.path.join(state_dir_name(), "health", f"{cluster}.json")
+
+
+def read_cache(
+    cluster: str,
+    node_names: list[str],
+    max_age: float,
+    now: float | None = None,
+    any_age: bool = False,
+) -> list[dict[str, Any]] | None:
+    """Cached records younger than ``max_age`` seconds (or of any age) for exactly these
+    nodes, in config order; None when there are none."""
+    try:
+        with open(cache_name(cluster), encoding="utf-8") as handle:
+            data = json.load(handle)
+        age = (now if now is not None else time.time()) - float(data.get("time", 0))
+        nodes = data["nodes"]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not any_age and (age < 0 or age >= max_age):
+        return None
+    if (
+        not isinstance(nodes, list)
+        or [n.get("name") if isinstance(n, dict) else None for n in nodes] != node_names
+    ):
+        return None
+    if any(set(n) != set(FIELDS) for n in nodes):
+        return None
+    return nodes
+
+
+def write_cache(cluster: str, records: list[dict[str, Any]], now: float | None = None) -> None:
+    from grid_ops.fsutil import write_atomic
+
+    data = {"time": now if now is not None else time.time(), "nodes": records}
+    write_atomic(cache_name(cluster), json.dumps(data) + "\n", mode=0o600)
