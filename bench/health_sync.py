@@ -5,11 +5,15 @@ multiplexed connections are open (both sides use ControlPersist). The raw health
 runs the very command grid-ops runs on each node (probe.argv: ssh + the fact module on
 stdin) in parallel from this already running process and reads the answers; the raw
 sync side runs `rsync -a` of the same tree to every node in parallel. Ratio = grid-ops /
-raw, so grid-ops' own start (a Python interpreter) counts against it.
+raw, so grid-ops' own start (a Python interpreter) counts against it. grid-ops is timed
+with --json (what scripts use); the table (Rich) and the full CLI's playbook sync
+(GRID_OPS_QUICK=0) are reported beside it, as is a `health` answered from its cache.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +22,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import lab_bench, median, parse_args, report, run, timed
 
 from grid_ops import inventory, probe
+
+FLOOR = """
+import json, os, sys
+with open(sys.argv[1]) as f:
+    commands = json.load(f)
+running = []
+for argv in commands:
+    r, w = os.pipe()
+    fd = os.open(sys.argv[2], os.O_RDONLY)
+    acts = [(os.POSIX_SPAWN_DUP2, fd, 0), (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_CLOSE, r)]
+    running.append((os.posix_spawnp(argv[0], argv, os.environ, file_actions=acts), r))
+    os.close(w)
+    os.close(fd)
+answers = []
+for pid, r in running:
+    chunks = []
+    while chunk := os.read(r, 65536):
+        chunks.append(chunk)
+    os.waitpid(pid, 0)
+    answers.append(json.loads(b"".join(chunks).splitlines()[-1]))
+sys.stdout.write(json.dumps(answers))
+sys.stdout.flush()
+os._exit(0)
+"""
 
 
 def main() -> None:
@@ -40,13 +68,25 @@ def main() -> None:
             if any(p.wait() != 0 for p in procs) or not all(answers):
                 raise SystemExit("raw health probe failed")
 
+        full = dict(os.environ, GRID_OPS_QUICK="0")  # the full CLI, for comparison
+
         def ops_health() -> None:
             run([exe, "health", "-c", str(cfg_path), "--refresh", "--json"])
+
+        # The least any Python CLI can do: start an interpreter, spawn the same commands
+        # (posix_spawn, the module file as stdin), read the answers, leave with os._exit.
+        argv_file = work / "probe-argv.json"
+        argv_file.write_text(json.dumps([probe.argv(cfg, n) for n in cfg.nodes]))
+        floor_cmd = [sys.executable, "-c", FLOOR, str(argv_file), str(probe.module_path())]
+
+        def floor_health() -> None:
+            run(floor_cmd)
 
         raw_cold = bench.cold(raw_health, args.runs)
         ops_cold = bench.cold(ops_health, args.runs)
         raw_health()
         raw_warm, ops_warm = timed(raw_health, args.runs), timed(ops_health, args.runs)
+        floor_warm = timed(floor_health, args.runs)
 
         src = work / "proj"
         for i in range(200):
@@ -72,11 +112,21 @@ def main() -> None:
                 raise SystemExit("raw rsync failed")
 
         def ops_sync() -> None:
+            run([exe, "sync", str(src), "-c", str(cfg_path), "--json"])
+
+        def ops_sync_table() -> None:
             run([exe, "sync", str(src), "-c", str(cfg_path)])
 
-        ops_sync()
+        def ops_health_cached() -> None:
+            run([exe, "health", "-c", str(cfg_path), "--json"])
+
+        ops_sync()  # the first sync moves the files (playbook); the timed ones find nothing
         raw_sync()
         sync_raw, sync_ops = timed(raw_sync, args.runs), timed(ops_sync, args.runs)
+        sync_table = timed(ops_sync_table, args.runs)
+        ops_health()  # a fresh cache, then calls within health_check.refresh_interval
+        health_cached = timed(ops_health_cached, args.runs)
+        sync_full = timed(lambda: run([exe, "sync", str(src), "-c", str(cfg_path)], env=full), 3)
         report(
             "health_sync",
             {
@@ -88,9 +138,16 @@ def main() -> None:
                 "health_warm_raw_s": median(raw_warm),
                 "health_warm_grid_ops_s": median(ops_warm),
                 "health_warm_ratio": round(median(ops_warm) / median(raw_warm), 2),
+                "health_warm_python_floor_s": median(floor_warm),
+                "health_warm_python_floor_ratio": round(median(floor_warm) / median(raw_warm), 2),
                 "sync_nochange_raw_s": median(sync_raw),
                 "sync_nochange_grid_ops_s": median(sync_ops),
                 "sync_nochange_ratio": round(median(sync_ops) / median(sync_raw), 2),
+                "sync_nochange_table_s": median(sync_table),
+                "sync_nochange_table_ratio": round(median(sync_table) / median(sync_raw), 2),
+                "sync_nochange_playbook_s": median(sync_full),
+                "health_cached_s": median(health_cached),
+                "health_cached_vs_warm_probe": round(median(health_cached) / median(raw_warm), 2),
                 "targets": {"health_cold": 1.5, "health_warm": 1.2, "sync_nochange": 1.2},
             },
         )

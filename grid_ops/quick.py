@@ -44,7 +44,14 @@ def main() -> None:
             sys.stderr.write("error: Interrupted.\n")
             sys.exit(130)
     if code is not None:
-        sys.exit(code)
+        # Done: leave without the interpreter's clean-up (a few ms, nothing of ours to
+        # close: the output is flushed, the children reaped, the files written whole).
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:
+            code = code or 1
+        os._exit(code)
     from grid_ops.cli import main as full
 
     full()
@@ -116,39 +123,86 @@ def _control_dir() -> None:
 
 
 class _Proc:
-    """One child with its output read to the end, and when it ended."""
+    """One child (posix_spawn: no subprocess import) with its output read to the end."""
 
     def __init__(self, argv: list[str], stdin_path: str | None) -> None:
-        import subprocess
-
         self.started = time.monotonic()
-        with open(stdin_path or os.devnull, "rb") as stdin:
-            self.popen = subprocess.Popen(
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        stdin = os.open(stdin_path or os.devnull, os.O_RDONLY)
+        try:
+            self.pid = os.posix_spawnp(
+                argv[0],
                 argv,
-                stdin=stdin,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, stdin, 0),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, err_w, 2),
+                ],
             )
+        except OSError:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        finally:
+            for fd in (stdin, out_w, err_w):
+                os.close(fd)
+        self.pipes = {out_r: bytearray(), err_r: bytearray()}
+        self.open_fds = [out_r, err_r]
         self.rc: int | None = None
         self.stdout = self.stderr = ""
         self.seconds = 0.0
 
     def finish(self, limit: float) -> bool:
         """Wait at most until ``limit`` seconds after the start; False if it took longer."""
-        import subprocess
+        import select
 
-        try:
-            self.stdout, self.stderr = self.popen.communicate(
-                timeout=max(0.0, self.started + limit - time.monotonic())
-            )
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.communicate()
-            return False
-        self.rc = self.popen.returncode
+        deadline = self.started + limit
+        status: int | None = None
+        while self.open_fds:
+            # Past the deadline the pipes are only polled: a child that has ended is
+            # still read to the end; one still running is killed.
+            left = max(deadline - time.monotonic(), 0.0)
+            ready = select.select(self.open_fds, [], [], left)[0]
+            if not ready and time.monotonic() < deadline:
+                continue
+            if not ready or left == 0.0:
+                if status is None:
+                    pid, found = os.waitpid(self.pid, os.WNOHANG)
+                    if pid == 0:
+                        self._kill()
+                        return False
+                    status = found
+                if not ready:
+                    break  # ended, but something it started still holds the pipes
+            for fd in ready:
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    self.pipes[fd] += chunk
+                else:
+                    self.open_fds.remove(fd)
+                    os.close(fd)
+        self._close()
+        if status is None:
+            status = os.waitpid(self.pid, 0)[1]
+        self.rc = os.waitstatus_to_exitcode(status)
         self.seconds = time.monotonic() - self.started
+        out, err = (bytes(v).decode(errors="replace") for v in self.pipes.values())
+        self.stdout, self.stderr = out, err
         return True
+
+    def _close(self) -> None:
+        for fd in self.open_fds:
+            os.close(fd)
+        self.open_fds.clear()
+
+    def _kill(self) -> None:
+        import signal
+
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        self._close()
 
 
 def _run_all(
@@ -302,6 +356,8 @@ def _sync(args: list[str]) -> Callable[[], int] | None:
             from grid_ops.cli.views import sync_table
 
             out.print(sync_table(src, hosts, dry_run))
+            if not dry_run:
+                sys.stderr.write(f"up to date on {len(hosts)} node(s): nothing to move.\n")
         if not dry_run:
             from grid_ops import metrics
 

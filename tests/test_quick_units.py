@@ -178,3 +178,31 @@ def test_cache_holds_for_its_age_and_its_nodes(state: Path) -> None:
     assert facts.read_cache("c", ["b", "a"], 30, now=1010.0) is None
     Path(facts.cache_name("c")).write_text(json.dumps({"time": 1000, "nodes": [{"name": "a"}]}))
     assert facts.read_cache("c", ["a"], 30, now=1010.0) is None  # not a full record
+
+
+def test_children_run_in_parallel_with_their_output_and_a_time_limit(tmp_path: Path) -> None:
+    module = tmp_path / "module.py"
+    module.write_text("print('from stdin')\n")
+    jobs: list[tuple[list[str], str | None]] = [
+        (["sleep", "5"], None),
+        (["sh", "-c", "echo out; echo err >&2; exit 3"], None),
+        (["cat"], str(module)),
+    ]
+    slow, failing, fed = quick._run_all(jobs, parallel=3, limit=0.5)
+    assert slow is None  # killed at the limit, not waited for
+    assert failing is not None and (failing.rc, failing.stdout, failing.stderr) == (
+        3,
+        "out\n",
+        "err\n",
+    )
+    assert fed is not None and fed.rc == 0 and fed.stdout == "print('from stdin')\n"
+    assert 0 <= fed.seconds < 0.5
+    with pytest.raises(FileNotFoundError):
+        quick._run_all([(["no-such-program-here"], None)], parallel=1, limit=1)
+
+
+def test_a_child_that_ended_is_read_even_when_its_pipe_outlives_it() -> None:
+    # the shell ends at once; the sleep it left behind keeps stdout open past the limit
+    (done,) = quick._run_all([(["sh", "-c", "echo bye; sleep 3 &"], None)], 1, limit=0.3)
+    assert done is not None and done.rc == 0 and done.stdout == "bye\n"
+    assert done.seconds < 2
