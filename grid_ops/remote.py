@@ -4,18 +4,34 @@ Commands run in the node's remote_root with the node venv's bin first on PATH an
 RAY_ADDRESS pointing at the head, so ``ray status`` or a driver script just work.
 Arguments are quoted for the remote shell: nothing is re-interpreted unless the caller
 asks for a shell command.
+
+ssh without a terminal does not pass a hang-up on, so a local time-out or Ctrl-C would
+leave the command running on the node. Each run therefore notes its process group (the
+session sshd made for it) in /tmp/grid-ops-run-<id>.pid on the node, and ``stop`` sends
+that group SIGTERM, then SIGKILL after a grace period.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import subprocess
+import uuid
 from collections.abc import Mapping, Sequence
 
 from grid_ops import inventory
 from grid_ops.config import ClusterConfig, NodeConfig
 
 MISSING_ROOT = 127
+STOP_GRACE_S = 5
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _pid_file(run_id: str) -> str:
+    return f"/tmp/grid-ops-run-{run_id}.pid"
 
 
 def _root_expr(root: str) -> str:
@@ -32,8 +48,12 @@ def remote_script(
     command: Sequence[str],
     shell: bool = False,
     env: Mapping[str, str] | None = None,
+    run_id: str | None = None,
 ) -> str:
-    """The shell line the node runs: cd to remote_root, venv on PATH, then the command."""
+    """The shell line the node runs: cd to remote_root, venv on PATH, then the command.
+
+    ``run_id``: note the shell's process group for ``stop`` (the shell then waits for the
+    command instead of becoming it, and removes the note when it ends)."""
     root = _root_expr(config.remote_root.rstrip("/") or "/")
     head_ip = inventory.node_ip(config, config.head) or config.head.host
     body = " ".join(command) if shell else shlex.join(command)
@@ -44,8 +64,16 @@ def remote_script(
         f"RAY_ADDRESS={shlex.quote(f'{head_ip}:{config.ray.port}')}"
         + "".join(f" {k}={shlex.quote(v)}" for k, v in (env or {}).items())
         + "; "
-        f"{'' if shell else 'exec '}{body}"
+        + _registration(run_id)
+        + f"{'' if shell or run_id else 'exec '}{body}"
     )
+
+
+def _registration(run_id: str | None) -> str:
+    if run_id is None:
+        return ""
+    pid_file = _pid_file(run_id)
+    return f"echo $$ > {pid_file}; trap 'rm -f {pid_file}' EXIT; "
 
 
 def argv(
@@ -54,12 +82,35 @@ def argv(
     command: Sequence[str],
     shell: bool = False,
     env: Mapping[str, str] | None = None,
+    run_id: str | None = None,
 ) -> list[str]:
     """The local argv that runs ``command`` on ``node`` (``env``: extra variables)."""
-    script = remote_script(config, command, shell, env)
+    return _on(config, node, remote_script(config, command, shell, env, run_id))
+
+
+def _on(config: ClusterConfig, node: NodeConfig, script: str) -> list[str]:
     if node.connection == "local":
         return ["bash", "-c", script]
     return [*inventory.ssh_command(config, node), inventory.ssh_target(node), script]
+
+
+def stop(config: ClusterConfig, node: NodeConfig, run_id: str) -> None:
+    """End the run ``run_id`` on ``node``: SIGTERM to its process group now, SIGKILL
+    after STOP_GRACE_S seconds if it is still there. Best effort: a node that does not
+    answer is left as it is."""
+    pid_file = _pid_file(run_id)
+    script = (
+        f"f={pid_file}; [ -f $f ] || exit 0; p=$(cat $f); rm -f $f; "
+        'kill -TERM -- "-$p" 2>/dev/null || exit 0; '
+        f'(sleep {STOP_GRACE_S}; kill -KILL -- "-$p") >/dev/null 2>&1 </dev/null &'
+    )
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        subprocess.run(
+            _on(config, node, script),
+            capture_output=True,
+            timeout=config.ssh.connect_timeout + 5,
+            check=False,
+        )
 
 
 def reachable(config: ClusterConfig, node: NodeConfig) -> bool:
@@ -85,9 +136,52 @@ def run(
     timeout: float | None = None,
     env: Mapping[str, str] | None = None,
 ) -> int:
-    """Run ``command`` on ``node`` with output streamed to ours; returns its exit code."""
+    """Run ``command`` on ``node`` with output streamed to ours; returns its exit code
+    (124 after ``timeout`` seconds). A time-out or Ctrl-C also stops it on the node."""
+    return _run(config, node, command, shell, timeout, env, capture=False)[0]
+
+
+def capture(
+    config: ClusterConfig,
+    node: NodeConfig,
+    command: Sequence[str],
+    shell: bool = False,
+    timeout: float | None = None,
+) -> tuple[int, str]:
+    """``run`` with stdout and stderr collected: (exit code, output)."""
+    return _run(config, node, command, shell, timeout, None, capture=True)
+
+
+def _run(
+    config: ClusterConfig,
+    node: NodeConfig,
+    command: Sequence[str],
+    shell: bool,
+    timeout: float | None,
+    env: Mapping[str, str] | None,
+    capture: bool,
+) -> tuple[int, str]:
     inventory.ensure_control_dir()
+    run_id = new_run_id()
+    pipe = subprocess.PIPE if capture else None
+    proc = subprocess.Popen(
+        argv(config, node, command, shell, env, run_id),
+        stdout=pipe,
+        stderr=subprocess.STDOUT if capture else None,
+        text=True,
+        # a local run gets its own process group, as sshd gives a remote one
+        start_new_session=node.connection == "local",
+    )
     try:
-        return subprocess.run(argv(config, node, command, shell, env), timeout=timeout).returncode
+        output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return 124
+        stop(config, node, run_id)
+        proc.kill()
+        output, _ = proc.communicate()
+        return 124, output or ""
+    except KeyboardInterrupt:
+        stop(config, node, run_id)
+        proc.kill()
+        proc.wait()
+        raise
+    return proc.returncode, output or ""

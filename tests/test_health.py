@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Lab
+from grid_ops import remote
+from tests.conftest import REPO, Lab
 
 pytestmark = pytest.mark.lab
 
@@ -117,6 +122,50 @@ def test_run_all_has_a_section_per_node_and_fails_if_any_fails(ready: Lab) -> No
     assert bad.returncode == 1
     assert "── node2 (exit 1)" in bad.stdout
     assert "failed on 1 of 3 node(s): node2" in bad.stderr
+
+
+def _left_running(pattern: str, wait_s: float, nodes: str = "node1,node2,node3") -> list[str]:
+    """Processes of these lab nodes' users (the nodes share this machine's process table)
+    still matching after up to ``wait_s`` seconds."""
+    users = ",".join(f"gridlab{n[4:]}" for n in nodes.split(","))
+    deadline = time.monotonic() + wait_s
+    while True:
+        argv = ["pgrep", "-u", users, "-f", pattern]
+        found = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if not found.stdout.split() or time.monotonic() > deadline:
+            return found.stdout.split()
+        time.sleep(0.2)
+
+
+def test_run_timeout_stops_the_command_on_the_node(ready: Lab) -> None:
+    cfg = str(ready.config)
+    proc = ready.cli("run", "-c", cfg, "--node", "node2", "--timeout", "1", "--", "sleep", "93.5")
+    assert proc.returncode == 124
+    assert "did not finish within 1 s" in proc.stderr
+    assert _left_running("sleep 93.5", 3) == []
+    stubborn = ready.cli("run", "-c", cfg, "--node", "node3", "--timeout", "1", "--shell", "--",
+                         'trap "" TERM; sleep 94.5')  # fmt: skip
+    assert stubborn.returncode == 124
+    assert _left_running("sleep 94.5", remote.STOP_GRACE_S + 3) == []  # SIGKILL after grace
+    every = ready.cli("run", "-c", cfg, "--all", "--timeout", "1", "--", "sleep", "95.5")
+    assert every.returncode == 1
+    for name in ready.nodes:
+        assert f"── {name} (exit 124)" in every.stdout
+    assert _left_running("sleep 95.5", 3) == []
+    assert not list(Path("/tmp").glob("grid-ops-run-*.pid"))
+
+
+def test_interrupted_run_stops_the_command_on_the_node(ready: Lab) -> None:
+    argv = [sys.executable, "-m", "grid_ops", "run", "-c", str(ready.config), "--node", "node1"]
+    proc = subprocess.Popen([*argv, "--", "sleep", "96.5"], env=ready.env(), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not _left_running("sleep 96.5", 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert _left_running("sleep 96.5", 3) == []
 
 
 def test_run_unknown_node_is_a_clear_error(ready: Lab) -> None:

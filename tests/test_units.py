@@ -889,3 +889,16 @@ def test_host_vars_node_ip_without_dns(monkeypatch: pytest.MonkeyPatch) -> None:
     assert hv["here"]["grid_node_ip"] == "127.0.0.1"
     assert hv["head"]["grid_role"] == "head"
     assert {hv[n]["grid_role"] for n in ("gpu2", "w3", "here")} == {"worker"}
+
+
+def test_remote_run_notes_its_process_group_for_stop_and_removes_the_note(root: Path) -> None:
+    config = remote_config(str(root))
+    script = remote.remote_script(config, ["sh", "-c", "cat /tmp/grid-ops-run-$1.pid", "-", "u1"],
+                                  run_id="u1")  # fmt: skip
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip().isdigit()  # the shell's pid, noted
+    assert not Path("/tmp/grid-ops-run-u1.pid").exists()  # removed when the command ended
+    failing = remote.remote_script(config, ["sh", "-c", "exit 9"], run_id="u2")
+    assert subprocess.run(["bash", "-c", failing], check=False).returncode == 9
+    assert "exec " not in remote.remote_script(config, ["true"], run_id="u3")
+    assert "exec true" in remote.remote_script(config, ["true"])

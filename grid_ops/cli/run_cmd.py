@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -143,14 +142,10 @@ def _run_all(cfg: ClusterConfig, command: list[str], shell: bool, timeout: float
     from grid_ops import remote
 
     def one(target: NodeConfig) -> tuple[str, int, str]:
-        argv = remote.argv(cfg, target, command, shell=shell)
-        try:
-            proc = subprocess.run(
-                argv, capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired:
-            return target.name, 124, f"(no result within {timeout:g} s)\n"
-        return target.name, proc.returncode, proc.stdout + proc.stderr
+        rc, text = remote.capture(cfg, target, command, shell=shell, timeout=timeout)
+        if rc == 124 and timeout:
+            text += f"(stopped: no result within {timeout:g} s)\n"
+        return target.name, rc, text
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, len(cfg.nodes))) as pool:
