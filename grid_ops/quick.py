@@ -123,10 +123,11 @@ def _control_dir() -> None:
 
 
 class _Proc:
-    """One child (posix_spawn: no subprocess import) with its output read to the end."""
+    """One child (posix_spawn: no subprocess import) and what it wrote."""
 
-    def __init__(self, argv: list[str], stdin_path: str | None) -> None:
+    def __init__(self, argv: list[str], stdin_path: str | None, limit: float) -> None:
         self.started = time.monotonic()
+        self.deadline = self.started + limit
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         stdin = os.open(stdin_path or os.devnull, os.O_RDONLY)
@@ -148,61 +149,75 @@ class _Proc:
         finally:
             for fd in (stdin, out_w, err_w):
                 os.close(fd)
+        self.out, self.err = out_r, err_r
         self.pipes = {out_r: bytearray(), err_r: bytearray()}
-        self.open_fds = [out_r, err_r]
         self.rc: int | None = None
-        self.stdout = self.stderr = ""
+        self.timed_out = False
         self.seconds = 0.0
 
-    def finish(self, limit: float) -> bool:
-        """Wait at most until ``limit`` seconds after the start; False if it took longer."""
-        import select
+    @property
+    def stdout(self) -> str:
+        return bytes(self.pipes[self.out]).decode(errors="replace")
 
-        deadline = self.started + limit
-        status: int | None = None
-        while self.open_fds:
-            # Past the deadline the pipes are only polled: a child that has ended is
-            # still read to the end; one still running is killed.
-            left = max(deadline - time.monotonic(), 0.0)
-            ready = select.select(self.open_fds, [], [], left)[0]
-            if not ready and time.monotonic() < deadline:
-                continue
-            if not ready or left == 0.0:
-                if status is None:
-                    pid, found = os.waitpid(self.pid, os.WNOHANG)
-                    if pid == 0:
-                        self._kill()
-                        return False
-                    status = found
-                if not ready:
-                    break  # ended, but something it started still holds the pipes
-            for fd in ready:
-                chunk = os.read(fd, 65536)
-                if chunk:
-                    self.pipes[fd] += chunk
-                else:
-                    self.open_fds.remove(fd)
-                    os.close(fd)
-        self._close()
-        if status is None:
-            status = os.waitpid(self.pid, 0)[1]
+    @property
+    def stderr(self) -> str:
+        return bytes(self.pipes[self.err]).decode(errors="replace")
+
+    def reap(self) -> bool:
+        """Collect the exit status if the child has ended (without waiting)."""
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return False
         self.rc = os.waitstatus_to_exitcode(status)
         self.seconds = time.monotonic() - self.started
-        out, err = (bytes(v).decode(errors="replace") for v in self.pipes.values())
-        self.stdout, self.stderr = out, err
         return True
 
-    def _close(self) -> None:
-        for fd in self.open_fds:
-            os.close(fd)
-        self.open_fds.clear()
-
-    def _kill(self) -> None:
+    def kill(self) -> None:
         import signal
 
         os.kill(self.pid, signal.SIGKILL)
         os.waitpid(self.pid, 0)
-        self._close()
+        self.timed_out = True
+
+
+def _collect(wave: list[_Proc]) -> None:
+    """Read every child of ``wave`` to the end, together, each until its deadline.
+
+    A child is done when its pipes are closed and it has exited. At its deadline one
+    still running is killed; one that has exited while something it started still holds
+    its pipes keeps what it wrote."""
+    import select
+
+    owner = {fd: p for p in wave for fd in p.pipes}
+    pending = set(wave)
+    while pending:
+        now = time.monotonic()
+        waiting = [p for p in pending if p.out not in owner and p.err not in owner]
+        wait = min(p.deadline for p in pending) - now
+        if waiting:
+            wait = min(wait, 0.005)  # pipes closed, exit status not there yet: poll
+        ready = select.select(list(owner), [], [], max(wait, 0.0))[0] if owner else []
+        if not owner and wait > 0:
+            time.sleep(wait)
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if chunk:
+                owner[fd].pipes[fd] += chunk
+            else:
+                del owner[fd]
+                os.close(fd)
+        now = time.monotonic()
+        for p in list(pending):
+            closed = p.out not in owner and p.err not in owner
+            if closed and p.reap():
+                pending.discard(p)
+            elif now >= p.deadline:
+                if not p.reap():
+                    p.kill()
+                for fd in (p.out, p.err):
+                    if owner.pop(fd, None) is not None:
+                        os.close(fd)
+                pending.discard(p)
 
 
 def _run_all(
@@ -210,9 +225,20 @@ def _run_all(
 ) -> list[_Proc | None]:
     """Run every (argv, stdin file) ``parallel`` at a time; None where one ran past ``limit``."""
     done: list[_Proc | None] = []
-    for first in range(0, len(jobs), max(parallel, 1)):
-        wave = [_Proc(argv, stdin) for argv, stdin in jobs[first : first + max(parallel, 1)]]
-        done += [p if p.finish(limit) else None for p in wave]
+    step = max(parallel, 1)
+    for first in range(0, len(jobs), step):
+        wave: list[_Proc] = []
+        try:
+            for argv, stdin in jobs[first : first + step]:
+                wave.append(_Proc(argv, stdin, limit))
+        except OSError:
+            for started in wave:  # leave nothing behind for the full CLI to trip over
+                started.kill()
+                for fd in started.pipes:
+                    os.close(fd)
+            raise
+        _collect(wave)
+        done += [None if p.timed_out else p for p in wave]
     return done
 
 
@@ -246,7 +272,8 @@ def _health(args: list[str]) -> Callable[[], int] | None:
             if proc is None:
                 records.append(facts.unreachable(node["name"], facts.timeout_error(limit)))
                 continue
-            found, error = facts.read_answer(proc.rc or 0, proc.stdout, proc.stderr)
+            rc = -1 if proc.rc is None else proc.rc
+            found, error = facts.read_answer(rc, proc.stdout, proc.stderr)
             if found is None:
                 records.append(facts.unreachable(node["name"], error or "no facts"))
             else:
@@ -303,17 +330,10 @@ def _sync(args: list[str]) -> Callable[[], int] | None:
     jobs: list[tuple[list[str], str | None]] = []
     dests = {}
     for node in nodes:
-        known = roots.get(node["name"])
-        if (
-            node["local"]
-            or not known
-            or (known["host"], known["user"])
-            != (
-                node["host"],
-                node["user"],
-            )
-        ):
-            return None
+        known = roots.get(node["name"]) or {}
+        same = [known.get("host"), known.get("user")] == [node["host"], node["user"]]
+        if node["local"] or not same or not known.get("root"):
+            return None  # the playbook syncs local nodes and finds new remote roots
         dests[node["name"]] = f"{known['root']}/{name}"
         argv = rsync.argv(
             plan["sync"],
@@ -325,6 +345,7 @@ def _sync(args: list[str]) -> Callable[[], int] | None:
         )
         jobs.append((argv, None))
     _control_dir()
+    # connect time-out + a minute: a dry run slower than that is left to the playbook
     procs = _run_all(jobs, plan["forks"], limit=float(plan["health"]["limit"]) + 60)
     dry_run = bool(opts.get("--dry-run"))
     hosts: dict[str, dict[str, Any]] = {}
