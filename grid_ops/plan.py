@@ -87,6 +87,7 @@ def build(config: ClusterConfig, config_abs: str, at: list[Any]) -> dict[str, An
         "config": config_abs,
         "stamp": at,
         "cluster": config.name,
+        "remote_root": config.remote_root,
         "forks": config.forks,
         "health": {
             "cpu_weight": hc.cpu_weight,
@@ -134,7 +135,8 @@ def roots_file(cluster: str) -> str:
 
 
 def read_roots(cluster: str) -> dict[str, dict[str, Any]]:
-    """``{node: {"host", "user", "root"}}`` as the last playbook sync found them."""
+    """``{node: {"host", "user", "remote_root", "root"}}`` as the last playbook sync found
+    them (``remote_root`` as the config says it, ``root`` as the node expanded it)."""
     try:
         with open(roots_file(cluster), encoding="utf-8") as handle:
             data = json.load(handle)
@@ -155,7 +157,12 @@ def remember_roots(config: ClusterConfig, dests: dict[str, str], name: str) -> N
         node = by_name.get(node_name)
         if node is None or not dest.endswith(suffix) or len(dest) <= len(suffix):
             continue
-        roots[node_name] = {"host": node.host, "user": node.user, "root": dest[: -len(suffix)]}
+        roots[node_name] = {
+            "host": node.host,
+            "user": node.user,
+            "remote_root": config.remote_root,
+            "root": dest[: -len(suffix)],
+        }
     if roots != before:
         with contextlib.suppress(OSError):  # only a shortcut for the next sync
             write_atomic(roots_file(config.name), json.dumps(roots, indent=1) + "\n", mode=0o600)

@@ -66,7 +66,18 @@ def attempt(args: list[str]) -> int | None:
         report = commands[args[0]](args[1:])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # anything unexpected before output: the full CLI does it and explains
-    return None if report is None else report()
+    if report is None:
+        return None
+    try:
+        return report()
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
+        return 1
+    except OSError as exc:
+        sys.stderr.write(
+            f"error: {args[0]} worked but its result could not be recorded ({exc}). "
+            "Check that the state dir is writable.\n"
+        )
+        return 1
 
 
 def parse(
@@ -128,9 +139,9 @@ class _Proc:
     def __init__(self, argv: list[str], stdin_path: str | None, limit: float) -> None:
         self.started = time.monotonic()
         self.deadline = self.started + limit
+        stdin = os.open(stdin_path or os.devnull, os.O_RDONLY)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        stdin = os.open(stdin_path or os.devnull, os.O_RDONLY)
         try:
             self.pid = os.posix_spawnp(
                 argv[0],
@@ -331,7 +342,11 @@ def _sync(args: list[str]) -> Callable[[], int] | None:
     dests = {}
     for node in nodes:
         known = roots.get(node["name"]) or {}
-        same = [known.get("host"), known.get("user")] == [node["host"], node["user"]]
+        same = [known.get("host"), known.get("user"), known.get("remote_root")] == [
+            node["host"],
+            node["user"],
+            plan["remote_root"],
+        ]
         if node["local"] or not same or not known.get("root"):
             return None  # the playbook syncs local nodes and finds new remote roots
         dests[node["name"]] = f"{known['root']}/{name}"
@@ -345,7 +360,7 @@ def _sync(args: list[str]) -> Callable[[], int] | None:
         )
         jobs.append((argv, None))
     _control_dir()
-    # connect time-out + a minute: a dry run slower than that is left to the playbook
+    # the probe's limit + a minute: a dry run slower than that is left to the playbook
     procs = _run_all(jobs, plan["forks"], limit=float(plan["health"]["limit"]) + 60)
     dry_run = bool(opts.get("--dry-run"))
     hosts: dict[str, dict[str, Any]] = {}

@@ -18,6 +18,7 @@ import shlex
 import subprocess
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from grid_ops import inventory
 from grid_ops.config import ClusterConfig, NodeConfig
@@ -128,6 +129,16 @@ def reachable(config: ClusterConfig, node: NodeConfig) -> bool:
     return proc.returncode == 0
 
 
+@dataclass
+class Outcome:
+    """How a run ended: the exit code (124 after a time-out), whether the time-out
+    fired (the command may exit 124 itself), and the output when it was captured."""
+
+    rc: int
+    timed_out: bool = False
+    output: str = ""
+
+
 def run(
     config: ClusterConfig,
     node: NodeConfig,
@@ -135,10 +146,10 @@ def run(
     shell: bool = False,
     timeout: float | None = None,
     env: Mapping[str, str] | None = None,
-) -> int:
-    """Run ``command`` on ``node`` with output streamed to ours; returns its exit code
-    (124 after ``timeout`` seconds). A time-out or Ctrl-C also stops it on the node."""
-    return _run(config, node, command, shell, timeout, env, capture=False)[0]
+) -> Outcome:
+    """Run ``command`` on ``node`` with output streamed to ours. A time-out or Ctrl-C
+    also stops it on the node."""
+    return _run(config, node, command, shell, timeout, env, new_run_id(), capture=False)
 
 
 def capture(
@@ -147,9 +158,12 @@ def capture(
     command: Sequence[str],
     shell: bool = False,
     timeout: float | None = None,
-) -> tuple[int, str]:
-    """``run`` with stdout and stderr collected: (exit code, output)."""
-    return _run(config, node, command, shell, timeout, None, capture=True)
+    run_id: str | None = None,
+) -> Outcome:
+    """``run`` with stdout and stderr collected in ``Outcome.output``. ``run_id`` lets a
+    caller that runs several at once ``stop`` them itself (Ctrl-C reaches only its
+    main thread)."""
+    return _run(config, node, command, shell, timeout, None, run_id or new_run_id(), capture=True)
 
 
 def _run(
@@ -159,14 +173,13 @@ def _run(
     shell: bool,
     timeout: float | None,
     env: Mapping[str, str] | None,
+    run_id: str,
     capture: bool,
-) -> tuple[int, str]:
+) -> Outcome:
     inventory.ensure_control_dir()
-    run_id = new_run_id()
-    pipe = subprocess.PIPE if capture else None
     proc = subprocess.Popen(
         argv(config, node, command, shell, env, run_id),
-        stdout=pipe,
+        stdout=subprocess.PIPE if capture else None,
         stderr=subprocess.STDOUT if capture else None,
         text=True,
         # a local run gets its own process group, as sshd gives a remote one
@@ -176,12 +189,23 @@ def _run(
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         stop(config, node, run_id)
-        proc.kill()
-        output, _ = proc.communicate()
-        return 124, output or ""
+        return Outcome(124, timed_out=True, output=_drain(proc))
     except KeyboardInterrupt:
         stop(config, node, run_id)
-        proc.kill()
-        proc.wait()
+        _drain(proc)
         raise
-    return proc.returncode, output or ""
+    return Outcome(proc.returncode, output=output or "")
+
+
+def _drain(proc: subprocess.Popen[str]) -> str:
+    """Kill the local end and take what it wrote, without waiting on a pipe that
+    something else (a process that left the group) may still hold."""
+    proc.kill()
+    try:
+        output, _ = proc.communicate(timeout=2)
+    except subprocess.TimeoutExpired:
+        if proc.stdout is not None:
+            proc.stdout.close()
+        proc.wait()
+        return ""
+    return output or ""

@@ -155,6 +155,30 @@ def test_run_timeout_stops_the_command_on_the_node(ready: Lab) -> None:
     assert not list(Path("/tmp").glob("grid-ops-run-*.pid"))
 
 
+def test_a_command_exiting_124_is_not_taken_for_a_time_out(ready: Lab) -> None:
+    cfg = str(ready.config)
+    one = ready.cli("run", "-c", cfg, "--node", "node2", "--timeout", "30", "--", "sh", "-c",
+                    "exit 124")  # fmt: skip
+    assert one.returncode == 124 and "did not finish" not in one.stderr
+    every = ready.cli("run", "-c", cfg, "--all", "--timeout", "30", "--", "sh", "-c", "exit 124")
+    assert every.returncode == 1 and "── node1 (exit 124)" in every.stdout
+    assert "stopped" not in every.stdout
+
+
+def test_interrupted_run_all_stops_every_node(ready: Lab) -> None:
+    argv = [sys.executable, "-m", "grid_ops", "run", "-c", str(ready.config), "--all"]
+    proc = subprocess.Popen([*argv, "--", "sleep", "98.5"], env=ready.env(), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while len(_left_running("sleep 98.5", 0)) < 2 * len(ready.nodes):  # shell + sleep each
+        assert time.monotonic() < deadline, "the runs did not start"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert _left_running("sleep 98.5", 3) == []
+
+
 def test_interrupted_run_stops_the_command_on_the_node(ready: Lab) -> None:
     argv = [sys.executable, "-m", "grid_ops", "run", "-c", str(ready.config), "--node", "node1"]
     proc = subprocess.Popen([*argv, "--", "sleep", "96.5"], env=ready.env(), cwd=REPO,

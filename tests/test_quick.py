@@ -135,6 +135,24 @@ def test_sync_with_nothing_to_move_skips_the_playbook(lab: Lab, project: Path) -
     assert remote.read_text() == "W = 2\n"
 
 
+def test_a_new_remote_root_is_synced_by_the_playbook(
+    lab: Lab, project: Path, tmp_path: Path
+) -> None:
+    _sync(lab, project)
+    moved = tmp_path / "moved.yaml"
+    text = lab.config.read_text()
+    moved.write_text(text.replace("remote_root: ~/grid-ops", "remote_root: ~/elsewhere"))
+    assert _cli(lab, "health", "--refresh", "--json", quick=False, config=moved).returncode == 0
+    proc = _cli(lab, "sync", str(project), "--json", config=moved)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
+    assert data["playbook_ran"] is True  # the old root's "up to date" does not count here
+    for node in lab.nodes:
+        dest = Path(data["hosts"][node]["dest"])
+        assert dest == Path(f"/home/gridlab{node[4:]}/elsewhere/quickproj")
+        assert (dest / "pkg" / "model.py").read_text() == "W = 1\n"
+
+
 def test_quick_and_playbook_sync_run_the_same_rsync(lab: Lab, project: Path) -> None:
     _sync(lab, project)
     (project / "new.py").write_text("N = 1\n")

@@ -111,7 +111,12 @@ def test_sync_roots_are_remembered_per_node(state: Path) -> None:
     cfg = config.load(cfg_path)
     plan.remember_roots(cfg, {"head": "/home/ops/grid-ops/proj", "gpu2": "/elsewhere"}, "proj")
     assert plan.read_roots("unit") == {
-        "head": {"host": "10.0.0.1", "user": "ops", "root": "/home/ops/grid-ops"}
+        "head": {
+            "host": "10.0.0.1",
+            "user": "ops",
+            "remote_root": "~/grid-ops",
+            "root": "/home/ops/grid-ops",
+        }
     }
 
 

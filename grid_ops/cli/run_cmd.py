@@ -92,15 +92,19 @@ def run(
         )
     err.print(f"[dim]running on {target.name}[/]")
     started = time.monotonic()
-    rc = remote.run(cfg, target, command, shell=shell, timeout=timeout, env=env)
+    outcome = remote.run(cfg, target, command, shell=shell, timeout=timeout, env=env)
+    rc = outcome.rc
     _record(rc, time.monotonic() - started)
-    if rc == 255 and target.connection != "local":
+    if outcome.timed_out:
+        error(
+            f"The command on {target.name} did not finish within {timeout:g} s; "
+            "it was stopped there."
+        )
+    elif rc == 255 and target.connection != "local":
         error(
             f"ssh to {target.name} ({target.host}) failed or the command exited 255.",
             "Check the node with 'grid-ops ping'.",
         )
-    elif rc == 124 and timeout:
-        error(f"The command on {target.name} did not finish within {timeout:g} s.")
     raise typer.Exit(rc)
 
 
@@ -141,15 +145,26 @@ def _best_reachable(cfg: ClusterConfig, retries: int) -> NodeConfig:
 def _run_all(cfg: ClusterConfig, command: list[str], shell: bool, timeout: float | None) -> int:
     from grid_ops import remote
 
+    run_ids = {n.name: remote.new_run_id() for n in cfg.nodes}
+
     def one(target: NodeConfig) -> tuple[str, int, str]:
-        rc, text = remote.capture(cfg, target, command, shell=shell, timeout=timeout)
-        if rc == 124 and timeout:
+        outcome = remote.capture(
+            cfg, target, command, shell=shell, timeout=timeout, run_id=run_ids[target.name]
+        )
+        text = outcome.output
+        if outcome.timed_out:
             text += f"(stopped: no result within {timeout:g} s)\n"
-        return target.name, rc, text
+        return target.name, outcome.rc, text
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, len(cfg.nodes))) as pool:
-        results = list(pool.map(one, cfg.nodes))
+        futures = [pool.submit(one, n) for n in cfg.nodes]
+        try:
+            results = [f.result() for f in futures]
+        except KeyboardInterrupt:  # only this thread sees Ctrl-C: stop every node's run
+            with ThreadPoolExecutor(max_workers=max(1, len(cfg.nodes))) as stopper:
+                list(stopper.map(lambda n: remote.stop(cfg, n, run_ids[n.name]), cfg.nodes))
+            raise
     elapsed = time.monotonic() - started
     for _, rc, _ in results:
         _record(rc, elapsed)
