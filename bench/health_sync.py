@@ -30,7 +30,7 @@ with open(sys.argv[1]) as f:
 running = []
 for argv in commands:
     r, w = os.pipe()
-    fd = os.open(sys.argv[2], os.O_RDONLY)
+    fd = os.open(sys.argv[2] if len(sys.argv) > 2 else os.devnull, os.O_RDONLY)
     acts = [(os.POSIX_SPAWN_DUP2, fd, 0), (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_CLOSE, r)]
     running.append((os.posix_spawnp(argv[0], argv, os.environ, file_actions=acts), r))
     os.close(w)
@@ -41,7 +41,7 @@ for pid, r in running:
     while chunk := os.read(r, 65536):
         chunks.append(chunk)
     os.waitpid(pid, 0)
-    answers.append(json.loads(b"".join(chunks).splitlines()[-1]))
+    answers.append(b"".join(chunks).decode())
 sys.stdout.write(json.dumps(answers))
 sys.stdout.flush()
 os._exit(0)
@@ -122,7 +122,12 @@ def main() -> None:
 
         ops_sync()  # the first sync moves the files (playbook); the timed ones find nothing
         raw_sync()
+        sync_argv = work / "sync-argv.json"
+        listing = json.loads(subprocess.run([exe, "sync", str(src), "-c", str(cfg_path), "--json"],
+                             capture_output=True, check=True, text=True).stdout)  # fmt: skip
+        sync_argv.write_text(json.dumps([h["command"] for h in listing["hosts"].values()]))
         sync_raw, sync_ops = timed(raw_sync, args.runs), timed(ops_sync, args.runs)
+        sync_floor = timed(lambda: run([sys.executable, "-c", FLOOR, str(sync_argv)]), args.runs)
         sync_table = timed(ops_sync_table, args.runs)
         ops_health()  # a fresh cache, then calls within health_check.refresh_interval
         health_cached = timed(ops_health_cached, args.runs)
@@ -143,6 +148,8 @@ def main() -> None:
                 "sync_nochange_raw_s": median(sync_raw),
                 "sync_nochange_grid_ops_s": median(sync_ops),
                 "sync_nochange_ratio": round(median(sync_ops) / median(sync_raw), 2),
+                "sync_nochange_python_floor_s": median(sync_floor),
+                "sync_nochange_python_floor_ratio": round(median(sync_floor) / median(sync_raw), 2),
                 "sync_nochange_table_s": median(sync_table),
                 "sync_nochange_table_ratio": round(median(sync_table) / median(sync_raw), 2),
                 "sync_nochange_playbook_s": median(sync_full),
