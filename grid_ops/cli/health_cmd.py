@@ -51,10 +51,15 @@ def health(
 ) -> None:
     """Probe every node (load, memory, disk, Ray, GPUs) and rank them by score.
 
-    Score, lower is better: cpu_weight x load per core + gpu_weight x GPU memory used
-    fraction (weights from health_check in the config). Results are cached for
-    health_check.refresh_interval seconds. Exit code 1 if a node is unreachable.
+    Score, lower is better: cpu_weight x load per core
+    + gpu_weight x GPU memory used fraction (weights: health_check in the config).
+    Results are cached for health_check.refresh_interval seconds.
+    Exit code 1 if a node is unreachable.
+
+    Later runs with an unchanged config skip loading the full CLI and the config.
+    GRID_OPS_QUICK=0 turns that off.
     """
+
     cfg, _ = load_config(config, quick_plan=True)
     if watch is not None:
         _watch(cfg, watch)

@@ -35,6 +35,9 @@ def sync(
 
     Only changed files move. sync.exclude_patterns and SRC's .gitignore are honoured.
     The same runs without grid-ops: ansible-playbook -i INVENTORY playbooks/sync.yml -e src=DIR
+
+    If rsync's dry run finds nothing to move, the playbook is not started.
+    --json then says "playbook_ran": false; GRID_OPS_QUICK=0 always runs it.
     """
     from grid_ops.errors import UsageError
 
