@@ -98,6 +98,32 @@ def public(rec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def probe(
+    commands: dict[str, list[str]],
+    module: str,
+    parallel: int,
+    limit: float,
+    weights: tuple[float, float],
+) -> list[dict[str, Any]]:
+    """Run each node's probe command (``commands``: node -> argv) with the fact module
+    file on its stdin, ``parallel`` at a time, and read the answers into records, in the
+    given order. A node that does not answer within ``limit`` seconds is unreachable."""
+    from grid_ops import spawn
+
+    jobs: list[tuple[list[str], str | None]] = [(argv, module) for argv in commands.values()]
+    records = []
+    for name, child in zip(commands, spawn.run_all(jobs, parallel, limit), strict=True):
+        if child is None:
+            records.append(unreachable(name, timeout_error(limit)))
+            continue
+        found, error = read_answer(-1 if child.rc is None else child.rc, child.stdout, child.stderr)
+        if found is None:
+            records.append(unreachable(name, error or "no facts"))
+        else:
+            records.append(record(name, found, *weights))
+    return records
+
+
 def timeout_error(limit: float) -> str:
     return f"no answer within {limit:g} s"
 

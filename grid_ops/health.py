@@ -41,15 +41,6 @@ class NodeHealth:
         return facts.public(asdict(self))
 
 
-def from_facts(name: str, node_facts: dict[str, Any], config: ClusterConfig) -> NodeHealth:
-    hc = config.health_check
-    return NodeHealth(**facts.record(name, node_facts, hc.cpu_weight, hc.gpu_weight))
-
-
-def unreachable(name: str, error: str) -> NodeHealth:
-    return NodeHealth(**facts.unreachable(name, error))
-
-
 def ranked(nodes: list[NodeHealth]) -> list[NodeHealth]:
     """Best first; unreachable nodes last (in config order)."""
     return [NodeHealth(**r) for r in facts.rank([asdict(n) for n in nodes])]

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from grid_ops import facts, health, inventory
@@ -46,31 +44,16 @@ def time_limit(config: ClusterConfig) -> float:
     return config.ssh.connect_timeout + config.health_check.timeout + 5
 
 
-def probe(config: ClusterConfig, node: NodeConfig, source: str) -> health.NodeHealth:
-    """One node's health facts, or an unreachable entry naming why."""
-    limit = time_limit(config)
-    try:
-        proc = subprocess.run(
-            argv(config, node),
-            input=source,
-            capture_output=True,
-            text=True,
-            timeout=limit,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return health.unreachable(node.name, facts.timeout_error(limit))
-    node_facts, error = facts.read_answer(proc.returncode, proc.stdout, proc.stderr)
-    if node_facts is None:
-        return health.unreachable(node.name, error or "no facts")
-    return health.from_facts(node.name, node_facts, config)
-
-
 def probe_all(config: ClusterConfig, names: list[str] | None = None) -> list[health.NodeHealth]:
     """Health of the nodes (all, or ``names``), in config order, probed in parallel."""
     inventory.ensure_control_dir()
     nodes = [n for n in config.nodes if names is None or n.name in names]
-    source = module_source()
-    workers = max(1, min(len(nodes), config.health_check.max_workers))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda n: probe(config, n, source), nodes))
+    hc = config.health_check
+    records = facts.probe(
+        {n.name: argv(config, n) for n in nodes},
+        str(module_path()),
+        hc.max_workers,
+        time_limit(config),
+        (hc.cpu_weight, hc.gpu_weight),
+    )
+    return [health.NodeHealth(**r) for r in records]

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import os
 import sys
-import time
+
+from grid_ops import spawn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -133,126 +134,6 @@ def _control_dir() -> None:
     os.makedirs(os.path.expanduser("~/.ansible/cp"), mode=0o700, exist_ok=True)
 
 
-class _Proc:
-    """One child (posix_spawn: no subprocess import) and what it wrote."""
-
-    def __init__(self, argv: list[str], stdin_path: str | None, limit: float) -> None:
-        self.started = time.monotonic()
-        self.deadline = self.started + limit
-        stdin = os.open(stdin_path or os.devnull, os.O_RDONLY)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        try:
-            self.pid = os.posix_spawnp(
-                argv[0],
-                argv,
-                os.environ,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, stdin, 0),
-                    (os.POSIX_SPAWN_DUP2, out_w, 1),
-                    (os.POSIX_SPAWN_DUP2, err_w, 2),
-                ],
-            )
-        except OSError:
-            os.close(out_r)
-            os.close(err_r)
-            raise
-        finally:
-            for fd in (stdin, out_w, err_w):
-                os.close(fd)
-        self.out, self.err = out_r, err_r
-        self.pipes = {out_r: bytearray(), err_r: bytearray()}
-        self.rc: int | None = None
-        self.timed_out = False
-        self.seconds = 0.0
-
-    @property
-    def stdout(self) -> str:
-        return bytes(self.pipes[self.out]).decode(errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return bytes(self.pipes[self.err]).decode(errors="replace")
-
-    def reap(self) -> bool:
-        """Collect the exit status if the child has ended (without waiting)."""
-        pid, status = os.waitpid(self.pid, os.WNOHANG)
-        if pid == 0:
-            return False
-        self.rc = os.waitstatus_to_exitcode(status)
-        self.seconds = time.monotonic() - self.started
-        return True
-
-    def kill(self) -> None:
-        import signal
-
-        os.kill(self.pid, signal.SIGKILL)
-        os.waitpid(self.pid, 0)
-        self.timed_out = True
-
-
-def _collect(wave: list[_Proc]) -> None:
-    """Read every child of ``wave`` to the end, together, each until its deadline.
-
-    A child is done when its pipes are closed and it has exited. At its deadline one
-    still running is killed; one that has exited while something it started still holds
-    its pipes keeps what it wrote."""
-    import select
-
-    owner = {fd: p for p in wave for fd in p.pipes}
-    pending = set(wave)
-    while pending:
-        now = time.monotonic()
-        waiting = [p for p in pending if p.out not in owner and p.err not in owner]
-        wait = min(p.deadline for p in pending) - now
-        if waiting:
-            wait = min(wait, 0.005)  # pipes closed, exit status not there yet: poll
-        ready = select.select(list(owner), [], [], max(wait, 0.0))[0] if owner else []
-        if not owner and wait > 0:
-            time.sleep(wait)
-        for fd in ready:
-            chunk = os.read(fd, 65536)
-            if chunk:
-                owner[fd].pipes[fd] += chunk
-            else:
-                del owner[fd]
-                os.close(fd)
-        now = time.monotonic()
-        for p in list(pending):
-            closed = p.out not in owner and p.err not in owner
-            if closed and p.reap():
-                pending.discard(p)
-            elif now >= p.deadline:
-                if not p.reap():
-                    p.kill()
-                for fd in (p.out, p.err):
-                    if owner.pop(fd, None) is not None:
-                        os.close(fd)
-                pending.discard(p)
-
-
-def _run_all(
-    jobs: list[tuple[list[str], str | None]], parallel: int, limit: float
-) -> list[_Proc | None]:
-    """Run every (argv, stdin file) ``parallel`` at a time; None where one ran past ``limit``."""
-    done: list[_Proc | None] = []
-    step = max(parallel, 1)
-    for first in range(0, len(jobs), step):
-        wave: list[_Proc] = []
-        try:
-            for argv, stdin in jobs[first : first + step]:
-                wave.append(_Proc(argv, stdin, limit))
-        except OSError:
-            for started in wave:  # leave nothing behind for the full CLI to trip over
-                started.kill()
-                for fd in started.pipes:
-                    os.close(fd)
-            raise
-        _collect(wave)
-        done += [None if p.timed_out else p for p in wave]
-    return done
-
-
 # ---------------------------------------------------------------------------------------
 # health
 
@@ -276,20 +157,13 @@ def _health(args: list[str]) -> Callable[[], int] | None:
         records = cached
     else:
         _control_dir()
-        limit = float(settings["limit"])
-        jobs = [(n["probe"], settings["module"]) for n in nodes]
-        records = []
-        for node, proc in zip(nodes, _run_all(jobs, settings["max_workers"], limit), strict=True):
-            if proc is None:
-                records.append(facts.unreachable(node["name"], facts.timeout_error(limit)))
-                continue
-            rc = -1 if proc.rc is None else proc.rc
-            found, error = facts.read_answer(rc, proc.stdout, proc.stderr)
-            if found is None:
-                records.append(facts.unreachable(node["name"], error or "no facts"))
-            else:
-                weights = settings["cpu_weight"], settings["gpu_weight"]
-                records.append(facts.record(node["name"], found, *weights))
+        records = facts.probe(
+            {n["name"]: n["probe"] for n in nodes},
+            settings["module"],
+            settings["max_workers"],
+            float(settings["limit"]),
+            (settings["cpu_weight"], settings["gpu_weight"]),
+        )
         facts.write_cache(plan["cluster"], records)
     ranked = facts.rank(records)
     from_cache = cached is not None
@@ -361,7 +235,7 @@ def _sync(args: list[str]) -> Callable[[], int] | None:
         jobs.append((argv, None))
     _control_dir()
     # the probe's limit + a minute: a dry run slower than that is left to the playbook
-    procs = _run_all(jobs, plan["forks"], limit=float(plan["health"]["limit"]) + 60)
+    procs = spawn.run_all(jobs, plan["forks"], limit=float(plan["health"]["limit"]) + 60)
     dry_run = bool(opts.get("--dry-run"))
     hosts: dict[str, dict[str, Any]] = {}
     for node, proc, (argv, _) in zip(nodes, procs, jobs, strict=True):

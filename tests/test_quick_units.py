@@ -8,10 +8,11 @@ import os
 import subprocess
 from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from grid_ops import config, facts, health, plan, quick, rsync
+from grid_ops import config, facts, health, plan, quick, rsync, spawn
 
 CONFIG = """
 name: unit
@@ -69,7 +70,7 @@ def test_other_commands_and_unplanned_configs_go_to_the_full_cli(state: Path) ->
     assert quick.attempt(["health", "-c", str(cfg_path), "--json"]) is None  # no plan yet
 
 
-def _planned(state: Path) -> tuple[Path, dict[str, object]]:
+def _planned(state: Path) -> tuple[Path, dict[str, Any]]:
     cfg_path = state / "c.yaml"
     cfg_path.write_text(CONFIG)
     at = plan.stamp(cfg_path)
@@ -83,8 +84,8 @@ def test_a_plan_holds_until_the_config_or_home_changes(
     state: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg_path, found = _planned(state)
-    assert [n["name"] for n in found["nodes"]] == ["head", "gpu2"]  # type: ignore[index]
-    head = found["nodes"][0]  # type: ignore[index]
+    assert [n["name"] for n in found["nodes"]] == ["head", "gpu2"]
+    head = found["nodes"][0]
     assert head["target"] == "ops@10.0.0.1:" and head["probe"][0] == "ssh"
     cfg_path.write_text(CONFIG + "\n")  # size (and mtime) change
     assert plan.read(str(cfg_path)) is None
@@ -194,7 +195,7 @@ def test_children_run_in_parallel_with_their_output_and_a_time_limit(tmp_path: P
         (["sh", "-c", "echo out; echo err >&2; exit 3"], None),
         (["cat"], str(module)),
     ]
-    slow, failing, fed = quick._run_all(jobs, parallel=3, limit=0.5)
+    slow, failing, fed = spawn.run_all(jobs, parallel=3, limit=0.5)
     assert slow is None  # killed at the limit, not waited for
     assert failing is not None and (failing.rc, failing.stdout, failing.stderr) == (
         3,
@@ -204,19 +205,19 @@ def test_children_run_in_parallel_with_their_output_and_a_time_limit(tmp_path: P
     assert fed is not None and fed.rc == 0 and fed.stdout == "print('from stdin')\n"
     assert fed.seconds >= 0
     with pytest.raises(FileNotFoundError):
-        quick._run_all([(["sleep", "97.5"], None), (["no-such-program"], None)], 2, limit=1)
+        spawn.run_all([(["sleep", "97.5"], None), (["no-such-program"], None)], 2, limit=1)
     left = subprocess.run(["pgrep", "-f", "sleep 97.5"], capture_output=True, check=False)
     assert left.stdout == b""  # the one already started was stopped
 
 
 def test_a_child_that_ended_is_read_even_when_its_pipe_outlives_it() -> None:
     # the shell ends at once; the sleep it left behind keeps stdout open past the limit
-    (done,) = quick._run_all([(["sh", "-c", "echo bye; sleep 3 &"], None)], 1, limit=0.3)
+    (done,) = spawn.run_all([(["sh", "-c", "echo bye; sleep 3 &"], None)], 1, limit=0.3)
     assert done is not None and done.rc == 0 and done.stdout == "bye\n"
     assert done.seconds < 2.5  # not held until the sleep ends
 
 
 def test_each_child_has_its_own_duration() -> None:
-    slow, fast = quick._run_all([(["sleep", "0.4"], None), (["true"], None)], 2, limit=5)
+    slow, fast = spawn.run_all([(["sleep", "0.4"], None), (["true"], None)], 2, limit=5)
     assert slow is not None and fast is not None
     assert fast.seconds < slow.seconds  # read together, not one after the other
