@@ -4,18 +4,32 @@ This is the one source of truth every other part reads. It accepts the three sha
 users already have: the mapping form (``nodes: [{name, host, port, user, ...}]``), the
 same with ``role: head|worker``, and the SSH-alias form (``nodes: [gpu1, gpu2]``, resolved
 by ``~/.ssh/config``). Unknown keys are rejected so a typo never passes silently.
+
+Every value ends up in a shell, ssh, rsync, pip, a path or Ansible, so values are data,
+never code: each string field has a type that allows only what that field can mean (no
+template syntax, no control characters, no leading '-', no shell characters where a
+command line reads them), every number is finite and bounded, and the file itself is
+read with bounds (size, nesting, alias expansion, regular files only).
 """
 
 from __future__ import annotations
 
 import difflib
+import errno
+import ipaddress
+import os
 import re
-from pathlib import Path
+import stat
+from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import InvalidVersion, Version
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -26,11 +40,261 @@ from pydantic import (
 from grid_ops.errors import ConfigError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-Port = Annotated[int, Field(ge=1, le=65535)]
-NonNegInt = Annotated[int, Field(ge=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-PosFloat = Annotated[float, Field(gt=0)]
-Percent = Annotated[float, Field(gt=0, le=100)]
+
+# ---------------------------------------------------------------------------------------
+# value types: each string type allows only what its field can mean
+
+# Jinja's statement, expression and comment openers: Ansible would evaluate them.
+TEMPLATE_MARKERS = ("{{", "{%", "{#")
+# C0/C1 controls, and invisible format characters that hide what a value really is.
+_CONTROL = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]"
+)
+_NAME = re.compile(NAME_PATTERN)
+_LABEL = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_IPV4ISH = re.compile(r"[0-9.]+")
+_ZONE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # an IPv6 zone is an interface name
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_PATH_CHARS = "letters, digits and / . _ - + @ % , ="
+_SAFE_PATH = re.compile(r"[A-Za-z0-9/._+@%,=-]+")
+_SSH_OPTION = re.compile(r"([A-Za-z][A-Za-z0-9]*)(?:\s*=\s*|\s+)(.+)")
+_SSH_VALUE = re.compile(r"[A-Za-z0-9 _.,:/@%+=~*\[\]-]+")
+SAFE_SSH_FLAGS = ("-4", "-6", "-a", "-C", "-k", "-q", "-T", "-v", "-vv", "-vvv", "-x")
+# ssh options whose value is run as a command (or loads code): never from the config.
+COMMAND_SSH_OPTIONS = (
+    "ProxyCommand",
+    "LocalCommand",
+    "PermitLocalCommand",
+    "KnownHostsCommand",
+    "RemoteCommand",
+    "Match",
+    "Include",
+    "PKCS11Provider",
+    "SecurityKeyProvider",
+)
+
+HOST_RULE = (
+    "must be a hostname, an IPv4 or IPv6 address or an ssh alias: letters, digits, "
+    "'.', '-' and '_', not starting with '-' or '.' (at most 253 characters)"
+)
+USER_RULE = (
+    "must be a user name: letters, digits, '_', '.' and '-', starting with a letter or '_' "
+    "(at most 32 characters)"
+)
+NAME_RULE = (
+    "must be a name: letters, digits, '_', '.' and '-', starting with a letter or digit "
+    "(at most 63 characters)"
+)
+REMOTE_ROOT_RULE = (
+    "must be an absolute path (/srv/grid-ops) or one under the home directory "
+    f"(~/grid-ops), not / or ~ itself, without '..', of {_PATH_CHARS} only "
+    "(at most 200 characters)"
+)
+INTERPRETER_RULE = (
+    f"must be an absolute path (/usr/bin/python3) of {_PATH_CHARS} only, without '..' "
+    "(at most 200 characters)"
+)
+VERSION_RULE = "must be a PEP 440 version such as 2.60.0 (at most 64 characters)"
+IP_RULE = "must be an IPv4 or IPv6 address such as 10.0.0.5 or fd00::5"
+BIND_RULE = "must be an IP address to bind to (127.0.0.1, ::1, 0.0.0.0, 10.0.0.5) or localhost"
+PACKAGE_RULE = (
+    "must be a pip requirement such as 'torch==2.13.0', 'numpy>=1.26,<3' or "
+    "'ray[default]==2.60.0' (no pip options, no URLs; at most 200 characters)"
+)
+EXCLUDE_RULE = (
+    "must be an rsync exclude pattern, not empty and not starting with '-' (at most 200 characters)"
+)
+SSH_ARG_RULE = (
+    "must be one '-oName=value' option (one list entry each) or one of the flags "
+    f"{' '.join(SAFE_SSH_FLAGS)} (at most 200 characters)"
+)
+SSH_VALUE_RULE = (
+    "an ssh option's value may not start with '-' and may use only letters, digits, "
+    "spaces and _ . , : / @ % + = ~ * [ ] -"
+)
+PATH_RULE = "must be a file path of printable characters (at most 4096 characters)"
+
+
+def _plain(value: str, most: int, rule: str) -> str:
+    """What every config string must be: literal data, printable, of a bounded length."""
+    for marker in TEMPLATE_MARKERS:
+        if marker in value:
+            raise ValueError(
+                f"contains template syntax '{marker}'; config values are data and are never "
+                "templated: write the literal value"
+            )
+    if _CONTROL.search(value):
+        raise ValueError(
+            "contains a control character (newline, tab, escape, ...); "
+            "only printable characters are allowed"
+        )
+    if len(value) > most:
+        raise ValueError(f"is {len(value)} characters long; {rule}")
+    return value
+
+
+def _name(value: str) -> str:
+    # fullmatch: a pattern's '$' would also match before a trailing newline.
+    if not _NAME.fullmatch(_plain(value, 63, NAME_RULE)):
+        raise ValueError(NAME_RULE)
+    return value
+
+
+def _ipv6(value: str) -> str:
+    address, percent, zone = value.partition("%")
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        raise ValueError(f"is not a valid IPv6 address; {HOST_RULE}") from None
+    if percent and not _ZONE.fullmatch(zone):
+        raise ValueError("has an IPv6 zone that is not an interface name (fe80::1%eth0)")
+    return value
+
+
+def _host(value: str) -> str:
+    _plain(value, 253, HOST_RULE)
+    if ":" in value:
+        return _ipv6(value)
+    if _IPV4ISH.fullmatch(value):  # ssh would read any digits-and-dots as an address
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            raise ValueError(f"is not a valid IPv4 address; {HOST_RULE}") from None
+        return value
+    if not _HOSTNAME.fullmatch(value):
+        raise ValueError(HOST_RULE)
+    return value
+
+
+def _user(value: str) -> str:
+    if not _USER.fullmatch(_plain(value, 32, USER_RULE)):
+        raise ValueError(USER_RULE)
+    return value
+
+
+def _remote_root(value: str) -> str:
+    path = _plain(value, 200, REMOTE_ROOT_RULE).rstrip("/")
+    if value.startswith("~/"):
+        rest = path[2:]
+    elif value.startswith("/"):
+        rest = path[1:]
+    else:
+        raise ValueError(REMOTE_ROOT_RULE)
+    if not rest or not _SAFE_PATH.fullmatch(rest) or ".." in rest.split("/"):
+        raise ValueError(REMOTE_ROOT_RULE)
+    return path
+
+
+def _interpreter(value: str) -> str:
+    _plain(value, 200, INTERPRETER_RULE)
+    if (
+        not value.startswith("/")
+        or value.endswith("/")
+        or not _SAFE_PATH.fullmatch(value)
+        or ".." in value.split("/")
+    ):
+        raise ValueError(INTERPRETER_RULE)
+    return value
+
+
+def _version(value: str) -> str:
+    try:
+        return str(Version(_plain(value, 64, VERSION_RULE)))
+    except InvalidVersion:
+        raise ValueError(VERSION_RULE) from None
+
+
+def _ip(value: str) -> str:
+    if "%" in _plain(value, 64, IP_RULE):  # a zone (fe80::1%eth0) is no address to bind to
+        raise ValueError(IP_RULE)
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(IP_RULE) from None
+
+
+def _bind_address(value: str) -> str:
+    if _plain(value, 64, BIND_RULE) == "localhost":
+        return value
+    try:
+        return _ip(value)
+    except ValueError:
+        raise ValueError(BIND_RULE) from None
+
+
+def _requirement(value: str) -> str:
+    if _plain(value, 200, PACKAGE_RULE).lstrip().startswith("-"):
+        raise ValueError(f"is a pip option, not a requirement; {PACKAGE_RULE}")
+    try:
+        requirement = Requirement(value)
+    except InvalidRequirement:
+        raise ValueError(PACKAGE_RULE) from None
+    if requirement.url:
+        raise ValueError(f"installs from a URL; {PACKAGE_RULE}")
+    return str(requirement)
+
+
+def _exclude_pattern(value: str) -> str:
+    if not _plain(value, 200, EXCLUDE_RULE) or value.startswith("-"):
+        raise ValueError(EXCLUDE_RULE)
+    return value
+
+
+def _ssh_arg(value: str) -> str:
+    if _plain(value, 200, SSH_ARG_RULE) in SAFE_SSH_FLAGS:
+        return value
+    match = _SSH_OPTION.fullmatch(value[2:].strip()) if value.startswith("-o") else None
+    if match is None:
+        raise ValueError(SSH_ARG_RULE)
+    name, setting = match.groups()
+    dangerous = {o.lower(): o for o in COMMAND_SSH_OPTIONS}.get(name.lower())
+    if dangerous:
+        raise ValueError(
+            f"ssh option {dangerous} runs a command or loads code, so grid-ops does not "
+            "take it from the cluster config; set it in your own ~/.ssh/config if you must"
+        )
+    if setting.startswith("-") or not _SSH_VALUE.fullmatch(setting):
+        raise ValueError(SSH_VALUE_RULE)
+    return value
+
+
+def _controller_path(value: Any) -> Any:
+    """A path on this machine: any file name, but printable and never a template."""
+    if isinstance(value, str | PurePath):
+        text = str(value)
+        if not text:
+            raise ValueError(PATH_RULE)
+        _plain(text, 4096, PATH_RULE)
+    return value
+
+
+Name = Annotated[str, Field(strict=True), AfterValidator(_name)]
+Host = Annotated[str, Field(strict=True), AfterValidator(_host)]
+User = Annotated[str, Field(strict=True), AfterValidator(_user)]
+RemoteRoot = Annotated[str, Field(strict=True), AfterValidator(_remote_root)]
+Interpreter = Annotated[str, Field(strict=True), AfterValidator(_interpreter)]
+PepVersion = Annotated[str, Field(strict=True), AfterValidator(_version)]
+IPAddress = Annotated[str, Field(strict=True), AfterValidator(_ip)]
+BindAddress = Annotated[str, Field(strict=True), AfterValidator(_bind_address)]
+PipRequirement = Annotated[str, Field(strict=True), AfterValidator(_requirement)]
+ExcludePattern = Annotated[str, Field(strict=True), AfterValidator(_exclude_pattern)]
+SshArg = Annotated[str, Field(strict=True), AfterValidator(_ssh_arg)]
+ControllerPath = Annotated[Path, BeforeValidator(_controller_path)]
+
+# Numbers: strict (no bools, no strings, no floats for ints), finite, bounded.
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+Count = Annotated[int, Field(strict=True, ge=0, le=1024)]  # GPUs, nodes, batch sizes
+Workers = Annotated[int, Field(strict=True, ge=1, le=1024)]  # pools, parallelism
+Retries = Annotated[int, Field(strict=True, ge=0, le=20)]
+Cpus = Annotated[int, Field(strict=True, ge=0, le=100_000)]
+Seconds = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=86_400)]
+NonNegSeconds = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=86_400)]
+Gigabytes = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1e6)]
+PosGigabytes = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=1e6)]
+Weight = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1000)]
+Percent = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=100)]
+Fraction = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=1)]
 
 DEFAULT_EXCLUDES = [
     ".git",
@@ -56,14 +320,14 @@ class Strict(BaseModel):
 class NodeConfig(Strict):
     """One machine of the cluster."""
 
-    name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    host: Annotated[str, Field(min_length=1)]
+    name: Name
+    host: Host
     port: Port | None = Field(default=None, description="SSH port; unset = ssh config or 22")
-    user: str | None = Field(default=None, description="SSH user; unset = ssh config")
+    user: User | None = Field(default=None, description="SSH user; unset = ssh config")
     role: Literal["head", "worker"] | None = None
-    gpu_count: Annotated[int, Field(ge=0, strict=True)] = 0
-    memory_gb: NonNegFloat | None = None
-    tags: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(default_factory=list)
+    gpu_count: Count = 0
+    memory_gb: Gigabytes | None = None
+    tags: Annotated[list[Name], Field(max_length=64)] = Field(default_factory=list)
     connection: Literal["ssh", "local"] = "ssh"
 
     @property
@@ -73,54 +337,63 @@ class NodeConfig(Strict):
 
 
 class SSHConfig(Strict):
-    timeout: PosFloat = Field(default=30, description="seconds a remote command may take")
-    connect_timeout: Annotated[int, Field(ge=1, le=600)] = 10
-    max_retries: Annotated[int, Field(ge=0, le=20)] = 3
-    pool_size: Annotated[int, Field(ge=1)] | None = Field(
+    timeout: Seconds = Field(default=30, description="seconds a remote command may take")
+    connect_timeout: Annotated[int, Field(strict=True, ge=1, le=600)] = 10
+    max_retries: Retries = 3
+    pool_size: Workers | None = Field(
         default=None,
         description="most parallel SSH connections (Ansible forks); default: one per node",
     )
-    key_file: Path | None = None
-    config_file: Path | None = Field(default=None, description="an ssh_config file (ssh -F)")
-    known_hosts_file: Path | None = None
-    extra_args: list[str] = Field(default_factory=list)
+    key_file: ControllerPath | None = None
+    config_file: ControllerPath | None = Field(
+        default=None, description="an ssh_config file (ssh -F)"
+    )
+    known_hosts_file: ControllerPath | None = None
+    extra_args: Annotated[list[SshArg], Field(max_length=40)] = Field(default_factory=list)
 
 
 class HealthCheckConfig(Strict):
-    timeout: PosFloat = 3
-    max_workers: Annotated[int, Field(ge=1)] = 20
-    cpu_weight: NonNegFloat = 1.0
-    gpu_weight: NonNegFloat = 3.0
-    refresh_interval: NonNegFloat = 60
+    timeout: Seconds = 3
+    max_workers: Workers = 20
+    cpu_weight: Weight = 1.0
+    gpu_weight: Weight = 3.0
+    refresh_interval: NonNegSeconds = 60
 
 
 class SyncConfig(Strict):
-    exclude_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDES))
+    exclude_patterns: Annotated[list[ExcludePattern], Field(max_length=200)] = Field(
+        default_factory=lambda: list(DEFAULT_EXCLUDES)
+    )
     use_checksums: bool = False
     follow_symlinks: bool = False
-    max_parallel_transfers: Annotated[int, Field(ge=1)] = 5
+    max_parallel_transfers: Workers = 5
     respect_gitignore: bool = True
 
 
 class RayNodeOverride(Strict):
-    node_ip: str | None = Field(default=None, description="address Ray uses for this node")
-    num_cpus: NonNegInt | None = None
-    num_gpus: NonNegInt | None = None
-    memory_gb: PosFloat | None = None
-    object_store_memory_gb: PosFloat | None = None
+    node_ip: IPAddress | None = Field(default=None, description="address Ray uses for this node")
+    num_cpus: Cpus | None = None
+    num_gpus: Count | None = None
+    memory_gb: PosGigabytes | None = None
+    object_store_memory_gb: PosGigabytes | None = None
 
 
 class RayConfig(Strict):
-    version: str = "2.60.0"
+    version: PepVersion = "2.60.0"
     port: Port = Field(default=6379, description="GCS port on the head")
     dashboard_port: Port = 8265
-    dashboard_host: str = Field(default="127.0.0.1", description="loopback unless you say so")
-    namespace: str = "grid_ops"
+    dashboard_host: BindAddress = Field(
+        default="127.0.0.1", description="loopback unless you say so"
+    )
+    namespace: Name = "grid_ops"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    worker_start_batch: Annotated[int, Field(ge=0)] = Field(
+    auth: Literal["token", "none"] = Field(
+        default="token", description="Ray token authentication; none: GCS and dashboard open"
+    )
+    worker_start_batch: Count = Field(
         default=0, description="workers started at once; 0 = all in parallel"
     )
-    nodes: dict[str, RayNodeOverride] = Field(default_factory=dict)
+    nodes: dict[Name, RayNodeOverride] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -139,7 +412,7 @@ class RayConfig(Strict):
             bind_all = data.pop("head_bind_all")
             if not isinstance(bind_all, bool):
                 raise ValueError(
-                    f"head_bind_all must be true or false (got {bind_all!r}); "
+                    f"head_bind_all must be true or false (got {_shown(bind_all)}); "
                     "or set dashboard_host instead"
                 )
             if bind_all and "dashboard_host" in data:
@@ -153,36 +426,36 @@ class RayConfig(Strict):
 
 
 class ProvisionConfig(Strict):
-    packages: list[Annotated[str, Field(min_length=1)]] = Field(
+    packages: Annotated[list[PipRequirement], Field(max_length=100)] = Field(
         default_factory=list, description="extra pip requirements for the node venvs"
     )
-    wheelhouse: Path | None = Field(
+    wheelhouse: ControllerPath | None = Field(
         default=None, description="controller dir caching wheels; default ~/.cache/grid-ops"
     )
 
 
 class ExecutionConfig(Strict):
-    default_nodes: Annotated[int, Field(ge=1)] = 1
-    default_gpus_per_node: NonNegInt = 1
-    timeout_seconds: PosFloat = 1800
-    retry_attempts: Annotated[int, Field(ge=0, le=20)] = 3
+    default_nodes: Workers = 1
+    default_gpus_per_node: Count = 1
+    timeout_seconds: Seconds = 1800
+    retry_attempts: Retries = 3
 
 
 class LoggingConfig(Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     format: Literal["json", "text", "console"] = "text"
-    file: Path | None = None
+    file: ControllerPath | None = None
 
     @field_validator("level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
+        return value.upper() if isinstance(value, str) and len(value) < 64 else value
 
 
 class ResourceSharingConfig(Strict):
     enabled: bool = True
-    max_share_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
-    memory_pool_gb: NonNegFloat = 1.0
+    max_share_fraction: Fraction = 0.5
+    memory_pool_gb: Gigabytes = 1.0
 
 
 class OffloadThresholds(Strict):
@@ -194,16 +467,16 @@ class OffloadThresholds(Strict):
 class OffloadConfig(Strict):
     enabled: bool = False
     thresholds: OffloadThresholds = Field(default_factory=OffloadThresholds)
-    check_interval: PosFloat = 5
+    check_interval: Seconds = 5
 
 
 class ClusterConfig(Strict):
     """The whole ``cluster.yaml``."""
 
-    name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    nodes: Annotated[list[NodeConfig], Field(min_length=1)]
-    remote_root: str = "~/grid-ops"
-    python_interpreter: str | None = Field(
+    name: Name
+    nodes: Annotated[list[NodeConfig], Field(min_length=1, max_length=1024)]
+    remote_root: RemoteRoot = "~/grid-ops"
+    python_interpreter: Interpreter | None = Field(
         default=None, description="Python on the nodes; unset = Ansible discovers it"
     )
     become: bool = Field(default=False, description="may use sudo to install system packages")
@@ -289,6 +562,30 @@ class ClusterConfig(Strict):
         """Parallel SSH connections: ``ssh.pool_size`` if set, else one per node."""
         return self.ssh.pool_size or max(len(self.nodes), 1)
 
+    def warnings(self) -> list[str]:
+        """Valid settings that open the cluster to its network, one sentence each."""
+        ray = self.ray
+        found = []
+        if not _is_loopback(ray.dashboard_host):
+            legacy = " (as ray.head_bind_all: true sets it)" * (ray.dashboard_host == "0.0.0.0")
+            found.append(
+                f"ray.dashboard_host is {ray.dashboard_host}{legacy}: the Ray dashboard and its "
+                f"job API on port {ray.dashboard_port} are open beyond the head's loopback, and "
+                "whoever reaches them can run code on the cluster; keep 127.0.0.1 and reach it "
+                "through an SSH tunnel"
+            )
+        if ray.auth == "none":
+            found.append(
+                f"ray.auth is none: the Ray GCS (port {ray.port}) and dashboard accept anyone "
+                "who reaches them, without a token; use ray.auth: token unless the network is "
+                "closed to everyone else"
+            )
+        return found
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
 
 # ---------------------------------------------------------------------------------------
 # loading
@@ -299,15 +596,38 @@ def _sanitize_name(stem: str) -> str:
     return name[:63]
 
 
+SHOWN_CHARS = 60  # of a rejected value, in an error message
+MAX_PROBLEMS = 20  # listed in one error message
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for a message: control characters escaped, long values cut."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        text = f"<a {type(value).__name__}>"
+    if len(text) <= SHOWN_CHARS + 20:
+        return text
+    size = len(value) if isinstance(value, str | bytes) else len(text)
+    return f"{text[:SHOWN_CHARS]}…({size} chars)"
+
+
+def _segment(part: str) -> str:
+    """A key in a field path, as typed when it is a plain word, else quoted and cut."""
+    return part if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", part) else _shown(part)
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part.startswith(("function-", "list[", "dict[", "literal[", "constrained")):
+        elif part == "[key]" or part.startswith(
+            ("function-", "list[", "dict[", "literal[", "constrained")
+        ):
             continue
         else:
-            out += f".{part}" if out else part
+            out += f".{_segment(part)}" if out else _segment(part)
     return out or "(top level)"
 
 
@@ -341,14 +661,8 @@ def _describe(err: Any) -> str:
     path = _field_path(loc)
     kind = err.get("type", "")
     if kind == "extra_forbidden":
-        known = _known_fields(loc)
-        key = str(loc[-1]) if loc else "?"
-        close = (
-            difflib.get_close_matches(key, known, n=1)
-            or [k for k in known if len(key) >= 3 and k.startswith(key[:3])][:1]
-        )
-        suggestion = f"did you mean '{close[0]}'?" if close else "remove it"
-        return f"{path}: unknown key '{key}' ({suggestion})"
+        key = loc[-1] if loc else "?"
+        return f"{path}: unknown key {_shown(str(key))} ({_suggest(loc)})"
     if kind == "missing":
         return f"{path}: required but missing"
     msg = str(err.get("msg", "invalid value"))
@@ -356,8 +670,21 @@ def _describe(err: Any) -> str:
     if kind.startswith("value_error") and not loc:
         return msg
     got = err.get("input")
-    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    shown = "" if isinstance(got, dict | list) or got is None else f" (got {_shown(got)})"
     return f"{path}: {msg}{shown}"
+
+
+def _suggest(loc: tuple[int | str, ...]) -> str:
+    """For an unknown key: the known key it most likely means, else 'remove it'."""
+    key = str(loc[-1]) if loc else ""
+    if len(key) > 64:  # difflib on a huge key is slow, and nothing is that close anyway
+        return "remove it"
+    known = _known_fields(loc)
+    close = (
+        difflib.get_close_matches(key, known, n=1)
+        or [k for k in known if len(key) >= 3 and k.startswith(key[:3])][:1]
+    )
+    return f"did you mean '{close[0]}'?" if close else "remove it"
 
 
 def parse(data: Any, source: str = "<config>", default_name: str = "cluster") -> ClusterConfig:
@@ -374,9 +701,11 @@ def parse(data: Any, source: str = "<config>", default_name: str = "cluster") ->
     try:
         return ClusterConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(e) for e in exc.errors()]
-        listing = "; ".join(dict.fromkeys(problems))
+        problems = list(dict.fromkeys(_describe(e) for e in exc.errors()))
         count = len(problems)
+        listing = "; ".join(problems[:MAX_PROBLEMS])
+        if count > MAX_PROBLEMS:
+            listing += f"; and {count - MAX_PROBLEMS} more"
         raise ConfigError(
             f"{source} is not a valid cluster config ({count} problem{'s' * (count > 1)}): "
             f"{listing}.",
@@ -399,60 +728,226 @@ def _resolve_paths(config: ClusterConfig, base: Path) -> ClusterConfig:
     return config
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key repeated in one mapping (the last would win silently)."""
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_DEPTH = 100  # levels of nesting; a real config has fewer than ten
+MAX_EXPANDED = 100_000  # values a document with aliases may expand to
+
+
+class _Refused(Exception):
+    """The YAML is well-formed but refused: too deep, or an alias bomb."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        super().__init__(f"{problem}{where}")
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse aliases that expand the document past MAX_EXPANDED values, or into itself.
+
+    PyYAML builds an aliased value once and shares it, but everything that walks the data
+    afterwards (validation, dumping) sees each alias expanded: 'billion laughs'.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[key] > MAX_EXPANDED:
+                raise _Refused(
+                    f"its aliases expand it to more than {MAX_EXPANDED:,} values (an alias bomb?)",
+                    node.start_mark,
+                )
+        elif key in open_nodes:
+            raise _Refused("an alias refers to a value that contains it", node.start_mark)
+        elif key not in sizes:
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses repeated keys, deep nesting and alias bombs."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+        if self._depth >= MAX_DEPTH:
+            mark = parent.start_mark if parent is not None else None
+            raise _Refused(f"values are nested more than {MAX_DEPTH} levels deep", mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None and self._aliases:
+            _check_expansion(node)
+        return node
 
 
 def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    """A mapping that refuses a key repeated in it (the last would win silently)."""
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base': its keys may be overridden
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if isinstance(key, list | dict):
             continue
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"key '{key}' is repeated in one mapping", key_node.start_mark
+                None, None, f"key {_shown(key)} is repeated in one mapping", key_node.start_mark
             )
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
 
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _unique_mapping,
+_ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
 )
 
 
-def load(path: Path | str) -> ClusterConfig:
-    """Read, parse and validate a cluster config file."""
-    path = Path(path)
+def _not_a_file(path: Path, mode: int) -> ConfigError:
+    if stat.S_ISDIR(mode):
+        return ConfigError(f"{path} is a directory, not a config file.", "Pass a YAML file.")
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    return ConfigError(
+        f"{path} is {kind}; grid-ops reads its config from a regular file.",
+        "Pass a YAML file.",
+    )
+
+
+def _too_large(path: Path) -> ConfigError:
+    return ConfigError(
+        f"{path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; no cluster config is that big.",
+        "Check that -c names the right file.",
+    )
+
+
+def _read_bytes(path: Path) -> bytes:
+    """At most MAX_CONFIG_BYTES + 1 bytes of a regular file; never blocks on a FIFO."""
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(
             f"Config file {path} does not exist.",
             "Pass one with -c PATH, set GRID_OPS_CONFIG, or create one with "
             "'grid-ops init' (or 'grid-ops lab up' for a local lab).",
         ) from None
-    except IsADirectoryError:
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket, or a device with no driver
+            raise _not_a_file(path, 0) from None
         raise ConfigError(
-            f"{path} is a directory, not a config file.", "Pass a YAML file."
+            f"Cannot read {path}: {exc.strerror or exc}.", "Check the path and its permissions."
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except ValueError:  # a NUL byte in the path
         raise ConfigError(
-            f"Cannot read {path}: {exc}.", "Check the path and its permissions."
+            f"Cannot read {str(path)!r}: not a valid path.", "Check the path."
         ) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_a_file(path, mode)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot read {path}: {exc.strerror or exc}.", "Check the path and its permissions."
+        ) from None
+    finally:
+        os.close(fd)
+
+
+def _read_text(path: Path) -> str:
+    raw = _read_bytes(path)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise _too_large(path)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {exc.start} is not).",
+            "Save the config as UTF-8 YAML.",
+        ) from None
+
+
+def _load_yaml(text: str, path: Path) -> Any:
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)
+    except _Refused as exc:
+        raise ConfigError(
+            f"{path} is refused: {exc}.",
+            "A cluster config is a few levels deep and needs no tricks; write it out plainly.",
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(
-            f"{path} is not valid YAML{where}: {problem}.",
+            f"{path} is not valid YAML{where}: {_clip(problem)}.",
             "Fix the YAML there (indentation, ':' and repeated keys are the usual suspects).",
         ) from None
-    config = parse(data, source=str(path), default_name=path.stem)
+    except ValueError as exc:  # a scalar PyYAML cannot build: a date like 2024-13-45, ...
+        raise ConfigError(
+            f"{path} has a value YAML cannot read: {_clip(str(exc))}.",
+            "Quote the value if it is meant as text.",
+        ) from None
+
+
+def _clip(text: str) -> str:
+    """A message from elsewhere (YAML, the OS), printable and of a readable length."""
+    text = _CONTROL.sub("?", text)
+    return text if len(text) <= 200 else f"{text[:200]}…"
+
+
+def load(path: Path | str) -> ClusterConfig:
+    """Read, parse and validate a cluster config file."""
+    path = Path(path)
+    text = _read_text(path)
+    try:
+        data = _load_yaml(text, path)
+        config = parse(data, source=str(path), default_name=path.stem)
+    except RecursionError:
+        raise ConfigError(
+            f"{path} is nested too deeply to load.",
+            "A cluster config is a few levels deep; write it out plainly.",
+        ) from None
+    except MemoryError:
+        raise ConfigError(
+            f"{path} is too large to load.",
+            "A cluster config is a few KiB; check that -c names the right file.",
+        ) from None
     return _resolve_paths(config, path.resolve().parent)
 
 
