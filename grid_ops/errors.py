@@ -35,3 +35,15 @@ class LabError(GridOpsError):
 
 class AnsibleRunError(GridOpsError):
     """ansible-runner could not start or finish a playbook run."""
+
+
+def bug_report(exc: BaseException) -> tuple[str, str]:
+    """The message and hint shown for an exception grid-ops did not expect (a bug).
+
+    Plain text: whoever prints it escapes it (the exception's text may hold anything).
+    """
+    return (
+        f"Unexpected error ({type(exc).__name__}: {exc}).",
+        "This is a grid-ops bug; run again with GRID_OPS_DEBUG=1 to see the traceback, "
+        "and report it with that output.",
+    )

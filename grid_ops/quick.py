@@ -74,11 +74,26 @@ def attempt(args: list[str]) -> int | None:
     except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
         return 1
     except OSError as exc:
-        sys.stderr.write(
-            f"error: {args[0]} worked but its result could not be recorded ({exc}). "
-            "Check that the state dir is writable.\n"
+        _error(
+            f"{args[0]} worked but its result could not be recorded ({exc}).",
+            "Check that the state dir is writable.",
         )
         return 1
+    except Exception as exc:  # a bug: one paragraph, as the full CLI says it
+        if os.environ.get("GRID_OPS_DEBUG"):
+            raise
+        from grid_ops.errors import bug_report
+
+        _error(*bug_report(exc))
+        return 1
+
+
+def _error(message: str, hint: str) -> None:
+    """An error paragraph without Rich (which may be what failed), control characters
+    made visible."""
+    from grid_ops.cli.sanitize import clean
+
+    sys.stderr.write(f"error: {clean(message, lines=True)} {clean(hint)}\n")
 
 
 def parse(

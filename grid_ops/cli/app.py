@@ -30,7 +30,7 @@ from grid_ops.cli import (
     run_cmd,
     sync_cmd,
 )
-from grid_ops.errors import GridOpsError
+from grid_ops.errors import GridOpsError, bug_report
 
 app = typer.Typer(
     name="grid-ops",
@@ -97,9 +97,5 @@ def main() -> None:
     except Exception as exc:  # a bug: still one paragraph, the traceback on request
         if os.environ.get("GRID_OPS_DEBUG"):
             raise
-        error(
-            f"Unexpected error ({type(exc).__name__}: {exc}).",
-            "This is a grid-ops bug; run again with GRID_OPS_DEBUG=1 to see the traceback, "
-            "and report it with that output.",
-        )
+        error(*bug_report(exc))  # error() escapes: the text is never read as markup
         sys.exit(1)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
-from grid_ops.cli.output import out, print_json
+from grid_ops.cli.output import cell, out, print_json, safe
 
 if TYPE_CHECKING:
     from grid_ops.config import ClusterConfig
@@ -56,12 +56,12 @@ def _table(rows: list[dict[str, Any]], title: str) -> None:
     for row in rows:
         state = str(row.get("state"))
         table.add_row(
-            row["id"],
-            row["node"],
-            row["resource"],
+            cell(row["id"]),
+            cell(row["node"]),
+            cell(row["resource"]),
             amount_text(row["resource"], row["amount"]),
-            row.get("priority") or "",
-            f"[{style.get(state, 'white')}]{state}[/]",
+            cell(row.get("priority") or ""),
+            cell(state, style=style.get(state, "white")),
             _when(row.get("expires_at")),
         )
     out.print(table)
@@ -88,8 +88,8 @@ def _request(cfg: ClusterConfig, args: dict[str, Any], as_json: bool) -> None:
         print_json(_public(row))
         return
     out.print(
-        f"[green]{row['id']}[/]: {amount_text(row['resource'], row['amount'])} "
-        f"{row['resource']} on {row['node']}, expires {_when(row.get('expires_at'))}"
+        f"[green]{safe(row['id'])}[/]: {amount_text(row['resource'], row['amount'])} "
+        f"{safe(row['resource'])} on {safe(row['node'])}, expires {_when(row.get('expires_at'))}"
     )
 
 
@@ -100,7 +100,7 @@ def _release(cfg: ClusterConfig, rid: str, kind: str, as_json: bool) -> None:
     if as_json:
         print_json(_public(row))
     else:
-        out.print(f"released {rid} ({row['resource']} on {row['node']})")
+        out.print(f"released {safe(rid)} ({safe(row['resource'])} on {safe(row['node'])})")
 
 
 def _status(cfg: ClusterConfig, kind: str, as_json: bool, title: str) -> None:

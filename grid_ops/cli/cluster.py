@@ -6,7 +6,7 @@ import typer
 
 from grid_ops.cli import playbook
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
-from grid_ops.cli.output import error, out, print_json
+from grid_ops.cli.output import cell, error, out, print_json, safe
 from grid_ops.cli.progress import LiveView
 
 app = typer.Typer(help="Start, stop and inspect the Ray cluster.", no_args_is_help=True)
@@ -76,7 +76,8 @@ def _print_status(data: dict[str, object]) -> None:
     from rich.table import Table
 
     style = {"alive": "green", "dead": "red", "absent": "dim"}
-    title = f"Ray cluster: head {data['head']}, address {data['address'] or '(not running)'}"
+    address = data["address"] or "(not running)"
+    title = f"Ray cluster: head {safe(data['head'])}, address {safe(address)}"
     table = Table(title=title, title_justify="left")
     for col in ("node", "role", "ray", "ip", "CPU", "GPU", "memory GiB", "node id"):
         table.add_column(col)
@@ -84,13 +85,13 @@ def _print_status(data: dict[str, object]) -> None:
         res = row["resources"]
         state = row["ray"] if row["reachable"] else f"{row['ray']} (unreachable)"
         table.add_row(
-            row["name"],
-            row["role"],
-            f"[{style[row['ray']]}]{state}[/]",
-            row["ip"] or "",
+            cell(row["name"]),
+            cell(row["role"]),
+            cell(state, style=style.get(row["ray"], "")),
+            cell(row["ip"] or ""),
             f"{res['CPU']:g}" if "CPU" in res else "",
             f"{res['GPU']:g}" if "GPU" in res else ("0" if res else ""),
             f"{res['memory'] / 2**30:.1f}" if "memory" in res else "",
-            (row["node_id"] or "")[:12],
+            cell((row["node_id"] or "")[:12]),
         )
     out.print(table)

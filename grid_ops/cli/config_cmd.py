@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
-from grid_ops.cli.output import out, print_json
+from grid_ops.cli.output import cell, err, out, print_json, safe
 from grid_ops.errors import UsageError
 
 app = typer.Typer(help="Check cluster configs.", no_args_is_help=True)
@@ -33,7 +33,8 @@ def init(
             f"{path} already exists.", "Pass --force to overwrite it, or another PATH."
         )
     write_file(path, starter_text())
-    out.print(f"Wrote {path}. Edit its nodes, then run: grid-ops config validate -c {path}")
+    shown = safe(path)
+    out.print(f"Wrote {shown}. Edit its nodes, then run: grid-ops config validate -c {shown}")
 
 
 @app.command("validate")
@@ -45,12 +46,17 @@ def validate(
     config: ConfigOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Check a cluster config and print a summary of its nodes, head and GPUs."""
+    """Check a cluster config and print a summary of its nodes, head and GPUs.
+
+    Settings that open the cluster to its network (dashboard beyond loopback, no Ray
+    auth) are valid but warned about on stderr, and listed under "warnings" in --json.
+    """
     cfg, resolved = load_config(path or config)
     if json_out:
         print_json(
             {
                 "valid": True,
+                "warnings": cfg.warnings(),
                 "path": str(resolved),
                 "name": cfg.name,
                 "head": cfg.head.name,
@@ -70,10 +76,11 @@ def validate(
                 ],
             }
         )
+        _warn(cfg.warnings())
         return
     from rich.table import Table
 
-    table = Table(title=f"{cfg.name}: {resolved}", title_justify="left")
+    table = Table(title=f"{safe(cfg.name)}: {safe(resolved)}", title_justify="left")
     for col in ("node", "role", "address", "user", "GPUs", "memory GB", "tags"):
         table.add_column(col, justify="right" if col in ("GPUs", "memory GB") else "left")
     for n in cfg.nodes:
@@ -82,17 +89,23 @@ def validate(
             "local" if n.connection == "local" else (f"{n.host}:{n.port}" if n.port else n.host)
         )
         table.add_row(
-            n.name,
+            cell(n.name),
             f"[bold]{role}[/]" if role == "head" else role,
-            address,
-            n.user or "(ssh config)",
+            cell(address),
+            cell(n.user or "(ssh config)"),
             str(n.gpu_count),
             "" if n.memory_gb is None else f"{n.memory_gb:g}",
-            ", ".join(n.tags),
+            cell(", ".join(n.tags)),
         )
     out.print(table)
     gpus = sum(n.gpu_count for n in cfg.nodes)
     out.print(
-        f"[green]valid[/]: {len(cfg.nodes)} node(s), head {cfg.head.name}, {gpus} GPU(s), "
-        f"Ray {cfg.ray.version}"
+        f"[green]valid[/]: {len(cfg.nodes)} node(s), head {safe(cfg.head.name)}, {gpus} GPU(s), "
+        f"Ray {safe(cfg.ray.version)}"
     )
+    _warn(cfg.warnings())
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        err.print(f"[bold yellow]warning:[/] {safe(warning)}", soft_wrap=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from grid_ops.cli.output import err, out
+from grid_ops.cli.output import err, out, safe
 
 LOCAL_CONFIG = """\
 # grid-ops demo cluster: this machine only (not root, so no lab).
@@ -23,7 +23,7 @@ nodes:
 
 
 def _step(text: str) -> None:
-    err.print(f"\n[bold cyan]==> {text}[/]")
+    err.print(f"\n[bold cyan]==> {safe(text)}[/]")
 
 
 def demo(
@@ -55,7 +55,7 @@ def demo(
     else:
         _step("not root: this machine as a one-node cluster")
         write_file(output, LOCAL_CONFIG.format(root=Path.home() / "grid-ops-demo"))
-    out.print(f"cluster config: {output}")
+    out.print(f"cluster config: {safe(output)}")
     _step("ping: SSH and Python on every node")
     ping.ping(config=output, json_out=False, limit=None)
     _step("provision: node venvs with pinned Ray (wheels downloaded once, installed offline)")
@@ -72,10 +72,11 @@ def demo(
     _demo_boost(output)
     _step("memory pool: store bytes on the cluster's nodes, read them back exactly")
     _demo_memory(output)
+    shown = safe(output)
     out.print(
-        f"\nDone. Try: grid-ops job list -c {output}   |   "
-        f"grid-ops run -c {output} -- ray status   |   "
-        f"grid-ops cluster stop -c {output}"
+        f"\nDone. Try: grid-ops job list -c {shown}   |   "
+        f"grid-ops run -c {shown} -- ray status   |   "
+        f"grid-ops cluster stop -c {shown}"
         + ("   |   grid-ops lab down" if os.geteuid() == 0 else "")
     )
 
@@ -120,7 +121,7 @@ def _demo_boost(config: Path) -> None:
         cfg, "reserve", {"kind": "boost", "node": node, "resource": "cpu", "amount": 0.5,
                          "priority": "normal", "ttl": 600},
     )  # fmt: skip
-    out.print(f"boost {row['id']}: 0.5 CPU on {node} for 10 minutes")
+    out.print(f"boost {safe(row['id'])}: 0.5 CPU on {safe(node)} for 10 minutes")
     boost_cmd.boost_status(config=config, as_json=False)
     boost_cmd.boost_release(rid=row["id"], config=config, as_json=False)
 
@@ -140,7 +141,7 @@ def _demo_memory(config: Path) -> None:
     replicas = min(2, len(cfg.nodes))
     result, _ = control.call(cfg, "memory-store", {"key": "demo", "replicas": replicas},
                              payload=data)  # fmt: skip
-    out.print(f"stored 'demo' (4 MiB) on {', '.join(result['nodes'])}")
+    out.print(f"stored 'demo' (4 MiB) on {safe(', '.join(result['nodes']))}")
     memory_cmd.list_objects(config=config, as_json=False)
     with tempfile.TemporaryDirectory() as tmp:
         back = Path(tmp) / "demo.bin"

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
-from grid_ops.cli.output import out, print_json
+from grid_ops.cli.output import out, print_json, safe
 
 app = typer.Typer(help="Ansible inventory from the cluster config.", no_args_is_help=True)
 
@@ -34,5 +34,6 @@ def render(
     if json_out:
         print_json({"hosts_file": str(hosts), "groups": groups})
         return
-    out.print(f"Wrote {hosts} ({len(cfg.nodes)} hosts; groups: {', '.join(groups)}).")
-    out.print(f"Use it directly: ansible-playbook -i {hosts} playbooks/ping.yml")
+    shown = safe(hosts)
+    out.print(f"Wrote {shown} ({len(cfg.nodes)} hosts; groups: {safe(', '.join(groups))}).")
+    out.print(f"Use it directly: ansible-playbook -i {shown} playbooks/ping.yml")

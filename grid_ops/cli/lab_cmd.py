@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from grid_ops.cli.common import JsonOption
-from grid_ops.cli.output import info, out, print_json
+from grid_ops.cli.output import cell, info, out, print_json, safe
 
 app = typer.Typer(
     help="A local lab: N SSH nodes as network namespaces on this machine (needs root).",
@@ -40,11 +40,10 @@ def up(
     if json_out:
         print_json(lab.status())
         return
-    out.print(
-        f"Lab up: {len(state.nodes)} node(s) on {state.subnet} "
-        f"({', '.join(f'{n.name}={n.ip}' for n in state.nodes)})."
-    )
-    out.print(f"Cluster config: {output}. Try: grid-ops ping -c {output}")
+    nodes_text = ", ".join(f"{n.name}={n.ip}" for n in state.nodes)
+    out.print(f"Lab up: {len(state.nodes)} node(s) on {safe(state.subnet)} ({safe(nodes_text)}).")
+    shown = safe(output)
+    out.print(f"Cluster config: {shown}. Try: grid-ops ping -c {shown}")
 
 
 @app.command("down")
@@ -78,17 +77,22 @@ def status(json_out: JsonOption = False) -> None:
         return
     if not data["up"]:
         stale = data.get("stale_namespaces") or []
-        extra = f" Stale namespaces: {', '.join(stale)} (run 'grid-ops lab down')." if stale else ""
+        extra = (
+            f" Stale namespaces: {safe(', '.join(stale))} (run 'grid-ops lab down')."
+            if stale
+            else ""
+        )
         out.print(f"No lab is up.{extra}")
         return
-    table = Table(title=f"lab on {data['subnet']} (config {data['config']})", title_justify="left")
+    title = f"lab on {safe(data['subnet'])} (config {safe(data['config'])})"
+    table = Table(title=title, title_justify="left")
     for col in ("node", "ip", "user", "sshd", "ssh", "processes"):
         table.add_column(col)
     for row in data["nodes"]:
         table.add_row(
-            row["name"],
-            row["ip"],
-            row["user"],
+            cell(row["name"]),
+            cell(row["ip"]),
+            cell(row["user"]),
             str(row["sshd_pid"] or "[red]stopped[/]"),
             "[green]answers[/]" if row["ssh"] else "[red]down[/]",
             str(row["processes"]),
@@ -102,7 +106,9 @@ def kill(node: NodeArg) -> None:
     from grid_ops import lab
 
     killed = lab.kill(node)
-    out.print(f"Killed lab node {killed.name} ({killed.ip}): sshd and all processes stopped.")
+    out.print(
+        f"Killed lab node {safe(killed.name)} ({safe(killed.ip)}): sshd and all processes stopped."
+    )
 
 
 @app.command("revive")
@@ -111,4 +117,4 @@ def revive(node: NodeArg) -> None:
     from grid_ops import lab
 
     revived = lab.revive(node)
-    out.print(f"Lab node {revived.name} ({revived.ip}) answers again.")
+    out.print(f"Lab node {safe(revived.name)} ({safe(revived.ip)}) answers again.")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from grid_ops.cli.common import ConfigOption, load_config
-from grid_ops.cli.output import err
+from grid_ops.cli.output import err, safe
 
 if TYPE_CHECKING:
     from grid_ops.config import ClusterConfig
@@ -100,7 +100,8 @@ def serve(
             f"Cannot listen on {bind}:{port}: {exc.strerror}.", "Pick another --port."
         ) from None
     err.print(
-        f"serving metrics on http://{bind}:{port}/metrics (every {interval:g} s; Ctrl-C stops)"
+        f"serving metrics on http://{safe(bind)}:{port}/metrics "
+        f"(every {interval:g} s; Ctrl-C stops)"
     )
     stop = threading.Event()
     try:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
-from grid_ops.cli.output import err, out, print_json
+from grid_ops.cli.output import cell, err, out, print_json, safe
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -28,14 +28,14 @@ def _pct(value: Any) -> str:
 
 def _print_status(status: dict[str, Any]) -> None:
     state = "[green]enabled[/]" if status["enabled"] else "[yellow]disabled[/]"
-    limits = ", ".join(f"{k} {v:g}%" for k, v in status["thresholds"].items())
-    now = ", ".join(f"{k} {_pct(v)}" for k, v in status["pressure"].items())
+    limits = ", ".join(f"{safe(k)} {v:g}%" for k, v in status["thresholds"].items())
+    now = ", ".join(f"{safe(k)} {_pct(v)}" for k, v in status["pressure"].items())
     out.print(f"auto-offload {state}; thresholds: {limits}")
-    out.print(f"head ({status.get('head')}) now: {now}")
+    out.print(f"head ({safe(status.get('head'))}) now: {now}")
     for d in status.get("decisions", [])[-5:]:
         out.print(
-            f"  {time.strftime('%H:%M:%S', time.localtime(d['time']))} {d['task']} -> "
-            f"{d['node'] or 'kept on head'} ({d['reason']})"
+            f"  {time.strftime('%H:%M:%S', time.localtime(d['time']))} {safe(d['task'])} -> "
+            f"{safe(d['node'] or 'kept on head')} ({safe(d['reason'])})"
         )
 
 
@@ -94,13 +94,13 @@ def _dashboard(cfg: ClusterConfig, nodes: list[NodeHealth], view: dict[str, Any]
         return f"[red]{text}[/]" if value is not None and value > limit else text
 
     nodes_table = Table(
-        title=f"pressure on {cfg.name} at {time.strftime('%H:%M:%S')}", title_justify="left"
+        title=f"pressure on {safe(cfg.name)} at {time.strftime('%H:%M:%S')}", title_justify="left"
     )
     for column in ("node", "cpu", "memory", "gpu", "state"):
         nodes_table.add_column(column)
     for node in nodes:
         if not node.reachable:
-            nodes_table.add_row(node.name, "-", "-", "-", "[red]unreachable[/]")
+            nodes_table.add_row(cell(node.name), "-", "-", "-", "[red]unreachable[/]")
             continue
         cpu = 100.0 * (node.load1 or 0.0) / (node.cpu_count or 1)
         mem = None
@@ -111,30 +111,36 @@ def _dashboard(cfg: ClusterConfig, nodes: list[NodeHealth], view: dict[str, Any]
         ]
         role = "head" if node.name == status.get("head") else "worker"
         nodes_table.add_row(
-            node.name,
+            cell(node.name),
             mark(cpu, limits["cpu"]),
             mark(mem, limits["memory"]),
             mark(max(gpus) if gpus else None, limits["gpu"]),
             role,
         )
     state = "[green]enabled[/]" if status["enabled"] else "[yellow]disabled[/]"
-    head = ", ".join(f"{k} {_pct(v)} (limit {limits[k]:g}%)" for k, v in status["pressure"].items())
+    head = ", ".join(
+        f"{safe(k)} {_pct(v)} (limit {limits[k]:g}%)" for k, v in status["pressure"].items()
+    )
     decisions = Table(title="recent offloads", title_justify="left")
     for column in ("time", "task", "to", "why"):
         decisions.add_column(column)
     for d in status["decisions"][-8:]:
         decisions.add_row(
             time.strftime("%H:%M:%S", time.localtime(d["time"])),
-            d["task"],
-            d["node"] or "kept on head",
-            d["reason"],
+            cell(d["task"]),
+            cell(d["node"] or "kept on head"),
+            cell(d["reason"]),
         )
     boosts = Table(title="active boosts and allocations", title_justify="left")
     for column in ("id", "node", "resource", "amount", "state"):
         boosts.add_column(column)
     for r in view["reservations"]:
         boosts.add_row(
-            r["id"], r["node"], r["resource"], amount_text(r["resource"], r["amount"]), r["state"]
+            cell(r["id"]),
+            cell(r["node"]),
+            cell(r["resource"]),
+            amount_text(r["resource"], r["amount"]),
+            cell(r["state"]),
         )
     return Group(f"auto-offload {state}; head now: {head}", nodes_table, decisions, boosts)
 

@@ -1,4 +1,8 @@
-"""Terminal output shared by the commands: Rich consoles, JSON, errors."""
+"""Terminal output shared by the commands: Rich consoles, JSON, errors.
+
+Outside text (names, hosts, messages, paths) goes into markup through ``safe`` and into
+table cells through ``cell`` (grid_ops.cli.sanitize); JSON stays as it is.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,13 @@ from typing import Any
 
 from rich.console import Console
 
+from grid_ops.cli.sanitize import cell, clean, safe
+
+__all__ = ["cell", "clean", "err", "error", "info", "out", "print_json", "safe"]
+
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
+ERROR_LIMIT = 4000  # characters of an error's message (and of its hint) shown
 
 
 def print_json(data: Any) -> None:
@@ -19,18 +28,12 @@ def print_json(data: Any) -> None:
 
 
 def error(message: str, hint: str | None = None) -> None:
-    """A one-paragraph error on stderr."""
-    text = f"[bold red]error:[/] {_escape(message)}"
+    """A one-paragraph error on stderr (its text never read as markup)."""
+    text = f"[bold red]error:[/] {safe(message, limit=ERROR_LIMIT, lines=True)}"
     if hint:
-        text += f" {_escape(hint)}"
+        text += f" {safe(hint, limit=ERROR_LIMIT, lines=True)}"
     err.print(text, soft_wrap=True)
 
 
 def info(message: str) -> None:
-    err.print(f"[dim]{_escape(message)}[/]")
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
+    err.print(f"[dim]{safe(message, lines=True)}[/]")

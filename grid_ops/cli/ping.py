@@ -6,7 +6,7 @@ import typer
 
 from grid_ops.cli import playbook
 from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_config
-from grid_ops.cli.output import error, out, print_json
+from grid_ops.cli.output import cell, error, out, print_json, safe
 from grid_ops.cli.progress import STYLE
 
 
@@ -24,7 +24,7 @@ def ping(
             data["hosts"][name]["python"] = host.facts.get("grid_node", {}).get("python_version")
         print_json(data)
     else:
-        table = Table(title=f"ping {cfg.name}: {result.seconds:.1f}s", title_justify="left")
+        table = Table(title=f"ping {safe(cfg.name)}: {result.seconds:.1f}s", title_justify="left")
         for col in ("node", "status", "python", "hostname", "user"):
             table.add_column(col)
         table.add_column("message", overflow="fold")
@@ -32,12 +32,12 @@ def ping(
             facts = host.facts.get("grid_node", {})
             state = "unreachable" if host.unreachable else ("failed" if host.failed else "ok")
             table.add_row(
-                name,
+                cell(name),
                 f"[{STYLE[state]}]{state}[/]",
-                str(facts.get("python_version", "")),
-                str(facts.get("hostname", "")),
-                str(facts.get("user", "")),
-                host.msg or "",
+                cell(facts.get("python_version", "")),
+                cell(facts.get("hostname", "")),
+                cell(facts.get("user", "")),
+                cell(host.msg or ""),
             )
         out.print(table)
     bad = result.failed_hosts

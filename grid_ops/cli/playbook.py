@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from grid_ops.cli.output import err, error, out, print_json
+from grid_ops.cli.output import clean, err, error, out, print_json, safe
 from grid_ops.cli.progress import LiveView, print_summary
 
 if TYPE_CHECKING:
@@ -49,9 +49,9 @@ def print_diffs(result: PlaybookResult) -> None:
     for host in result.hosts.values():
         if not host.changed_tasks:
             continue
-        out.print(f"[bold]{host.name}[/] would change:")
+        out.print(f"[bold]{safe(host.name)}[/] would change:")
         for task in dict.fromkeys(host.changed_tasks):
-            out.print(f"  - {task}", markup=False)
+            out.print(f"  - {clean(task)}", markup=False)
         for task, diff in host.diffs:
             before = str(diff.get("before", "")).splitlines(keepends=True)
             after = str(diff.get("after", "")).splitlines(keepends=True)
@@ -63,8 +63,8 @@ def print_diffs(result: PlaybookResult) -> None:
             )
             text = "".join(lines)
             if text:
-                out.print(f"  {task}:", markup=False)
-                out.print(text, markup=False, highlight=False)
+                out.print(f"  {clean(task)}:", markup=False)
+                out.print(clean(text, limit=None, lines=True), markup=False, highlight=False)
 
 
 def finish(
@@ -106,4 +106,4 @@ def finish(
             )
         raise typer.Exit(1)
     if not json_out and not quiet:
-        err.print(f"[green]{what}: done on {len(result.hosts)} node(s).[/]")
+        err.print(f"[green]{safe(what)}: done on {len(result.hosts)} node(s).[/]")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from rich.live import Live
 from rich.table import Table
 
-from grid_ops.cli.output import err, out
+from grid_ops.cli.output import cell, err, out, safe
 
 if TYPE_CHECKING:
     from grid_ops.ansible import PlaybookResult
@@ -42,7 +42,7 @@ class LiveView:
             self._live = Live(self._render(), console=err, refresh_per_second=8, transient=True)
             self._live.__enter__()
         elif self.shown:
-            err.print(f"[dim]{self.title}: {len(self.rows)} node(s)…[/]")
+            err.print(f"[dim]{safe(self.title)}: {len(self.rows)} node(s)…[/]")
         return self
 
     def __exit__(
@@ -68,19 +68,20 @@ class LiveView:
 
     def _render(self) -> Table:
         elapsed = time.monotonic() - self.started
-        table = Table(title=f"{self.title} ({elapsed:.0f}s)", title_justify="left", box=None)
+        title = f"{safe(self.title)} ({elapsed:.0f}s)"
+        table = Table(title=title, title_justify="left", box=None)
         table.add_column("node")
         table.add_column("state")
         table.add_column("task")
         for host, (state, task) in sorted(self.rows.items()):
             style = STYLE.get(state, "")
-            table.add_row(host, f"[{style}]{state}[/]" if style else state, task)
+            table.add_row(cell(host), cell(state, style=style), cell(task))
         return table
 
 
 def summary_table(result: PlaybookResult) -> Table:
     """The end-of-run recap: counts per host and the failure message."""
-    table = Table(title=f"{result.playbook}: {result.seconds:.1f}s", title_justify="left")
+    table = Table(title=f"{safe(result.playbook)}: {result.seconds:.1f}s", title_justify="left")
     table.add_column("node")
     table.add_column("status")
     for counter in ("ok", "changed", "failed", "unreachable", "skipped"):
@@ -89,14 +90,14 @@ def summary_table(result: PlaybookResult) -> Table:
     for host in result.hosts.values():
         style = STYLE.get(host.status, "")
         table.add_row(
-            host.name,
-            f"[{style}]{host.status}[/]",
+            cell(host.name),
+            cell(host.status, style=style),
             str(host.ok),
             str(host.changed),
             str(host.failed),
             str(host.unreachable),
             str(host.skipped),
-            host.msg or "",
+            cell(host.msg or ""),
         )
     return table
 

@@ -1,9 +1,12 @@
 """Tables of `health` and `sync` (Rich), shared by the full CLI and the quick path.
 
-Rich loads when a table is drawn, not at import.
+Rich loads when a table is drawn, not at import. Every value from the config or a node
+goes in as a cell (never read as markup, control characters made visible).
 """
 
 from __future__ import annotations
+
+from grid_ops.cli.sanitize import cell, safe
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,13 +23,16 @@ def health_table(records: list[dict[str, Any]], title: str) -> Table:
     """One row per node record (grid_ops.facts), in the given order."""
     from rich.table import Table
 
-    tab = Table(title=title, title_justify="left")
+    tab = Table(title=safe(title), title_justify="left")
     for col in ("node", "score", "load1", "CPUs", "mem free/total GiB", "GPUs", "Ray", "note"):
         tab.add_column(col, overflow="fold" if col == "note" else "ellipsis")
     for n in records:
         if not n["reachable"]:
             tab.add_row(
-                n["name"], "[red]—[/]", "", "", "", "", "", f"[red]unreachable[/]: {n['error']}"
+                cell(n["name"]),
+                "[red]—[/]",
+                *([""] * 5),
+                f"[red]unreachable[/]: {safe(n['error'])}",
             )
             continue
         gpus = ", ".join(
@@ -35,14 +41,14 @@ def health_table(records: list[dict[str, Any]], title: str) -> Table:
             for g in n["gpus"]
         )
         tab.add_row(
-            n["name"],
+            cell(n["name"]),
             f"{n['score']:.3f}" if n["score"] is not None else "",
             f"{n['load1']:.2f}" if n["load1"] is not None else "",
-            str(n["cpu_count"] or ""),
+            cell(n["cpu_count"] or ""),
             f"{_gib(n['mem_available_bytes'])}/{_gib(n['mem_total_bytes'])}",
-            gpus or "0",
+            cell(gpus or "0"),
             "running" if n["ray_running"] else "-",
-            "; ".join(n["warnings"]),
+            cell("; ".join(str(w) for w in n["warnings"])),
         )
     return tab
 
@@ -67,16 +73,16 @@ def sync_table(source: str, stats: dict[str, dict[str, Any]], dry_run: bool) -> 
     from rich.table import Table
 
     verb = "would move" if dry_run else "moved"
-    table = Table(title=f"sync {source} ({verb})", title_justify="left")
+    table = Table(title=f"sync {safe(source)} ({verb})", title_justify="left")
     for col in ("node", "files", "bytes sent", "seconds", "to"):
         table.add_column(col, justify="right" if col in ("files", "bytes sent") else "left")
     for name, row in stats.items():
         secs = row["seconds"]
         table.add_row(
-            name,
+            cell(name),
             str(row["files_transferred"]),
             str(row["bytes_sent"]),
             "" if secs is None else f"{secs:.2f}",
-            str(row["dest"] or ""),
+            cell(row["dest"] or ""),
         )
     return table
