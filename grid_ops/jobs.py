@@ -6,6 +6,11 @@ learns is also kept under the state dir, so ``job list`` and ``job results`` sti
 after the cluster was restarted. Inside a job, ``report(epoch=1, loss=0.5)`` prints one
 marked line to the job's log; ``job results`` reads those lines back.
 
+Job names reach file paths (the records under the state dir), so every command checks
+them with ``check_name`` before anything is read or written. ``--env`` values may be
+secrets: they go to the head on the SSH connection's stdin, never in an argv (see
+``submit_call``).
+
 This module is also imported on the nodes (by jobs calling ``report``): keep its
 top-level imports to the standard library.
 """
@@ -25,6 +30,13 @@ if TYPE_CHECKING:
 
 REPORT_PREFIX = "GRID_OPS_REPORT "
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+NAME_HINT = "Use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit."
+SUBMISSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+ENV_HINT = (
+    "Write it as --env NAME=value; a NAME has letters, digits and '_' and does not start "
+    "with a digit."
+)
 
 
 def report(**metrics: Any) -> None:
@@ -59,39 +71,105 @@ def results(logs: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------
-# local records
+# names and local records
+
+
+def valid_name(name: object) -> bool:
+    """Is ``name`` a job name (also a safe file name: no '/', no '..', no control chars)?"""
+    return isinstance(name, str) and NAME.fullmatch(name) is not None
+
+
+def _shown(text: object, limit: int = 80) -> str:
+    """``text`` for an error message: quoted, escaped, cut short."""
+    value = str(text)
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def check_name(name: object) -> str:
+    """``name`` when it is a valid job name; a UsageError (exit 2) otherwise."""
+    from grid_ops.errors import UsageError
+
+    if not valid_name(name):
+        raise UsageError(f"Job name {_shown(name)} is not valid.", NAME_HINT)
+    return str(name)
 
 
 def _store(config: ClusterConfig) -> Path:
+    """``<state>/jobs/<cluster>``: every record of this cluster, nothing else."""
+    from grid_ops.errors import UsageError
     from grid_ops.paths import state_dir
 
+    if not valid_name(config.name):
+        raise UsageError(f"Cluster name {_shown(config.name)} is not valid.", NAME_HINT)
     return state_dir() / "jobs" / config.name
+
+
+def _inside(store: Path, path: Path) -> bool:
+    """Does ``path`` (symbolic links followed) lie directly in ``store``?"""
+    return path.resolve().parent == store.resolve()
+
+
+def _record_path(config: ClusterConfig, name: str) -> Path:
+    """Where job ``name``'s record lives; UsageError for a bad name or a path that
+    leads out of the store (e.g. a symbolic link)."""
+    from grid_ops.errors import UsageError
+
+    store = _store(config)
+    path = store / f"{check_name(name)}.json"
+    if not _inside(store, path):
+        raise UsageError(
+            f"The record of job '{name}' ({path}) leads outside {store}.",
+            "Remove that file; grid-ops only keeps plain files there.",
+        )
+    return path
+
+
+def _valid_record(data: object, name: str) -> bool:
+    """A record as ``save`` writes it, for the file ``<name>.json``."""
+    return (
+        isinstance(data, dict)
+        and data.get("name") == name
+        and valid_name(name)
+        and isinstance(data.get("submission_id"), str)
+        and SUBMISSION_ID.fullmatch(data["submission_id"]) is not None
+    )
 
 
 def save(config: ClusterConfig, record: dict[str, Any]) -> None:
     from grid_ops.fsutil import write_atomic
 
-    write_atomic(_store(config) / f"{record['name']}.json", json.dumps(record, indent=2) + "\n")
+    path = _record_path(config, record["name"])
+    write_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def load(config: ClusterConfig, name: str) -> dict[str, Any]:
     from grid_ops.errors import UsageError
 
-    try:
-        data: dict[str, Any] = json.loads((_store(config) / f"{name}.json").read_text())
-    except (OSError, ValueError):
+    data = _read(_record_path(config, name))
+    if not _valid_record(data, name):
         known = ", ".join(r["name"] for r in load_all(config)) or "none yet"
-        raise UsageError(f"No job named '{name}'.", f"Known jobs: {known}.") from None
-    return data
+        raise UsageError(f"No job named '{name}'.", f"Known jobs: {known}.")
+    record: dict[str, Any] = data
+    return record
 
 
 def load_all(config: ClusterConfig) -> list[dict[str, Any]]:
+    """Every valid record of the cluster; files with a bad name or content are skipped."""
+    store = _store(config)
     records = []
-    for path in sorted(_store(config).glob("*.json")):
-        try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
+    for path in sorted(store.glob("*.json")):
+        if not valid_name(path.stem) or not _inside(store, path):
             continue
+        data = _read(path)
+        if _valid_record(data, path.stem):
+            records.append(data)
     return sorted(records, key=lambda r: r.get("submitted_at") or 0)
 
 
@@ -99,16 +177,27 @@ def load_all(config: ClusterConfig) -> list[dict[str, Any]]:
 # talking to the head
 
 
-def head_call(config: ClusterConfig, *args: str, timeout: float = 120) -> dict[str, Any]:
-    """Run ``grid_ops.runtime.jobs ARGS`` on the head; its JSON answer."""
+def head_argv(config: ClusterConfig, args: list[str]) -> list[str]:
+    """The local argv that runs ``grid_ops.runtime.jobs ARGS`` on the head (pure)."""
     from grid_ops import remote
-    from grid_ops.errors import GridOpsError
 
     command = ["python", "-m", "grid_ops.runtime.jobs"]
     command += ["--dashboard-port", str(config.ray.dashboard_port), *args]
-    argv = remote.argv(config, config.head, command)
+    return remote.argv(config, config.head, command)
+
+
+def head_call(
+    config: ClusterConfig, *args: str, timeout: float = 120, stdin: str = ""
+) -> dict[str, Any]:
+    """Run ``grid_ops.runtime.jobs ARGS`` on the head, ``stdin`` on its standard input
+    (the SSH connection: not visible in any process list); its JSON answer."""
+    from grid_ops.errors import GridOpsError
+
+    argv = head_argv(config, list(args))
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired:
         raise GridOpsError(
             f"The head ({config.head.name}) did not answer in {timeout:g} s."
@@ -136,7 +225,8 @@ def refresh(config: ClusterConfig, records: list[dict[str, Any]]) -> list[dict[s
     if not open_ids:
         return records
     try:
-        infos = {j["submission_id"]: j for j in head_call(config, "info", *open_ids)["jobs"]}
+        answer = head_call(config, "info", "--", *open_ids)
+        infos = {j["submission_id"]: j for j in answer["jobs"]}
     except Exception:  # the head is down: keep what we knew, say Ray does not answer
         infos = {}
     for record in records:
@@ -163,6 +253,69 @@ def _apply(record: dict[str, Any], info: dict[str, Any]) -> None:
         record["exit_code"] = info["exit_code"]
 
 
+def parse_env(items: list[str]) -> dict[str, str]:
+    """``--env NAME=value`` options as a mapping, checked: a UsageError names a bad one.
+
+    Values are never repeated in an error message (they may be secrets)."""
+    from grid_ops.errors import UsageError
+    from grid_ops.runtime.jobs import ENV_NAME
+
+    variables: dict[str, str] = {}
+    for number, item in enumerate(items, 1):
+        key, sep, value = item.partition("=")
+        if not sep:
+            what = _shown(item) if ENV_NAME.fullmatch(item) else f"#{number}"
+            raise UsageError(f"--env {what} is not NAME=value.", ENV_HINT)
+        variables[key] = value
+    return check_env(variables)
+
+
+def check_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` when every name and value can go into a job's environment; else UsageError."""
+    from grid_ops.errors import UsageError
+    from grid_ops.runtime.jobs import env_problem
+
+    for key, value in env.items():
+        if not key:
+            raise UsageError("--env has an empty NAME (e.g. '=value').", ENV_HINT)
+        problem = env_problem(key, value)
+        if problem is not None:
+            raise UsageError(f"--env: {problem}.", ENV_HINT)
+    return dict(env)
+
+
+def entrypoint(command: list[str], nodes: int, gpus: float, job_env: bool) -> list[str]:
+    """What Ray Jobs runs: ``command``, through grid_ops.runtime.launch for several ranks
+    or to give it the job's environment variables (``job_env``)."""
+    launcher = ["python", "-m", "grid_ops.runtime.launch", *(["--job-env"] if job_env else [])]
+    if nodes > 1:
+        return [*launcher, "--nodes", str(nodes), "--gpus-per-node", str(gpus), "--", *command]
+    return [*launcher, "--", *command] if job_env else list(command)
+
+
+def submit_call(
+    name: str,
+    submission_id: str,
+    command: list[str],
+    env: dict[str, str],
+    gpus: float = 0,
+    nodes: int = 1,
+    working_dir: str | None = None,
+) -> tuple[list[str], str]:
+    """The ``grid_ops.runtime.jobs`` arguments that submit a job, and the text for its
+    stdin: the environment variables travel there, never among the arguments (pure)."""
+    entry = entrypoint(command, nodes, gpus, bool(env))
+    args = ["submit", "--submission-id", submission_id, "--entrypoint", shlex.join(entry)]
+    args += ["--metadata", json.dumps({"grid_ops_name": name})]
+    if gpus and nodes == 1:
+        args += ["--num-gpus", str(gpus)]
+    if working_dir is not None:
+        args += ["--working-dir", working_dir]
+    if not env:
+        return args, ""
+    return [*args, "--env-stdin"], json.dumps(env)
+
+
 def launch(
     config: ClusterConfig,
     name: str,
@@ -177,13 +330,11 @@ def launch(
     ``nodes`` > 1 runs one rank per node (grid_ops.runtime.launch: STRICT_SPREAD placement
     group, torch.distributed environment variables).
     """
-    from grid_ops import inventory
+    from grid_ops import inventory, layout
     from grid_ops.errors import UsageError
 
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name):
-        raise UsageError(
-            f"Job name '{name}' is not valid.", "Use letters, digits, '.', '_' and '-'."
-        )
+    check_name(name)
+    variables = check_env(env or {})
     try:
         previous = load(config, name)
     except UsageError:
@@ -199,20 +350,13 @@ def launch(
         raise UsageError(
             f"--nodes {nodes} asks for more nodes than the cluster has ({len(config.nodes)})."
         )
-    entry = list(command)
-    if nodes > 1:
-        entry = ["python", "-m", "grid_ops.runtime.launch", "--nodes", str(nodes)]
-        entry += ["--gpus-per-node", str(gpus), "--", *command]
     submission_id = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    args = ["submit", "--submission-id", submission_id, "--entrypoint", shlex.join(entry)]
-    args += ["--env", json.dumps(env or {}), "--metadata", json.dumps({"grid_ops_name": name})]
-    if gpus and nodes == 1:
-        args += ["--num-gpus", str(gpus)]
+    rel = None
     if workdir is not None:
-        rel = f"jobs/{submission_id}"
+        rel = f"{layout.JOBS}/{submission_id}"
         _push_workdir(config, workdir, rel, inventory)
-        args += ["--working-dir", rel]
-    head_call(config, *args)
+    args, stdin = submit_call(name, submission_id, command, variables, gpus, nodes, rel)
+    head_call(config, *args, stdin=stdin)
     record = {
         "name": name,
         "submission_id": submission_id,
@@ -245,7 +389,7 @@ def _push_workdir(config: ClusterConfig, workdir: Path, rel: str, inventory: Any
         inventory.ensure_control_dir()
         rsh = ["-e", shlex.join(inventory.ssh_command(config, head))]
     excludes = [f"--exclude={p}" for p in config.sync.exclude_patterns]
-    argv = ["rsync", "-a", "--mkpath", *excludes, *rsh, f"{workdir}/", dest]
+    argv = ["rsync", "-a", "--mkpath", *excludes, *rsh, "--", f"{workdir}/", dest]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise GridOpsError(

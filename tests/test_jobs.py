@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import subprocess
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,6 +119,80 @@ def test_unknown_job_is_a_clear_error(cluster: Lab) -> None:
     proc = cluster.cli("job", "status", "nope", "-c", str(cluster.config))
     assert proc.returncode == 2
     assert "No job named 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+class CmdlineWatch:
+    """Scans every process's command line for ``needle`` until the block ends.
+
+    The lab's nodes share this box's PID namespace, so this sees the operator's ssh, the
+    head's shell and Python, Ray's workers (setup_worker.py gets a runtime_env on its
+    command line) and the job's processes on every node. The operator's own grid-ops
+    command is left out: its argv holds ``--env NAME=value`` as the user typed it."""
+
+    def __init__(self, needle: str, marker: str) -> None:
+        self.needle, self.marker = needle.encode(), marker.encode()
+        self.leaks: dict[int, str] = {}
+        self.saw_marker = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cmdline-watch", daemon=True)
+
+    def __enter__(self) -> CmdlineWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    self._look(int(entry.name))
+            time.sleep(0.005)
+
+    def _look(self, pid: int) -> None:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return
+        argv = raw.split(b"\0")
+        self.saw_marker = self.saw_marker or self.marker in raw
+        if self.needle in raw and argv[1:3] != [b"-m", b"grid_ops"]:
+            self.leaks[pid] = raw.replace(b"\0", b" ").decode(errors="replace")[:400]
+
+
+def _env_probe(marker: str) -> list[str]:
+    """A job command that prints a digest of $SECRET_TOKEN (never the value), then runs
+    ``sh -c 'sleep 4' MARKER`` for the watch to see: the marker is spelled backwards on
+    the job's command line, so only a process the job started on a node shows it."""
+    code = (
+        "import hashlib, os, subprocess, sys; "
+        "print('token', hashlib.sha256(os.environ['SECRET_TOKEN'].encode()).hexdigest(), "
+        "flush=True); subprocess.run(['sh', '-c', 'sleep 4', sys.argv[1][::-1]], check=True)"
+    )
+    return ["python", "-c", code, marker[::-1]]
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_env_values_reach_the_job_but_no_command_line(cluster: Lab, nodes: int) -> None:
+    cfg = str(cluster.config)
+    name = f"secret-env-{nodes}"
+    secret = f"tok-{uuid.uuid4().hex}"
+    marker = f"grid-ops-env-probe-{uuid.uuid4().hex}"
+    with CmdlineWatch(secret, marker) as watch:
+        launch = ["job", "launch", "--name", name, "--nodes", str(nodes), "-c", cfg]
+        proc = cluster.cli(*launch, "--env", f"SECRET_TOKEN={secret}", "--", *_env_probe(marker))
+        assert proc.returncode == 0, proc.stderr
+        done = _wait(cluster, name, ("SUCCEEDED", "FAILED", "STOPPED"))
+    logs = cluster.cli("job", "logs", name, "-c", cfg).stdout
+    assert done["status"] == "SUCCEEDED", logs[-3000:]
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    assert logs.count(f"token {digest}") == nodes, logs[-3000:]  # every rank has it
+    assert watch.saw_marker  # the watch did see the job's processes
+    assert watch.leaks == {}, watch.leaks
+    status = cluster.cli("job", "status", name, "-c", cfg, "--json").stdout
+    assert secret not in status + logs
 
 
 ALLREDUCE = """

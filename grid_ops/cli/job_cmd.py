@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
-from grid_ops.cli.output import out, print_json
+from grid_ops.cli.output import cell, out, print_json, safe
 
 app = typer.Typer(help="Training jobs on the cluster's Ray Jobs.", no_args_is_help=True)
 NameArg = Annotated[str, typer.Argument(help="The job's name (from job launch).")]
@@ -46,7 +46,12 @@ def launch(
         typer.Option("--workdir", help="Directory shipped with the job; the command runs in it."),
     ] = None,
     env: Annotated[
-        list[str] | None, typer.Option("--env", help="K=V for the job's environment (repeat).")
+        list[str] | None,
+        typer.Option(
+            "--env",
+            help="NAME=value for the job's environment (repeat). Values reach the head on "
+            "the SSH connection's stdin, never on a command line.",
+        ),
     ] = None,
     nodes: Annotated[
         int,
@@ -64,23 +69,21 @@ def launch(
 ) -> None:
     """Submit COMMAND as a job to Ray Jobs on the head; prints its name and id."""
     from grid_ops import jobs
-    from grid_ops.errors import UsageError
 
+    jobs.check_name(name)
+    variables = jobs.parse_env(env or [])  # checked before anything else happens
     cfg, _ = load_config(config)
-    variables: dict[str, str] = {}
-    for item in env or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--env {item!r} is not K=V.", "Write it as --env NAME=value.")
-        variables[key] = value
     record = jobs.launch(
         cfg, name, command, workdir=workdir, env=variables, gpus=gpus_per_node, nodes=nodes
     )
     if json_out:
         print_json(_public(record))
     else:
-        out.print(f"Launched job {name} ({record['submission_id']}).")
-        out.print(f"Follow it: grid-ops job logs {name} --follow   |   grid-ops job status {name}")
+        shown = safe(name)
+        out.print(f"Launched job {shown} ({safe(record['submission_id'])}).")
+        out.print(
+            f"Follow it: grid-ops job logs {shown} --follow   |   grid-ops job status {shown}"
+        )
 
 
 @app.command("status")
@@ -92,8 +95,10 @@ def status(
     """Status of one job (or all): PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED."""
     from grid_ops import jobs
 
+    if name is not None:
+        jobs.check_name(name)
     cfg, _ = load_config(config)
-    records = [jobs.load(cfg, name)] if name else jobs.load_all(cfg)
+    records = [jobs.load(cfg, name)] if name is not None else jobs.load_all(cfg)
     records = jobs.refresh(cfg, records)
     if json_out:
         rows = [_public(r) for r in records]
@@ -117,12 +122,12 @@ def _table(records: list[dict[str, Any]]) -> None:
     for r in records:
         state = str(r.get("status"))
         table.add_row(
-            r["name"],
-            f"[{STYLE.get(state, '')}]{state}[/]" if state in STYLE else state,
+            cell(r["name"]),
+            cell(state, style=STYLE.get(state, "")),
             _when(r.get("submitted_at")),
             _when(r.get("started_at")),
             _when(r.get("ended_at")),
-            "" if r.get("exit_code") is None else str(r["exit_code"]),
+            cell("" if r.get("exit_code") is None else r["exit_code"]),
             "" if r.get("known_to_ray", True) else "no longer known to Ray",
         )
     out.print(table)
@@ -139,6 +144,7 @@ def logs(
     """Print a job's output (stdout and stderr of its command)."""
     from grid_ops import jobs
 
+    jobs.check_name(name)
     cfg, _ = load_config(config)
     record = jobs.load(cfg, name)
     shown = 0
@@ -162,6 +168,7 @@ def cancel(name: NameArg, config: ConfigOption = None) -> None:
     """Stop a job; it ends STOPPED."""
     from grid_ops import jobs
 
+    jobs.check_name(name)
     cfg, _ = load_config(config)
     record = jobs.load(cfg, name)
     jobs.head_call(cfg, "stop", record["submission_id"])
@@ -171,7 +178,7 @@ def cancel(name: NameArg, config: ConfigOption = None) -> None:
         if record.get("status") in jobs.TERMINAL:
             break
         time.sleep(0.5)
-    out.print(f"Job {name}: {record.get('status')}.")
+    out.print(f"Job {safe(name)}: {safe(record.get('status'))}.")
 
 
 @app.command("results")
@@ -181,6 +188,7 @@ def results(name: NameArg, config: ConfigOption = None, json_out: JsonOption = F
 
     from grid_ops import jobs
 
+    jobs.check_name(name)
     cfg, _ = load_config(config)
     from grid_ops.errors import GridOpsError
 
@@ -209,10 +217,14 @@ def results(name: NameArg, config: ConfigOption = None, json_out: JsonOption = F
         print_json(data)
         return
     keys = sorted({k for row in found["metrics"] for k in row if k != "time"})
-    table = Table(title=f"job {name}: {record.get('status')}", title_justify="left")
+    title = f"job {safe(name)}: {safe(record.get('status'))}"
+    table = Table(title=title, title_justify="left")
     for key in keys:
-        table.add_column(key)
+        table.add_column(cell(key))
     for row in found["metrics"]:
-        table.add_row(*(str(row.get(k, "")) for k in keys))
+        table.add_row(*(cell(row.get(k, "")) for k in keys))
     out.print(table)
-    out.print(f"final: {found['final']}   duration: {data['duration_s']} s   logs: {data['logs']}")
+    out.print(
+        f"final: {safe(found['final'])}   duration: {data['duration_s']} s   "
+        f"logs: {safe(data['logs'])}"
+    )

@@ -6,12 +6,17 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
-from grid_ops.cli.output import err, out, print_json
+from grid_ops.cli.output import cell, err, out, print_json, safe
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from rich.table import Table
 
 app = typer.Typer(
     help="Objects kept in memory on the cluster's nodes (Ray actors), optionally replicated.",
@@ -26,6 +31,16 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return str(n)
+
+
+def _check_key(key: str) -> None:
+    """A UsageError (exit 2) for a key the controller would refuse, before any SSH."""
+    from grid_ops.errors import UsageError
+    from grid_ops.runtime.pool import KEY_HINT, key_problem
+
+    problem = key_problem(key)
+    if problem is not None:
+        raise UsageError(f"Not a memory-pool key: {problem}.", KEY_HINT)
 
 
 @app.command("store")
@@ -49,6 +64,7 @@ def store(
     from grid_ops import control
     from grid_ops.errors import UsageError
 
+    _check_key(key)
     cfg, _ = load_config(config)
     if node:
         cfg.node(node)
@@ -61,7 +77,9 @@ def store(
     if as_json:
         print_json(result)
     else:
-        out.print(f"stored {key} ({_size(result['size'])}) on {', '.join(result['nodes'])}")
+        out.print(
+            f"stored {safe(key)} ({_size(result['size'])}) on {safe(', '.join(result['nodes']))}"
+        )
 
 
 @app.command("retrieve")
@@ -77,6 +95,7 @@ def retrieve(
     from grid_ops import control
     from grid_ops.errors import UsageError
 
+    _check_key(key)
     cfg, _ = load_config(config)
     result, data = control.call(cfg, "memory-retrieve", {"key": key})
     if output is None:
@@ -91,14 +110,14 @@ def retrieve(
         os.replace(tmp, output)
     except OSError as exc:
         raise UsageError(f"Cannot write {output}: {exc.strerror or exc}.") from None
-    err.print(f"[dim]{key}: {_size(len(data))} from {result['node']} -> {output}[/]")
+    err.print(
+        f"[dim]{safe(key)}: {_size(len(data))} from {safe(result['node'])} -> {safe(output)}[/]"
+    )
 
 
 @app.command("list-objects")
 def list_objects(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """The stored objects: key, size and the nodes that hold a copy now."""
-    from rich.table import Table
-
     from grid_ops import control
 
     cfg, _ = load_config(config)
@@ -109,13 +128,20 @@ def list_objects(config: ConfigOption = None, as_json: JsonOption = False) -> No
     if not rows:
         out.print("the memory pool is empty")
         return
-    table = Table(title=f"memory pool of {cfg.name}", title_justify="left")
+    out.print(objects_table(rows, cfg.name))
+
+
+def objects_table(rows: list[dict[str, Any]], cluster: str) -> Table:
+    """One row per pool object (the controller's memory-list): key, size, holders."""
+    from rich.table import Table
+
+    table = Table(title=f"memory pool of {safe(cluster)}", title_justify="left")
     for column in ("key", "size", "nodes"):
         table.add_column(column)
     for row in rows:
-        nodes = ", ".join(row["nodes"]) if row["nodes"] else "[red]lost[/]"
-        table.add_row(row["key"], _size(row["size"]), nodes)
-    out.print(table)
+        nodes = cell(", ".join(row["nodes"])) if row["nodes"] else "[red]lost[/]"
+        table.add_row(cell(row["key"]), _size(row["size"]), nodes)
+    return table
 
 
 @app.command("delete")
@@ -123,9 +149,10 @@ def delete(key: KeyArg, config: ConfigOption = None, as_json: JsonOption = False
     """Delete KEY from every node holding it."""
     from grid_ops import control
 
+    _check_key(key)
     cfg, _ = load_config(config)
     result, _ = control.call(cfg, "memory-delete", {"key": key})
     if as_json:
         print_json(result)
     else:
-        out.print(f"deleted {key}")
+        out.print(f"deleted {safe(key)}")

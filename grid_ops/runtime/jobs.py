@@ -3,16 +3,73 @@
 ``python -m grid_ops.runtime.jobs <submit|info|logs|stop|list> …`` talks to the head's
 job server on loopback (the dashboard stays bound to 127.0.0.1); the CLI reaches this
 module over the cluster's ordinary SSH settings. Every command prints one JSON document.
+
+A job's environment variables (``grid-ops job launch --env``) may be secrets, so they never
+travel on a command line: ``submit --env-stdin`` reads them as one JSON object from stdin
+(the SSH connection), and they reach the job in its metadata (``ENV_METADATA_KEY``), not
+in Ray's ``runtime_env`` (Ray passes that to each worker it starts on the worker's command
+line). Ray hands a job's metadata to its entrypoint in the ``RAY_JOB_CONFIG_JSON_ENV_VAR``
+environment variable; ``grid_ops.runtime.launch --job-env`` takes the variables from there
+(``take_job_env``) and gives them to the command.
+
+Standard library only at the top: the CLI imports the checks below.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 DASHBOARD = "http://127.0.0.1:{port}"
+ENV_METADATA_KEY = "grid_ops_env"
+JOB_CONFIG_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_ENV_NAME = 255
+
+
+def env_problem(key: object, value: object) -> str | None:
+    """Why ``key=value`` cannot be a job's environment variable; None when it can."""
+    if not isinstance(key, str) or not isinstance(value, str):
+        return "names and values must be strings"
+    if len(key) > MAX_ENV_NAME or ENV_NAME.fullmatch(key) is None:
+        return (
+            f"{key[:80]!r} is not an environment variable name "
+            "(letters, digits and '_', not starting with a digit)"
+        )
+    if "\0" in value:
+        return f"the value of {key} contains a NUL character"
+    return None
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """A JSON object of environment variables, checked; ValueError says what is wrong."""
+    data = json.loads(text or "{}")
+    if not isinstance(data, dict):
+        raise ValueError("the environment must be a JSON object")
+    for key, value in data.items():
+        problem = env_problem(key, value)
+        if problem is not None:
+            raise ValueError(problem)
+    return dict(data)
+
+
+def take_job_env(environ: MutableMapping[str, str]) -> dict[str, str]:
+    """The variables ``submit --env-stdin`` put in this job's metadata, removed from it.
+
+    ``environ``: the entrypoint's environment, where Ray put the job's config. The
+    variables are taken out of it, so neither the command nor a driver it starts (which
+    copies that config into the cluster's job table) carries them further."""
+    config = json.loads(environ.get(JOB_CONFIG_VAR) or "{}")
+    metadata = config.get("metadata") if isinstance(config, dict) else None
+    if not isinstance(metadata, dict) or ENV_METADATA_KEY not in metadata:
+        raise ValueError(f"the job's metadata ({JOB_CONFIG_VAR}) has no {ENV_METADATA_KEY}")
+    env = parse_env(str(metadata.pop(ENV_METADATA_KEY)))
+    environ[JOB_CONFIG_VAR] = json.dumps(config)
+    return env
 
 
 def _client(port: int) -> Any:
@@ -30,9 +87,31 @@ def _details(job: Any) -> dict[str, Any]:
         "start_time": job.start_time,
         "end_time": job.end_time,
         "exit_code": getattr(job, "driver_exit_code", None),
-        "metadata": job.metadata or {},
+        "metadata": {k: v for k, v in (job.metadata or {}).items() if k != ENV_METADATA_KEY},
         "entrypoint": job.entrypoint,
     }
+
+
+def submit_metadata(metadata: dict[str, str], env: dict[str, str]) -> dict[str, str]:
+    """The job's metadata: the caller's, plus its environment variables when it has any."""
+    if not env:
+        return dict(metadata)
+    return {**metadata, ENV_METADATA_KEY: json.dumps(env)}
+
+
+def _submit(client: Any, args: argparse.Namespace, env_text: str) -> str:
+    runtime_env: dict[str, Any] = {}
+    if args.working_dir:
+        runtime_env["working_dir"] = args.working_dir
+    metadata = submit_metadata(json.loads(args.metadata), parse_env(env_text))
+    sid: str = client.submit_job(
+        entrypoint=args.entrypoint,
+        submission_id=args.submission_id,
+        runtime_env=runtime_env or None,
+        metadata=metadata,
+        entrypoint_num_gpus=args.num_gpus or None,
+    )
+    return sid
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("--submission-id", required=True)
     submit.add_argument("--entrypoint", required=True)
     submit.add_argument("--working-dir")
-    submit.add_argument("--env", default="{}", help="JSON object of environment variables")
+    submit.add_argument(
+        "--env-stdin",
+        action="store_true",
+        help="read the job's environment variables from stdin (a JSON object)",
+    )
     submit.add_argument("--metadata", default="{}", help="JSON object of strings")
     submit.add_argument("--num-gpus", type=float, default=0)
     info = sub.add_parser("info")
@@ -58,17 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         client = _client(args.dashboard_port)
         out: Any
         if args.command == "submit":
-            runtime_env: dict[str, Any] = {"env_vars": json.loads(args.env)}
-            if args.working_dir:
-                runtime_env["working_dir"] = args.working_dir
-            sid = client.submit_job(
-                entrypoint=args.entrypoint,
-                submission_id=args.submission_id,
-                runtime_env=runtime_env,
-                metadata=json.loads(args.metadata),
-                entrypoint_num_gpus=args.num_gpus or None,
-            )
-            out = {"submission_id": sid}
+            env_text = sys.stdin.read() if args.env_stdin else ""
+            out = {"submission_id": _submit(client, args, env_text)}
         elif args.command == "info":
             out = {"jobs": []}
             for sid in args.submission_ids:

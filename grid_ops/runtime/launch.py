@@ -5,6 +5,11 @@ bundle per node with a STRICT_SPREAD placement group, then runs CMD once in each
 with MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK and LOCAL_RANK set. Output lines carry a
 ``[rank R]`` prefix. The job fails as a whole as soon as one rank fails (the others are
 cancelled), with that rank's exit code, or 1 when a node died under a rank.
+
+``--job-env``: CMD also gets the job's own environment variables (``grid-ops job launch
+--env``), taken from the job's metadata (grid_ops.runtime.jobs.take_job_env). They go to
+each rank as an argument of its Ray task and into the rank's process environment, never
+onto a command line. Without ``--nodes`` this process sets them and becomes CMD (exec).
 """
 
 from __future__ import annotations
@@ -35,6 +40,43 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def rank_env(
+    job_env: dict[str, str], addr: str, port: int, world: int, rank: int
+) -> dict[str, str]:
+    """What rank ``rank`` adds to its environment: the job's variables, then the ranks'."""
+    return {
+        **job_env,
+        "MASTER_ADDR": addr,
+        "MASTER_PORT": str(port),
+        "WORLD_SIZE": str(world),
+        "RANK": str(rank),
+        "LOCAL_RANK": "0",
+    }
+
+
+def _job_env(wanted: bool) -> dict[str, str]:
+    """The job's variables (``--job-env``), or {}; exits 2 when they cannot be had."""
+    if not wanted:
+        return {}
+    from grid_ops.runtime.jobs import take_job_env
+
+    try:
+        return take_job_env(os.environ)
+    except ValueError as exc:
+        print(f"grid-ops: cannot set the job's environment: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def _exec(command: list[str], env: dict[str, str]) -> int:
+    """Become ``command`` with ``env`` added to this process's environment."""
+    os.environ.update(env)
+    try:
+        os.execvp(command[0], command)
+    except OSError as exc:
+        print(f"grid-ops: cannot run {command[0]!r}: {exc.strerror or exc}", file=sys.stderr)
+    return 127
+
+
 def _rank(command: list[str], env: dict[str, str], rank: int) -> int:
     """Run one rank, streaming its output with a rank prefix; its exit code."""
     proc = subprocess.Popen(
@@ -57,15 +99,26 @@ def _rank(command: list[str], env: dict[str, str], rank: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--nodes", type=int, required=True)
+    parser.add_argument(
+        "--nodes", type=int, default=0, help="ranks, one per node (default: run CMD here)"
+    )
     parser.add_argument("--gpus-per-node", type=float, default=0)
     parser.add_argument("--cpus-per-node", type=float, default=1)
+    parser.add_argument(
+        "--job-env", action="store_true", help="add the job's variables from its metadata"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given")
+    job_env = _job_env(args.job_env)
+    if args.nodes < 1:
+        return _exec(command, job_env)
+    return _ranks(args, command, job_env)
 
+
+def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]) -> int:
     import ray
     from ray.util.placement_group import (
         placement_group,
@@ -111,10 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     run_rank = ray.remote(max_retries=0)(one_rank)
 
     addr, port = ray.get(master_endpoint.options(scheduling_strategy=strategy(0)).remote())
-    base = {"MASTER_ADDR": addr, "MASTER_PORT": str(port), "WORLD_SIZE": str(args.nodes)}
     refs: dict[Any, int] = {}
     for rank in range(args.nodes):
-        env = {**base, "RANK": str(rank), "LOCAL_RANK": "0"}
+        env = rank_env(job_env, addr, port, args.nodes, rank)  # a task argument, not argv
         ref = run_rank.options(
             num_cpus=args.cpus_per_node,
             num_gpus=args.gpus_per_node or 0,

@@ -13,17 +13,50 @@ From code on the cluster::
     pool = MemoryPool()
     pool.store("weights", data, replicas=2)
     data = pool.retrieve("weights")
+
+Keys are checked (``check_key``) by the CLI and again by the controller, which is the
+trust boundary for every other Ray driver: 1 to 256 characters, letters, digits and
+``_ . : / @ + = -``, starting with a letter or digit. This module imports Ray only inside
+functions, so the CLI can import the check.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from grid_ops.runtime.nodes import NodeView, Refused
 
 NAMESPACE = "grid_ops_control"
 GET_TIMEOUT = 10.0
+MAX_KEY = 256
+KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@+=-]{0,255}")
+KEY_HINT = (
+    f"A key has 1 to {MAX_KEY} characters: letters, digits and _ . : / @ + = -, "
+    "starting with a letter or digit."
+)
+
+
+def key_problem(key: object) -> str | None:
+    """Why ``key`` cannot name an object in the pool; None when it can."""
+    if not isinstance(key, str):
+        return f"the key must be a string, not {type(key).__name__}"
+    if not key:
+        return "the key must not be empty"
+    if len(key) > MAX_KEY:
+        return f"the key has {len(key)} characters, more than {MAX_KEY}"
+    if KEY.fullmatch(key) is None:
+        return f"the key {key[:80]!r} has a character a key cannot have, or starts with one"
+    return None
+
+
+def check_key(key: object) -> str:
+    """``key`` when it can name an object in the pool; Refused otherwise."""
+    problem = key_problem(key)
+    if problem is not None:
+        raise Refused(f"Not a memory-pool key: {problem}.", KEY_HINT)
+    return str(key)
 
 
 def store_name(node: str) -> str:
@@ -41,6 +74,7 @@ class PoolStore:
         return sum(len(v) for v in self.objects.values())
 
     def put(self, key: str, value: bytes) -> int:
+        check_key(key)
         old = len(self.objects.get(key, b""))
         if self.used() - old + len(value) > self.capacity:
             raise MemoryError(f"pool store full: {self.used()} of {self.capacity} bytes in use")
@@ -197,6 +231,7 @@ class MemoryPool:
     def store(self, key: str, data: bytes, replicas: int = 1, node: str | None = None) -> list[str]:
         import ray
 
+        check_key(key)
         plan = ray.get(self._controller.pool_plan.remote(key, len(data), replicas, node))
         put_all([actor(n) for n in plan], key, data)
         ray.get(self._controller.pool_commit.remote(key, len(data), checksum(data), plan))

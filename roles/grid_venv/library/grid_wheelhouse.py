@@ -12,6 +12,9 @@ description:
     (Python tag, machine, glibc) it downloads binary wheels of the requirements with
     pip into C(dest)/<platform key>/, once; a marker file records what was downloaded,
     so a second run with the same requirements changes nothing.
+  - The node facts name a directory on the controller, so they are checked first
+    (python_tag like C(cp311), machine like C(x86_64), glibc like C(2.36) or empty);
+    a requirement that starts with C(-) (a pip option) is refused too.
 options:
   nodes:
     description: Mapping of host name to its C(grid_node) facts.
@@ -59,11 +62,51 @@ downloaded:
 import hashlib
 import json
 import os
+import re
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 
 MARKER = ".grid-ops-wheelhouse.json"
+# What a node may report; each ends up in a directory name under dest.
+FACT_PATTERNS = {
+    "python_tag": r"cp3\d{1,2}",
+    "machine": r"[A-Za-z0-9_]{1,32}",
+    "glibc": r"(\d{1,4}(\.\d{1,4}){0,2})?",
+}
+
+
+def node_problem(host, node):
+    """Why ``node`` (a host's grid_node facts) cannot be used; None when it can."""
+    if not isinstance(node, dict):
+        return "the facts of %r are not a mapping" % (host,)
+    for fact, pattern in sorted(FACT_PATTERNS.items()):
+        value = node.get(fact) if fact != "glibc" else (node.get("glibc") or "")
+        if not isinstance(value, str) or re.fullmatch(pattern, value) is None:
+            return "%r reports %s=%r, which does not match %s" % (
+                host, fact, str(value)[:80], pattern,
+            )  # fmt: skip
+    return None
+
+
+def requirement_problem(requirement):
+    """Why ``requirement`` cannot be handed to pip; None when it can."""
+    if not isinstance(requirement, str) or not requirement.strip():
+        return "empty requirement %r" % (requirement,)
+    if requirement.lstrip().startswith("-"):
+        return "requirement %r starts with '-' (a pip option, not a package)" % (
+            requirement[:80],
+        )  # fmt: skip
+    if any(c in requirement for c in "\0\n\r"):
+        return "requirement %r has a control character" % (requirement[:80],)
+    return None
+
+
+def input_problems(nodes, requirements):
+    """Every problem with the module's node facts and requirements (empty: none)."""
+    problems = [requirement_problem(r) for r in requirements]
+    problems += [node_problem(h, n) for h, n in sorted(nodes.items())]
+    return [p for p in problems if p is not None]
 
 
 def platform_key(node: dict, requirements: list) -> str:
@@ -88,17 +131,22 @@ def platform_tags(machine: str, glibc: str) -> list:
     return tags
 
 
-def download(module: AnsibleModule, node: dict, requirements: list, target: str) -> None:
+def pip_command(pip_python: str, node: dict, requirements: list, target: str) -> list:
+    """The pip download argv: options, then ``--``, then the requirements (pure)."""
     version = node["python_tag"][2:]
     cmd = [
-        module.params["pip_python"], "-m", "pip", "download", "--quiet",
+        pip_python, "-m", "pip", "download", "--quiet",
         "--disable-pip-version-check", "--dest", target, "--only-binary=:all:",
         "--implementation", "cp", "--python-version", version,
         "--abi", node["python_tag"], "--abi", "abi3", "--abi", "none",
     ]  # fmt: skip
     for tag in platform_tags(node["machine"], node.get("glibc") or ""):
         cmd += ["--platform", tag]
-    cmd += list(requirements)
+    return [*cmd, "--", *requirements]
+
+
+def download(module: AnsibleModule, node: dict, requirements: list, target: str) -> None:
+    cmd = pip_command(module.params["pip_python"], node, requirements, target)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -120,6 +168,9 @@ def main() -> None:
     )
     requirements = sorted(module.params["requirements"])
     dest = module.params["dest"]
+    problems = input_problems(module.params["nodes"], requirements)
+    if problems:
+        module.fail_json(msg="grid_wheelhouse refuses its input: %s" % "; ".join(problems))
     host_dirs, todo = {}, {}
     for host, node in sorted(module.params["nodes"].items()):
         key = platform_key(node, requirements)

@@ -1,0 +1,499 @@
+"""Hostile names, keys and secrets: job names, ``--env``, memory-pool keys, node facts.
+
+Each case goes through the real code path: the CLI as a user runs it (a subprocess, with
+the state dir in tmp_path and a fake ``ssh`` first on PATH that notes every call), or the
+function the CLI and the nodes share. No cluster is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from grid_ops import config as config_mod
+from grid_ops import jobs
+from grid_ops.errors import UsageError
+from grid_ops.runtime import controller, launch, pool
+from grid_ops.runtime import jobs as runtime_jobs
+from grid_ops.runtime.nodes import Refused
+from tests.conftest import REPO
+
+WHEELHOUSE = REPO / "roles" / "grid_venv" / "library" / "grid_wheelhouse.py"
+SECRET = "s3cr3t-value-7f3a9c"
+CONFIG = """\
+name: hostile
+remote_root: /nonexistent/grid-ops-hostile
+nodes:
+  - {name: head1, host: 127.0.0.1, port: 1, role: head}
+  - {name: w1, host: 127.0.0.1, port: 2}
+ssh:
+  connect_timeout: 1
+"""
+# Notes its argv (NUL-separated) and stdin, then answers as the head's job module would.
+FAKE_SSH = """\
+#!/bin/sh
+printf '%s\\0' "$@" >> "{log}/argv"
+printf '\\n' >> "{log}/argv"
+cat >> "{log}/stdin"
+printf '{answer}\\n'
+exit {code}
+"""
+BAD_JOB_NAMES = ["../../x", "a/b", "..", "x\n", "x" * 300, "-rf", ""]
+BAD_KEYS = ["../x", "/etc/passwd", "", " lead", "a\nb", "k" * 257, "-rf", "a b", "\x1b[31mred"]
+CLI_BAD_KEYS = ["../x", "", "a\nb", "k" * 257, "-rf"]  # through the CLI; all: the controller
+
+
+class Env:
+    """A grid-ops user in tmp_path: config, state dir, home, and a fake ssh."""
+
+    def __init__(self, root: Path, answer: str = "{}", code: int = 255) -> None:
+        self.root = root
+        self.config = root / "cluster.yaml"
+        self.config.write_text(CONFIG)
+        self.state = root / "state"
+        self.store = self.state / "jobs" / "hostile"
+        self.log = root / "ssh-log"
+        self.log.mkdir()
+        bin_dir = root / "bin"
+        bin_dir.mkdir()
+        ssh = bin_dir / "ssh"
+        ssh.write_text(FAKE_SSH.format(log=self.log, answer=answer, code=code))
+        ssh.chmod(0o755)
+        (root / "home").mkdir()
+        self.env = dict(
+            os.environ,
+            GRID_OPS_STATE_DIR=str(self.state),
+            GRID_OPS_CONFIG=str(self.config),
+            HOME=str(root / "home"),
+            PATH=f"{bin_dir}:{os.environ.get('PATH', '')}",
+        )
+
+    def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "grid_ops", *args],
+            input=stdin, capture_output=True, text=True, env=self.env, cwd=REPO,
+            timeout=120, check=False,
+        )  # fmt: skip
+
+    def ssh_calls(self) -> list[list[str]]:
+        path = self.log / "argv"
+        if not path.exists():
+            return []
+        lines = path.read_text().split("\0\n")
+        return [line.split("\0") for line in lines if line]
+
+    def ssh_stdin(self) -> str:
+        path = self.log / "stdin"
+        return path.read_text() if path.exists() else ""
+
+    def cfg(self) -> Any:
+        return config_mod.load(self.config)
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with a digest of its content (the ssh log left out)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "ssh-log" not in path.parts:
+            found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def _record(name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "submission_id": f"{name}-20250101-000000",
+        "command": ["true"],
+        "status": "SUCCEEDED",
+        "submitted_at": 1.0,
+        "known_to_ray": True,
+        **extra,
+    }
+
+
+@pytest.fixture
+def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
+    env = Env(tmp_path)
+    monkeypatch.setenv("GRID_OPS_STATE_DIR", str(env.state))
+    return env
+
+
+@pytest.fixture
+def decoys(user: Env) -> dict[str, str]:
+    """Files a traversal out of the store would reach, each a record it could use."""
+    for path in (user.state / "x.json", user.root / "x.json", user.state / "jobs" / "x.json"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_record("x", status="RUNNING")))
+    user.store.mkdir(parents=True)
+    return _tree(user.root)
+
+
+# ---------------------------------------------------------------------------------------
+# job names: checked on every use, before any file is read or written
+
+
+@pytest.mark.parametrize("command", ["status", "logs", "cancel", "results"])
+@pytest.mark.parametrize("name", BAD_JOB_NAMES, ids=repr)
+def test_a_bad_job_name_is_a_usage_error_before_any_file_or_ssh(
+    user: Env, decoys: dict[str, str], command: str, name: str
+) -> None:
+    proc = user.cli("job", command, "--", name)  # after '--': even '-rf' is the name
+    assert proc.returncode == 2, proc.stderr
+    assert "is not valid" in proc.stderr and "Traceback" not in proc.stderr
+    assert _tree(user.root) == decoys  # nothing written, the decoys untouched
+    assert user.ssh_calls() == []
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "x\n", "x" * 300])
+def test_launch_refuses_a_bad_job_name(user: Env, decoys: dict[str, str], name: str) -> None:
+    proc = user.cli("job", "launch", "--name", name, "--", "true")
+    assert proc.returncode == 2 and "is not valid" in proc.stderr, proc.stderr
+    assert _tree(user.root) == decoys
+    assert user.ssh_calls() == []
+
+
+def test_a_bad_name_error_shows_the_name_escaped_and_short(user: Env) -> None:
+    proc = user.cli("job", "status", "\x1b[31m" + "y" * 300)
+    assert proc.returncode == 2
+    assert "\x1b" not in proc.stderr and "y" * 81 not in proc.stderr
+
+
+def test_the_store_never_reads_or_writes_outside_it(user: Env, decoys: dict[str, str]) -> None:
+    cfg = user.cfg()
+    for name in ("../../x", "../x", "/etc/passwd", "..", "x\n"):
+        with pytest.raises(UsageError, match="is not valid"):
+            jobs.load(cfg, name)
+        with pytest.raises(UsageError, match="is not valid"):
+            jobs.save(cfg, _record(name))
+    assert _tree(user.root) == decoys
+
+
+def test_a_record_that_is_a_link_out_of_the_store_is_refused(
+    user: Env, decoys: dict[str, str]
+) -> None:
+    outside = user.root / "outside.json"
+    outside.write_text(json.dumps(_record("evil")))
+    (user.store / "evil.json").symlink_to(outside)
+    cfg = user.cfg()
+    with pytest.raises(UsageError, match="leads outside"):
+        jobs.load(cfg, "evil")
+    with pytest.raises(UsageError, match="leads outside"):
+        jobs.save(cfg, _record("evil", status="FAILED"))
+    assert json.loads(outside.read_text())["status"] == "SUCCEEDED"
+    assert jobs.load_all(cfg) == []
+
+
+def test_list_skips_records_with_a_bad_name_or_id(user: Env) -> None:
+    user.store.mkdir(parents=True)
+    good = _record("good")
+    (user.store / "good.json").write_text(json.dumps(good))
+    (user.store / "bad.json").write_text(json.dumps(_record("../../x")))
+    (user.store / "other.json").write_text(json.dumps(_record("good")))  # name != file
+    (user.store / "flag.json").write_text(
+        json.dumps(_record("flag", submission_id="--dashboard-port=1"))
+    )
+    (user.store / "a b.json").write_text(json.dumps(_record("a b")))
+    (user.store / "list.json").write_text("[1, 2]")
+    proc = user.cli("job", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["name"] for r in json.loads(proc.stdout)] == ["good"]
+    status = user.cli("job", "status", "flag")
+    assert status.returncode == 2 and "No job named 'flag'" in status.stderr
+    assert user.ssh_calls() == []  # finished records: nothing to ask the head
+
+
+# ---------------------------------------------------------------------------------------
+# --env: checked names, values only on the SSH connection's stdin
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        ("BAD-KEY=1", "BAD-KEY"),
+        ("=x", "empty NAME"),
+        ("A", "'A'"),
+        ("1A=2", "1A"),
+        ("A B=3", "A B"),
+        (f"{SECRET}", "#1"),  # no '=': not a name, so not repeated (it may be a secret)
+    ],
+)
+def test_a_bad_env_option_is_a_usage_error_naming_it(
+    user: Env, decoys: dict[str, str], option: str, named: str
+) -> None:
+    proc = user.cli("job", "launch", "--name", "ok", "--env", option, "--", "true")
+    assert proc.returncode == 2, proc.stderr
+    assert named in proc.stderr and "Traceback" not in proc.stderr
+    assert SECRET not in proc.stderr
+    assert _tree(user.root) == decoys and user.ssh_calls() == []
+
+
+def test_a_bad_env_error_never_repeats_the_value(user: Env) -> None:
+    proc = user.cli("job", "launch", "--name", "ok", "--env", f"BAD-KEY={SECRET}", "--", "true")
+    assert proc.returncode == 2 and "BAD-KEY" in proc.stderr
+    assert SECRET not in proc.stderr + proc.stdout
+
+
+def test_env_values_with_nul_or_bad_names_are_refused_by_the_api() -> None:
+    for env in ({"A": "x\0y"}, {"": "x"}, {"A-B": "x"}, {"A=B": "x"}):
+        with pytest.raises(UsageError):
+            jobs.check_env(env)
+    assert jobs.check_env({"_A1": "x=y", "B": ""}) == {"_A1": "x=y", "B": ""}
+
+
+def test_job_launch_sends_env_values_on_stdin_never_in_argv(tmp_path: Path) -> None:
+    """The whole CLI path: the fake ssh sees the argv and the stdin the head would get."""
+    user = Env(tmp_path, answer='{"submission_id": "ok"}', code=0)
+    proc = user.cli("job", "launch", "--name", "ok", "--env", f"SECRET_TOKEN={SECRET}",
+                    "--env", "SEED=7", "--", "python", "train.py")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (call,) = user.ssh_calls()
+    assert not any(SECRET in arg for arg in call), call
+    script = call[-1]  # the remote shell line
+    assert "--env-stdin" in script and "grid_ops.runtime.jobs" in script
+    assert "--job-env" in script  # the entrypoint takes the variables from the metadata
+    assert json.loads(user.ssh_stdin()) == {"SECRET_TOKEN": SECRET, "SEED": "7"}
+    record = json.loads((user.store / "ok.json").read_text())
+    assert SECRET not in json.dumps(record)  # nor kept on disk
+
+
+@pytest.mark.parametrize("nodes", [1, 3])
+def test_the_submit_call_puts_no_env_value_in_argv(user: Env, nodes: int) -> None:
+    cfg = user.cfg().model_copy()
+    cfg.nodes = [*cfg.nodes, cfg.nodes[1].model_copy(update={"name": "w2", "port": 3})]
+    env = {"SECRET_TOKEN": SECRET}
+    args, stdin = jobs.submit_call("ok", "ok-1", ["python", "t.py"], env, 1, nodes, "jobs/ok-1")
+    argv = jobs.head_argv(cfg, args)
+    assert SECRET not in " ".join(argv)
+    assert json.loads(stdin) == env and "--env-stdin" in args
+    entry = args[args.index("--entrypoint") + 1]
+    assert "--job-env" in entry and ("--nodes 3" in entry) == (nodes == 3)
+    plain, no_input = jobs.submit_call("ok", "ok-1", ["true"], {}, 0, 1, None)
+    assert no_input == "" and "--env-stdin" not in plain
+    assert plain[plain.index("--entrypoint") + 1] == "true"  # no wrapper without variables
+
+
+def test_the_head_puts_env_in_metadata_not_in_the_runtime_env(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """grid_ops.runtime.jobs submit --env-stdin, with a stand-in for Ray's job client."""
+    seen: dict[str, Any] = {}
+
+    class Client:
+        def submit_job(self, **kwargs: Any) -> str:
+            seen.update(kwargs)
+            return str(kwargs["submission_id"])
+
+    monkeypatch.setattr(runtime_jobs, "_client", lambda port: Client())
+    monkeypatch.setattr(sys, "stdin", _Stdin(json.dumps({"SECRET_TOKEN": SECRET})))
+    argv = ["submit", "--submission-id", "ok-1", "--entrypoint", "true", "--env-stdin"]
+    assert runtime_jobs.main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == {"submission_id": "ok-1"}
+    assert seen["runtime_env"] is None  # Ray would put env_vars on its workers' argv
+    env = json.loads(seen["metadata"][runtime_jobs.ENV_METADATA_KEY])
+    assert env == {"SECRET_TOKEN": SECRET}
+    monkeypatch.setattr(sys, "stdin", _Stdin('{"BAD-KEY": "x"}'))
+    assert runtime_jobs.main(argv) == 1
+    assert "not an environment variable name" in capsys.readouterr().out
+
+
+class _Stdin:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def read(self) -> str:
+        return self.text
+
+
+def test_the_entrypoint_wrapper_gives_the_command_its_env_and_no_argv(tmp_path: Path) -> None:
+    """python -m grid_ops.runtime.launch --job-env -- CMD, as Ray Jobs would start it."""
+    config = {"runtime_env": {}, "metadata": {"grid_ops_name": "ok"}}
+    config["metadata"][runtime_jobs.ENV_METADATA_KEY] = json.dumps({"SECRET_TOKEN": SECRET})
+    probe = (
+        "import os, sys; cmd = open('/proc/self/cmdline', 'rb').read(); "
+        f"left = os.environ['{runtime_jobs.JOB_CONFIG_VAR}']; "
+        "print(os.environ['SECRET_TOKEN'] == sys.argv[1][::-1], "
+        "sys.argv[1][::-1].encode() in cmd, sys.argv[1][::-1] in left)"
+    )
+    env = dict(os.environ, **{runtime_jobs.JOB_CONFIG_VAR: json.dumps(config)})
+    argv = [sys.executable, "-m", "grid_ops.runtime.launch", "--job-env", "--",
+            sys.executable, "-c", probe, SECRET[::-1]]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "False", "False"]  # set; not in argv; taken out
+    missing = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False)
+    assert missing.returncode == 2 and "cannot set the job's environment" in missing.stderr
+
+
+def test_ranks_get_the_job_env_with_the_rank_variables() -> None:
+    env = launch.rank_env({"SECRET_TOKEN": SECRET, "RANK": "9"}, "10.0.0.1", 29500, 2, 1)
+    assert env["SECRET_TOKEN"] == SECRET
+    assert (env["RANK"], env["WORLD_SIZE"], env["MASTER_PORT"]) == ("1", "2", "29500")
+
+
+def test_take_job_env_refuses_bad_names() -> None:
+    config = {"metadata": {runtime_jobs.ENV_METADATA_KEY: json.dumps({"A;rm": "x"})}}
+    with pytest.raises(ValueError, match="not an environment variable name"):
+        runtime_jobs.take_job_env({runtime_jobs.JOB_CONFIG_VAR: json.dumps(config)})
+
+
+# ---------------------------------------------------------------------------------------
+# memory-pool keys: the CLI and the controller share one check
+
+
+@pytest.mark.parametrize("command", ["store", "retrieve", "delete"])
+@pytest.mark.parametrize("key", CLI_BAD_KEYS, ids=repr)
+def test_a_bad_pool_key_is_a_usage_error_before_any_ssh(user: Env, command: str, key: str) -> None:
+    data = user.root / "data.bin"
+    data.write_bytes(b"payload")
+    args = ["memory", command, "--", key, *([str(data)] if command == "store" else [])]
+    proc = user.cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert "Not a memory-pool key" in proc.stderr and "Traceback" not in proc.stderr
+    assert "reach" not in proc.stderr and "SSH" not in proc.stderr
+    assert user.ssh_calls() == []
+
+
+def test_a_good_pool_key_does_reach_ssh(user: Env) -> None:
+    """The control case: the fake ssh does get called when the key is fine."""
+    proc = user.cli("memory", "delete", "models/llama-7b:v1@2024+x=y")
+    assert proc.returncode == 1 and "over SSH" in proc.stderr, proc.stderr
+    assert len(user.ssh_calls()) == 1
+
+
+@pytest.mark.parametrize("key", [*BAD_KEYS, None, 7, b"bytes"], ids=repr)
+def test_the_controller_refuses_a_bad_key_itself(key: Any) -> None:
+    """The controller is the trust boundary for every Ray driver: pure logic, no Ray."""
+    assert pool.key_problem(key) is not None
+    with _refused():
+        pool.check_key(key)
+    ctl = _bare_controller()
+    for op in ("memory-store", "memory-retrieve", "memory-delete"):
+        with _refused():
+            ctl.call(op, {"key": key}, b"data")
+    with _refused():
+        ctl.pool_plan(key, 4, 1, None)
+    with _refused():
+        ctl.pool_commit(key, 4, "0" * 64, ["a"])
+    with _refused():
+        ctl.pool_locate(key)
+    with _refused():
+        pool.PoolStore(capacity=10).put(key, b"x")
+    assert ctl.state["pool"] == {"kept": {"size": 1, "nodes": ["a"]}}
+
+
+def _refused() -> Any:
+    return pytest.raises(Refused, match="Not a memory-pool key")
+
+
+def _bare_controller() -> Any:
+    """A Controller without Ray, sockets or threads: only its state and lock."""
+    ctl = controller.Controller.__new__(controller.Controller)
+    ctl.state = {"pool": {"kept": {"size": 1, "nodes": ["a"]}}}
+    ctl.lock = threading.RLock()
+    return ctl
+
+
+def test_the_pool_key_check_accepts_sane_keys() -> None:
+    for key in ("a", "models/llama-7b:v1", "x" * 256, "user@host+tag=1", "A.B_C-D"):
+        assert pool.key_problem(key) is None
+        assert pool.check_key(key) == key
+    ctl = _bare_controller()
+    with pytest.raises(Refused, match="No object 'models/x' in the memory pool"):
+        ctl.call("memory-delete", {"key": "models/x"})
+
+
+# ---------------------------------------------------------------------------------------
+# roles/grid_venv/library/grid_wheelhouse.py: node facts name controller directories
+
+
+@pytest.fixture(scope="module")
+def wheelhouse() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("grid_wheelhouse_hostile", WHEELHOUSE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+NODE = {"python_tag": "cp311", "machine": "x86_64", "glibc": "2.36"}
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        {**NODE, "python_tag": "../../../etc"},
+        {**NODE, "python_tag": "cp311/../../x"},
+        {**NODE, "python_tag": "py311"},
+        {**NODE, "python_tag": "cp3"},
+        {**NODE, "python_tag": None},
+        {**NODE, "python_tag": 311},
+        {**NODE, "machine": "x86_64/../../x"},
+        {**NODE, "machine": ""},
+        {**NODE, "glibc": "2.36/.."},
+        {**NODE, "glibc": "2.36 --index-url"},
+        {k: v for k, v in NODE.items() if k != "python_tag"},
+        "not a mapping",
+    ],
+    ids=repr,
+)
+def test_wheelhouse_refuses_hostile_node_facts(wheelhouse: ModuleType, node: Any) -> None:
+    problem = wheelhouse.node_problem("node1", node)
+    assert problem is not None and "node1" in problem
+
+
+@pytest.mark.parametrize(
+    "node", [NODE, {**NODE, "glibc": ""}, {**NODE, "glibc": None}, {**NODE, "python_tag": "cp39"}]
+)
+def test_wheelhouse_accepts_real_node_facts(wheelhouse: ModuleType, node: Any) -> None:
+    assert wheelhouse.node_problem("node1", node) is None
+
+
+def test_wheelhouse_refuses_option_like_requirements_and_ends_pip_options(
+    wheelhouse: ModuleType,
+) -> None:
+    for bad in ("-r/etc/passwd", "--index-url=http://evil", " -e .", "", "a\nb"):
+        assert wheelhouse.requirement_problem(bad) is not None, bad
+    assert wheelhouse.requirement_problem("ray[default]==2.60.0") is None
+    cmd = wheelhouse.pip_command("/usr/bin/python3", NODE, ["ray==2.60.0", "numpy"], "/w/x")
+    assert cmd[-3:] == ["--", "ray==2.60.0", "numpy"]
+    assert cmd.index("--") > max(i for i, a in enumerate(cmd) if a.startswith("--platform"))
+
+
+@pytest.mark.parametrize(
+    ("nodes", "requirements", "said"),
+    [
+        ({"node1": {**NODE, "python_tag": "../../../tmp/evil"}}, ["ray"], "python_tag"),
+        ({"node1": NODE}, ["--index-url=http://evil.example", "ray"], "starts with '-'"),
+    ],
+)
+def test_the_wheelhouse_module_fails_before_touching_dest(
+    wheelhouse: ModuleType, tmp_path: Path, nodes: Any, requirements: list[str], said: str
+) -> None:
+    dest = tmp_path / "wheels"
+    args = {
+        "ANSIBLE_MODULE_ARGS": {
+            "nodes": nodes,
+            "requirements": requirements,
+            "dest": str(dest),
+            "pip_python": "/nonexistent/python",
+        }
+    }
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps(args), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, str(WHEELHOUSE), str(args_file)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    out = json.loads(proc.stdout)
+    assert out.get("failed") and said in out["msg"], out
+    assert not dest.exists() and not (tmp_path / "tmp").exists()
