@@ -26,10 +26,11 @@ def main() -> None:
     with lab_bench(args.nodes) as bench:
         cfg, cfg_path, exe = bench.config, bench.config_path, bench.exe
         run([exe, "provision", "-c", str(cfg_path)])
+        run([exe, "cluster", "start", "-c", str(cfg_path)])  # places the Ray token
         provision_rerun = timed(lambda: run([exe, "provision", "-c", str(cfg_path)]), args.runs)
 
         def ssh(node: config.NodeConfig, command: str) -> subprocess.Popen[bytes]:
-            argv = [*inventory.ssh_command(cfg, node), inventory.ssh_target(node), command]
+            argv = inventory.ssh_argv(cfg, node, command)
             return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def ray_start_cmd(node: config.NodeConfig) -> str:
@@ -48,6 +49,8 @@ def main() -> None:
             else:
                 argv += ["--address", f"{cfg.head.host}:6379"]
             env = f"PATH={root}/venv/bin:/usr/local/bin:/usr/bin:/bin RAY_USAGE_STATS_ENABLED=0"
+            if cfg.ray.auth == "token":  # the same token auth grid-ops starts Ray with
+                env += f" RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={root}/state/ray_auth_token"
             return f"env {env} {shlex.join(argv)}"
 
         def raw_start() -> None:

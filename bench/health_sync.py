@@ -101,8 +101,9 @@ def main() -> None:
                         "-a",
                         "-e",
                         " ".join(inventory.ssh_command(cfg, n)),
+                        "--",
                         f"{src}/",
-                        f"{inventory.ssh_target(n)}:grid-ops/proj/",
+                        f"{inventory.ssh_target(n)}:grid-ops/code/proj/",
                     ],
                     stdout=subprocess.DEVNULL,
                 )

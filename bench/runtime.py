@@ -115,7 +115,7 @@ def main() -> None:
         worker = cfg.nodes[1].name
         head = cfg.head
         inventory.ensure_control_dir()
-        ssh = [*inventory.ssh_command(cfg, head), inventory.ssh_target(head), "true"]
+        ssh = inventory.ssh_argv(cfg, head, "true")
         run(ssh)
         request = [exe, "boost", "request", worker, "cpu", "0.1", *c, "--json"]
         ids: list[str] = []

@@ -8,7 +8,9 @@ durations). Results come from the events, never from ansible-runner's fact cache
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -21,6 +23,7 @@ from typing import Any
 from grid_ops import inventory
 from grid_ops.config import ClusterConfig
 from grid_ops.errors import AnsibleRunError, UsageError
+from grid_ops.fsutil import write_atomic
 from grid_ops.paths import ansible_root, playbook_path, state_dir
 
 KEEP_RUNS = 10
@@ -218,6 +221,28 @@ def _prune_runs(keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _write_extravars(private: Path, extravars: dict[str, Any]) -> Path:
+    """Extra vars as a YAML file, every string ``!unsafe``: a directory name or any other
+    value from the command line is data for the play, never a template."""
+    path = private / "env" / "grid-ops-extravars.yml"
+    write_atomic(path, f"---\n{inventory.to_yaml(extravars)}\n", mode=0o600)
+    return path
+
+
+def _forget_environment(private: Path) -> None:
+    """ansible-runner notes the whole environment of the run (the operator's, tokens
+    included) in ``artifacts/<id>/command``; keep the command, drop the environment."""
+    for note in private.glob("artifacts/*/command"):
+        try:
+            data = json.loads(note.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            note.unlink(missing_ok=True)
+            continue
+        if isinstance(data, dict) and "env" in data:
+            data["env"] = sorted(data["env"]) if isinstance(data["env"], dict) else []
+            write_atomic(note, json.dumps(data, indent=2) + "\n", mode=0o600)
+
+
 def _envvars(config: ClusterConfig) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     return {
@@ -260,17 +285,18 @@ def run(
     inv_dir = private / "inventory"
     inventory.render(config, inv_dir, source=source)
     collector = _Collector(on_progress)
-    cmdline = "--check --diff" if check else None
+    cmdline = ["-e", "@" + str(_write_extravars(private, extravars or {}))]
+    if check:
+        cmdline += ["--check", "--diff"]
     started = time.monotonic()
     try:
         runner = ansible_runner.run(
             private_data_dir=str(private),
             playbook=str(path),
             inventory=str(inv_dir / "hosts.yml"),
-            extravars=extravars or {},
             envvars=_envvars(config),
             limit=",".join(limit) if limit else None,
-            cmdline=cmdline,
+            cmdline=shlex.join(cmdline),
             event_handler=collector,
             quiet=True,
             suppress_env_files=True,
@@ -282,6 +308,7 @@ def run(
             f"Its files are in {private}.",
         ) from None
     finally:
+        _forget_environment(private)
         keep = (
             keep_runs
             if keep_runs is not None

@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from grid_ops import layout
 from grid_ops.config import ClusterConfig, NodeConfig
 from grid_ops.fsutil import write_file
+from grid_ops.paths import state_dir
 
 
 def local_python() -> str:
@@ -34,8 +36,36 @@ def _environment() -> Any:
         lstrip_blocks=True,
         autoescape=False,
     )
-    env.filters["to_json"] = lambda value: json.dumps(value, ensure_ascii=False)
+    env.filters["to_yaml"] = to_yaml
+    env.filters["quoted"] = _quoted
     return env
+
+
+def to_yaml(value: Any) -> str:
+    """``value`` as one line of YAML for Ansible, every string tagged ``!unsafe``.
+
+    Values come from the cluster config (and the command line, for extra vars): they are
+    data, never templates. ``!unsafe`` makes Ansible take them literally whoever runs the
+    play, a second wall behind the config's own validation. Mappings and lists are written
+    in flow style so each string inside carries its own tag.
+    """
+    if isinstance(value, str):
+        return "!unsafe " + _quoted(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_quoted(str(k))}: {to_yaml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(to_yaml(v) for v in value) + "]"
+    if value is None or isinstance(value, bool | int | float):
+        return json.dumps(value)
+    raise TypeError(f"cannot write a {type(value).__name__} into the inventory")
+
+
+def _quoted(text: str) -> str:
+    """A YAML double-quoted scalar (PyYAML escapes what YAML needs escaped)."""
+    import yaml
+
+    dumped: str = yaml.safe_dump(text, default_style='"', width=1 << 30, allow_unicode=True)
+    return dumped.removesuffix("\n...\n").removesuffix("\n")
 
 
 def group_name(tag: str) -> str:
@@ -111,6 +141,12 @@ def ssh_command(config: ClusterConfig, node: NodeConfig) -> list[str]:
     return args
 
 
+def ssh_argv(config: ClusterConfig, node: NodeConfig, command: str) -> list[str]:
+    """ssh to ``node`` running one remote command line: ``--`` ends ssh's options, so
+    nothing after it (the target included) is ever read as one."""
+    return [*ssh_command(config, node), "--", ssh_target(node), command]
+
+
 def ensure_control_dir() -> None:
     """ssh refuses a ControlPath whose directory is missing (Ansible makes it on first use)."""
     Path("~/.ansible/cp").expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -164,6 +200,8 @@ def cluster_vars(config: ClusterConfig) -> dict[str, Any]:
     return {
         "grid_cluster_name": config.name,
         "grid_remote_root": config.remote_root,
+        "grid_layout": layout.as_vars(),
+        "grid_ray_token_file": _home_relative(ray_token_file(config)),
         "grid_become": config.become,
         "grid_provision": dump["provision"],
         "grid_head_node": config.head.name,
@@ -176,6 +214,17 @@ def cluster_vars(config: ClusterConfig) -> dict[str, Any]:
         "grid_resource_sharing": dump["resource_sharing"],
         "grid_offload": dump["offload"],
     }
+
+
+def ray_token_file(config: ClusterConfig) -> Path:
+    """The cluster's Ray token on this machine (made 0600 by the grid_ray role)."""
+    return state_dir() / "secrets" / config.name / "ray_auth_token"
+
+
+def _home_relative(path: Path) -> str:
+    """``~/…`` for a path under the home directory (the same file for whoever renders)."""
+    home = Path.home()
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
 
 
 def render_text(config: ClusterConfig, source: str = "cluster.yaml") -> dict[str, str]:

@@ -131,7 +131,9 @@ def write(config: ClusterConfig, config_path: Path, at: list[Any] | None) -> Non
 
 
 def roots_file(cluster: str) -> str:
-    return os.path.join(state_dir_name(), "quick", f"{cluster}-sync-roots.json")
+    # "-v2": the directory above a synced one is <remote_root>/code since synced code got
+    # its own place; notes of the older layout must not be trusted.
+    return os.path.join(state_dir_name(), "quick", f"{cluster}-sync-roots-v2.json")
 
 
 def read_roots(cluster: str) -> dict[str, dict[str, Any]]:

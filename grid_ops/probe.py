@@ -36,7 +36,7 @@ def argv(config: ClusterConfig, node: NodeConfig) -> list[str]:
     )
     if node.connection == "local":
         return ["bash", "-c", line]
-    return [*inventory.ssh_command(config, node), inventory.ssh_target(node), line]
+    return inventory.ssh_argv(config, node, line)
 
 
 def time_limit(config: ClusterConfig) -> float:

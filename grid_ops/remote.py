@@ -1,30 +1,35 @@
 """Run a command on one node over plain OpenSSH, output streamed, exit code kept.
 
-Commands run in the node's remote_root with the node venv's bin first on PATH and
-RAY_ADDRESS pointing at the head, so ``ray status`` or a driver script just work.
-Arguments are quoted for the remote shell: nothing is re-interpreted unless the caller
-asks for a shell command.
+Commands run with the node venv's bin first on PATH, RAY_ADDRESS pointing at the head
+and Ray's token settings in the environment, so ``ray status`` or a driver script just
+work: a user's command in the synced code's directory (``<remote_root>/code``), grid-ops'
+own calls in remote_root. Every value is quoted for the remote shell: nothing is
+re-interpreted unless the caller asks for a shell command.
 
 ssh without a terminal does not pass a hang-up on, so a local time-out or Ctrl-C would
 leave the command running on the node. Each run therefore notes its process group (the
-session sshd made for it) in /tmp/grid-ops-run-<id>.pid on the node, and ``stop`` sends
-that group SIGTERM, then SIGKILL after a grace period.
+session sshd made for it) in ``<remote_root>/state/run/<id>.pid`` (a 0700 directory of
+the node user), and ``stop`` sends that group SIGTERM, then SIGKILL after a grace period.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
 import subprocess
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from grid_ops import inventory
+from grid_ops import inventory, layout
 from grid_ops.config import ClusterConfig, NodeConfig
+from grid_ops.errors import UsageError
 
 MISSING_ROOT = 127
 STOP_GRACE_S = 5
+_RUN_ID = re.compile(r"[0-9a-f]{8,64}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def new_run_id() -> str:
@@ -32,16 +37,43 @@ def new_run_id() -> str:
 
 
 def _pid_file(run_id: str) -> str:
-    return f"/tmp/grid-ops-run-{run_id}.pid"
+    """The note of a run, relative to remote_root (``run_id`` is ours: hex only)."""
+    if not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"not a run id: {run_id!r}")
+    return f"{layout.RUN_DIR}/{run_id}.pid"
 
 
 def _root_expr(root: str) -> str:
-    """remote_root for the remote shell: ``~`` expanded by the shell, the rest quoted."""
-    if root == "~":
-        return "~"
+    """remote_root for the remote shell: ``~/`` expanded by the shell, the rest quoted."""
     if root.startswith("~/"):
-        return "~/" + shlex.quote(root[2:])
+        return '"$HOME"/' + shlex.quote(root[2:])
     return shlex.quote(root)
+
+
+def _cd_root(config: ClusterConfig) -> str:
+    """cd to remote_root, or say it is missing and exit 127."""
+    root = config.remote_root.rstrip("/")
+    message = "grid-ops: %s does not exist on %s; run 'grid-ops provision' first\\n"
+    return (
+        f"cd -- {_root_expr(root)} 2>/dev/null || {{ printf {shlex.quote(message)} "
+        f'{shlex.quote(root)} "$(hostname)" >&2; exit {MISSING_ROOT}; }}; '
+    )
+
+
+def environment(config: ClusterConfig) -> str:
+    """``export`` of what every command on a node needs (run in remote_root): the venv
+    first on PATH, RAY_ADDRESS, and Ray's token settings when the cluster uses them."""
+    head_ip = inventory.node_ip(config, config.head) or config.head.host
+    parts = [
+        'GRID_OPS_ROOT="$PWD"',
+        f'PATH="$PWD/{layout.VENV}/bin:$PATH"',
+        f"RAY_ADDRESS={shlex.quote(f'{head_ip}:{config.ray.port}')}",
+    ]
+    if config.ray.auth == "token":
+        parts += ["RAY_AUTH_MODE=token", f'RAY_AUTH_TOKEN_PATH="$PWD/{layout.RAY_TOKEN}"']
+    else:
+        parts.append("RAY_AUTH_MODE=disabled")
+    return "export " + " ".join(parts) + "; "
 
 
 def remote_script(
@@ -50,22 +82,25 @@ def remote_script(
     shell: bool = False,
     env: Mapping[str, str] | None = None,
     run_id: str | None = None,
+    in_code: bool = False,
 ) -> str:
-    """The shell line the node runs: cd to remote_root, venv on PATH, then the command.
+    """The shell line the node runs: cd to remote_root, the environment, the command.
 
+    ``in_code``: run in ``<remote_root>/code`` (a user's command) instead of remote_root.
     ``run_id``: note the shell's process group for ``stop`` (the shell then waits for the
     command instead of becoming it, and removes the note when it ends)."""
-    root = _root_expr(config.remote_root.rstrip("/") or "/")
-    head_ip = inventory.node_ip(config, config.head) or config.head.host
     body = " ".join(command) if shell else shlex.join(command)
+    extra = ""
+    for key, value in (env or {}).items():
+        if not _ENV_NAME.fullmatch(key):
+            raise UsageError(f"'{key}' is not an environment variable name.")
+        extra += f"export {key}={shlex.quote(value)}; "
     return (
-        f'cd {root} 2>/dev/null || {{ echo "grid-ops: {config.remote_root} does not exist on '
-        f"$(hostname); run 'grid-ops provision' first\" >&2; exit {MISSING_ROOT}; }}; "
-        f'export PATH="$PWD/venv/bin:$PATH" '
-        f"RAY_ADDRESS={shlex.quote(f'{head_ip}:{config.ray.port}')}"
-        + "".join(f" {k}={shlex.quote(v)}" for k, v in (env or {}).items())
-        + "; "
+        _cd_root(config)
+        + environment(config)
+        + extra
         + _registration(run_id)
+        + (f"cd -- {layout.CODE} || exit {MISSING_ROOT}; " if in_code else "")
         + f"{'' if shell or run_id else 'exec '}{body}"
     )
 
@@ -74,7 +109,10 @@ def _registration(run_id: str | None) -> str:
     if run_id is None:
         return ""
     pid_file = _pid_file(run_id)
-    return f"echo $$ > {pid_file}; trap 'rm -f {pid_file}' EXIT; "
+    return (
+        f"mkdir -p -m 700 {layout.RUN_DIR} && echo $$ > {pid_file}; "
+        f"trap 'rm -f \"$GRID_OPS_ROOT\"/{pid_file}' EXIT; "
+    )
 
 
 def argv(
@@ -84,15 +122,16 @@ def argv(
     shell: bool = False,
     env: Mapping[str, str] | None = None,
     run_id: str | None = None,
+    in_code: bool = False,
 ) -> list[str]:
     """The local argv that runs ``command`` on ``node`` (``env``: extra variables)."""
-    return _on(config, node, remote_script(config, command, shell, env, run_id))
+    return _on(config, node, remote_script(config, command, shell, env, run_id, in_code))
 
 
 def _on(config: ClusterConfig, node: NodeConfig, script: str) -> list[str]:
     if node.connection == "local":
         return ["bash", "-c", script]
-    return [*inventory.ssh_command(config, node), inventory.ssh_target(node), script]
+    return inventory.ssh_argv(config, node, script)
 
 
 def stop(config: ClusterConfig, node: NodeConfig, run_id: str) -> None:
@@ -100,8 +139,11 @@ def stop(config: ClusterConfig, node: NodeConfig, run_id: str) -> None:
     after STOP_GRACE_S seconds if it is still there. Best effort: a node that does not
     answer is left as it is."""
     pid_file = _pid_file(run_id)
+    # Only a plain file of ours (not a link) holding a number above 1 is signalled.
     script = (
-        f"f={pid_file}; [ -f $f ] || exit 0; p=$(cat $f); rm -f $f; "
+        _cd_root(config) + f"f={pid_file}; [ -f $f ] && [ ! -L $f ] && [ -O $f ] || exit 0; "
+        'p=$(head -c 20 "$f"); rm -f "$f"; '
+        'case $p in ""|*[!0-9]*) exit 0;; esac; [ "$p" -gt 1 ] || exit 0; '
         'kill -TERM -- "-$p" 2>/dev/null || exit 0; '
         f'(sleep {STOP_GRACE_S}; kill -KILL -- "-$p") >/dev/null 2>&1 </dev/null &'
     )
@@ -119,7 +161,7 @@ def reachable(config: ClusterConfig, node: NodeConfig) -> bool:
     if node.connection == "local":
         return True
     inventory.ensure_control_dir()
-    argv = [*inventory.ssh_command(config, node), inventory.ssh_target(node), "true"]
+    argv = inventory.ssh_argv(config, node, "true")
     try:
         proc = subprocess.run(
             argv, capture_output=True, timeout=config.ssh.connect_timeout + 5, check=False
@@ -178,7 +220,7 @@ def _run(
 ) -> Outcome:
     inventory.ensure_control_dir()
     proc = subprocess.Popen(
-        argv(config, node, command, shell, env, run_id),
+        argv(config, node, command, shell, env, run_id, in_code=True),
         stdout=subprocess.PIPE if capture else None,
         stderr=subprocess.STDOUT if capture else None,
         text=True,

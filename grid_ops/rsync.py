@@ -42,7 +42,7 @@ def argv(
         args.append("--filter=:- .gitignore")
     if rsh:
         args += ["-e", rsh]
-    return [*args, src.rstrip("/") + "/", dest + "/"]
+    return [*args, "--", src.rstrip("/") + "/", dest + "/"]
 
 
 def changes(stdout: str) -> list[str]:

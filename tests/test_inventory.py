@@ -69,8 +69,33 @@ def ansible_list(hosts_file: Path) -> dict[str, Any]:
     )
     assert result.returncode == 0, result.stderr
     assert "[WARNING]" not in result.stderr, result.stderr
-    data: dict[str, Any] = json.loads(result.stdout)
+    data: dict[str, Any] = _plain(json.loads(result.stdout))
     return data
+
+
+UNSAFE = "__ansible_unsafe"
+
+
+def _plain(value: Any) -> Any:
+    """ansible-inventory's JSON with each ``{"__ansible_unsafe": v}`` (a value Ansible will
+    never template) replaced by ``v``; every string must carry that mark."""
+    if isinstance(value, dict):
+        if set(value) == {UNSAFE}:
+            return value[UNSAFE]
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _strings_not_marked(value: Any, where: str = "") -> list[str]:
+    if isinstance(value, dict):
+        if set(value) == {UNSAFE}:
+            return []
+        return [p for k, v in value.items() for p in _strings_not_marked(v, f"{where}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _strings_not_marked(v, f"{where}[{i}]")]
+    return [where] if isinstance(value, str) else []
 
 
 def members(data: dict[str, Any], group: str) -> list[str]:
@@ -344,9 +369,13 @@ def test_cli_render_bad_config(tmp_path: Path) -> None:
     assert not (tmp_path / "inventory").exists()
 
 
-def test_committed_example_inventory_is_the_render_of_the_starter_config() -> None:
+def test_committed_example_inventory_is_the_render_of_the_starter_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import yaml
 
+    for var in ("GRID_OPS_STATE_DIR", "XDG_STATE_HOME"):  # the default state dir
+        monkeypatch.delenv(var, raising=False)
     from grid_ops.cli.config_cmd import starter_text
 
     cfg = config.parse(yaml.safe_load(starter_text()))
@@ -354,3 +383,29 @@ def test_committed_example_inventory_is_the_render_of_the_starter_config() -> No
     repo = Path(__file__).resolve().parent.parent
     for rel, text in inventory.render_text(cfg, source=source).items():
         assert (repo / "inventory" / "example" / rel).read_text() == text, rel
+
+
+def test_every_config_string_reaches_ansible_marked_unsafe(tmp_path: Path) -> None:
+    """A second wall behind validation: even a value that slipped past it would be data."""
+    from grid_ops import inventory as inv
+
+    cfg = config.load(write(tmp_path / "cluster.yaml", MIXED))
+    out = tmp_path / "inv"
+    inv.render(cfg, out)
+    # bypass validation on purpose: a template in a value must stay text
+    text = (out / "hosts.yml").read_text()
+    text = text.replace('"w2.example.org"', "\"{{ lookup('pipe', 'touch INJECTED') }}\"")
+    (out / "hosts.yml").write_text(text)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ansible_root() / "ansible.cfg"),
+               ANSIBLE_HOME=str(tmp_path / ".ansible-home"))  # fmt: skip
+    result = subprocess.run(
+        [str(ANSIBLE_INVENTORY), "-i", str(out / "hosts.yml"), "--list"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    raw = json.loads(result.stdout)
+    hostvars = raw["_meta"]["hostvars"]
+    for name, hv in hostvars.items():
+        assert _strings_not_marked(hv) == [], name
+    assert _plain(hostvars["w2"]["ansible_host"]).startswith("{{ lookup(")
+    assert not (tmp_path / "INJECTED").exists()

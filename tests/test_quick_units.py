@@ -132,7 +132,7 @@ def test_rsync_argv_matches_the_roles_order() -> None:
     assert argv == [
         "rsync", "-a", "--omit-dir-times", "--itemize-changes", "--stats", "--copy-links",
         "--delete", "--dry-run", "--exclude=.git", "--exclude=*.pyc", "--filter=:- .gitignore",
-        "-e", "ssh -p 2", "/src/proj/", "u@h:/r/proj/",
+        "-e", "ssh -p 2", "--", "/src/proj/", "u@h:/r/proj/",
     ]  # fmt: skip
 
 

@@ -3,6 +3,7 @@ paths on real Ray): amounts, placement choices, pressure, counters, the wire for
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from pathlib import Path
@@ -148,7 +149,11 @@ def test_state_file_round_trip_and_wire_format(tmp_path: Path) -> None:
     assert store.load(tmp_path)["pool"] == {"k": {"size": 1, "nodes": ["a"]}}
     assert store.load(tmp_path / "none")["reservations"] == {}
     assert protocol.socket_path(tmp_path).parent == tmp_path
-    assert str(protocol.socket_path(Path("/x" * 60))).startswith("/tmp/grid-ops-control-")
+    # a state dir too long for a socket path: the user's checked private short dir
+    far = protocol.socket_path(Path("/x" * 60))
+    assert far.parent == Path(f"/tmp/grid-ops-{os.getuid()}")
+    assert far.parent.stat().st_mode & 0o777 == 0o700
+    assert far != protocol.socket_path(Path("/y" * 60))  # one socket per state dir
     # a real Unix socket: header, binary payload both ways, refusal with hint
     path = protocol.socket_path(tmp_path)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

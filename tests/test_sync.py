@@ -20,7 +20,7 @@ def _sync(lab: Lab, src: Path, *args: str) -> tuple[int, dict[str, Any]]:
 
 
 def _on_node(node: str, name: str) -> Path:
-    return Path(f"/home/gridlab{node[4:]}/grid-ops/{name}")
+    return Path(f"/home/gridlab{node[4:]}/grid-ops/code/{name}")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -490,7 +491,7 @@ def probe(config: Any, *args: str, env: dict[str, str] | None = None) -> dict[st
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    path = tmp_path / "remote root"  # a space, as remote_root may have
+    path = tmp_path / "remote-root"
     (path / "venv" / "bin").mkdir(parents=True)
     return path
 
@@ -568,7 +569,7 @@ def test_remote_exit_codes_propagate(
     assert proc.returncode == code, proc.stderr
 
 
-@pytest.mark.parametrize("rel", ["x", "my dir/x"])
+@pytest.mark.parametrize("rel", ["x", "my-dir/x"])
 def test_remote_root_under_home_expands_tilde(tmp_path: Path, rel: str) -> None:
     home = tmp_path / "home"
     (home / rel).mkdir(parents=True)
@@ -893,12 +894,70 @@ def test_host_vars_node_ip_without_dns(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_remote_run_notes_its_process_group_for_stop_and_removes_the_note(root: Path) -> None:
     config = remote_config(str(root))
-    script = remote.remote_script(config, ["sh", "-c", "cat /tmp/grid-ops-run-$1.pid", "-", "u1"],
-                                  run_id="u1")  # fmt: skip
+    run_id = "aa11aa11"
+    script = remote.remote_script(config, ["sh", "-c", "cat state/run/$1.pid", "-", run_id],
+                                  run_id=run_id)  # fmt: skip
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and proc.stdout.strip().isdigit()  # the shell's pid, noted
-    assert not Path("/tmp/grid-ops-run-u1.pid").exists()  # removed when the command ended
-    failing = remote.remote_script(config, ["sh", "-c", "exit 9"], run_id="u2")
+    assert not (root / "state" / "run" / f"{run_id}.pid").exists()  # removed at the end
+    assert (root / "state" / "run").stat().st_mode & 0o777 == 0o700  # private to the user
+    failing = remote.remote_script(config, ["sh", "-c", "exit 9"], run_id="bb22bb22")
     assert subprocess.run(["bash", "-c", failing], check=False).returncode == 9
-    assert "exec " not in remote.remote_script(config, ["true"], run_id="u3")
+    assert "exec " not in remote.remote_script(config, ["true"], run_id="cc33cc33")
     assert "exec true" in remote.remote_script(config, ["true"])
+    with pytest.raises(ValueError):
+        remote.remote_script(config, ["true"], run_id="../../x")
+
+
+def _local(root: Path) -> Any:
+    return remote_config(
+        str(root), nodes=[{"name": "h", "host": "localhost", "connection": "local"}]
+    )
+
+
+def test_stop_signals_only_a_plain_note_of_ours(root: Path, tmp_path: Path) -> None:
+    config = _local(root)
+    here = config.nodes[0]
+    notes = root / "state" / "run"
+    notes.mkdir(parents=True)
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        # a note that is a link to some other file is not followed
+        target = tmp_path / "elsewhere.pid"
+        target.write_text(str(victim.pid), encoding="utf-8")
+        (notes / "dd44dd44.pid").symlink_to(target)
+        remote.stop(config, here, "dd44dd44")
+        time.sleep(0.3)
+        assert victim.poll() is None
+        # a note that holds more than a number is ignored, never run
+        (notes / "ee55ee55.pid").write_text(
+            f"{victim.pid}; touch {tmp_path}/MARK", encoding="utf-8"
+        )
+        remote.stop(config, here, "ee55ee55")
+        time.sleep(0.3)
+        assert victim.poll() is None
+        assert not (tmp_path / "MARK").exists()
+        # the real note stops the group, and is removed
+        (notes / "ff66ff66.pid").write_text(str(victim.pid), encoding="utf-8")
+        remote.stop(config, here, "ff66ff66")
+        assert victim.wait(timeout=10) != 0
+        assert not (notes / "ff66ff66.pid").exists()
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_user_commands_run_in_the_code_directory(root: Path) -> None:
+    (root / "code").mkdir()
+    config = _local(root)
+    argv = remote.argv(config, config.nodes[0], [sys.executable, "-c", PROBE], in_code=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    data = json.loads(proc.stdout)
+    assert Path(data["cwd"]) == (root / "code").resolve()
+    assert data["path"][0] == f"{root}/venv/bin"
+
+
+def test_ssh_argv_ends_options_before_the_target(root: Path) -> None:
+    config = remote_config(str(root))
+    argv = remote.argv(config, config.node("node2"), ["true"])
+    assert argv[-3:-1] == ["--", "ops@10.0.0.2"]

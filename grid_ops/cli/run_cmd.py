@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from grid_ops.cli.common import ConfigOption, load_config
-from grid_ops.cli.output import err, error, out
+from grid_ops.cli.output import err, error, out, safe
 
 if TYPE_CHECKING:
     from grid_ops.config import ClusterConfig, NodeConfig
@@ -53,7 +53,8 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run COMMAND on a node: in remote_root, the node venv first on PATH, RAY_ADDRESS set.
+    """Run COMMAND on a node: in <remote_root>/code (where 'grid-ops sync' puts code), the
+    node venv first on PATH, RAY_ADDRESS and Ray's token settings in the environment.
 
     Without --node it picks the best-scored node (see 'grid-ops health'); if that node
     cannot be reached, the next best is tried, with backoff. Output streams as it comes
@@ -82,7 +83,8 @@ def run(
         env["GRID_OPS_BOOST"] = boost
         target = cfg.head
         err.print(
-            f"[dim]boost {boost}: {record['resource']} {record['amount']:g} on {record['node']}[/]"
+            f"[dim]boost {safe(boost)}: {safe(record['resource'])} {record['amount']:g} "
+            f"on {safe(record['node'])}[/]"
         )
     elif node:
         target = cfg.node(node)
@@ -90,7 +92,7 @@ def run(
         target = _best_reachable(
             cfg, retries if retries is not None else cfg.execution.retry_attempts
         )
-    err.print(f"[dim]running on {target.name}[/]")
+    err.print(f"[dim]running on {safe(target.name)}[/]")
     started = time.monotonic()
     outcome = remote.run(cfg, target, command, shell=shell, timeout=timeout, env=env)
     rc = outcome.rc
@@ -131,7 +133,7 @@ def _best_reachable(cfg: ClusterConfig, retries: int) -> NodeConfig:
     for attempt, candidate in enumerate(candidates[: retries + 1]):
         if remote.reachable(cfg, candidate):
             return candidate
-        err.print(f"[yellow]{candidate.name} does not answer; trying the next best node[/]")
+        err.print(f"[yellow]{safe(candidate.name)} does not answer; trying the next best node[/]")
         if attempt < retries:
             time.sleep(delay)
             delay *= 2
@@ -170,7 +172,7 @@ def _run_all(cfg: ClusterConfig, command: list[str], shell: bool, timeout: float
         _record(rc, elapsed)
     for name, rc, text in results:
         style = "green" if rc == 0 else "red"
-        out.print(f"[bold]── {name}[/] [{style}](exit {rc})[/]")
+        out.print(f"[bold]── {safe(name)}[/] [{style}](exit {rc})[/]")
         sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
         sys.stdout.flush()
     failed = [name for name, rc, _ in results if rc != 0]

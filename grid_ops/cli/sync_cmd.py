@@ -31,7 +31,7 @@ def sync(
     ] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Copy SRC to <remote_root>/<basename of SRC> on every node, in parallel, with rsync.
+    """Copy SRC to <remote_root>/code/<basename of SRC> on every node, in parallel, with rsync.
 
     Only changed files move. sync.exclude_patterns and SRC's .gitignore are honoured.
     The same runs without grid-ops: ansible-playbook -i INVENTORY playbooks/sync.yml -e src=DIR
@@ -45,6 +45,10 @@ def sync(
     source = src.expanduser().resolve()
     if not source.is_dir():
         raise UsageError(f"{src} is not a directory.", "Pass the directory to sync as SRC.")
+    if not source.name:
+        raise UsageError(
+            f"{src} has no name of its own to sync under.", "Pass a directory below '/'."
+        )
     extravars = {"src": str(source), "delete": delete}
     result = playbook.run(
         "sync", cfg, path, title=f"sync {source.name}", json_out=json_out, limit=node,

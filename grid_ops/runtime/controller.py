@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grid_ops.runtime import nodes, offload, pool, protocol, reservations, store
+from grid_ops.runtime import nodes, offload, pool, private, protocol, reservations, store
 from grid_ops.runtime.nodes import Refused
 from grid_ops.runtime.taskstats import Totals
 
@@ -87,11 +87,16 @@ class Controller:
     def _serve(self) -> socketserver.BaseServer:
         path = protocol.socket_path(self.dir)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private.private_dir(path.parent)
         path.unlink(missing_ok=True)
         controller = self
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
+                try:
+                    protocol.check_peer(self.request)
+                except OSError:
+                    return  # not this user: no answer at all
                 try:
                     request = protocol.read_line(self.rfile)
                     payload = protocol.read_exact(self.rfile, int(request.get("payload") or 0))
@@ -192,6 +197,7 @@ class Controller:
             }
 
     def pool_plan(self, key: str, size: int, replicas: int, node: str | None) -> list[str]:
+        pool.check_key(key)  # other Ray drivers call this directly: check here too
         with self.lock:
             views = self._views()
             if node is not None:
@@ -203,6 +209,7 @@ class Controller:
             return chosen
 
     def pool_commit(self, key: str, size: int, digest: str, held: list[str]) -> None:
+        pool.check_key(key)
         with self.lock:
             old = self.state["pool"].get(key)
             self.state["pool"][key] = {
@@ -217,6 +224,7 @@ class Controller:
                 pool.actor(stale).delete.remote(key)
 
     def pool_locate(self, key: str) -> list[str]:
+        pool.check_key(key)
         entry = self.state["pool"].get(key)
         if entry is None:
             raise self._unknown_key(key)
@@ -377,9 +385,7 @@ class Controller:
         return Refused(f"No object '{key}' in the memory pool.", f"Stored keys: {known}.")
 
     def _memory_store(self, args: dict[str, Any], payload: bytes) -> tuple[Any, bytes]:
-        key = str(args.get("key") or "")
-        if not key:
-            raise Refused("The key must not be empty.")
+        key = pool.check_key(args.get("key"))
         node = args.get("node")
         plan = self.pool_plan(key, len(payload), int(args.get("replicas", 1)), node)
         pool.put_all([pool.actor(n) for n in plan], key, payload)
@@ -387,7 +393,7 @@ class Controller:
         return {"key": key, "size": len(payload), "nodes": plan}, b""
 
     def _memory_retrieve(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
-        key = str(args.get("key") or "")
+        key = pool.check_key(args.get("key"))
         data, node = pool.get_first(self.pool_locate(key), key)
         digest = self.state["pool"][key].get("sha256")
         if digest and pool.checksum(data) != digest:
@@ -405,7 +411,7 @@ class Controller:
         return rows, b""
 
     def _memory_delete(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
-        key = str(args.get("key") or "")
+        key = pool.check_key(args.get("key"))
         with self.lock:
             entry = self.state["pool"].pop(key, None)
             if entry is None:

@@ -5,21 +5,26 @@ bytes; the answer is one JSON line ``{"ok": true, "result": …, "payload": M}``
 ``{"ok": false, "error": …, "hint": …}``) followed by M raw bytes. Payloads carry the
 memory pool's objects, so they never pass through JSON.
 
-The socket is a Unix socket in the controller's state dir on the head (mode 0600: only
-the cluster's user can reach it). Unix socket paths may not exceed 107 bytes; a long
-state dir falls back to a short per-user dir in /tmp.
+The socket is a Unix socket in the controller's state dir on the head (mode 0600, in a
+0700 dir: only the cluster's user can reach it). Unix socket paths may not exceed 107
+bytes; a long state dir falls back to the user's checked private dir (runtime.private).
+Both ends check the other's uid (SO_PEERCRED): a socket someone else put in the way is
+never spoken to.
 """
 
 from __future__ import annotations
 
-import getpass
+import hashlib
 import json
 import os
 import socket
+import struct
 from pathlib import Path
 from typing import Any
 
-DEFAULT_STATE_DIR = "state/controller"
+from grid_ops import layout
+
+DEFAULT_STATE_DIR = layout.CONTROLLER_STATE
 SOCKET_NAME = "control.sock"
 ENSURE_FILE = "ensure.json"
 MAX_SOCKET_PATH = 100
@@ -46,7 +51,24 @@ def socket_path(state: Path) -> Path:
     path = state / SOCKET_NAME
     if len(str(path)) <= MAX_SOCKET_PATH:
         return path
-    return Path(f"/tmp/grid-ops-control-{getpass.getuser()}") / SOCKET_NAME
+    from grid_ops.runtime.private import short_dir
+
+    tag = hashlib.sha256(str(state).encode()).hexdigest()[:16]
+    return short_dir() / f"control-{tag}.sock"
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a Unix socket."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+def check_peer(sock: socket.socket) -> None:
+    """Refuse a peer that is not this user."""
+    uid = peer_uid(sock)
+    if uid != os.getuid():
+        raise PermissionError(f"the controller socket's peer is uid {uid}, not {os.getuid()}")
 
 
 def read_line(stream: Any) -> dict[str, Any]:
@@ -89,6 +111,7 @@ def call(
     sock.settimeout(timeout)
     try:
         sock.connect(str(socket_path(state)))
+        check_peer(sock)
     except OSError as exc:
         sock.close()
         raise ControllerDown(str(exc)) from None
