@@ -79,6 +79,23 @@ def test_a_job_runs_with_its_workdir_logs_and_reported_metrics(
     assert res["duration_s"] > 0
 
 
+def test_a_job_without_workdir_starts_where_sync_put_the_code(
+    cluster: Lab, tmp_path: Path
+) -> None:
+    cfg = str(cluster.config)
+    proj = tmp_path / "synced"
+    proj.mkdir()
+    (proj / "hello.py").write_text("import os; print('hello from', os.getcwd(), flush=True)\n")
+    assert cluster.cli("sync", str(proj), "-c", cfg).returncode == 0
+    proc = cluster.cli("job", "launch", "--name", "from-code", "-c", cfg, "--",
+                       "python", "synced/hello.py")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    done = _wait(cluster, "from-code", ("SUCCEEDED", "FAILED", "STOPPED"))
+    logs = cluster.cli("job", "logs", "from-code", "-c", cfg).stdout
+    assert done["status"] == "SUCCEEDED", logs
+    assert "hello from /home/gridlab1/grid-ops/code" in logs
+
+
 def test_a_failing_job_ends_failed_with_its_exit_code(cluster: Lab) -> None:
     cfg = str(cluster.config)
     proc = cluster.cli("job", "launch", "--name", "broken", "-c", cfg, "--",

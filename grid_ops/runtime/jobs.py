@@ -20,9 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
+
+from grid_ops import layout
 
 DASHBOARD = "http://127.0.0.1:{port}"
 ENV_METADATA_KEY = "grid_ops_env"
@@ -101,11 +105,15 @@ def submit_metadata(metadata: dict[str, str], env: dict[str, str]) -> dict[str, 
 
 def _submit(client: Any, args: argparse.Namespace, env_text: str) -> str:
     runtime_env: dict[str, Any] = {}
+    entrypoint = args.entrypoint
     if args.working_dir:
         runtime_env["working_dir"] = args.working_dir
+    else:  # no --workdir: the job starts where 'grid-ops sync' puts code, as 'run' does
+        code = Path.cwd() / layout.CODE
+        entrypoint = f"cd -- {shlex.quote(str(code))} && {entrypoint}"
     metadata = submit_metadata(json.loads(args.metadata), parse_env(env_text))
     sid: str = client.submit_job(
-        entrypoint=args.entrypoint,
+        entrypoint=entrypoint,
         submission_id=args.submission_id,
         runtime_env=runtime_env or None,
         metadata=metadata,

@@ -23,6 +23,8 @@ import sys
 import time
 from typing import Any
 
+from grid_ops import layout
+
 PLACEMENT_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 
@@ -77,10 +79,25 @@ def _exec(command: list[str], env: dict[str, str]) -> int:
     return 127
 
 
-def _rank(command: list[str], env: dict[str, str], rank: int) -> int:
-    """Run one rank, streaming its output with a rank prefix; its exit code."""
+def _code_dir() -> str | None:
+    """This node's ``<remote_root>/code`` (Ray runs with GRID_OPS_ROOT set), if it exists."""
+    root = os.environ.get("GRID_OPS_ROOT")
+    code = os.path.join(root, layout.CODE) if root else ""
+    return code if code and os.path.isdir(code) else None
+
+
+def _in_code_dir() -> bool:
+    """Does this job run in the synced code's directory (it has no --workdir)?"""
+    code = _code_dir()
+    return code is not None and os.path.realpath(os.getcwd()) == os.path.realpath(code)
+
+
+def _rank(command: list[str], env: dict[str, str], rank: int, in_code: bool = False) -> int:
+    """Run one rank, streaming its output with a rank prefix; its exit code. ``in_code``:
+    in this node's synced code directory, as the job's entrypoint on the head."""
     proc = subprocess.Popen(
         command,
+        cwd=_code_dir() if in_code else None,
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -157,8 +174,10 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
     def endpoint() -> tuple[str, int]:
         return ray.util.get_node_ip_address(), _free_port()
 
+    in_code = _in_code_dir()
+
     def one_rank(rank: int, env: dict[str, str]) -> int:
-        return _rank(command, env, rank)
+        return _rank(command, env, rank, in_code)
 
     master_endpoint = ray.remote(num_cpus=0)(endpoint)
     run_rank = ray.remote(max_retries=0)(one_rank)
