@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from grid_ops import inventory, layout
 from grid_ops.config import ClusterConfig, NodeConfig
 from grid_ops.errors import UsageError
+from grid_ops.runtime.jobs import env_problem
 
 MISSING_ROOT = 127
 STOP_GRACE_S = 5
 _RUN_ID = re.compile(r"[0-9a-f]{8,64}")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def new_run_id() -> str:
@@ -50,14 +50,18 @@ def _root_expr(root: str) -> str:
     return shlex.quote(root)
 
 
-def _cd_root(config: ClusterConfig) -> str:
-    """cd to remote_root, or say it is missing and exit 127."""
-    root = config.remote_root.rstrip("/")
+def _cd(target: str, shown: str) -> str:
+    """cd to ``target`` (a shell expression), or say ``shown`` is missing and exit 127."""
     message = "grid-ops: %s does not exist on %s; run 'grid-ops provision' first\\n"
     return (
-        f"cd -- {_root_expr(root)} 2>/dev/null || {{ printf {shlex.quote(message)} "
-        f'{shlex.quote(root)} "$(hostname)" >&2; exit {MISSING_ROOT}; }}; '
+        f"cd -- {target} 2>/dev/null || {{ printf {shlex.quote(message)} "
+        f'{shlex.quote(shown)} "$(hostname)" >&2; exit {MISSING_ROOT}; }}; '
     )
+
+
+def _cd_root(config: ClusterConfig) -> str:
+    root = config.remote_root.rstrip("/")
+    return _cd(_root_expr(root), root)
 
 
 def environment(config: ClusterConfig) -> str:
@@ -92,15 +96,16 @@ def remote_script(
     body = " ".join(command) if shell else shlex.join(command)
     extra = ""
     for key, value in (env or {}).items():
-        if not _ENV_NAME.fullmatch(key):
-            raise UsageError(f"'{key}' is not an environment variable name.")
+        problem = env_problem(key, value)
+        if problem is not None:
+            raise UsageError(f"Cannot pass {key[:80]!r} to the node: {problem}.")
         extra += f"export {key}={shlex.quote(value)}; "
     return (
         _cd_root(config)
         + environment(config)
         + extra
         + _registration(run_id)
-        + (f"cd -- {layout.CODE} || exit {MISSING_ROOT}; " if in_code else "")
+        + (_cd(layout.CODE, f"{config.remote_root.rstrip('/')}/{layout.CODE}") if in_code else "")
         + f"{'' if shell or run_id else 'exec '}{body}"
     )
 

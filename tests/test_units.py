@@ -961,3 +961,22 @@ def test_ssh_argv_ends_options_before_the_target(root: Path) -> None:
     config = remote_config(str(root))
     argv = remote.argv(config, config.node("node2"), ["true"])
     assert argv[-3:-1] == ["--", "ops@10.0.0.2"]
+
+
+def test_a_user_command_without_the_code_directory_says_to_provision(root: Path) -> None:
+    config = _local(root)
+    argv = remote.argv(config, config.nodes[0], ["true"], in_code=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == remote.MISSING_ROOT
+    assert f"{root}/code does not exist" in proc.stderr and "grid-ops provision" in proc.stderr
+
+
+def test_extra_environment_names_are_checked_and_values_quoted(root: Path) -> None:
+    config = remote_config(str(root))
+    from grid_ops.errors import UsageError
+
+    with pytest.raises(UsageError, match="not an environment variable name"):
+        remote.remote_script(config, ["true"], env={"A;touch x": "1"})
+    script = remote.remote_script(config, ["sh", "-c", 'printf %s "$V"'], env={"V": "$(id) `x`"})
+    proc = bash(script)
+    assert proc.returncode == 0 and proc.stdout == "$(id) `x`"
