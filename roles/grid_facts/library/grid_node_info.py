@@ -15,6 +15,15 @@ options:
     description: The cluster's remote_root; C(~) is expanded with the node user's home.
     type: str
     default: ~/grid-ops
+  private_dirs:
+    description: Directories under remote_root that must be private (0700) to the user.
+    type: list
+    elements: str
+    default: []
+  ray_token:
+    description: The Ray token's path under remote_root (only its SHA-1 is returned).
+    type: str
+    default: ""
 author:
   - grid-ops
 """
@@ -29,8 +38,10 @@ RETURN = r"""
 ansible_facts:
   description: >-
     C(grid_node) with python_version, python_executable, python_tag (e.g. cp311),
-    hostname, ssh_ip, user, home, root (remote_root expanded), system, release, machine,
-    glibc, venv_support, rsync, nvidia_smi, gpu_count, cpu_count, mem_total_bytes;
+    hostname, ssh_ip, user, home, root (remote_root expanded), private_ok (remote_root and
+    private_dirs are directories of this user with mode 0700), ray_token_sha1 ("" when
+    absent), system, release, machine, glibc, venv_support, rsync, nvidia_smi, gpu_count,
+    cpu_count, mem_total_bytes;
     and C(grid_ray_node), this user's Ray processes on the node: running (a raylet is
     up), head (a GCS server is up), node_id (from the raylet's command line), pids.
   type: dict
@@ -38,10 +49,12 @@ ansible_facts:
 """
 
 import getpass
+import hashlib
 import os
 import platform
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 
@@ -113,9 +126,35 @@ def _ray_processes() -> dict:
     return found
 
 
+def _private(paths: list) -> bool:
+    """Are all ``paths`` real directories of this user that no one else can enter?"""
+    for path in paths:
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return False
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return False
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            return False
+    return True
+
+
+def _sha1(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha1(handle.read()).hexdigest()
+    except OSError:
+        return ""
+
+
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={"remote_root": {"type": "str", "default": "~/grid-ops"}},
+        argument_spec={
+            "remote_root": {"type": "str", "default": "~/grid-ops"},
+            "private_dirs": {"type": "list", "elements": "str", "default": []},
+            "ray_token": {"type": "str", "default": "", "no_log": False},
+        },
         supports_check_mode=True,
     )
     home = os.path.expanduser("~")
@@ -135,6 +174,14 @@ def main() -> None:
         "user": getpass.getuser(),
         "home": home,
         "root": root.rstrip("/") or "/",
+        "private_ok": _private(
+            [root] + [os.path.join(root, d) for d in module.params["private_dirs"]]
+        ),
+        "ray_token_sha1": (
+            _sha1(os.path.join(root, module.params["ray_token"]))
+            if module.params["ray_token"]
+            else ""
+        ),
         "system": uname.system,
         "release": uname.release,
         "machine": uname.machine,
