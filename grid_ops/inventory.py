@@ -50,7 +50,9 @@ def to_yaml(value: Any) -> str:
     in flow style so each string inside carries its own tag.
     """
     if isinstance(value, str):
-        return "!unsafe " + _quoted(value)
+        # Ansible reads an '!unsafe' scalar as if it were plain: "", "123", "true", "null"
+        # would become other types. Such text holds no template, so it goes untagged.
+        return ("!unsafe " if _reads_as_text(value) else "") + _quoted(value)
     if isinstance(value, dict):
         return "{" + ", ".join(f"{_quoted(str(k))}: {to_yaml(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list | tuple):
@@ -58,6 +60,14 @@ def to_yaml(value: Any) -> str:
     if value is None or isinstance(value, bool | int | float):
         return json.dumps(value)
     raise TypeError(f"cannot write a {type(value).__name__} into the inventory")
+
+
+def _reads_as_text(text: str) -> bool:
+    """Does ``text``, written plain, read back as a string (not a number, bool or null)?"""
+    import yaml
+
+    tag = yaml.resolver.Resolver().resolve(yaml.ScalarNode, text, (True, False))
+    return bool(tag == "tag:yaml.org,2002:str")
 
 
 def _quoted(text: str) -> str:

@@ -106,7 +106,7 @@ def test_run_passes_arguments_verbatim_unless_asked_for_a_shell(ready: Lab) -> N
     where = ready.cli("run", "-c", cfg, "--node", "node3", "--", "sh", "-c",
                       'pwd; command -v python; echo "$RAY_ADDRESS"')  # fmt: skip
     pwd, python, address = where.stdout.splitlines()
-    assert pwd == "/home/gridlab3/grid-ops"
+    assert pwd == "/home/gridlab3/grid-ops/code"  # where sync puts code
     assert python == "/home/gridlab3/grid-ops/venv/bin/python"
     assert address == "10.231.0.11:6379"
 

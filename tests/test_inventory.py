@@ -409,3 +409,15 @@ def test_every_config_string_reaches_ansible_marked_unsafe(tmp_path: Path) -> No
         assert _strings_not_marked(hv) == [], name
     assert _plain(hostvars["w2"]["ansible_host"]).startswith("{{ lookup(")
     assert not (tmp_path / "INJECTED").exists()
+
+
+@pytest.mark.parametrize("text", ["", "123", "true", "yes", "null", "2.60", "1e3", "~", "0x1f"])
+def test_text_that_looks_like_another_type_stays_text(tmp_path: Path, text: str) -> None:
+    """Ansible reads '!unsafe' scalars as plain ones; such text goes untagged instead."""
+    from grid_ops import inventory as inv
+
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text(f"all:\n  hosts:\n    h1:\n      v: {inv.to_yaml(text)}\n      "
+                     f"w: {inv.to_yaml([text, {'k': text}])}\n")  # fmt: skip
+    hv = ansible_list(hosts)["_meta"]["hostvars"]["h1"]
+    assert hv["v"] == text and hv["w"] == [text, {"k": text}]

@@ -79,9 +79,7 @@ def test_a_job_runs_with_its_workdir_logs_and_reported_metrics(
     assert res["duration_s"] > 0
 
 
-def test_a_job_without_workdir_starts_where_sync_put_the_code(
-    cluster: Lab, tmp_path: Path
-) -> None:
+def test_a_job_without_workdir_starts_where_sync_put_the_code(cluster: Lab, tmp_path: Path) -> None:
     cfg = str(cluster.config)
     proj = tmp_path / "synced"
     proj.mkdir()
