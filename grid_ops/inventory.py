@@ -66,7 +66,8 @@ def _reads_as_text(text: str) -> bool:
     """Does ``text``, written plain, read back as a string (not a number, bool or null)?"""
     import yaml
 
-    tag = yaml.resolver.Resolver().resolve(yaml.ScalarNode, text, (True, False))
+    resolver = yaml.resolver.Resolver()
+    tag = resolver.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
     return bool(tag == "tag:yaml.org,2002:str")
 
 
