@@ -16,82 +16,17 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grid_ops import inventory
+from grid_ops import inventory, model
 from grid_ops.config import ClusterConfig
 from grid_ops.errors import AnsibleRunError, UsageError
 from grid_ops.fsutil import write_atomic
 from grid_ops.paths import ansible_root, playbook_path, state_dir
+from grid_ops.results import COUNTERS, HostResult, PlaybookResult
 
 KEEP_RUNS = 10
-COUNTERS = ("ok", "changed", "failed", "unreachable", "skipped")
-
-
-@dataclass
-class HostResult:
-    """What one host did during a playbook run."""
-
-    name: str
-    ok: int = 0
-    changed: int = 0
-    failed: int = 0
-    unreachable: int = 0
-    skipped: int = 0
-    msg: str | None = None
-    failed_task: str | None = None
-    task: str | None = None
-    facts: dict[str, Any] = field(default_factory=dict)
-    changed_tasks: list[str] = field(default_factory=list)
-    diffs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    results: dict[str, Any] = field(default_factory=dict)
-    durations: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def status(self) -> str:
-        if self.unreachable:
-            return "unreachable"
-        if self.failed:
-            return "failed"
-        if self.changed:
-            return "changed"
-        return "ok"
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {c: getattr(self, c) for c in COUNTERS}
-        out["msg"] = self.msg
-        return out
-
-
-@dataclass
-class PlaybookResult:
-    """The outcome of one playbook run."""
-
-    playbook: str
-    rc: int
-    status: str
-    hosts: dict[str, HostResult]
-    private_data_dir: Path
-    seconds: float
-
-    @property
-    def failed_hosts(self) -> list[str]:
-        return [h.name for h in self.hosts.values() if h.failed or h.unreachable]
-
-    @property
-    def unreachable_hosts(self) -> list[str]:
-        return [h.name for h in self.hosts.values() if h.unreachable]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "playbook": self.playbook,
-            "rc": self.rc,
-            "hosts": {name: h.to_json() for name, h in self.hosts.items()},
-        }
-
-
 EventCallback = Callable[[str, str, str | None], None]
 """Called as ``(host, task name, status)`` while a playbook runs (status None = started)."""
 
@@ -317,6 +252,9 @@ def run(
         _prune_runs(max(keep, 1))
     seconds = round(time.monotonic() - started, 3)
     hosts = collector.finish()
+    # What only the nodes know (remote_root expanded, the address SSH arrived on): the
+    # model's record, for the commands that do not run a playbook.
+    model.record_facts(config, {name: host.facts.get("grid_node") for name, host in hosts.items()})
     rc = int(runner.rc if runner.rc is not None else 1)
     if rc != 0 and not any(h.failed or h.unreachable for h in hosts.values()):
         stdout = _tail(private)

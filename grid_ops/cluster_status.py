@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from grid_ops import inventory
+from grid_ops import layout
 
 if TYPE_CHECKING:
-    from grid_ops.ansible import PlaybookResult
     from grid_ops.config import ClusterConfig
+    from grid_ops.results import PlaybookResult
 
 
 def summarize(config: ClusterConfig, result: PlaybookResult) -> dict[str, Any]:
@@ -31,13 +31,10 @@ def summarize(config: ClusterConfig, result: PlaybookResult) -> dict[str, Any]:
         reachable = bool(host) and not (host.unreachable if host else True)
         facts = host.facts if host else {}
         local = facts.get("grid_ray_node", {})
-        ip = inventory.node_ip(config, node) or (facts.get("grid_node") or {}).get("ssh_ip") or ""
-        # The node's own raylet id is the surest match (Ray may register a node under
-        # another address than ours, e.g. its real one for 127.0.0.1); else its address.
+        # Each node joined Ray naming itself (its grid_node:<name> resource); its raylet's
+        # own id, when it runs, tells its live entry from those of earlier starts.
         node_id = local.get("node_id")
-        entries = [g for g in gcs_nodes if node_id and g.get("node_id") == node_id] or [
-            g for g in gcs_nodes if ip and g.get("ip") == ip
-        ]
+        entries = [g for g in gcs_nodes if g.get("name") == node.name]
         alive = [g for g in entries if g.get("alive")]
         if node_id:
             alive = [g for g in alive if g.get("node_id") == node_id]
@@ -56,8 +53,12 @@ def summarize(config: ClusterConfig, result: PlaybookResult) -> dict[str, Any]:
                 "ray": state,
                 "reachable": reachable,
                 "node_id": entry.get("node_id") or local.get("node_id") or None,
-                "ip": entry.get("ip") or ip or None,
-                "resources": entry.get("resources", {}),
+                "ip": entry.get("ip") or (facts.get("grid_node") or {}).get("ssh_ip") or None,
+                "resources": {
+                    k: v
+                    for k, v in entry.get("resources", {}).items()
+                    if not k.startswith(layout.NODE_RESOURCE_PREFIX)
+                },
                 "error": (host.msg if host and (host.unreachable or host.failed) else None),
             }
         )

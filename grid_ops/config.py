@@ -32,6 +32,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -337,9 +338,10 @@ class NodeConfig(Strict):
 
 
 class SSHConfig(Strict):
-    timeout: Seconds = Field(default=30, description="seconds a remote command may take")
     connect_timeout: Annotated[int, Field(strict=True, ge=1, le=600)] = 10
-    max_retries: Retries = 3
+    max_retries: Retries = Field(
+        default=0, description="more connection attempts after a failed one (ssh's own)"
+    )
     pool_size: Workers | None = Field(
         default=None,
         description="most parallel SSH connections (Ansible forks); default: one per node",
@@ -366,7 +368,7 @@ class SyncConfig(Strict):
     )
     use_checksums: bool = False
     follow_symlinks: bool = False
-    max_parallel_transfers: Workers = 5
+    max_parallel_transfers: Workers = Field(default=5, description="nodes an rsync runs to at once")
     respect_gitignore: bool = True
 
 
@@ -385,8 +387,6 @@ class RayConfig(Strict):
     dashboard_host: BindAddress = Field(
         default="127.0.0.1", description="loopback unless you say so"
     )
-    namespace: Name = "grid_ops"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
     auth: Literal["token", "none"] = Field(
         default="token", description="Ray token authentication; none: GCS and dashboard open"
     )
@@ -435,25 +435,16 @@ class ProvisionConfig(Strict):
 
 
 class ExecutionConfig(Strict):
-    default_nodes: Workers = 1
-    default_gpus_per_node: Count = 1
-    timeout_seconds: Seconds = 1800
+    default_nodes: Workers = Field(default=1, description="'job launch --nodes' default")
+    default_gpus_per_node: Count = Field(
+        default=0, description="'job launch --gpus' default (GPUs per rank)"
+    )
+    timeout_seconds: Seconds = Field(default=1800, description="'run --timeout' default")
     retry_attempts: Retries = 3
 
 
-class LoggingConfig(Strict):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    format: Literal["json", "text", "console"] = "text"
-    file: ControllerPath | None = None
-
-    @field_validator("level", mode="before")
-    @classmethod
-    def _upper(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) and len(value) < 64 else value
-
-
 class ResourceSharingConfig(Strict):
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="false: 'resource-sharing' is refused")
     max_share_fraction: Fraction = 0.5
     memory_pool_gb: Gigabytes = 1.0
 
@@ -470,8 +461,54 @@ class OffloadConfig(Strict):
     check_interval: Seconds = 5
 
 
+# Keys that never changed anything and are gone: a config that still has them loads,
+# with one warning line each (ClusterConfig.deprecations), and they are ignored.
+DEPRECATED: dict[tuple[str, ...], str] = {
+    ("ssh", "timeout"): (
+        "ssh.timeout is ignored and may be removed: remote commands are bounded by "
+        "ssh.connect_timeout and 'run --timeout' (default execution.timeout_seconds)"
+    ),
+    ("ray", "namespace"): (
+        "ray.namespace is ignored and may be removed: jobs and drivers choose their own "
+        "Ray namespace (ray.init(namespace=...))"
+    ),
+    ("ray", "log_level"): (
+        "ray.log_level is ignored and may be removed: Ray's own logs are under the "
+        "node's Ray temp dir"
+    ),
+    ("logging",): (
+        "logging is ignored and may be removed: grid-ops keeps each playbook run's "
+        "output under its state dir (runs/)"
+    ),
+}
+
+
+def _drop_deprecated(data: Any) -> tuple[Any, list[str]]:
+    """``data`` without the DEPRECATED keys, and a warning for each one found."""
+    if not isinstance(data, dict):
+        return data, []
+    data = dict(data)
+    found = []
+    for path, message in DEPRECATED.items():
+        parent: Any = data
+        for key in path[:-1]:
+            child = parent.get(key) if isinstance(parent, dict) else None
+            if not isinstance(child, dict):
+                parent = None
+                break
+            copy = dict(child)
+            parent[key] = copy
+            parent = copy
+        if isinstance(parent, dict) and path[-1] in parent:
+            del parent[path[-1]]
+            found.append(message)
+    return data, found
+
+
 class ClusterConfig(Strict):
     """The whole ``cluster.yaml``."""
+
+    _deprecations: list[str] = PrivateAttr(default_factory=list)
 
     name: Name
     nodes: Annotated[list[NodeConfig], Field(min_length=1, max_length=1024)]
@@ -486,9 +523,30 @@ class ClusterConfig(Strict):
     sync: SyncConfig = Field(default_factory=SyncConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     resource_sharing: ResourceSharingConfig = Field(default_factory=ResourceSharingConfig)
     offload: OffloadConfig = Field(default_factory=OffloadConfig)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _deprecated_keys(cls, data: Any, handler: Any) -> Any:
+        data, found = _drop_deprecated(data)
+        config = handler(data)
+        if found:
+            config._deprecations = found
+        return config
+
+    @property
+    def deprecations(self) -> list[str]:
+        """One line per ignored old key the config still has."""
+        return list(self._deprecations)
+
+    def __eq__(self, other: object) -> bool:
+        """The same settings (whatever old keys either file also had)."""
+        if not isinstance(other, ClusterConfig):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]
 
     @field_validator("nodes", mode="before")
     @classmethod

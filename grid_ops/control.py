@@ -95,12 +95,12 @@ def call(
     timeout: float = 180,
 ) -> tuple[Any, bytes]:
     """One controller operation on the head: its result and payload bytes."""
-    from grid_ops import inventory, remote
+    from grid_ops import model, remote
 
     command = ["python", "-m", "grid_ops.runtime.client", op, "--args", json.dumps(args or {})]
     if payload is not None:
         command.append("--stdin")
-    inventory.ensure_control_dir()
+    model.ensure_control_dir()
     head = config.head.name
     try:
         proc = subprocess.run(

@@ -52,6 +52,21 @@ def best(nodes: list[NodeHealth]) -> NodeHealth | None:
     return order[0] if order and order[0].reachable else None
 
 
+def probe_all(config: ClusterConfig, names: list[str] | None = None) -> list[NodeHealth]:
+    """Health of the nodes (all, or ``names``), in config order, probed now."""
+    from grid_ops import model, probe
+
+    return [NodeHealth(**r) for r in probe.records(model.of(config), names)]
+
+
+def collect(config: ClusterConfig, refresh: bool) -> tuple[list[NodeHealth], bool]:
+    """Health of every node, ranked; from the cache unless stale or ``refresh``."""
+    from grid_ops import model, probe
+
+    found, cached = probe.collect(model.of(config), refresh)
+    return [NodeHealth(**r) for r in found], cached
+
+
 def cache_file(config: ClusterConfig) -> Path:
     return Path(facts.cache_name(config.name))
 

@@ -6,17 +6,19 @@ the same files into each run's private data dir, so both paths see identical inv
 
 from __future__ import annotations
 
-import ipaddress
 import json
+import os
 import re
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from grid_ops import layout
-from grid_ops.config import ClusterConfig, NodeConfig
+from grid_ops import layout, model
+from grid_ops.config import ClusterConfig
 from grid_ops.fsutil import write_file
+from grid_ops.model import NodeModel
 from grid_ops.paths import state_dir
 
 
@@ -99,78 +101,10 @@ def groups(config: ClusterConfig) -> dict[str, list[str]]:
     return out
 
 
-def ssh_args(config: ClusterConfig) -> list[str]:
-    """The ssh options every connection to this cluster needs (beyond ansible.cfg's)."""
-    ssh = config.ssh
-    args: list[str] = []
-    if ssh.config_file:
-        args += ["-F", str(ssh.config_file)]
-    if ssh.known_hosts_file:
-        args += ["-o", f"UserKnownHostsFile={ssh.known_hosts_file}"]
-        args += ["-o", "StrictHostKeyChecking=yes"]
-    else:
-        # New hosts are learned once; a changed host key is always refused.
-        args += ["-o", "StrictHostKeyChecking=accept-new"]
-    if ssh.key_file:
-        args += ["-o", "IdentitiesOnly=yes"]
-    args += ["-o", f"ConnectTimeout={ssh.connect_timeout}"]
-    args += list(ssh.extra_args)
-    return args
-
-
-def node_ip(config: ClusterConfig, node: NodeConfig) -> str | None:
-    """The address Ray should use for ``node`` when the config says it: override or IP.
-
-    Names are not resolved here (that would be a DNS query from the controller); for them
-    the node reports the address its SSH connection arrived on (fact grid_node.ssh_ip).
-    """
-    override = config.ray.nodes.get(node.name)
-    if override and override.node_ip:
-        return override.node_ip
-    if node.connection == "local":
-        return "127.0.0.1"
-    try:
-        return str(ipaddress.ip_address(node.host))
-    except ValueError:
-        return None
-
-
-def ssh_command(config: ClusterConfig, node: NodeConfig) -> list[str]:
-    """``ssh`` with the cluster's settings for ``node`` (add the target and command).
-
-    Connections are multiplexed (ControlPersist) so rsync and ``grid-ops run`` after the
-    first pay no new handshake.
-    """
-    args = ["ssh", "-o", "BatchMode=yes"]
-    if node.port:
-        args += ["-p", str(node.port)]
-    if config.ssh.key_file:
-        args += ["-i", str(config.ssh.key_file)]
-    args += ssh_args(config)
-    args += ["-o", "ControlMaster=auto", "-o", "ControlPersist=60s"]
-    args += ["-o", "ControlPath=~/.ansible/cp/grid-%C"]
-    return args
-
-
-def ssh_argv(config: ClusterConfig, node: NodeConfig, command: str) -> list[str]:
-    """ssh to ``node`` running one remote command line: ``--`` ends ssh's options, so
-    nothing after it (the target included) is ever read as one."""
-    return [*ssh_command(config, node), "--", ssh_target(node), command]
-
-
-def ensure_control_dir() -> None:
-    """ssh refuses a ControlPath whose directory is missing (Ansible makes it on first use)."""
-    Path("~/.ansible/cp").expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
-
-
-def ssh_target(node: NodeConfig) -> str:
-    return f"{node.user}@{node.host}" if node.user else node.host
-
-
-def host_vars(config: ClusterConfig, node: NodeConfig) -> dict[str, Any]:
-    """What Ansible needs to reach ``node``, plus the node's grid-ops facts."""
+def host_vars(config: ClusterConfig, node: NodeModel) -> dict[str, Any]:
+    """What Ansible needs to reach ``node``, plus the node's grid-ops settings."""
     out: dict[str, Any] = {"ansible_host": node.host}
-    if node.connection == "local":
+    if node.local:
         out["ansible_connection"] = "local"
         out["ansible_python_interpreter"] = config.python_interpreter or local_python()
     else:
@@ -180,51 +114,50 @@ def host_vars(config: ClusterConfig, node: NodeConfig) -> dict[str, Any]:
             out["ansible_user"] = node.user
         if config.ssh.key_file:
             out["ansible_ssh_private_key_file"] = str(config.ssh.key_file)
-        out["ansible_ssh_common_args"] = shlex.join(ssh_args(config))
+        out["ansible_ssh_common_args"] = shlex.join(model.ssh_options(config))
         out["ansible_ssh_timeout"] = config.ssh.connect_timeout
         if config.python_interpreter:
             out["ansible_python_interpreter"] = config.python_interpreter
-    if node.connection == "local":
-        out.update(grid_rsync_rsh="", grid_rsync_dest="")
-    else:
-        out.update(
-            grid_rsync_rsh=shlex.join(ssh_command(config, node)),
-            grid_rsync_dest=f"{ssh_target(node)}:",
-        )
-    ip = node_ip(config, node)
-    if ip:
-        out["grid_node_ip"] = ip
-    override = config.ray.nodes.get(node.name)
-    out.update(
-        grid_role="head" if node.name == config.head.name else "worker",
-        grid_gpu_count=node.gpu_count,
-        grid_memory_gb=node.memory_gb,
-        grid_tags=list(node.tags),
-        grid_ray_overrides=override.model_dump(exclude_none=True) if override else {},
-    )
+    out.update(grid_rsync_rsh=node.rsh, grid_rsync_dest=node.dest_prefix)
+    if node.address:
+        out["grid_node_ip"] = node.address
+    out.update(grid_role=node.role, grid_gpu_count=node.gpu_count, grid_ray_start=node.ray_start)
     return out
 
 
-def cluster_vars(config: ClusterConfig) -> dict[str, Any]:
-    """Cluster-wide variables (group_vars/all.yml) the roles read."""
-    dump = config.model_dump(mode="json")
+def cluster_vars(config: ClusterConfig, resolved: model.ClusterModel) -> dict[str, Any]:
+    """Cluster-wide variables (group_vars/all.yml): what the roles read, from the model."""
+    ray = config.ray
     return {
         "grid_cluster_name": config.name,
         "grid_remote_root": config.remote_root,
         "grid_layout": layout.as_vars(),
         "grid_ray_token_file": _home_relative(ray_token_file(config)),
         "grid_become": config.become,
-        "grid_provision": dump["provision"],
-        "grid_head_node": config.head.name,
-        "grid_head_host": config.head.host,
-        "grid_node_hosts": {n.name: node_ip(config, n) or n.host for n in config.nodes},
-        "grid_ray": {k: v for k, v in dump["ray"].items() if k != "nodes"},
-        "grid_sync": dump["sync"],
-        "grid_health_check": dump["health_check"],
-        "grid_execution": dump["execution"],
-        "grid_resource_sharing": dump["resource_sharing"],
-        "grid_offload": dump["offload"],
+        "grid_provision": {
+            "requirements": [f"ray[default]=={ray.version}", *config.provision.packages],
+            "wheelhouse": _home_relative(wheelhouse_dir(config)),
+        },
+        "grid_head_node": resolved.head,
+        "grid_ray": {
+            "port": ray.port,
+            "dashboard_host": ray.dashboard_host,
+            "dashboard_port": ray.dashboard_port,
+            "auth": ray.auth,
+            "worker_start_batch": ray.worker_start_batch,
+        },
+        "grid_sync": resolved.sync,
+        "grid_deadlines": asdict(resolved.deadlines),
+        "grid_controller": resolved.controller,
     }
+
+
+def wheelhouse_dir(config: ClusterConfig) -> Path:
+    """The controller's wheel cache: provision.wheelhouse, else the user's cache dir."""
+    if config.provision.wheelhouse is not None:
+        return config.provision.wheelhouse
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "grid-ops" / "wheelhouse"
 
 
 def ray_token_file(config: ClusterConfig) -> Path:
@@ -241,12 +174,13 @@ def _home_relative(path: Path) -> str:
 def render_text(config: ClusterConfig, source: str = "cluster.yaml") -> dict[str, str]:
     """The inventory files as ``{relative path: text}``."""
     env = _environment()
+    resolved = model.resolve(config, recorded=False)
     context = {
         "config": config,
         "source": source,
-        "hostvars": {n.name: host_vars(config, n) for n in config.nodes},
+        "hostvars": {n.name: host_vars(config, n) for n in resolved.nodes},
         "groups": groups(config),
-        "cluster_vars": cluster_vars(config),
+        "cluster_vars": cluster_vars(config, resolved),
     }
     return {
         "hosts.yml": env.get_template("hosts.yml.j2").render(context),

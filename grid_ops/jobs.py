@@ -330,7 +330,7 @@ def launch(
     ``nodes`` > 1 runs one rank per node (grid_ops.runtime.launch: STRICT_SPREAD placement
     group, torch.distributed environment variables).
     """
-    from grid_ops import inventory, layout
+    from grid_ops import layout
     from grid_ops.errors import UsageError
 
     check_name(name)
@@ -354,7 +354,7 @@ def launch(
     rel = None
     if workdir is not None:
         rel = f"{layout.JOBS}/{submission_id}"
-        _push_workdir(config, workdir, rel, inventory)
+        _push_workdir(config, workdir, rel)
     args, stdin = submit_call(name, submission_id, command, variables, gpus, nodes, rel)
     head_call(config, *args, stdin=stdin)
     record = {
@@ -374,22 +374,22 @@ def launch(
     return record
 
 
-def _push_workdir(config: ClusterConfig, workdir: Path, rel: str, inventory: Any) -> None:
+def _push_workdir(config: ClusterConfig, workdir: Path, rel: str) -> None:
+    """Copy ``workdir`` to ``<remote_root>/<rel>`` on the head: the sync's own rsync
+    command (its excludes and .gitignore), into a directory it makes."""
+    from grid_ops import model, rsync
     from grid_ops.errors import GridOpsError, UsageError
 
     if not workdir.is_dir():
         raise UsageError(f"--workdir {workdir} is not a directory.")
-    head = config.head
-    root = config.remote_root.rstrip("/")
-    if head.connection == "local":
-        dest = str(Path(root).expanduser() / rel) + "/"
-        rsh: list[str] = []
-    else:
-        dest = f"{inventory.ssh_target(head)}:{root}/{rel}/"
-        inventory.ensure_control_dir()
-        rsh = ["-e", shlex.join(inventory.ssh_command(config, head))]
-    excludes = [f"--exclude={p}" for p in config.sync.exclude_patterns]
-    argv = ["rsync", "-a", "--mkpath", *excludes, *rsh, "--", f"{workdir}/", dest]
+    cluster = model.of(config)
+    head = cluster.head_node
+    # The node's own expansion of remote_root when recorded; else rsync's remote shell
+    # expands a leading ~/ (a local head: this machine's home).
+    root = head.root or cluster.remote_root.rstrip("/")
+    model.ensure_control_dir()
+    argv = rsync.argv(cluster.sync, str(workdir), head.dest_prefix + f"{root}/{rel}", head.rsh,
+                      mkpath=True)  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise GridOpsError(

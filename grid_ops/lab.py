@@ -489,7 +489,6 @@ def _cluster_yaml(state: LabState, memory_gb: float) -> str:
             "key_file": str(key_file()),
             "known_hosts_file": str(known_hosts_file()),
             "connect_timeout": 5,
-            "timeout": 60,
         },
         "nodes": [
             {

@@ -1,34 +1,63 @@
-"""What grid-ops keeps under remote_root on every node, relative to it (standard library
-only: the quick path, the runtime and the inventory's group_vars all read these names).
+"""Names every side of grid-ops agrees on, in one place (standard library only: the quick
+path, the runtime on the nodes and the inventory's group_vars all read these).
 
+The node layout: what grid-ops keeps under remote_root on every node, relative to it.
 Synced code has its own directory, so no source directory name can land on the venv,
 the state, the jobs or the wheelhouse. ``state`` is private to the node user (0700): the
-Ray token, run notes and the controller's state live there.
+Ray token, the head's address, run notes and the controller's state live there.
+
+Ray names: each node joins Ray carrying the custom resource ``grid_node:<name>`` (amount
+1), so a config node is found in Ray's node table by its own name, whatever address Ray
+registered it under and whether or not the head can resolve its host name; the same
+resource pins a placement group to the node. The controller is one detached actor.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 VENV = "venv"
 CODE = "code"
 STATE = "state"
 RUN_DIR = "state/run"
 RAY_TOKEN = "state/ray_auth_token"
+# The head's GCS address (host:port) as this node joined it, written by 'cluster start'.
+RAY_ADDRESS = "state/ray_address"
 CONTROLLER_STATE = "state/controller"
 LIB = "lib"
 JOBS = "jobs"
 WHEELHOUSE = "wheelhouse"
 
+NODE_RESOURCE_PREFIX = "grid_node:"
+CONTROLLER_NAMESPACE = "grid_ops_control"
+CONTROLLER_ACTOR = "controller"
+
+
+def node_resource(name: str) -> str:
+    """The custom Ray resource that names the config node ``name``."""
+    return NODE_RESOURCE_PREFIX + name
+
+
+def node_name(resources: Mapping[str, object]) -> str | None:
+    """The config node a Ray node's resources name (None: not started by grid-ops)."""
+    for key in resources:
+        if key.startswith(NODE_RESOURCE_PREFIX):
+            return key[len(NODE_RESOURCE_PREFIX) :]
+    return None
+
 
 def as_vars() -> dict[str, str]:
-    """The layout for the roles (group_vars ``grid_layout``)."""
+    """The layout and names for the roles (group_vars ``grid_layout``)."""
     return {
         "venv": VENV,
         "code": CODE,
         "state": STATE,
         "run_dir": RUN_DIR,
         "ray_token": RAY_TOKEN,
+        "ray_address": RAY_ADDRESS,
         "controller_state": CONTROLLER_STATE,
         "lib": LIB,
         "jobs": JOBS,
         "wheelhouse": WHEELHOUSE,
+        "node_resource_prefix": NODE_RESOURCE_PREFIX,
     }

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
 _PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__))
 
 
+def package_dir_name() -> str:
+    """The directory of the grid_ops package."""
+    return _PACKAGE_DIR
+
+
 def state_dir_name() -> str:
     """The user's grid-ops state dir: ``$GRID_OPS_STATE_DIR``, else XDG state home."""
     explicit = os.environ.get("GRID_OPS_STATE_DIR")

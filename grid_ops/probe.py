@@ -2,58 +2,71 @@
 
 Ansible's start-up costs about a second before it touches a host; ``grid-ops health`` is
 on the hot path of ``run``, so it sends the very module file the playbook uses straight
-to ``python3 -`` on every node in parallel (reusing multiplexed connections). A node
-that does not answer costs at most the SSH connect timeout.
+to ``python3 -`` on every node in parallel (reusing the multiplexed connections). A node
+that does not answer costs at most the probe deadline (ClusterModel.deadlines.probe).
+
+Light on purpose (the resolved model, no config): the quick path and the full CLI both
+probe through ``collect``.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
-from grid_ops import facts, health, inventory
-from grid_ops.config import ClusterConfig, NodeConfig
-from grid_ops.paths import ansible_root
+from grid_ops import facts
+from grid_ops.model import ClusterModel, NodeModel, ensure_control_dir
+from grid_ops.paths import ansible_root_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
-def module_path() -> Path:
+def module_path() -> str:
     """The grid_health fact module (the playbooks' own file)."""
-    return ansible_root() / "roles" / "grid_facts" / "library" / "grid_health.py"
+    return f"{ansible_root_name()}/roles/grid_facts/library/grid_health.py"
 
 
 def module_source() -> str:
-    return module_path().read_text()
+    with open(module_path(), encoding="utf-8") as handle:
+        return handle.read()
 
 
-def argv(config: ClusterConfig, node: NodeConfig) -> list[str]:
+def argv(cluster: ClusterModel, node: NodeModel) -> list[str]:
     """The command that runs the module (sent on stdin) on ``node``."""
-    args = {"remote_root": config.remote_root, "nvidia_smi_timeout": config.health_check.timeout}
-    python = config.python_interpreter or "python3"
+    args = {"remote_root": cluster.remote_root, "nvidia_smi_timeout": cluster.deadlines.nvidia_smi}
     line = (
         f"GRID_OPS_STANDALONE=1 GRID_OPS_ARGS={shlex.quote(json.dumps(args))} "
-        f"exec {shlex.quote(python)} -"
+        f"exec {shlex.quote(cluster.python)} -"
     )
-    if node.connection == "local":
-        return ["bash", "-c", line]
-    return inventory.ssh_argv(config, node, line)
+    return node.argv(line)
 
 
-def time_limit(config: ClusterConfig) -> float:
-    """How long one node's probe may take before it counts as unreachable."""
-    return config.ssh.connect_timeout + config.health_check.timeout + 5
-
-
-def probe_all(config: ClusterConfig, names: list[str] | None = None) -> list[health.NodeHealth]:
-    """Health of the nodes (all, or ``names``), in config order, probed in parallel."""
-    inventory.ensure_control_dir()
-    nodes = [n for n in config.nodes if names is None or n.name in names]
-    hc = config.health_check
-    records = facts.probe(
-        {n.name: argv(config, n) for n in nodes},
-        str(module_path()),
-        hc.max_workers,
-        time_limit(config),
-        (hc.cpu_weight, hc.gpu_weight),
+def records(cluster: ClusterModel, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """Health records (grid_ops.facts) of the nodes (all, or ``names``), in config order,
+    probed in parallel."""
+    ensure_control_dir()
+    nodes = [n for n in cluster.nodes if names is None or n.name in names]
+    hc = cluster.health
+    return facts.probe(
+        {n.name: argv(cluster, n) for n in nodes},
+        module_path(),
+        hc["max_workers"],
+        cluster.deadlines.probe,
+        (hc["cpu_weight"], hc["gpu_weight"]),
     )
-    return [health.NodeHealth(**r) for r in records]
+
+
+def collect(cluster: ClusterModel, refresh: bool) -> tuple[list[dict[str, Any]], bool]:
+    """Every node's record, best first, and whether they came from the cache (younger
+    than health_check.refresh_interval; ``refresh`` probes anyway)."""
+    names = [n.name for n in cluster.nodes]
+    cached = None
+    if not refresh:
+        cached = facts.read_cache(cluster.name, names, cluster.health["refresh_interval"])
+    if cached is not None:
+        return facts.rank(cached), True
+    found = records(cluster)
+    facts.write_cache(cluster.name, found)
+    return facts.rank(found), False

@@ -1,25 +1,22 @@
-"""The console entry point, with quick paths for `health` and a no-change `sync`.
+"""The console entry point: a dispatcher that answers `health` and a no-change `sync`
+without loading the full CLI, by calling the same functions it does.
 
 `grid-ops health` and `grid-ops sync` are run often, in loops and before every job, and
 the work they do on a warm cluster (one probe or one rsync per node over open SSH
 connections) takes tens of milliseconds: less than loading Typer, Rich and pydantic. So
-before the full CLI loads, this module looks at the command line; when it is one of
+when the command line is one grid_ops.argspec knows and the config's resolved model is
+cached for the file's current content (grid_ops.model: written by the full CLI when it
+last loaded that config for these commands), this module only dispatches:
 
-    grid-ops health [-c PATH] [--json] [--refresh]
-    grid-ops sync [SRC] [-c PATH] [--node NODE]... [--delete] [--dry-run] [--json]
+- health: grid_ops.probe.collect on the model (the full CLI's own call), the same JSON,
+  the same table.
+- sync: the rsync command of grid_ops.rsync (the role's own filter plugin) as a dry run
+  on every node. If nothing would move (or --dry-run was asked), grid_ops.results prints
+  the same document the full CLI does; if something would move, a node's root is not
+  recorded yet, or an rsync fails, the full CLI runs playbooks/sync.yml.
 
-and the config has a plan (grid_ops.plan: written by the full CLI the last time it
-loaded that config for these commands, still valid), it does the work with the
-standard library only:
-
-- health: the same fact module over the same SSH commands as the full CLI; same cache,
-  same JSON; the table (Rich) loads only when a table is printed.
-- sync: rsync's own dry run on every node in parallel. If nothing would move (or the
-  user asked for --dry-run), that is the answer; if something would move, or anything
-  is unusual (a failed rsync, an unknown node, no recorded remote root), the full CLI
-  runs playbooks/sync.yml as before.
-
-Everything else, and $GRID_OPS_QUICK=0, goes straight to the full CLI.
+Anything else, and $GRID_OPS_QUICK=0, goes straight to the full CLI. An error of the
+quick path itself is reported as the full CLI reports one, never swallowed.
 """
 
 from __future__ import annotations
@@ -27,12 +24,12 @@ from __future__ import annotations
 import os
 import sys
 
-from grid_ops import spawn
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
+
+    from grid_ops.model import ClusterModel
 
 
 def main() -> None:
@@ -60,23 +57,30 @@ def main() -> None:
 
 def attempt(args: list[str]) -> int | None:
     """The exit code of a command done here, or None to hand it to the full CLI."""
+    from grid_ops import argspec
+
     commands = {"health": _health, "sync": _sync}
     if not args or args[0] not in commands:
         return None
-    try:
-        report = commands[args[0]](args[1:])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None  # anything unexpected before output: the full CLI does it and explains
-    if report is None:
+    opts = argspec.parse(argspec.COMMANDS[args[0]], args[1:])
+    if opts is None:
         return None
     try:
+        from grid_ops import model, paths
+
+        cluster = model.load_cache(opts.get("config") or paths.default_config_name())
+        if cluster is None:
+            return None
+        report = commands[args[0]](cluster, opts)
+        if report is None:
+            return None
         return report()
     except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
         return 1
     except OSError as exc:
         _error(
-            f"{args[0]} worked but its result could not be recorded ({exc}).",
-            "Check that the state dir is writable.",
+            f"{args[0]} could not finish ({exc}).",
+            "Check that the state dir is writable, or run it with GRID_OPS_QUICK=0.",
         )
         return 1
     except Exception as exc:  # a bug: one paragraph, as the full CLI says it
@@ -96,47 +100,6 @@ def _error(message: str, hint: str) -> None:
     sys.stderr.write(f"error: {clean(message, lines=True)} {clean(hint)}\n")
 
 
-def parse(
-    args: list[str], flags: set[str], values: dict[str, str], positional: int
-) -> dict[str, Any] | None:
-    """A strict parse of the few spellings the quick path knows; None for anything else.
-
-    ``values`` maps each option spelling to its key (repeated values collect in a list).
-    """
-    out: dict[str, Any] = {"args": []}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg in flags:
-            out[arg] = True
-        elif arg in values:
-            if i + 1 >= len(args):
-                return None
-            out.setdefault(values[arg], []).append(args[i + 1])
-            i += 1
-        elif arg.startswith("--") and "=" in arg and arg.split("=", 1)[0] in values:
-            name, value = arg.split("=", 1)
-            out.setdefault(values[name], []).append(value)
-        elif arg.startswith("-") or len(out["args"]) >= positional:
-            return None  # --help, --watch, a typo...: the full CLI answers
-        else:
-            out["args"].append(arg)
-        i += 1
-    if len(out.get("config", [])) > 1:
-        return None
-    return out
-
-
-_CONFIG = {"-c": "config", "--config": "config"}
-
-
-def _plan(opts: dict[str, Any]) -> dict[str, Any] | None:
-    from grid_ops import paths, plan
-
-    config = opts["config"][0] if opts.get("config") else paths.default_config_name()
-    return plan.read(os.path.expanduser(config))
-
-
 def _print_json(data: Any) -> None:
     import json
 
@@ -144,54 +107,20 @@ def _print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def _control_dir() -> None:
-    """ssh refuses a ControlPath whose directory is missing."""
-    os.makedirs(os.path.expanduser("~/.ansible/cp"), mode=0o700, exist_ok=True)
+def _health(cluster: ClusterModel, opts: dict[str, Any]) -> Callable[[], int] | None:
+    from grid_ops import facts, probe
 
-
-# ---------------------------------------------------------------------------------------
-# health
-
-
-def _health(args: list[str]) -> Callable[[], int] | None:
-    opts = parse(args, {"--json", "--refresh"}, _CONFIG, positional=0)
-    if opts is None:
-        return None
-    plan = _plan(opts)
-    if plan is None:
-        return None
-    from grid_ops import facts
-
-    settings, nodes = plan["health"], plan["nodes"]
-    cached = None
-    if not opts.get("--refresh"):
-        cached = facts.read_cache(
-            plan["cluster"], [n["name"] for n in nodes], settings["refresh_interval"]
-        )
-    if cached is not None:
-        records = cached
-    else:
-        _control_dir()
-        records = facts.probe(
-            {n["name"]: n["probe"] for n in nodes},
-            settings["module"],
-            settings["max_workers"],
-            float(settings["limit"]),
-            (settings["cpu_weight"], settings["gpu_weight"]),
-        )
-        facts.write_cache(plan["cluster"], records)
-    ranked = facts.rank(records)
-    from_cache = cached is not None
+    ranked, from_cache = probe.collect(cluster, bool(opts.get("refresh")))
 
     def report() -> int:
         down = [r["name"] for r in ranked if not r["reachable"]]
-        if opts.get("--json"):
+        if opts.get("json_out"):
             _print_json({"nodes": [facts.public(r) for r in ranked], "cached": from_cache})
         else:
             from grid_ops.cli import views
             from grid_ops.cli.output import out
 
-            out.print(views.health_table(ranked, views.health_title(plan["cluster"], from_cache)))
+            out.print(views.health_table(ranked, views.health_title(cluster.name, from_cache)))
             if down:
                 views.report_down(down)
         return 1 if down else 0
@@ -199,94 +128,58 @@ def _health(args: list[str]) -> Callable[[], int] | None:
     return report
 
 
-# ---------------------------------------------------------------------------------------
-# sync
+def _sync(cluster: ClusterModel, opts: dict[str, Any]) -> Callable[[], int] | None:
+    from grid_ops import layout, model, rsync, spawn
+    from grid_ops.results import HostResult, PlaybookResult, sync_document, sync_row
 
-
-def _sync(args: list[str]) -> Callable[[], int] | None:
-    opts = parse(
-        args,
-        {"--json", "--delete", "--dry-run"},
-        {**_CONFIG, "--node": "node", "-n": "node"},
-        positional=1,
-    )
-    if opts is None:
-        return None
-    src = os.path.realpath(os.path.expanduser(opts["args"][0] if opts["args"] else "."))
-    if not os.path.isdir(src):
-        return None
-    plan = _plan(opts)
-    if plan is None:
-        return None
-    from grid_ops import rsync
-    from grid_ops.plan import read_roots
-
+    src = os.path.realpath(os.path.expanduser(opts.get("src") or "."))
+    if not os.path.isdir(src) or not rsync.source_name(src):
+        return None  # the full CLI explains
     wanted = opts.get("node")
-    nodes = [n for n in plan["nodes"] if wanted is None or n["name"] in wanted]
+    nodes = [n for n in cluster.nodes if wanted is None or n.name in wanted]
     if wanted is not None and len(nodes) != len(set(wanted)):
-        return None  # a name the plan lacks (or a pattern): the full CLI explains
-    roots = read_roots(plan["cluster"])
-    name = os.path.basename(src.rstrip("/"))
+        return None  # a name the cluster lacks: the full CLI explains
+    if any(n.local or not n.root for n in nodes):
+        return None  # the playbook syncs local nodes and learns roots it has not seen
+    dry_run = bool(opts.get("dry_run"))
     jobs: list[tuple[list[str], str | None]] = []
     dests = {}
     for node in nodes:
-        known = roots.get(node["name"]) or {}
-        same = [known.get("host"), known.get("user"), known.get("remote_root")] == [
-            node["host"],
-            node["user"],
-            plan["remote_root"],
-        ]
-        if node["local"] or not same or not known.get("root"):
-            return None  # the playbook syncs local nodes and finds new remote roots
-        dests[node["name"]] = f"{known['root']}/{name}"
+        dests[node.name] = rsync.dest(str(node.root), layout.CODE, src)
         argv = rsync.argv(
-            plan["sync"],
-            src,
-            node["target"] + dests[node["name"]],
-            node["rsh"],
-            delete=bool(opts.get("--delete")),
-            dry_run=True,
-        )
+            cluster.sync, src, node.dest_prefix + dests[node.name], node.rsh,
+            delete=bool(opts.get("delete")), dry_run=True,
+        )  # fmt: skip
         jobs.append((argv, None))
-    _control_dir()
-    # the probe's limit + a minute: a dry run slower than that is left to the playbook
-    procs = spawn.run_all(jobs, plan["forks"], limit=float(plan["health"]["limit"]) + 60)
-    dry_run = bool(opts.get("--dry-run"))
-    hosts: dict[str, dict[str, Any]] = {}
+    model.ensure_control_dir()
+    procs = spawn.run_all(jobs, cluster.sync["parallel"], limit=cluster.deadlines.sync_check)
+    hosts: dict[str, HostResult] = {}
+    rows: dict[str, dict[str, Any]] = {}
     for node, proc, (argv, _) in zip(nodes, procs, jobs, strict=True):
         if proc is None or proc.rc != 0:
             return None  # the playbook reports it properly
         changed = bool(rsync.changes(proc.stdout))
         if changed and not dry_run:
             return None  # something to move: the playbook moves it
-        hosts[node["name"]] = {
-            "ok": 1,
-            "changed": int(changed),
-            "failed": 0,
-            "unreachable": 0,
-            "skipped": 0,
-            "msg": "",
-            "files_transferred": rsync.files_transferred(proc.stdout),
-            "bytes_sent": rsync.bytes_sent(proc.stdout),
-            "seconds": round(proc.seconds, 3),
-            "dest": dests[node["name"]],
-            "command": argv,
-        }
+        hosts[node.name] = HostResult(node.name, ok=1, changed=int(changed))
+        stats = rsync.stats(proc.stdout)
+        rows[node.name] = sync_row(stats, round(proc.seconds, 3), dests[node.name], argv)
 
     def report() -> int:
-        if opts.get("--json"):
-            _print_json({"playbook": "sync", "rc": 0, "playbook_ran": False, "hosts": hosts})
+        if opts.get("json_out"):
+            result = PlaybookResult("sync", 0, "successful", hosts, None, 0.0)
+            _print_json(sync_document(result, rows, playbook_ran=False))
         else:
             from grid_ops.cli.output import out
             from grid_ops.cli.views import sync_table
 
-            out.print(sync_table(src, hosts, dry_run))
+            out.print(sync_table(src, rows, dry_run))
             if not dry_run:
-                sys.stderr.write(f"up to date on {len(hosts)} node(s): nothing to move.\n")
+                sys.stderr.write(f"up to date on {len(rows)} node(s): nothing to move.\n")
         if not dry_run:
             from grid_ops import metrics
 
-            metrics.record_sync([h["seconds"] for h in hosts.values()])
+            metrics.record_sync([r["seconds"] for r in rows.values()])
         return 0
 
     return report

@@ -22,9 +22,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from grid_ops import inventory, layout
+from grid_ops import layout, model
 from grid_ops.config import ClusterConfig, NodeConfig
 from grid_ops.errors import UsageError
+from grid_ops.model import ClusterModel, NodeModel
 from grid_ops.runtime.jobs import env_problem
 
 MISSING_ROOT = 127
@@ -59,29 +60,40 @@ def _cd(target: str, shown: str) -> str:
     )
 
 
-def _cd_root(config: ClusterConfig) -> str:
-    root = config.remote_root.rstrip("/")
-    return _cd(_root_expr(root), root)
+def _cd_root(cluster: ClusterModel, node: NodeModel) -> str:
+    """cd to the node's remote_root: as the node reported it expanded (recorded by the
+    last playbook run), else as the config says it, ``~/`` expanded by the node's shell."""
+    root = cluster.remote_root.rstrip("/")
+    return _cd(shlex.quote(node.root) if node.root else _root_expr(root), root)
 
 
-def environment(config: ClusterConfig) -> str:
+def environment(cluster: ClusterModel) -> str:
     """``export`` of what every command on a node needs (run in remote_root): the venv
-    first on PATH, RAY_ADDRESS, and Ray's token settings when the cluster uses them."""
-    head_ip = inventory.node_ip(config, config.head) or config.head.host
+    first on PATH, RAY_ADDRESS, and Ray's token settings when the cluster uses them.
+
+    RAY_ADDRESS is the head's address as this node joined Ray ('cluster start' notes it
+    in ``state/ray_address``); before any start, the head's address as the config or
+    the last probe knows it."""
+    head = cluster.head_node
+    known = f"{head.address or head.ssh_ip or head.host}:{cluster.ray['port']}"
     parts = [
         'GRID_OPS_ROOT="$PWD"',
         f'PATH="$PWD/{layout.VENV}/bin:$PATH"',
-        f"RAY_ADDRESS={shlex.quote(f'{head_ip}:{config.ray.port}')}",
+        "RAY_ADDRESS",
     ]
-    if config.ray.auth == "token":
+    if cluster.ray["auth"] == "token":
         parts += ["RAY_AUTH_MODE=token", f'RAY_AUTH_TOKEN_PATH="$PWD/{layout.RAY_TOKEN}"']
     else:
         parts.append("RAY_AUTH_MODE=disabled")
-    return "export " + " ".join(parts) + "; "
+    return (
+        f"{{ read -r RAY_ADDRESS < {layout.RAY_ADDRESS}; }} 2>/dev/null "
+        f"|| RAY_ADDRESS={shlex.quote(known)}; export " + " ".join(parts) + "; "
+    )
 
 
 def remote_script(
     config: ClusterConfig,
+    node: NodeConfig,
     command: Sequence[str],
     shell: bool = False,
     env: Mapping[str, str] | None = None,
@@ -100,9 +112,10 @@ def remote_script(
         if problem is not None:
             raise UsageError(f"Cannot pass {key[:80]!r} to the node: {problem}.")
         extra += f"export {key}={shlex.quote(value)}; "
+    cluster = model.of(config)
     return (
-        _cd_root(config)
-        + environment(config)
+        _cd_root(cluster, cluster.node(node.name))
+        + environment(cluster)
         + extra
         + _registration(run_id)
         + (_cd(layout.CODE, f"{config.remote_root.rstrip('/')}/{layout.CODE}") if in_code else "")
@@ -130,13 +143,11 @@ def argv(
     in_code: bool = False,
 ) -> list[str]:
     """The local argv that runs ``command`` on ``node`` (``env``: extra variables)."""
-    return _on(config, node, remote_script(config, command, shell, env, run_id, in_code))
+    return _on(config, node, remote_script(config, node, command, shell, env, run_id, in_code))
 
 
 def _on(config: ClusterConfig, node: NodeConfig, script: str) -> list[str]:
-    if node.connection == "local":
-        return ["bash", "-c", script]
-    return inventory.ssh_argv(config, node, script)
+    return model.of(config).node(node.name).argv(script)
 
 
 def stop(config: ClusterConfig, node: NodeConfig, run_id: str) -> None:
@@ -144,9 +155,11 @@ def stop(config: ClusterConfig, node: NodeConfig, run_id: str) -> None:
     after STOP_GRACE_S seconds if it is still there. Best effort: a node that does not
     answer is left as it is."""
     pid_file = _pid_file(run_id)
+    cluster = model.of(config)
     # Only a plain file of ours (not a link) holding a number above 1 is signalled.
     script = (
-        _cd_root(config) + f"f={pid_file}; [ -f $f ] && [ ! -L $f ] && [ -O $f ] || exit 0; "
+        _cd_root(cluster, cluster.node(node.name))
+        + f"f={pid_file}; [ -f $f ] && [ ! -L $f ] && [ -O $f ] || exit 0; "
         'p=$(head -c 20 "$f"); rm -f "$f"; '
         'case $p in ""|*[!0-9]*) exit 0;; esac; [ "$p" -gt 1 ] || exit 0; '
         'kill -TERM -- "-$p" 2>/dev/null || exit 0; '
@@ -154,9 +167,9 @@ def stop(config: ClusterConfig, node: NodeConfig, run_id: str) -> None:
     )
     with contextlib.suppress(subprocess.TimeoutExpired):
         subprocess.run(
-            _on(config, node, script),
+            cluster.node(node.name).argv(script),
             capture_output=True,
-            timeout=config.ssh.connect_timeout + 5,
+            timeout=cluster.deadlines.command,
             check=False,
         )
 
@@ -165,11 +178,14 @@ def reachable(config: ClusterConfig, node: NodeConfig) -> bool:
     """Does ``node`` accept an SSH session right now? (Opens the multiplexed master.)"""
     if node.connection == "local":
         return True
-    inventory.ensure_control_dir()
-    argv = inventory.ssh_argv(config, node, "true")
+    model.ensure_control_dir()
+    cluster = model.of(config)
     try:
         proc = subprocess.run(
-            argv, capture_output=True, timeout=config.ssh.connect_timeout + 5, check=False
+            cluster.node(node.name).argv("true"),
+            capture_output=True,
+            timeout=cluster.deadlines.command,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return False
@@ -223,7 +239,7 @@ def _run(
     run_id: str,
     capture: bool,
 ) -> Outcome:
-    inventory.ensure_control_dir()
+    model.ensure_control_dir()
     proc = subprocess.Popen(
         argv(config, node, command, shell, env, run_id, in_code=True),
         stdout=subprocess.PIPE if capture else None,

@@ -1,65 +1,73 @@
-"""The rsync command of `sync` and what its output says (the quick path's side of it).
+"""The sync's rsync command and the reading of its output, for grid-ops' own callers.
 
-playbooks/sync.yml (role grid_sync) builds the same command in its task "Sync the source
-to the node"; the lab tests compare the two argv. Imports nothing heavy.
+The one implementation is the grid_sync role's filter plugin (roles/grid_sync/
+filter_plugins/grid_rsync.py): the role's task calls it as Jinja filters, and this module
+loads that very file, so the quick path, ``job launch --workdir`` and the playbook build
+the same command. Imports nothing heavy.
 """
 
 from __future__ import annotations
 
-import re
+import functools
+import os
+
+from grid_ops.paths import ansible_root_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-# An itemized line that is a change (the role's changed_when): a file sent, created,
-# deleted or with new attributes; directory time stamps alone do not count.
-_CHANGE = re.compile(r"^[<>ch*.][fdLDS]")
-_FILES = re.compile(r"Number of regular files transferred: ([0-9,]+)")
-_BYTES = re.compile(r"Total bytes sent: ([0-9,]+)")
+
+def plugin_path() -> str:
+    return os.path.join(
+        ansible_root_name(), "roles", "grid_sync", "filter_plugins", "grid_rsync.py"
+    )
+
+
+@functools.cache
+def _plugin() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("grid_ops._grid_rsync", plugin_path())
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def argv(
     settings: dict[str, Any],
     src: str,
-    dest: str,
-    rsh: str,
-    delete: bool,
-    dry_run: bool,
+    target: str,
+    rsh: str = "",
+    delete: bool = False,
+    dry_run: bool = False,
+    mkpath: bool = False,
 ) -> list[str]:
-    """rsync SRC/ to DEST/ with the cluster's sync settings (plan["sync"])."""
-    args = ["rsync", "-a", "--omit-dir-times", "--itemize-changes", "--stats"]
-    if settings["checksums"]:
-        args.append("--checksum")
-    if settings["follow_symlinks"]:
-        args.append("--copy-links")
-    if delete:
-        args.append("--delete")
-    if dry_run:
-        args.append("--dry-run")
-    args += [f"--exclude={pattern}" for pattern in settings["exclude"]]
-    if settings["gitignore"]:
-        args.append("--filter=:- .gitignore")
-    if rsh:
-        args += ["-e", rsh]
-    return [*args, "--", src.rstrip("/") + "/", dest + "/"]
+    """rsync SRC/ to TARGET/ with the cluster's sync settings (ClusterModel.sync)."""
+    result: list[str] = _plugin().argv(settings, src, target, rsh, delete, dry_run, mkpath)
+    return result
+
+
+def source_name(src: str) -> str:
+    """The name ``src`` is synced under; '' when it has none of its own."""
+    result: str = _plugin().source_name(src)
+    return result
+
+
+def dest(root: str, code_dir: str, src: str) -> str:
+    """Where ``src`` lands under a node's root (ValueError: it has no name of its own)."""
+    result: str = _plugin().dest(root, code_dir, src)
+    return result
 
 
 def changes(stdout: str) -> list[str]:
-    """The itemized lines that change something on the node."""
-    return [
-        line for line in stdout.splitlines() if _CHANGE.match(line) and not line.startswith(".d")
-    ]
+    """The itemized lines of rsync's output that change something on the node."""
+    result: list[str] = _plugin().changes(stdout)
+    return result
 
 
-def _number(pattern: re.Pattern[str], stdout: str) -> int:
-    found = pattern.search(stdout)
-    return int(found.group(1).replace(",", "")) if found else 0
-
-
-def files_transferred(stdout: str) -> int:
-    return _number(_FILES, stdout)
-
-
-def bytes_sent(stdout: str) -> int:
-    return _number(_BYTES, stdout)
+def stats(stdout: str) -> dict[str, int]:
+    """``{"files_transferred", "bytes_sent"}`` from rsync's ``--stats``."""
+    result: dict[str, int] = _plugin().stats(stdout)
+    return result

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from rich.console import Console, RenderableType
 
-from grid_ops import config, facts, plan, quick
+from grid_ops import facts, quick
+from grid_ops.cli.common import load_config
 from tests.conftest import REPO
 
 ESC = "\x1b"
@@ -136,12 +137,12 @@ def test_health_table_titles_and_names_are_not_markup() -> None:
 
 
 def _planned_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A config with a quick-path plan and fresh cached facts holding hostile text."""
+    """A config with a cached model for the quick path and fresh cached facts holding
+    hostile text."""
     monkeypatch.setenv("GRID_OPS_STATE_DIR", str(tmp_path / "state"))
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(CONFIG)
-    at = plan.stamp(cfg_path)
-    plan.write(config.load(cfg_path), cfg_path, at)
+    load_config(cfg_path, quick_plan=True)
     facts.write_cache("unit", _records())
     return cfg_path
 

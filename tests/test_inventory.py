@@ -210,10 +210,18 @@ def test_node_facts_and_ray_overrides(mixed: tuple[Path, dict[str, Any]]) -> Non
     _, data = mixed
     w1 = data["_meta"]["hostvars"]["w1"]
     assert w1["grid_gpu_count"] == 2
-    assert w1["grid_memory_gb"] == 128
-    assert w1["grid_tags"] == ["gpu", "cuda-12"]
-    assert w1["grid_ray_overrides"] == {"num_cpus": 4, "num_gpus": 2}
-    assert data["_meta"]["hostvars"]["w2"]["grid_ray_overrides"] == {}
+    # what 'ray start' gets there: tags and the node's own name as resources, the
+    # overrides, memory in bytes and the object store at 30 % of it
+    assert w1["grid_ray_start"] == {
+        "resources": {"tag:gpu": 1, "tag:cuda-12": 1, "grid_node:w1": 1},
+        "num_cpus": 4,
+        "num_gpus": 2,
+        "memory": 128 * 2**30,
+        "object_store_memory": int(128 * 2**30 * 0.3),
+    }
+    w2 = data["_meta"]["hostvars"]["w2"]["grid_ray_start"]
+    assert (w2["num_cpus"], w2["num_gpus"]) == (None, None)
+    assert w2["resources"] == {"tag:cuda-12": 1, "tag:gpu": 1, "grid_node:w2": 1}
 
 
 def test_cluster_vars_reach_every_host(mixed: tuple[Path, dict[str, Any]]) -> None:
@@ -223,7 +231,8 @@ def test_cluster_vars_reach_every_host(mixed: tuple[Path, dict[str, Any]]) -> No
         assert host["grid_cluster_name"] == "inv-test", name
         assert host["grid_remote_root"] == "/srv/grid", name
         assert host["grid_head_node"] == "head-1", name
-        assert host["grid_head_host"] == "10.0.0.1", name
+        assert host["grid_controller"]["head"] == "head-1", name
+        assert host["grid_controller"]["nodes"] == list(data["_meta"]["hostvars"]), name
         ray = host["grid_ray"]
         assert ray["port"] == 6380, name
         assert ray["dashboard_port"] == 8266, name
@@ -256,7 +265,6 @@ def test_alias_form_leaves_user_and_port_to_ssh_config(alias_form: dict[str, Any
         assert host["grid_remote_root"] == "~/grid_workspace", name
         assert host["grid_ray"]["port"] == 6379, name
         assert host["grid_ray"]["dashboard_host"] == "0.0.0.0", name
-        assert host["grid_ray"]["namespace"] == "default", name
     assert members(alias_form, "grid_head") == ["gpu1"]
     assert members(alias_form, "grid_workers") == ["gpu2", "gpu3"]
     assert members(alias_form, "grid_gpu") == []
@@ -374,7 +382,7 @@ def test_committed_example_inventory_is_the_render_of_the_starter_config(
 ) -> None:
     import yaml
 
-    for var in ("GRID_OPS_STATE_DIR", "XDG_STATE_HOME"):  # the default state dir
+    for var in ("GRID_OPS_STATE_DIR", "XDG_STATE_HOME", "XDG_CACHE_HOME"):  # the defaults
         monkeypatch.delenv(var, raising=False)
     from grid_ops.cli.config_cmd import starter_text
 

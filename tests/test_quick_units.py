@@ -1,5 +1,6 @@
-"""Pure logic of the quick path: its strict parse, plans and when they hold, the rsync
-command and its output, the facts cache. The lab side is tests/test_quick.py."""
+"""Pure logic of the quick path: its strict parse against Typer's, the cached model and
+when it holds, the nodes' recorded facts, the rsync output, the facts cache. The lab side
+is tests/test_quick.py; tests/test_sync.py compares the rsync command of both paths."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import os
 import subprocess
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from grid_ops import config, facts, health, plan, quick, rsync, spawn
+from grid_ops import argspec, config, facts, health, model, quick, rsync, spawn
+from grid_ops.cli.common import load_config
 
 CONFIG = """
 name: unit
@@ -29,20 +30,21 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-VALUES = {"-c": "config", "--config": "config", "--node": "node"}
-
-
 @pytest.mark.parametrize(
-    ("args", "expected"),
+    ("command", "args", "expected"),
     [
-        ([], {"args": []}),
-        (["--json", "-c", "a.yaml"], {"args": [], "--json": True, "config": ["a.yaml"]}),
-        (["--config=a.yaml"], {"args": [], "config": ["a.yaml"]}),
-        (["src", "--node", "a", "--node=b"], {"args": ["src"], "node": ["a", "b"]}),
+        ("sync", [], {}),
+        ("health", ["--json", "-c", "a.yaml"], {"json_out": True, "config": "a.yaml"}),
+        ("health", ["--config=a.yaml", "--refresh"], {"config": "a.yaml", "refresh": True}),
+        ("sync", ["src", "--node", "a", "--node=b", "-n", "c"],
+         {"src": "src", "node": ["a", "b", "c"]}),
+        ("sync", ["--dry-run", "--delete"], {"dry_run": True, "delete": True}),
     ],
-)
-def test_parse_knows_a_few_spellings(args: list[str], expected: dict[str, object]) -> None:
-    assert quick.parse(args, {"--json"}, VALUES, positional=1) == expected
+)  # fmt: skip
+def test_parse_knows_a_few_spellings(
+    command: str, args: list[str], expected: dict[str, object]
+) -> None:
+    assert argspec.parse(argspec.COMMANDS[command], args) == expected
 
 
 @pytest.mark.parametrize(
@@ -58,82 +60,114 @@ def test_parse_knows_a_few_spellings(args: list[str], expected: dict[str, object
     ],
 )
 def test_parse_hands_anything_else_to_the_full_cli(args: list[str]) -> None:
-    assert quick.parse(args, {"--json"}, VALUES, positional=1) is None
+    assert argspec.parse(argspec.SYNC, args) is None
 
 
-def test_other_commands_and_unplanned_configs_go_to_the_full_cli(state: Path) -> None:
+def test_every_quick_spelling_means_what_the_typer_command_makes_of_it() -> None:
+    """The quick path's spec against the real Typer commands (click's own parser)."""
+    import typer
+
+    from grid_ops.cli.app import app
+
+    group = typer.main.get_command(app)
+    for name, spec in argspec.COMMANDS.items():
+        command = group.commands[name]  # type: ignore[attr-defined]
+        by_spelling = {o: p for p in command.params for o in p.opts}
+        for spelling, param in spec.flags.items():
+            found = by_spelling[spelling]
+            assert (found.name, found.is_flag) == (param, True), spelling
+        for spelling, param in spec.values.items():
+            found = by_spelling[spelling]
+            assert found.name == param and not found.is_flag, spelling
+            assert found.multiple == (param in spec.repeatable), spelling
+        positional = [p.name for p in command.params if p.param_type_name == "argument"]
+        assert positional == ([spec.positional] if spec.positional else [])
+        # one command line with every spelling, read by both
+        line = [*spec.flags]
+        for spelling, param in spec.values.items():
+            if param in spec.repeatable or spelling == next(
+                s for s, p in spec.values.items() if p == param
+            ):
+                line += [spelling, f"v{len(line)}"]
+        if spec.positional:
+            line.append("here")
+        quick_view = argspec.parse(spec, line)
+        assert quick_view is not None
+        ctx = command.make_context(name, list(line))
+        for key, value in quick_view.items():
+            got = ctx.params[key]
+            assert (list(got) if isinstance(got, tuple | list) else str(got)) == (
+                value if isinstance(value, list) else str(value)
+            ), key
+
+
+def test_other_commands_and_uncached_configs_go_to_the_full_cli(state: Path) -> None:
     assert quick.attempt(["ping", "-c", "x.yaml"]) is None
     assert quick.attempt([]) is None
     assert quick.attempt(["health", "-c", str(state / "missing.yaml")]) is None
     cfg_path = state / "c.yaml"
     cfg_path.write_text(CONFIG)
-    assert quick.attempt(["health", "-c", str(cfg_path), "--json"]) is None  # no plan yet
+    assert quick.attempt(["health", "-c", str(cfg_path), "--json"]) is None  # no model yet
 
 
-def _planned(state: Path) -> tuple[Path, dict[str, Any]]:
+def _cached(state: Path) -> Path:
     cfg_path = state / "c.yaml"
     cfg_path.write_text(CONFIG)
-    at = plan.stamp(cfg_path)
-    plan.write(config.load(cfg_path), cfg_path, at)
-    found = plan.read(str(cfg_path))
-    assert found is not None
-    return cfg_path, found
+    load_config(cfg_path, quick_plan=True)  # what the full CLI does for health and sync
+    return cfg_path
 
 
-def test_a_plan_holds_until_the_config_or_home_changes(
+def test_the_cached_model_holds_until_the_config_or_home_changes(
     state: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg_path, found = _planned(state)
-    assert [n["name"] for n in found["nodes"]] == ["head", "gpu2"]
-    head = found["nodes"][0]
-    assert head["target"] == "ops@10.0.0.1:" and head["probe"][0] == "ssh"
-    cfg_path.write_text(CONFIG + "\n")  # size (and mtime) change
-    assert plan.read(str(cfg_path)) is None
-    cfg_path, _ = _planned(state)
+    cfg_path = _cached(state)
+    found = model.load_cache(str(cfg_path))
+    assert found == model.resolve(config.load(cfg_path))  # the same model, from JSON
+    assert [n.name for n in found.nodes] == ["head", "gpu2"]
+    assert found.head_node.target == "ops@10.0.0.1" and found.head_node.ssh[0] == "ssh"
+    cfg_path.write_text(CONFIG.replace("10.0.0.1", "10.0.0.9"))  # same size, new content
+    assert model.load_cache(str(cfg_path)) is None
+    cfg_path = _cached(state)
     monkeypatch.setenv("HOME", str(state))
-    assert plan.read(str(cfg_path)) is None
+    assert model.load_cache(str(cfg_path)) is None
     cfg_path.unlink()
-    assert plan.read(str(cfg_path)) is None
+    assert model.load_cache(str(cfg_path)) is None
 
 
-def test_a_plan_written_after_a_concurrent_edit_does_not_hold(state: Path) -> None:
+def test_a_model_cached_after_a_concurrent_edit_does_not_hold(state: Path) -> None:
     cfg_path = state / "c.yaml"
     cfg_path.write_text(CONFIG)
-    at = plan.stamp(cfg_path)  # taken before reading, as load_config does
+    raw = model.read_config_bytes(str(cfg_path))  # read before loading, as load_config does
+    assert raw is not None
     loaded = config.load(cfg_path)
     cfg_path.write_text(CONFIG.replace("unit", "edited"))
-    plan.write(loaded, cfg_path, at)
-    assert plan.read(str(cfg_path)) is None
+    model.save_cache(model.resolve(loaded, recorded=False), str(cfg_path),
+                     model.cache_key(raw, str(cfg_path)))  # fmt: skip
+    assert model.load_cache(str(cfg_path)) is None
 
 
-def test_sync_roots_are_remembered_per_node(state: Path) -> None:
+def test_node_facts_are_recorded_per_node_and_kept_only_for_the_same_node(state: Path) -> None:
     cfg_path = state / "c.yaml"
     cfg_path.write_text(CONFIG)
     cfg = config.load(cfg_path)
-    plan.remember_roots(cfg, {"head": "/home/ops/grid-ops/proj", "gpu2": "/elsewhere"}, "proj")
-    assert plan.read_roots("unit") == {
-        "head": {
-            "host": "10.0.0.1",
-            "user": "ops",
-            "remote_root": "~/grid-ops",
-            "root": "/home/ops/grid-ops",
-        }
-    }
-
-
-SETTINGS = {"exclude": [".git", "*.pyc"], "gitignore": True, "checksums": False}
-
-
-def test_rsync_argv_matches_the_roles_order() -> None:
-    argv = rsync.argv(
-        {**SETTINGS, "follow_symlinks": True}, "/src/proj/", "u@h:/r/proj", "ssh -p 2",
-        delete=True, dry_run=True,
+    model.record_facts(
+        cfg,
+        {"head": {"root": "/home/ops/grid-ops", "ssh_ip": "10.0.0.1"},
+         "gpu2": {"root": "/home/x/grid-ops", "ssh_ip": "10.0.0.2"}, "gone": {"root": "/r"}},
     )  # fmt: skip
-    assert argv == [
-        "rsync", "-a", "--omit-dir-times", "--itemize-changes", "--stats", "--copy-links",
-        "--delete", "--dry-run", "--exclude=.git", "--exclude=*.pyc", "--filter=:- .gitignore",
-        "-e", "ssh -p 2", "--", "/src/proj/", "u@h:/r/proj/",
-    ]  # fmt: skip
+    resolved = model.resolve(cfg)
+    assert (resolved.node("head").root, resolved.node("gpu2").ssh_ip) == (
+        "/home/ops/grid-ops",
+        "10.0.0.2",
+    )
+    assert "gone" not in model.read_facts("unit")
+    assert os.stat(model.facts_file("unit")).st_mode & 0o777 == 0o600
+    moved = CONFIG.replace("host: gpu2", "host: gpu2b")  # another machine under that name
+    cfg_path.write_text(moved)
+    again = model.resolve(config.load(cfg_path))
+    assert again.node("gpu2").root is None and again.node("head").root == "/home/ops/grid-ops"
+    elsewhere = config.load(cfg_path).model_copy(update={"remote_root": "/srv/g"})
+    assert model.resolve(elsewhere).node("head").root is None
 
 
 RSYNC_OUT = """\
@@ -147,12 +181,13 @@ Total bytes sent: 12,345
 """
 
 
-def test_rsync_output_is_read_like_the_role_reads_it() -> None:
+def test_rsync_output_is_read_for_changes_and_stats() -> None:
     assert rsync.changes(RSYNC_OUT) == [">f.st...... pkg/model.py", "*deleting   old.py"]
     assert rsync.changes(".d..t...... pkg/\n\nNumber of files: 1\n") == []
-    assert rsync.files_transferred(RSYNC_OUT) == 1024
-    assert rsync.bytes_sent(RSYNC_OUT) == 12345
-    assert rsync.files_transferred("") == 0
+    assert rsync.stats(RSYNC_OUT) == {"files_transferred": 1024, "bytes_sent": 12345}
+    assert rsync.stats("") == {"files_transferred": 0, "bytes_sent": 0}
+    assert rsync.source_name("/src/proj/") == "proj"
+    assert [rsync.source_name(s) for s in ("/", ".", "..", "/a/..")] == ["", "", "", ""]
 
 
 def test_records_are_node_health_fields() -> None:

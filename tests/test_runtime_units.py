@@ -41,22 +41,26 @@ def test_amounts_durations_and_thresholds_parse_as_users_write_them() -> None:
 
 
 RAY_NODES = [
-    {"NodeManagerAddress": "10.0.0.1", "NodeID": "old", "Alive": False, "Resources": {}},
+    {"NodeManagerAddress": "10.0.0.1", "NodeID": "old", "Alive": False,
+     "Resources": {"grid_node:n1": 1.0}},
     {"NodeManagerAddress": "10.0.0.1", "NodeID": "a", "Alive": True,
-     "Resources": {"CPU": 2.0, "memory": 4e9}},
-    {"NodeManagerAddress": "10.0.0.2", "NodeID": "b", "Alive": True,
-     "Resources": {"CPU": 4.0, "GPU": 1.0}},
+     "Resources": {"CPU": 2.0, "memory": 4e9, "grid_node:n1": 1.0}},
+    # registered under another address than any config host (an alias, a NAT):
+    {"NodeManagerAddress": "172.17.0.5", "NodeID": "b", "Alive": True,
+     "Resources": {"CPU": 4.0, "GPU": 1.0, "grid_node:n2": 1.0}},
+    {"NodeManagerAddress": "10.0.0.7", "NodeID": "x", "Alive": True,
+     "Resources": {"CPU": 8.0}},  # a node grid-ops did not start
 ]  # fmt: skip
 FREE = {"a": {"CPU": 1.0, "memory": 4e9}, "b": {"CPU": 4.0, "GPU": 1.0}}
 
 
-def test_config_names_match_ray_nodes_by_address_alive_first() -> None:
-    views = nodes.build({"n1": "10.0.0.1", "n2": "10.0.0.2", "n3": "10.0.0.3"}, RAY_NODES, FREE)
+def test_config_names_match_ray_nodes_by_the_name_they_joined_with_alive_first() -> None:
+    views = nodes.build(["n1", "n2", "n3"], RAY_NODES, FREE)
     assert views["n1"].node_id == "a" and views["n1"].alive  # the restarted node, not "old"
+    assert views["n2"].node_id == "b" and views["n2"].ip == "172.17.0.5"  # whatever address
     assert views["n2"].free == {"CPU": 4.0, "GPU": 1.0}
-    assert not views["n3"].alive
-    local = nodes.build({"me": "127.0.0.1"}, RAY_NODES, FREE, local_ip="10.0.0.2")
-    assert local["me"].node_id == "b"  # loopback is the controller's own node
+    assert not views["n3"].alive and views["n3"].node_id is None
+    assert set(views) == {"n1", "n2", "n3"}  # the node grid-ops did not start is no one's
     with pytest.raises(Refused, match="Unknown node 'n9'"):
         nodes.require(views, "n9")
     with pytest.raises(Refused, match="not part of the running Ray cluster"):
@@ -64,7 +68,7 @@ def test_config_names_match_ray_nodes_by_address_alive_first() -> None:
 
 
 def test_boost_and_share_checks_name_what_is_free() -> None:
-    views = nodes.build({"n1": "10.0.0.1", "n2": "10.0.0.2"}, RAY_NODES, FREE)
+    views = nodes.build(["n1", "n2"], RAY_NODES, FREE)
     with pytest.raises(Refused, match=r"'n1' has 1 CPU free \(of 2 CPU\); 2 CPU was asked"):
         reservations.check_free(views["n1"], "cpu", 2)
     reservations.check_free(views["n1"], "cpu", 1)
@@ -81,7 +85,7 @@ def test_boost_and_share_checks_name_what_is_free() -> None:
               "state": "active"}  # fmt: skip
     assert reservations.public(record, views, "CREATED")["state"] == "active"
     assert reservations.public(record, views, "RESCHEDULING")["state"] == "pending"
-    lost = nodes.build({"n2": "10.0.0.9"}, RAY_NODES, FREE)
+    lost = nodes.build(["n2"], [n for n in RAY_NODES if n["NodeID"] != "b"], FREE)
     assert reservations.public(record, lost, "RESCHEDULING")["state"] == "node-lost"
     assert reservations.expired({"expires_at": 10.0}, now=11.0)
     assert not reservations.expired({"expires_at": None}, now=11.0)

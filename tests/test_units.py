@@ -4,6 +4,7 @@ collector and the ssh/inventory host variables. No lab, no network, no Ansible r
 
 from __future__ import annotations
 
+import configparser
 import importlib.util
 import json
 import os
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from grid_ops import inventory, remote
+from grid_ops import inventory, model, remote
 from grid_ops.ansible import HostResult, PlaybookResult, _Collector
 from grid_ops.cluster_status import summarize
 from grid_ops.config import ClusterConfig, parse
@@ -72,8 +73,15 @@ def head_facts(
     return facts
 
 
-def gcs_entry(node_id: str, ip: str, alive: bool, cpus: float = 4) -> dict[str, Any]:
-    return {"node_id": node_id, "ip": ip, "alive": alive, "resources": {"CPU": cpus}}
+def gcs_entry(
+    node_id: str, ip: str, alive: bool, cpus: float = 4, name: str | None = ""
+) -> dict[str, Any]:
+    """A GCS node as runtime.status reports it: nodeN (10.0.0.N) joined naming itself."""
+    name = f"node{ip.rsplit('.', 1)[1]}" if name == "" else name
+    resources: dict[str, float] = {"CPU": cpus}
+    if name:
+        resources[f"grid_node:{name}"] = 1.0
+    return {"node_id": node_id, "ip": ip, "alive": alive, "resources": resources, "name": name}
 
 
 def playbook(**hosts: HostResult | dict[str, Any]) -> PlaybookResult:
@@ -304,7 +312,7 @@ def test_status_node_id_picks_the_current_entry_when_ips_repeat(dead_first: bool
 
 def test_status_raylet_id_not_among_alive_entries_is_dead() -> None:
     """Another alive entry on the same IP (e.g. a second Ray) is not this node's raylet."""
-    other = gcs_entry("f" * 56, "10.0.0.2", True, 1)
+    other = gcs_entry("f" * 56, "10.0.0.2", True, 1, name=None)
     gcs = [gcs_entry(H1, "10.0.0.1", True), other]
     result = playbook(
         node1=head_facts(node_id=H1, gcs=gcs),
@@ -471,6 +479,11 @@ def remote_config(root: str, nodes: list[dict[str, Any]] | None = None, **extra:
     )
 
 
+def script(config: Any, *args: Any, **kwargs: Any) -> str:
+    """The head's remote script (the nodes of these configs differ only in address)."""
+    return remote.remote_script(config, config.head, *args, **kwargs)
+
+
 def bash(script: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", "-c", script],
@@ -484,7 +497,7 @@ def bash(script: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 
 def probe(config: Any, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    proc = bash(remote.remote_script(config, [sys.executable, "-c", PROBE, *args]), env)
+    proc = bash(script(config, [sys.executable, "-c", PROBE, *args]), env)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -511,7 +524,7 @@ def test_remote_venv_bin_shadows_other_commands(root: Path, tmp_path: Path) -> N
         exe.write_text(f"#!/bin/sh\necho {label}\n", encoding="utf-8")
         exe.chmod(0o755)
     env = dict(os.environ, PATH=f"{other}:/usr/bin:/bin")
-    proc = bash(remote.remote_script(remote_config(str(root)), ["whichtool"]), env)
+    proc = bash(script(remote_config(str(root)), ["whichtool"]), env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "venv"
 
@@ -521,6 +534,23 @@ def test_remote_ray_address_uses_node_ip_override(root: Path) -> None:
         str(root), ray={"port": 7001, "nodes": {"node1": {"node_ip": "192.168.7.1"}}}
     )
     assert probe(config)["ray"] == "192.168.7.1:7001"
+
+
+def test_remote_ray_address_is_the_one_the_node_joined_with(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head given by an ssh alias: the node's note from 'cluster start' wins; before
+    any start, the address its SSH connection arrived on (recorded by the last probe)."""
+    monkeypatch.setenv("GRID_OPS_STATE_DIR", str(tmp_path / "state"))
+    config = remote_config(str(root), nodes=[{"name": "gpu1", "host": "gpu1"}])
+    assert probe(config)["ray"] == "gpu1:7001"  # nothing known yet: the name itself
+    from grid_ops import model
+
+    model.record_facts(config, {"gpu1": {"root": str(root), "ssh_ip": "10.7.0.1"}})
+    assert probe(config)["ray"] == "10.7.0.1:7001"
+    (root / "state").mkdir()
+    (root / "state" / "ray_address").write_text("10.7.0.9:7001\n")
+    assert probe(config)["ray"] == "10.7.0.9:7001"
 
 
 TRICKY = ["two words", "it's", '"double"', "$HOME", "a;b", "*", "", "$(echo hi)", "`id`", "x\ny"]
@@ -533,19 +563,19 @@ def test_remote_arguments_arrive_verbatim(root: Path) -> None:
 
 def test_remote_shell_mode_lets_the_shell_interpret(root: Path) -> None:
     config = remote_config(str(root))
-    proc = bash(remote.remote_script(config, ["echo", "$((1+2))"], shell=True))
+    proc = bash(script(config, ["echo", "$((1+2))"], shell=True))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "3"
-    proc = bash(remote.remote_script(config, ["echo $((2*3)) && pwd"], shell=True))
+    proc = bash(script(config, ["echo $((2*3)) && pwd"], shell=True))
     assert proc.stdout.splitlines() == ["6", str(root)]
     # without shell=True the same words are data
-    proc = bash(remote.remote_script(config, ["echo", "$((1+2))"]))
+    proc = bash(script(config, ["echo", "$((1+2))"]))
     assert proc.stdout.strip() == "$((1+2))"
 
 
 def test_remote_missing_root_exits_127_and_says_provision(tmp_path: Path) -> None:
     missing = tmp_path / "never-provisioned"
-    proc = bash(remote.remote_script(remote_config(str(missing)), ["true"]))
+    proc = bash(script(remote_config(str(missing)), ["true"]))
     assert proc.returncode == remote.MISSING_ROOT == 127
     assert "grid-ops provision" in proc.stderr
     assert str(missing) in proc.stderr
@@ -565,7 +595,7 @@ def test_remote_missing_root_exits_127_and_says_provision(tmp_path: Path) -> Non
 def test_remote_exit_codes_propagate(
     root: Path, command: list[str], shell: bool, code: int
 ) -> None:
-    proc = bash(remote.remote_script(remote_config(str(root)), command, shell=shell))
+    proc = bash(script(remote_config(str(root)), command, shell=shell))
     assert proc.returncode == code, proc.stderr
 
 
@@ -581,7 +611,7 @@ def test_remote_root_under_home_expands_tilde(tmp_path: Path, rel: str) -> None:
 
 def test_remote_root_under_missing_home_dir_is_127(tmp_path: Path) -> None:
     env = dict(os.environ, HOME=str(tmp_path))
-    proc = bash(remote.remote_script(remote_config("~/x"), ["true"]), env)
+    proc = bash(script(remote_config("~/x"), ["true"]), env)
     assert proc.returncode == 127
     assert "~/x does not exist" in proc.stderr
 
@@ -608,7 +638,7 @@ def test_argv_for_an_ssh_node(root: Path) -> None:
     i = argv.index("-i")
     assert argv[i + 1] == "/keys/id_ed25519"
     assert argv[-2] == "ops@10.0.0.2"
-    assert argv[-1] == remote.remote_script(config, ["ray", "status"])
+    assert argv[-1] == remote.remote_script(config, node2, ["ray", "status"])
     # no user: the bare host is the target; no key: no -i
     plain = remote_config(str(root))
     argv = remote.argv(plain, plain.node("node1"), ["true"])
@@ -834,9 +864,14 @@ def options(args: list[str]) -> list[str]:
     return [args[i + 1] for i, a in enumerate(args) if a == "-o"]
 
 
+def ssh_of(config: ClusterConfig, name: str) -> list[str]:
+    """The ssh command of a node, as the model resolves it."""
+    return list(model.resolve(config, recorded=False).node(name).ssh)
+
+
 def test_ssh_command_has_port_key_known_hosts_and_multiplexing() -> None:
     config = inv_config()
-    args = inventory.ssh_command(config, config.node("head"))
+    args = ssh_of(config, "head")
     assert args[0] == "ssh"
     assert args[args.index("-p") + 1] == "2222"
     assert args[args.index("-i") + 1] == "/keys/my key"
@@ -852,24 +887,40 @@ def test_ssh_command_has_port_key_known_hosts_and_multiplexing() -> None:
 
 def test_ssh_command_defaults_without_port_key_or_known_hosts() -> None:
     config = parse({"name": "units", "nodes": ["gpu1"]})
-    args = inventory.ssh_command(config, config.nodes[0])
+    args = ssh_of(config, "gpu1")
     assert "-p" not in args
     assert "-i" not in args
     opts = options(args)
     assert "StrictHostKeyChecking=accept-new" in opts
     assert not any(o.startswith("UserKnownHostsFile=") for o in opts)
     assert "ConnectTimeout=10" in opts
+    assert not any(o.startswith("ConnectionAttempts=") for o in opts)  # max_retries 0
+    retried = parse({"name": "units", "nodes": ["gpu1"], "ssh": {"max_retries": 2}})
+    assert "ConnectionAttempts=3" in options(ssh_of(retried, "gpu1"))
+    # the very socket ansible.cfg names for Ansible's own connections: one per node
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(REPO / "ansible.cfg")
+    ours = next(o for o in opts if o.startswith("ControlPath=")).removeprefix("ControlPath=")
+    theirs = cfg["ssh_connection"]["control_path"].replace("%%", "%")
+    directory = cfg["ssh_connection"]["control_path_dir"]
+    assert theirs.replace("%(directory)s", directory) == ours
+
+
+def hostvars(config: ClusterConfig) -> dict[str, dict[str, Any]]:
+    resolved = model.resolve(config, recorded=False)
+    return {n.name: inventory.host_vars(config, n) for n in resolved.nodes}
 
 
 def test_host_vars_rsync_settings() -> None:
     config = inv_config()
-    head = inventory.host_vars(config, config.node("head"))
-    assert shlex.split(head["grid_rsync_rsh"]) == inventory.ssh_command(config, config.node("head"))
+    hv = hostvars(config)
+    head = hv["head"]
+    assert shlex.split(head["grid_rsync_rsh"]) == ssh_of(config, "head")
     assert head["grid_rsync_dest"] == "ops@10.0.0.1:"
-    alias = inventory.host_vars(config, config.node("gpu2"))
+    alias = hv["gpu2"]
     assert alias["grid_rsync_dest"] == "gpu2:"
     assert "-p" not in shlex.split(alias["grid_rsync_rsh"])
-    local = inventory.host_vars(config, config.node("here"))
+    local = hv["here"]
     assert local["grid_rsync_rsh"] == ""
     assert local["grid_rsync_dest"] == ""
     assert local["ansible_connection"] == "local"
@@ -882,10 +933,9 @@ def test_host_vars_node_ip_without_dns(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex"):
         monkeypatch.setattr(socket, name, no_dns)
     config = inv_config()
-    hv = {n.name: inventory.host_vars(config, n) for n in config.nodes}
+    hv = hostvars(config)
     assert hv["head"]["grid_node_ip"] == "10.0.0.1"
     assert hv["w3"]["grid_node_ip"] == "192.168.50.3"  # ray.nodes.w3.node_ip wins
-    assert hv["w3"]["grid_ray_overrides"] == {"node_ip": "192.168.50.3"}
     assert "grid_node_ip" not in hv["gpu2"]
     assert hv["here"]["grid_node_ip"] == "127.0.0.1"
     assert hv["head"]["grid_role"] == "head"
@@ -895,18 +945,17 @@ def test_host_vars_node_ip_without_dns(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_remote_run_notes_its_process_group_for_stop_and_removes_the_note(root: Path) -> None:
     config = remote_config(str(root))
     run_id = "aa11aa11"
-    script = remote.remote_script(config, ["sh", "-c", "cat state/run/$1.pid", "-", run_id],
-                                  run_id=run_id)  # fmt: skip
-    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+    noted = script(config, ["sh", "-c", "cat state/run/$1.pid", "-", run_id], run_id=run_id)
+    proc = subprocess.run(["bash", "-c", noted], capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and proc.stdout.strip().isdigit()  # the shell's pid, noted
     assert not (root / "state" / "run" / f"{run_id}.pid").exists()  # removed at the end
     assert (root / "state" / "run").stat().st_mode & 0o777 == 0o700  # private to the user
-    failing = remote.remote_script(config, ["sh", "-c", "exit 9"], run_id="bb22bb22")
+    failing = script(config, ["sh", "-c", "exit 9"], run_id="bb22bb22")
     assert subprocess.run(["bash", "-c", failing], check=False).returncode == 9
-    assert "exec " not in remote.remote_script(config, ["true"], run_id="cc33cc33")
-    assert "exec true" in remote.remote_script(config, ["true"])
+    assert "exec " not in script(config, ["true"], run_id="cc33cc33")
+    assert "exec true" in script(config, ["true"])
     with pytest.raises(ValueError):
-        remote.remote_script(config, ["true"], run_id="../../x")
+        script(config, ["true"], run_id="../../x")
 
 
 def _local(root: Path) -> Any:
@@ -976,7 +1025,7 @@ def test_extra_environment_names_are_checked_and_values_quoted(root: Path) -> No
     from grid_ops.errors import UsageError
 
     with pytest.raises(UsageError, match="not an environment variable name"):
-        remote.remote_script(config, ["true"], env={"A;touch x": "1"})
-    script = remote.remote_script(config, ["sh", "-c", 'printf %s "$V"'], env={"V": "$(id) `x`"})
-    proc = bash(script)
+        script(config, ["true"], env={"A;touch x": "1"})
+    line = script(config, ["sh", "-c", 'printf %s "$V"'], env={"V": "$(id) `x`"})
+    proc = bash(line)
     assert proc.returncode == 0 and proc.stdout == "$(id) `x`"

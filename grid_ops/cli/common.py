@@ -37,17 +37,24 @@ def config_path(path: Path | None) -> Path:
 def load_config(path: Path | None, quick_plan: bool = False) -> tuple[ClusterConfig, Path]:
     """Load and validate the cluster config (errors exit 2 with the field named).
 
-    ``quick_plan``: also write the plan that lets grid_ops.quick answer the next call of
-    this command without loading the config again.
+    ``quick_plan``: also keep its resolved model, keyed by the file's content, so that
+    grid_ops.quick answers the next call of this command without loading the config.
     """
-    from grid_ops import config
+    import os
+
+    from grid_ops import config, model
 
     resolved = config_path(path)
-    if not quick_plan:
-        return config.load(resolved), resolved
-    from grid_ops import plan
-
-    at = plan.stamp(resolved)  # before reading: a file changed meanwhile gets a new stamp
+    config_abs = os.path.abspath(resolved)
+    raw = model.read_config_bytes(config_abs) if quick_plan else None  # before loading
     cfg = config.load(resolved)
-    plan.write(cfg, resolved, at)
+    if raw is not None:
+        model.save_cache(
+            model.resolve(cfg, recorded=False), config_abs, model.cache_key(raw, config_abs)
+        )
+    if cfg.deprecations:
+        from grid_ops.cli.output import warn
+
+        for line in cfg.deprecations:
+            warn(line)
     return cfg, resolved

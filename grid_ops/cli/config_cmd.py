@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
-from grid_ops.cli.output import cell, err, out, print_json, safe
+from grid_ops.cli.output import cell, out, print_json, safe, warn
 from grid_ops.errors import UsageError
 
 app = typer.Typer(help="Check cluster configs.", no_args_is_help=True)
@@ -49,7 +49,8 @@ def validate(
     """Check a cluster config and print a summary of its nodes, head and GPUs.
 
     Settings that open the cluster to its network (dashboard beyond loopback, no Ray
-    auth) are valid but warned about on stderr, and listed under "warnings" in --json.
+    auth) are valid but warned about on stderr, and listed under "warnings" in --json;
+    old keys that are ignored now, likewise under "deprecated".
     """
     cfg, resolved = load_config(path or config)
     if json_out:
@@ -57,6 +58,7 @@ def validate(
             {
                 "valid": True,
                 "warnings": cfg.warnings(),
+                "deprecated": cfg.deprecations,
                 "path": str(resolved),
                 "name": cfg.name,
                 "head": cfg.head.name,
@@ -108,4 +110,4 @@ def validate(
 
 def _warn(warnings: list[str]) -> None:
     for warning in warnings:
-        err.print(f"[bold yellow]warning:[/] {safe(warning)}", soft_wrap=True)
+        warn(warning)

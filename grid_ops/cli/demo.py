@@ -31,8 +31,17 @@ def demo(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where to write the demo's cluster config.")
     ] = Path("lab.yaml"),
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Run the steps on this existing cluster config instead (no lab, nothing written).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run the main job end to end on the embedded default cluster.
+    """Run the main job end to end on the embedded default cluster (or on -c CONFIG).
 
     As root: bring up a lab of network-namespace SSH nodes; otherwise: this machine as a
     one-node cluster (local connection, files under ~/grid-ops-demo). Then ping the nodes,
@@ -46,7 +55,13 @@ def demo(
     from grid_ops.cli import cluster, health_cmd, ping, provision
     from grid_ops.fsutil import write_file
 
-    if os.geteuid() == 0:
+    if config is not None:
+        from grid_ops.cli.common import load_config
+
+        load_config(config)  # a bad config stops here, before anything runs
+        output = config
+        _step(f"cluster of {config}")
+    elif os.geteuid() == 0:
         from grid_ops import lab
         from grid_ops.cli.output import info
 

@@ -18,18 +18,6 @@ if TYPE_CHECKING:
     from grid_ops.health import NodeHealth
 
 
-def collect(cfg: ClusterConfig, refresh: bool) -> tuple[list[NodeHealth], bool]:
-    """Health of every node, ranked; from the cache unless stale or ``refresh``."""
-    from grid_ops import health, probe
-
-    cached = None if refresh else health.load_cache(cfg)
-    if cached is not None:
-        return health.ranked(cached), True
-    nodes = probe.probe_all(cfg)
-    health.save_cache(cfg, nodes)
-    return health.ranked(nodes), False
-
-
 def table(nodes: list[NodeHealth], title: str) -> Table:
     from dataclasses import asdict
 
@@ -64,6 +52,8 @@ def health(
     if watch is not None:
         _watch(cfg, watch)
         return
+    from grid_ops.health import collect
+
     nodes, cached = collect(cfg, refresh)
     if json_out:
         print_json({"nodes": [n.to_json() for n in nodes], "cached": cached})
@@ -82,13 +72,13 @@ def _watch(cfg: ClusterConfig, seconds: float) -> None:
 
     from rich.live import Live
 
-    from grid_ops import health, probe
+    from grid_ops import health
 
     live = Live(console=out, auto_refresh=False) if out.is_terminal else None
     try:
         with live if live is not None else nullcontext():
             while True:
-                nodes = health.ranked(probe.probe_all(cfg))
+                nodes = health.ranked(health.probe_all(cfg))
                 health.save_cache(cfg, nodes)
                 view = table(nodes, f"health of {cfg.name} at {time.strftime('%H:%M:%S')}")
                 if live is not None:

@@ -54,17 +54,26 @@ def launch(
         ),
     ] = None,
     nodes: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--nodes",
             help="Ranks, one per node (STRICT_SPREAD), with MASTER_ADDR, MASTER_PORT, "
-            "WORLD_SIZE, RANK, LOCAL_RANK set; the job fails when a rank fails.",
+            "WORLD_SIZE, RANK, LOCAL_RANK set; the job fails when a rank fails. "
+            "Default: execution.default_nodes of the config (1).",
             min=1,
+            show_default=False,
         ),
-    ] = 1,
+    ] = None,
     gpus_per_node: Annotated[
-        float, typer.Option("--gpus-per-node", help="GPUs reserved per rank.", min=0)
-    ] = 0,
+        float | None,
+        typer.Option(
+            "--gpus-per-node",
+            help="GPUs reserved per rank. Default: execution.default_gpus_per_node of the "
+            "config (0).",
+            min=0,
+            show_default=False,
+        ),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Submit COMMAND as a job to Ray Jobs on the head; prints its name and id."""
@@ -73,8 +82,15 @@ def launch(
     jobs.check_name(name)
     variables = jobs.parse_env(env or [])  # checked before anything else happens
     cfg, _ = load_config(config)
+    defaults = cfg.execution
     record = jobs.launch(
-        cfg, name, command, workdir=workdir, env=variables, gpus=gpus_per_node, nodes=nodes
+        cfg,
+        name,
+        command,
+        workdir=workdir,
+        env=variables,
+        gpus=defaults.default_gpus_per_node if gpus_per_node is None else gpus_per_node,
+        nodes=defaults.default_nodes if nodes is None else nodes,
     )
     if json_out:
         print_json(_public(record))

@@ -23,11 +23,12 @@ app = typer.Typer(
 
 def controller_numbers(cfg: ClusterConfig) -> dict[str, Any] | None:
     """The controller's metrics, or None when it does not answer (grid_controller_up 0)."""
-    from grid_ops import control
+    from grid_ops import control, model
     from grid_ops.errors import GridOpsError
 
+    # a short call, but one that starts a Python on the head: the probe's deadline
     try:
-        result, _ = control.call(cfg, "metrics", timeout=cfg.ssh.connect_timeout + 10)
+        result, _ = control.call(cfg, "metrics", timeout=model.of(cfg).deadlines.probe)
     except GridOpsError:
         return None
     return dict(result)
@@ -53,13 +54,13 @@ def metrics(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from grid_ops import health, probe
+    from grid_ops import health
     from grid_ops import metrics as m
 
     cfg, _ = load_config(config)
     nodes = None if refresh else health.load_cache(cfg, any_age=True)
     if nodes is None:
-        nodes = probe.probe_all(cfg)
+        nodes = health.probe_all(cfg)
         health.save_cache(cfg, nodes)
     sys.stdout.buffer.write(m.exposition([n.to_json() for n in nodes], controller_numbers(cfg)))
     sys.stdout.flush()
@@ -79,7 +80,7 @@ def serve(
     """Serve /metrics over HTTP, probing the nodes every --interval seconds."""
     from prometheus_client import start_http_server
 
-    from grid_ops import health, probe
+    from grid_ops import health
     from grid_ops import metrics as m
     from grid_ops.errors import UsageError
 
@@ -87,7 +88,7 @@ def serve(
     collector = m.LiveCollector([], {})
 
     def refresh() -> None:
-        nodes = probe.probe_all(cfg)
+        nodes = health.probe_all(cfg)
         health.save_cache(cfg, nodes)
         collector.nodes = [n.to_json() for n in nodes]
         collector.cluster = controller_numbers(cfg)

@@ -163,7 +163,7 @@ def watch(
 
     from rich.live import Live
 
-    from grid_ops import control, health, probe
+    from grid_ops import control, health
 
     cfg, _ = load_config(config)
     live = Live(console=out, auto_refresh=False) if out.is_terminal else None
@@ -171,7 +171,7 @@ def watch(
     try:
         with live if live is not None else nullcontext():
             while True:
-                nodes = health.ranked(probe.probe_all(cfg))
+                nodes = health.ranked(health.probe_all(cfg))
                 view, _ = control.call(cfg, "overview")
                 board = _dashboard(cfg, nodes, view)
                 if live is not None:

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from grid_ops.cli.sanitize import cell, clean, safe
 
-__all__ = ["cell", "clean", "err", "error", "info", "out", "print_json", "safe"]
+__all__ = ["cell", "clean", "err", "error", "info", "out", "print_json", "safe", "warn"]
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -33,6 +33,11 @@ def error(message: str, hint: str | None = None) -> None:
     if hint:
         text += f" {safe(hint, limit=ERROR_LIMIT, lines=True)}"
     err.print(text, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (its text never read as markup)."""
+    err.print(f"[bold yellow]warning:[/] {safe(message, lines=True)}", soft_wrap=True)
 
 
 def info(message: str) -> None:

@@ -13,8 +13,8 @@ from grid_ops.cli.progress import LiveView, print_summary
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from grid_ops.ansible import PlaybookResult
     from grid_ops.config import ClusterConfig
+    from grid_ops.results import PlaybookResult
 
 
 def run(

@@ -13,7 +13,7 @@ from rich.table import Table
 from grid_ops.cli.output import cell, err, out, safe
 
 if TYPE_CHECKING:
-    from grid_ops.ansible import PlaybookResult
+    from grid_ops.results import PlaybookResult
 
 STYLE = {
     "ok": "green",

@@ -32,7 +32,12 @@ def run(
     ] = False,
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", help="Give up after this many seconds (exit 124).", min=0.1),
+        typer.Option(
+            "--timeout",
+            help="Give up after this many seconds and stop the command on the node (exit "
+            "124). Default: execution.timeout_seconds of the config (1800).",
+            min=0.1,
+        ),
     ] = None,
     retries: Annotated[
         int | None,
@@ -62,9 +67,11 @@ def run(
     Arguments are passed as given (quoted for the remote shell) unless --shell is used.
     Example: grid-ops run -c cluster.yaml -- python train.py --epochs 3
     """
-    from grid_ops import remote
+    from grid_ops import model, remote
 
     cfg, _ = load_config(config)
+    if timeout is None:
+        timeout = model.of(cfg).deadlines.run
     if node and all_nodes:
         from grid_ops.errors import UsageError
 
@@ -119,8 +126,8 @@ def _record(rc: int, seconds: float) -> None:
 def _best_reachable(cfg: ClusterConfig, retries: int) -> NodeConfig:
     """Best-scored node that answers now; skips up to ``retries`` that do not."""
     from grid_ops import remote
-    from grid_ops.cli.health_cmd import collect
     from grid_ops.errors import GridOpsError
+    from grid_ops.health import collect
 
     ranked, _ = collect(cfg, refresh=False)
     candidates = [cfg.node(n.name) for n in ranked if n.reachable]

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from grid_ops import plan
 from grid_ops.cli import playbook
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
 from grid_ops.cli.output import out
+from grid_ops.results import sync_document, sync_row
 
 SYNC_TASK = "Sync the source to the node (only changed files move)"
 
@@ -45,7 +45,9 @@ def sync(
     source = src.expanduser().resolve()
     if not source.is_dir():
         raise UsageError(f"{src} is not a directory.", "Pass the directory to sync as SRC.")
-    if not source.name:
+    from grid_ops import rsync
+
+    if not rsync.source_name(str(source)):
         raise UsageError(
             f"{src} has no name of its own to sync under.", "Pass a directory below '/'."
         )
@@ -57,30 +59,17 @@ def sync(
     stats: dict[str, dict[str, Any]] = {}
     for name, host in result.hosts.items():
         facts = host.facts.get("grid_sync_stats") or {}
-        stats[name] = {
-            "files_transferred": int(facts.get("files_transferred") or 0),
-            "bytes_sent": int(facts.get("bytes_sent") or 0),
-            "seconds": host.durations.get(SYNC_TASK),
-            "dest": facts.get("dest"),
-            "command": facts.get("command"),
-        }
-    plan.remember_roots(
-        cfg,
-        {name: row["dest"] for name, row in stats.items() if row["dest"]},
-        source.name,
-    )
+        stats[name] = sync_row(
+            facts, host.durations.get(SYNC_TASK), facts.get("dest"), facts.get("command")
+        )
     if not dry_run:
         from grid_ops import metrics
 
         metrics.record_sync([r["seconds"] for r in stats.values() if r["seconds"] is not None])
     if json_out:
-        data = result.to_json()
-        data["playbook_ran"] = True
-        for name, extra in stats.items():
-            data["hosts"].setdefault(name, {}).update(extra)
         from grid_ops.cli.output import print_json
 
-        print_json(data)
+        print_json(sync_document(result, stats, playbook_ran=True))
     else:
         from grid_ops.cli.views import sync_table
 

@@ -31,12 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from grid_ops import layout
 from grid_ops.runtime import nodes, offload, pool, private, protocol, reservations, store
 from grid_ops.runtime.nodes import Refused
 from grid_ops.runtime.taskstats import Totals
 
-NAMESPACE = pool.NAMESPACE
-ACTOR_NAME = "controller"
+NAMESPACE = layout.CONTROLLER_NAMESPACE
+ACTOR_NAME = layout.CONTROLLER_ACTOR
 KEEP_RELEASED = 100
 TICK = 1.0
 
@@ -75,8 +76,8 @@ class Controller:
     def settings(self) -> dict[str, Any]:
         return dict(self.state["settings"])
 
-    def _names(self) -> dict[str, str]:
-        return dict(self.settings.get("nodes") or {})
+    def _names(self) -> list[str]:
+        return list(self.settings.get("nodes") or [])
 
     def _views(self) -> dict[str, nodes.NodeView]:
         return nodes.current(self._names())
@@ -251,6 +252,13 @@ class Controller:
         amount = float(args.get("amount", 0))
         priority = str(args.get("priority") or "normal")
         reservations.validate(resource, amount, priority)
+        if kind == "share" and not self.settings.get("sharing", True):
+            raise Refused(
+                "Resource sharing is turned off for this cluster (resource_sharing.enabled "
+                "is false in its config).",
+                "Set resource_sharing.enabled: true and run 'grid-ops cluster start', or "
+                "reserve on a named node with 'grid-ops boost request'.",
+            )
         ttl = args.get("ttl")
         with self.lock:
             views = self._views()
@@ -274,7 +282,7 @@ class Controller:
                 "expires_at": round(now + float(ttl), 3) if ttl else None,
                 "state": "active",
             }
-            record["pg"] = reservations.place(record, view.ip)
+            record["pg"] = reservations.place(record)
             self.state["reservations"][record["id"]] = record
             self._save()
             return reservations.public(record, views), b""
@@ -348,7 +356,7 @@ class Controller:
                 if view is None or not view.alive:
                     continue
                 try:
-                    record["pg"] = reservations.place(record, view.ip, timeout=5)
+                    record["pg"] = reservations.place(record, timeout=5)
                     record["state"] = "active"
                 except Refused:
                     continue

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from dataclasses import dataclass, field
 from typing import Any
+
+from grid_ops import layout
 
 RESOURCE_KEYS = {"cpu": "CPU", "gpu": "GPU", "memory": "memory"}
 
@@ -40,36 +40,22 @@ def describe(resource: str, amount: float) -> str:
     return f"{amount:g} {resource.upper()}"
 
 
-def _address(host: str, local_ip: str) -> str:
-    """A config host as Ray names it: loopback is this node's address, names resolved."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        try:
-            ip = ipaddress.ip_address(socket.gethostbyname(host))
-        except OSError:
-            return host
-    return local_ip if ip.is_loopback else str(ip)
-
-
 def build(
-    names: dict[str, str],
+    names: list[str],
     ray_nodes: list[dict[str, Any]],
     free: dict[str, dict[str, float]],
-    local_ip: str = "",
 ) -> dict[str, NodeView]:
-    """Match config names (name -> host) to Ray's node table (pure but for DNS names)."""
-    views = {name: NodeView(name, _address(host, local_ip)) for name, host in names.items()}
-    by_ip: dict[str, dict[str, Any]] = {}
+    """Match config node names to Ray's node table by the ``grid_node:<name>`` resource
+    each node joined with (pure). A restarted node's live entry wins over its dead ones."""
+    views = {name: NodeView(name, "") for name in names}
+    found: dict[str, dict[str, Any]] = {}
     for node in ray_nodes:
-        ip = node.get("NodeManagerAddress", "")
-        if node.get("Alive") or ip not in by_ip:
-            by_ip[ip] = node
-    for view in views.values():
-        found = by_ip.get(view.ip)
-        if found is None:
-            continue
-        node = found
+        name = layout.node_name(node.get("Resources") or {})
+        if name in views and (node.get("Alive") or name not in found):
+            found[name] = node
+    for name, node in found.items():
+        view = views[name]
+        view.ip = str(node.get("NodeManagerAddress") or "")
         view.node_id = node["NodeID"]
         view.alive = bool(node.get("Alive"))
         view.total = {k: float(v) for k, v in (node.get("Resources") or {}).items()}
@@ -77,13 +63,12 @@ def build(
     return views
 
 
-def current(names: dict[str, str]) -> dict[str, NodeView]:
+def current(names: list[str]) -> dict[str, NodeView]:
     """The live view (inside the controller, a Ray worker)."""
     import ray
     from ray._private.state import state  # Ray is pinned; this is its own resource view
 
-    local = ray.util.get_node_ip_address()
-    return build(names, ray.nodes(), state.available_resources_per_node(), local)
+    return build(names, ray.nodes(), state.available_resources_per_node())
 
 
 def require(views: dict[str, NodeView], name: str) -> NodeView:

@@ -26,9 +26,10 @@ import hashlib
 import re
 from typing import Any
 
+from grid_ops import layout
 from grid_ops.runtime.nodes import NodeView, Refused
 
-NAMESPACE = "grid_ops_control"
+NAMESPACE = layout.CONTROLLER_NAMESPACE
 GET_TIMEOUT = 10.0
 MAX_KEY = 256
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@+=-]{0,255}")
@@ -226,7 +227,7 @@ class MemoryPool:
     def __init__(self) -> None:
         import ray
 
-        self._controller = ray.get_actor("controller", namespace=NAMESPACE)
+        self._controller = ray.get_actor(layout.CONTROLLER_ACTOR, namespace=NAMESPACE)
 
     def store(self, key: str, data: bytes, replicas: int = 1, node: str | None = None) -> list[str]:
         import ray

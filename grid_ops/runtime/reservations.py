@@ -14,6 +14,7 @@ import secrets
 import time
 from typing import Any
 
+from grid_ops import layout
 from grid_ops.runtime.nodes import RESOURCE_KEYS, NodeView, Refused, describe, require
 
 PRIORITIES = ("low", "normal", "high", "critical")
@@ -83,13 +84,14 @@ def new_id(kind: str) -> str:
     return f"{kind}-{secrets.token_hex(4)}"
 
 
-def place(record: dict[str, Any], ip: str, timeout: float = PLACE_TIMEOUT) -> str:
-    """Create the record's placement group on the node at ``ip``; its id (hex)."""
+def place(record: dict[str, Any], timeout: float = PLACE_TIMEOUT) -> str:
+    """Create the record's placement group on its node (pinned by the node's
+    ``grid_node:<name>`` resource); its id (hex)."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
     key = RESOURCE_KEYS[record["resource"]]
-    bundle = {key: float(record["amount"]), f"node:{ip}": PIN}
+    bundle = {key: float(record["amount"]), layout.node_resource(record["node"]): PIN}
     pg = placement_group(
         [bundle], strategy="STRICT_PACK", name=f"grid-{record['id']}", lifetime="detached"
     )

@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from grid_ops import layout
 from grid_ops.runtime import taskstats
 from grid_ops.runtime.nodes import fits
 
@@ -172,7 +173,7 @@ def _need(resources: dict[str, float] | None) -> dict[str, float]:
 def _controller() -> Any:
     import ray
 
-    return ray.get_actor("controller", namespace="grid_ops_control")
+    return ray.get_actor(layout.CONTROLLER_ACTOR, namespace=layout.CONTROLLER_NAMESPACE)
 
 
 def boost_options(boost_id: str, resources: dict[str, float] | None = None) -> dict[str, Any]:

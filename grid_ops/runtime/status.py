@@ -1,7 +1,8 @@
 """Print the cluster's nodes as the head's GCS sees them, as JSON (runs on the head).
 
 ``python -m grid_ops.runtime.status --address IP:PORT`` prints
-``{"address": …, "nodes": [{"node_id", "ip", "alive", "resources"}]}``. It asks the GCS
+``{"address": …, "nodes": [{"node_id", "ip", "alive", "resources", "name"}]}`` (name:
+the config node, from its ``grid_node:<name>`` resource). It asks the GCS
 directly (a fraction of a second) rather than starting a full Ray driver.
 """
 
@@ -11,6 +12,8 @@ import argparse
 import json
 import sys
 from typing import Any
+
+from grid_ops import layout
 
 
 def _from_gcs(address: str, timeout: float) -> list[dict[str, Any]]:
@@ -25,6 +28,7 @@ def _from_gcs(address: str, timeout: float) -> list[dict[str, Any]]:
                 "ip": info.node_manager_address,
                 "alive": info.state == 0,  # GcsNodeInfo.ALIVE
                 "resources": dict(info.resources_total),
+                "name": layout.node_name(info.resources_total),
             }
         )
     return nodes
@@ -41,6 +45,7 @@ def _from_driver(address: str) -> list[dict[str, Any]]:
                 "ip": n["NodeManagerAddress"],
                 "alive": bool(n["Alive"]),
                 "resources": n.get("Resources", {}),
+                "name": layout.node_name(n.get("Resources", {})),
             }
             for n in ray.nodes()
         ]

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from grid_ops import layout
+
 BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 FLUSH_SECONDS = 0.25
 
@@ -88,7 +90,9 @@ def _flush_loop() -> None:
             continue
         try:
             if controller is None:
-                controller = ray.get_actor("controller", namespace="grid_ops_control")
+                controller = ray.get_actor(
+                    layout.CONTROLLER_ACTOR, namespace=layout.CONTROLLER_NAMESPACE
+                )
             controller.record_tasks.remote(report)
         except Exception:  # no controller (cluster started without one): counts are dropped
             controller = None

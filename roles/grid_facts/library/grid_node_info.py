@@ -14,7 +14,7 @@ options:
   remote_root:
     description: The cluster's remote_root; C(~) is expanded with the node user's home.
     type: str
-    default: ~/grid-ops
+    required: true
   private_dirs:
     description: Directories under remote_root that must be private (0700) to the user.
     type: list
@@ -22,6 +22,10 @@ options:
     default: []
   ray_token:
     description: The Ray token's path under remote_root (only its SHA-1 is returned).
+    type: str
+    default: ""
+  ray_address:
+    description: The file under remote_root noting the head's address (its text is returned).
     type: str
     default: ""
 author:
@@ -40,7 +44,7 @@ ansible_facts:
     C(grid_node) with python_version, python_executable, python_tag (e.g. cp311),
     hostname, ssh_ip, user, home, root (remote_root expanded), private_ok (remote_root and
     private_dirs are directories of this user with mode 0700), ray_token_sha1 ("" when
-    absent), system, release, machine, glibc, venv_support, rsync, nvidia_smi, gpu_count,
+    absent), ray_address (the noted head address, "" when absent), system, release, machine, glibc, venv_support, rsync, nvidia_smi, gpu_count,
     cpu_count, mem_total_bytes;
     and C(grid_ray_node), this user's Ray processes on the node: running (a raylet is
     up), head (a GCS server is up), node_id (from the raylet's command line), pids.
@@ -148,12 +152,21 @@ def _sha1(path: str) -> str:
         return ""
 
 
+def _first_line(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.readline(300).strip()
+    except OSError:
+        return ""
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "remote_root": {"type": "str", "default": "~/grid-ops"},
+            "remote_root": {"type": "str", "required": True},
             "private_dirs": {"type": "list", "elements": "str", "default": []},
             "ray_token": {"type": "str", "default": "", "no_log": False},
+            "ray_address": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -180,6 +193,11 @@ def main() -> None:
         "ray_token_sha1": (
             _sha1(os.path.join(root, module.params["ray_token"]))
             if module.params["ray_token"]
+            else ""
+        ),
+        "ray_address": (
+            _first_line(os.path.join(root, module.params["ray_address"]))
+            if module.params["ray_address"]
             else ""
         ),
         "system": uname.system,
