@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import lab_bench, median, parse_args, report, run, timed
 
-from grid_ops import config, inventory
+from grid_ops import config, model
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
         provision_rerun = timed(lambda: run([exe, "provision", "-c", str(cfg_path)]), args.runs)
 
         def ssh(node: config.NodeConfig, command: str) -> subprocess.Popen[bytes]:
-            argv = inventory.ssh_argv(cfg, node, command)
+            argv = model.resolve(cfg).node(node.name).argv(command)
             return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def ray_start_cmd(node: config.NodeConfig) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import lab_bench, median, parse_args, report, run, timed
 
-from grid_ops import inventory, probe
+from grid_ops import model, probe
 
 FLOOR = """
 import json, os, sys
@@ -53,12 +53,15 @@ def main() -> None:
     with lab_bench(args.nodes) as bench:
         cfg, cfg_path, exe, work = bench.config, bench.config_path, bench.exe, bench.work
         source = probe.module_source()
-        inventory.ensure_control_dir()
+        cluster = model.resolve(cfg)
+        model.ensure_control_dir()
 
         def raw_health() -> None:
             procs = [
-                subprocess.Popen(probe.argv(cfg, n), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-                for n in cfg.nodes
+                subprocess.Popen(
+                    probe.argv(cluster, n), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                )
+                for n in cluster.nodes
             ]
             for p in procs:
                 assert p.stdin is not None
@@ -76,7 +79,7 @@ def main() -> None:
         # The least any Python CLI can do: start an interpreter, spawn the same commands
         # (posix_spawn, the module file as stdin), read the answers, leave with os._exit.
         argv_file = work / "probe-argv.json"
-        argv_file.write_text(json.dumps([probe.argv(cfg, n) for n in cfg.nodes]))
+        argv_file.write_text(json.dumps([probe.argv(cluster, n) for n in cluster.nodes]))
         floor_cmd = [sys.executable, "-c", FLOOR, str(argv_file), str(probe.module_path())]
 
         def floor_health() -> None:
@@ -100,14 +103,14 @@ def main() -> None:
                         "rsync",
                         "-a",
                         "-e",
-                        " ".join(inventory.ssh_command(cfg, n)),
+                        n.rsh,
                         "--",
                         f"{src}/",
-                        f"{inventory.ssh_target(n)}:grid-ops/code/proj/",
+                        f"{n.target}:grid-ops/code/proj/",
                     ],
                     stdout=subprocess.DEVNULL,
                 )
-                for n in cfg.nodes
+                for n in cluster.nodes
             ]
             if any(p.wait() != 0 for p in procs):
                 raise SystemExit("raw rsync failed")

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import lab_bench, median, parse_args, report, run, timed
 
-from grid_ops import inventory
+from grid_ops import model
 
 DRIVER = r"""
 import json, os, statistics, sys, time
@@ -80,9 +80,9 @@ def raw_move():
     assert len(back) == len(data)
 
 pool = MemoryPool()
-names = json.loads(os.environ["NODE_NAMES"])
+from grid_ops import layout
 def pool_move():
-    pool.store("bench", data, node=names[worker["NodeManagerAddress"]])
+    pool.store("bench", data, node=layout.node_name(worker["Resources"]))
     assert pool.retrieve("bench") == data
 
 memory = {"raw": med(raw_move), "pool": med(pool_move)}
@@ -99,9 +99,8 @@ def main() -> None:
         c = ["-c", str(cfg_path)]
         run([exe, "provision", *c])
         run([exe, "cluster", "start", *c])
-        names = json.dumps({n.host: n.name for n in cfg.nodes})
         proc = subprocess.run(
-            [exe, "run", *c, "--node", cfg.head.name, "--", "env", f"NODE_NAMES={names}",
+            [exe, "run", *c, "--node", cfg.head.name, "--",
              "python", "-c", DRIVER, str(args.runs)],
             capture_output=True, text=True, check=False, timeout=1800,
         )  # fmt: skip
@@ -114,8 +113,8 @@ def main() -> None:
 
         worker = cfg.nodes[1].name
         head = cfg.head
-        inventory.ensure_control_dir()
-        ssh = inventory.ssh_argv(cfg, head, "true")
+        model.ensure_control_dir()
+        ssh = model.resolve(cfg).node(head.name).argv("true")
         run(ssh)
         request = [exe, "boost", "request", worker, "cpu", "0.1", *c, "--json"]
         ids: list[str] = []

@@ -77,3 +77,65 @@ def test_demo_as_root_brings_up_the_lab_and_ray_on_it(lab: Lab) -> None:
     assert f"0.5 CPU on {lab.nodes[-1]}" in boost and "released boost-" in boost
     assert "stored 'demo' (4 MiB) on " in boost  # two replicas, on two nodes
     assert "retrieved 'demo': byte-exact" in boost and "deleted demo" in boost
+
+
+SEEDS_SSH_CONFIG = """\
+Host gpu1
+  HostName {ip1}
+  User {user1}
+Host gpu2
+  HostName {ip2}
+  User {user2}
+Host *
+  IdentityFile {key}
+  UserKnownHostsFile {known}
+"""
+SEEDS_CONFIG = """\
+nodes: [gpu1, gpu2]
+remote_root: ~/grid_workspace
+ssh: {connect_timeout: 5, config_file: ssh_config}
+ray: {dashboard_port: 8265, redis_port: 6379}
+"""
+
+
+@pytest.mark.lab
+def test_the_seeds_ssh_alias_config_runs_the_main_job(lab: Lab, tmp_path: Path) -> None:
+    """The seeds' own shape: nodes by ssh alias only, hosts and users in an ssh config
+    file that neither the controller's nor the head's resolver knows. Every step of the
+    main job works: the head's DNS never has to know 'gpu2'."""
+    from grid_ops import lab as lab_mod
+
+    state = lab_mod.load_state()
+    assert state is not None
+    first, second = state.nodes[0], state.nodes[1]
+    (tmp_path / "ssh_config").write_text(
+        SEEDS_SSH_CONFIG.format(
+            ip1=first.ip, user1=first.user, ip2=second.ip, user2=second.user,
+            key=lab_mod.key_file(), known=lab_mod.known_hosts_file(),
+        )
+    )  # fmt: skip
+    seeds = tmp_path / "grid_cluster.yaml"
+    seeds.write_text(SEEDS_CONFIG)
+    # the lab's own cluster uses the same nodes' Ray ports: it rests meanwhile
+    assert lab.cli("cluster", "stop", "-c", str(lab.config)).returncode == 0
+    try:
+        proc = lab.cli("demo", "-c", str(seeds), timeout=1200)
+        out = proc.stdout
+        assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+        status = out.split("Ray cluster: head gpu1")[1].split("health of")[0]
+        for name in ("gpu1", "gpu2"):
+            row = next(line for line in status.splitlines() if f"│ {name} " in line)
+            assert "alive" in row, row
+        assert "final: {'epoch': 3, 'loss': 0.125}" in out  # the job ran on Ray Jobs
+        assert "0.5 CPU on gpu2" in out and "released boost-" in out  # found by name
+        assert "stored 'demo' (4 MiB) on gpu1, gpu2" in out  # both nodes had room
+        assert "retrieved 'demo': byte-exact" in out
+        run = lab.cli("run", "-c", str(seeds), "--node", "gpu2", "--",
+                      "python", "-c", "import os; print(os.environ['RAY_ADDRESS'])")  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert run.stdout.strip() == f"{first.ip}:6379"  # an address, not the alias
+        ray = lab.cli("run", "-c", str(seeds), "--node", "gpu2", "--", "ray", "status")
+        assert ray.returncode == 0 and "Active:" in ray.stdout, ray.stderr[-2000:]
+    finally:
+        lab.cli("cluster", "stop", "-c", str(seeds))
+        assert lab.cli("cluster", "start", "-c", str(lab.config)).returncode == 0
