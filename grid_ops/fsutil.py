@@ -1,6 +1,8 @@
-"""Small file helpers: write whole files or nothing.
+"""Small file helpers: write whole files or nothing. The one atomic write of grid-ops,
+on this machine and on the nodes (the runtime's state and notes use it too).
 
-os only at import (the quick path writes its caches with them before anything heavy loads).
+os only at import (the quick path writes its caches with them before anything heavy
+loads, and the runtime imports it on the nodes).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def write_atomic(path: Path | str, text: str, mode: int = 0o644) -> None:
-    """Write ``text`` to ``path`` through a temp file and a rename: never half-written."""
+def write_atomic(path: Path | str, text: str | bytes, mode: int = 0o644) -> None:
+    """Write ``text`` (or bytes) to ``path`` through a temp file in the same directory
+    and a rename: readers see the old file or the new one, never half of it."""
     name = os.fspath(path)
     parent = os.path.dirname(name) or "."
     os.makedirs(parent, exist_ok=True)
@@ -29,8 +32,9 @@ def write_atomic(path: Path | str, text: str, mode: int = 0o644) -> None:
     else:
         raise FileExistsError(f"no free temp name next to {name}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        data = text.encode("utf-8") if isinstance(text, str) else text
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.chmod(tmp, mode)
         os.replace(tmp, name)
     except BaseException:

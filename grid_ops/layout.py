@@ -28,6 +28,10 @@ LIB = "lib"
 JOBS = "jobs"
 WHEELHOUSE = "wheelhouse"
 
+# Bucket bounds (seconds) of the task-duration histogram: the runtime counts into them,
+# the metrics exporter names them.
+TASK_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
 NODE_RESOURCE_PREFIX = "grid_node:"
 CONTROLLER_NAMESPACE = "grid_ops_control"
 CONTROLLER_ACTOR = "controller"

@@ -15,6 +15,7 @@ import json
 import math
 import os
 
+from grid_ops import layout
 from grid_ops.fsutil import write_atomic
 from grid_ops.paths import state_dir_name
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
-TASK_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+TASK_BUCKETS = layout.TASK_BUCKETS
 SYNC_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 HISTOGRAMS = {
     "grid_task_duration_seconds": ("Duration of commands run with grid-ops run.", TASK_BUCKETS),

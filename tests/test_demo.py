@@ -90,9 +90,13 @@ Host *
   IdentityFile {key}
   UserKnownHostsFile {known}
 """
+# The seeds' shape, as the lab's own cluster under other names: the same cluster name and
+# remote_root, so the nodes' venvs (and the cluster's token) serve both and the test
+# provisions nothing new; Ray is restarted under the alias names.
 SEEDS_CONFIG = """\
+name: lab
 nodes: [gpu1, gpu2]
-remote_root: ~/grid_workspace
+remote_root: ~/grid-ops
 ssh: {connect_timeout: 5, config_file: ssh_config}
 ray: {dashboard_port: 8265, redis_port: 6379}
 """

@@ -114,7 +114,8 @@ def test_driver_reports_counts_facts_and_keeps_recent_runs(lab: Lab) -> None:
     assert result.rc == 0
     assert list(result.hosts) == ["node1"]
     host = result.hosts["node1"]
-    assert (host.ok, host.changed, host.failed, host.unreachable) == (2, 0, 0, 0)
+    # the inventory check (grid_validate), the probe, the ping role's report
+    assert (host.ok, host.changed, host.failed, host.unreachable) == (3, 0, 0, 0)
     assert host.facts["grid_node"]["hostname"] == "node1"
     assert host.facts["grid_node"]["user"] == "gridlab1"
     assert all(d >= 0 for d in host.durations.values()) and host.durations

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -102,12 +100,10 @@ def retrieve(
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
+    from grid_ops.fsutil import write_atomic
+
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, output)
+        write_atomic(output, data)
     except OSError as exc:
         raise UsageError(f"Cannot write {output}: {exc.strerror or exc}.") from None
     err.print(

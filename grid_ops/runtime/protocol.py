@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from grid_ops import layout
+from grid_ops.fsutil import write_atomic
 
 DEFAULT_STATE_DIR = layout.CONTROLLER_STATE
 SOCKET_NAME = "control.sock"
@@ -140,7 +141,4 @@ def ensure_status(state: Path) -> dict[str, Any]:
 
 
 def write_ensure_status(state: Path, data: dict[str, Any]) -> None:
-    state.mkdir(parents=True, exist_ok=True)
-    tmp = state / f".{ENSURE_FILE}.{os.getpid()}"
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, state / ENSURE_FILE)
+    write_atomic(state / ENSURE_FILE, json.dumps(data), mode=0o600)

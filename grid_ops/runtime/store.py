@@ -8,10 +8,10 @@ directory, and the cluster settings the controller was last started with.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from grid_ops.fsutil import write_atomic
 
 STATE_FILE = "state.json"
 
@@ -38,12 +38,4 @@ def load(directory: Path) -> dict[str, Any]:
 
 
 def save(directory: Path, data: dict[str, Any]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".state.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1, default=str)
-        os.replace(tmp, directory / STATE_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(directory / STATE_FILE, json.dumps(data, indent=1, default=str), mode=0o600)

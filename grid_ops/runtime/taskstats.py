@@ -19,7 +19,7 @@ from typing import Any
 
 from grid_ops import layout
 
-BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+BUCKETS = layout.TASK_BUCKETS
 FLUSH_SECONDS = 0.25
 
 
