@@ -80,7 +80,7 @@ def main() -> None:
         # (posix_spawn, the module file as stdin), read the answers, leave with os._exit.
         argv_file = work / "probe-argv.json"
         argv_file.write_text(json.dumps([probe.argv(cluster, n) for n in cluster.nodes]))
-        floor_cmd = [sys.executable, "-c", FLOOR, str(argv_file), str(probe.module_path())]
+        floor_cmd = [sys.executable, "-c", FLOOR, str(argv_file), str(probe.program_path())]
 
         def floor_health() -> None:
             run(floor_cmd)

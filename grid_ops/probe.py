@@ -12,11 +12,12 @@ probe through ``collect``.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 
 from grid_ops import facts
 from grid_ops.model import ClusterModel, NodeModel, ensure_control_dir
-from grid_ops.paths import ansible_root_name
+from grid_ops.paths import ansible_root_name, package_dir_name, state_dir_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,8 +29,47 @@ def module_path() -> str:
     return f"{ansible_root_name()}/roles/grid_facts/library/grid_health.py"
 
 
-def module_source() -> str:
+def utils_path() -> str:
+    """The module_utils it imports (/proc and nvidia-smi, shared with grid_node_info)."""
+    return os.path.join(package_dir_name(), "module_utils", "grid_node_os.py")
+
+
+_DRIVER = """\
+# grid-ops health probe: the grid_health module and the module_utils it imports, as one
+# program for 'python3 -' (written by grid_ops.probe; Ansible is not needed on the node).
+import sys, types
+for _name in ("ansible", "ansible.module_utils"):
+    _package = types.ModuleType(_name)
+    _package.__path__ = []
+    sys.modules[_name] = _package
+_utils = types.ModuleType("ansible.module_utils.grid_node_os")
+exec(compile({utils!r}, "grid_node_os.py", "exec"), _utils.__dict__)
+sys.modules[_utils.__name__] = _utils
+exec(compile({module!r}, "grid_health.py", "exec"), {{"__name__": "__main__"}})
+"""
+
+
+def program_path() -> str:
+    """The file the probe sends to each node's ``python3 -``: the module with its
+    module_utils (made once per version of the two files, under the state dir)."""
+    import hashlib
+
     with open(module_path(), encoding="utf-8") as handle:
+        module = handle.read()
+    with open(utils_path(), encoding="utf-8") as handle:
+        utils = handle.read()
+    digest = hashlib.sha256((utils + "\0" + module).encode()).hexdigest()[:16]
+    path = os.path.join(state_dir_name(), "probe", f"grid_health-{digest}.py")
+    if not os.path.exists(path):
+        from grid_ops.fsutil import write_atomic
+
+        write_atomic(path, _DRIVER.format(utils=utils, module=module), mode=0o600)
+    return path
+
+
+def module_source() -> str:
+    """The probe's program (what a node's ``python3 -`` reads)."""
+    with open(program_path(), encoding="utf-8") as handle:
         return handle.read()
 
 
@@ -51,7 +91,7 @@ def records(cluster: ClusterModel, names: list[str] | None = None) -> list[dict[
     hc = cluster.health
     return facts.probe(
         {n.name: argv(cluster, n) for n in nodes},
-        module_path(),
+        program_path(),
         hc["max_workers"],
         cluster.deadlines.probe,
         (hc["cpu_weight"], hc["gpu_weight"]),

@@ -3,18 +3,16 @@ against the NVML numbers captured beside it (tests/fixtures/gpu-h100)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from grid_ops import config, health
+from grid_ops import config, health, probe
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "gpu-h100"
@@ -29,11 +27,10 @@ MIB = 2**20
 
 @pytest.fixture(scope="module")
 def gh() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("grid_health", MODULE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The nodes' parser of nvidia-smi and /proc (the fact modules' module_utils)."""
+    from grid_ops.module_utils import grid_node_os
+
+    return grid_node_os
 
 
 def _nvml() -> dict:  # type: ignore[type-arg]
@@ -104,11 +101,13 @@ def _fake_smi(tmp_path: Path, script: str) -> Path:
 
 
 def _standalone(env_path: str) -> dict:  # type: ignore[type-arg]
-    """The module as grid-ops health runs it: source on stdin, JSON on stdout."""
+    """The module as grid-ops health runs it: the probe's program (the module and its
+    module_utils) on stdin of a bare python3, JSON on stdout."""
+    args = json.dumps({"remote_root": "/", "nvidia_smi_timeout": 5})
     proc = subprocess.run(
-        [sys.executable, "-"],
-        input=MODULE.read_text(), capture_output=True, text=True, check=True,
-        env=dict(os.environ, GRID_OPS_STANDALONE="1", PATH=env_path),
+        ["/usr/bin/python3", "-I", "-"],
+        input=probe.module_source(), capture_output=True, text=True, check=True,
+        env=dict(os.environ, GRID_OPS_STANDALONE="1", GRID_OPS_ARGS=args, PATH=env_path),
     )  # fmt: skip
     return json.loads(proc.stdout)
 

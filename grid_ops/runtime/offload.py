@@ -2,16 +2,17 @@
 
 The controller samples the head's CPU (from /proc/stat over the check interval), memory
 (/proc/meminfo: used = total - available) and GPU utilisation (nvidia-smi, when present)
-as percentages. ``decide`` compares them to the thresholds (pure); every offload decision
-is recorded with when, which task, why and where it went.
+as percentages; memory and GPUs are read by the nodes' own parser (grid_node_os).
+``decide`` compares them to the thresholds (pure); every offload decision is recorded
+with when, which task, why and where it went.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from typing import Any
+
+from grid_ops.module_utils import grid_node_os as node_os
 
 DEFAULT_THRESHOLDS = {"cpu": 80.0, "memory": 70.0, "gpu": 90.0}
 KEEP_DECISIONS = 200
@@ -25,31 +26,12 @@ def _cpu_times() -> tuple[float, float]:
 
 
 def memory_percent() -> float:
-    info: dict[str, float] = {}
-    with open("/proc/meminfo") as handle:
-        for line in handle:
-            name, _, rest = line.partition(":")
-            info[name] = float(rest.split()[0])
-    total = info.get("MemTotal", 0.0)
-    available = info.get("MemAvailable", info.get("MemFree", 0.0))
+    total, available = node_os.parse_meminfo(node_os.read("/proc/meminfo"))
     return 100.0 * (total - available) / total if total else 0.0
 
 
 def gpu_percent() -> float | None:
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        proc = subprocess.run(
-            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-        values = [float(v) for v in proc.stdout.split() if v.strip()]
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-    return max(values) if values else None
+    return node_os.gpu_utilization()
 
 
 class Sampler:

@@ -3,8 +3,10 @@
 
 One module, two transports: Ansible runs it like any module (playbooks/health.yml), and
 ``grid-ops health`` sends this same file over plain OpenSSH to ``python3 -`` with
-GRID_OPS_STANDALONE=1, which prints the facts as JSON without Ansible on either side.
-It needs only the node's own Python 3 standard library.
+GRID_OPS_STANDALONE=1, which prints the facts as JSON without Ansible on either side
+(grid_ops.probe sends the module_utils it imports ahead of it). /proc and nvidia-smi are
+read by the shared grid_node_os (grid_ops/module_utils). It needs only the node's own
+Python 3 standard library.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ options:
   remote_root:
     description: The cluster's remote_root (disk free is measured there, or at its parent).
     type: str
-    default: ~/grid-ops
+    required: true
   nvidia_smi_timeout:
     description: Seconds nvidia-smi may take.
     type: float
@@ -51,103 +53,14 @@ ansible_facts:
 import json
 import os
 import shutil
-import subprocess
 
-GPU_FIELDS = (
-    "index",
-    "name",
-    "uuid",
-    "memory.total",
-    "memory.used",
-    "memory.free",
-    "utilization.gpu",
-    "temperature.gpu",
-    "power.draw",
+from ansible.module_utils.grid_node_os import (
+    gpu_facts,
+    parse_loadavg,
+    parse_meminfo,
+    read,
+    user_processes,
 )
-APP_FIELDS = ("gpu_uuid", "pid", "process_name", "used_memory")
-
-
-def _number(text):
-    """nvidia-smi numbers: '81559' -> 81559, '697.46' -> 697.46, '[N/A]' -> None."""
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return int(value) if value.is_integer() and "." not in text else value
-
-
-def parse_query_gpu(text, fields=GPU_FIELDS):
-    """Rows of ``--query-gpu=<fields> --format=csv,noheader,nounits`` as GPU dicts.
-
-    memory_used_mib is total - free, which is what NVML reports as used (nvidia-smi's own
-    'memory.used' leaves out the memory the driver reserves); the smi figure is kept as
-    memory_used_smi_mib.
-    """
-    gpus = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        values = [v.strip() for v in line.split(",")]
-        if len(values) != len(fields):
-            raise ValueError("expected %d fields, got %d: %r" % (len(fields), len(values), line))
-        row = dict(zip(fields, values))
-        total = _number(row.get("memory.total", ""))
-        free = _number(row.get("memory.free", ""))
-        gpus.append(
-            {
-                "index": int(row["index"]),
-                "name": row.get("name", ""),
-                "uuid": row.get("uuid", ""),
-                "memory_total_mib": total,
-                "memory_free_mib": free,
-                "memory_used_mib": (total - free) if total is not None and free is not None else None,
-                "memory_used_smi_mib": _number(row.get("memory.used", "")),
-                "utilization_gpu": _number(row.get("utilization.gpu", "")),
-                "temperature_gpu": _number(row.get("temperature.gpu", "")),
-                "power_draw_w": _number(row.get("power.draw", "")),
-            }
-        )
-    return gpus
-
-
-def parse_compute_apps(text, fields=APP_FIELDS):
-    """Rows of ``--query-compute-apps=<fields> --format=csv,noheader,nounits``."""
-    apps = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        row = dict(zip(fields, (v.strip() for v in line.split(","))))
-        apps.append(
-            {
-                "gpu_uuid": row.get("gpu_uuid", ""),
-                "pid": _number(row.get("pid", "")),
-                "process_name": row.get("process_name", ""),
-                "used_memory_mib": _number(row.get("used_memory", "")),
-            }
-        )
-    return apps
-
-
-def parse_loadavg(text):
-    parts = text.split()
-    return float(parts[0]), float(parts[1]), float(parts[2])
-
-
-def parse_meminfo(text):
-    """(MemTotal, MemAvailable) in bytes."""
-    values = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        fields = rest.split()
-        if fields:
-            values[key] = int(fields[0]) * 1024
-    return values.get("MemTotal", 0), values.get("MemAvailable", values.get("MemFree", 0))
-
-
-def _read(path):
-    with open(path, encoding="ascii", errors="replace") as handle:
-        return handle.read()
 
 
 def _disk_free(root):
@@ -164,72 +77,19 @@ def _disk_free(root):
 
 
 def _ray_running():
-    uid = os.getuid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.stat("/proc/" + entry).st_uid != uid:
-                continue
-            with open("/proc/%s/cmdline" % entry, "rb") as handle:
-                argv0 = handle.read().split(b"\0", 1)[0]
-        except OSError:
-            continue
-        if os.path.basename(argv0) == b"raylet":
-            return True
-    return False
+    return bool(user_processes(("raylet",)))
 
 
-def _nvidia_smi(smi, args, timeout):
-    proc = subprocess.run(
-        [smi, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise RuntimeError(
-            "nvidia-smi exited %d: %s" % (proc.returncode, detail[-1] if detail else "no output")
-        )
-    return proc.stdout
-
-
-def gpu_facts(timeout=10.0, smi=None):
-    """(gpus, processes, warnings). No nvidia-smi: no GPUs and no warning."""
-    smi = smi or shutil.which("nvidia-smi")
-    if not smi:
-        return [], [], []
-    try:
-        gpus = parse_query_gpu(
-            _nvidia_smi(
-                smi,
-                ["--query-gpu=" + ",".join(GPU_FIELDS), "--format=csv,noheader,nounits"],
-                timeout,
-            )
-        )
-    except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
-        return [], [], ["nvidia-smi is installed but failed (driver problem?): %s" % exc]
-    try:
-        apps = parse_compute_apps(
-            _nvidia_smi(
-                smi,
-                ["--query-compute-apps=" + ",".join(APP_FIELDS), "--format=csv,noheader,nounits"],
-                timeout,
-            )
-        )
-    except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
-        return gpus, [], ["nvidia-smi could not list GPU processes: %s" % exc]
-    return gpus, apps, []
-
-
-def collect(remote_root="~/grid-ops", nvidia_smi_timeout=10.0):
+def collect(remote_root, nvidia_smi_timeout):
     """Every health fact of this node."""
     warnings = []
     try:
-        load1, load5, load15 = parse_loadavg(_read("/proc/loadavg"))
+        load1, load5, load15 = parse_loadavg(read("/proc/loadavg"))
     except (OSError, ValueError, IndexError) as exc:
         load1 = load5 = load15 = None
         warnings.append("cannot read /proc/loadavg: %s" % exc)
     try:
-        mem_total, mem_available = parse_meminfo(_read("/proc/meminfo"))
+        mem_total, mem_available = parse_meminfo(read("/proc/meminfo"))
     except (OSError, ValueError) as exc:
         mem_total = mem_available = None
         warnings.append("cannot read /proc/meminfo: %s" % exc)
@@ -258,7 +118,7 @@ def main():
 
     module = AnsibleModule(
         argument_spec={
-            "remote_root": {"type": "str", "default": "~/grid-ops"},
+            "remote_root": {"type": "str", "required": True},
             "nvidia_smi_timeout": {"type": "float", "default": 10},
         },
         supports_check_mode=True,

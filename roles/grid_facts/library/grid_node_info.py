@@ -44,8 +44,8 @@ ansible_facts:
     C(grid_node) with python_version, python_executable, python_tag (e.g. cp311),
     hostname, ssh_ip, user, home, root (remote_root expanded), private_ok (remote_root and
     private_dirs are directories of this user with mode 0700), ray_token_sha1 ("" when
-    absent), ray_address (the noted head address, "" when absent), system, release, machine, glibc, venv_support, rsync, nvidia_smi, gpu_count,
-    cpu_count, mem_total_bytes;
+    absent), ray_address (the noted head address, "" when absent), system, release,
+    machine, glibc, venv_support, rsync, nvidia_smi, gpu_count, cpu_count, mem_total_bytes;
     and C(grid_ray_node), this user's Ray processes on the node: running (a raylet is
     up), head (a GCS server is up), node_id (from the raylet's command line), pids.
   type: dict
@@ -59,35 +59,17 @@ import platform
 import shutil
 import socket
 import stat
-import subprocess
 import sys
 
 from ansible.module_utils.basic import AnsibleModule
-
-
-def _gpu_count(nvidia_smi: str | None) -> int:
-    if not nvidia_smi:
-        return 0
-    try:
-        out = subprocess.run(
-            [nvidia_smi, "-L"], capture_output=True, text=True, timeout=20, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    if out.returncode != 0:
-        return 0
-    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+from ansible.module_utils.grid_node_os import gpu_count, parse_meminfo, read, user_processes
 
 
 def _mem_total() -> int:
     try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+        return parse_meminfo(read("/proc/meminfo"))[0]
+    except (OSError, ValueError):
+        return 0
 
 
 def _venv_support() -> bool:
@@ -104,22 +86,10 @@ RAY_PROCESSES = ("raylet", "gcs_server")
 
 def _ray_processes() -> dict:
     """This user's Ray on this node (other users' Ray on the same box is not this node's)."""
-    uid = os.getuid()
     found: dict = {"running": False, "head": False, "node_id": "", "pids": {}}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.stat("/proc/" + entry).st_uid != uid:
-                continue
-            with open("/proc/%s/cmdline" % entry, "rb") as handle:
-                argv = [a.decode(errors="replace") for a in handle.read().split(b"\0") if a]
-        except OSError:
-            continue
-        name = os.path.basename(argv[0]) if argv else ""
-        if name not in RAY_PROCESSES:
-            continue
-        found["pids"].setdefault(name, []).append(int(entry))
+    for pid, argv in user_processes(RAY_PROCESSES):
+        name = os.path.basename(argv[0])
+        found["pids"].setdefault(name, []).append(pid)
         if name == "raylet":
             found["running"] = True
             for arg in argv[1:]:
@@ -207,7 +177,7 @@ def main() -> None:
         "venv_support": _venv_support(),
         "rsync": shutil.which("rsync") or "",
         "nvidia_smi": nvidia_smi or "",
-        "gpu_count": _gpu_count(nvidia_smi),
+        "gpu_count": gpu_count(nvidia_smi),
         "cpu_count": os.cpu_count() or 1,
         "mem_total_bytes": _mem_total(),
     }
