@@ -9,14 +9,14 @@ command line with anything else (--help, --watch, a typo) goes to the full CLI.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from grid_ops.record import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 
-@dataclass(frozen=True)
+@record
 class Spec:
     flags: dict[str, str]  # spelling -> parameter (a bool)
     values: dict[str, str]  # spelling -> parameter (takes a value)

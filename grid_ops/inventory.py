@@ -11,7 +11,6 @@ import os
 import re
 import shlex
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from grid_ops.config import ClusterConfig
 from grid_ops.fsutil import write_file
 from grid_ops.model import NodeModel
 from grid_ops.paths import state_dir
+from grid_ops.record import as_dict
 
 
 def local_python() -> str:
@@ -147,7 +147,7 @@ def cluster_vars(config: ClusterConfig, resolved: model.ClusterModel) -> dict[st
             "worker_start_batch": ray.worker_start_batch,
         },
         "grid_sync": resolved.sync,
-        "grid_deadlines": asdict(resolved.deadlines),
+        "grid_deadlines": as_dict(resolved.deadlines),
         "grid_controller": resolved.controller,
     }
 

@@ -18,14 +18,12 @@ without loading pydantic.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
-import shlex
-from dataclasses import asdict, dataclass, field
 
 from grid_ops import layout
 from grid_ops.paths import state_dir_name
+from grid_ops.record import as_dict, factory, record, replace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,7 +47,7 @@ MIB = 2**20
 GIB = 2**30
 
 
-@dataclass(frozen=True)
+@record
 class Deadlines:
     """Every time limit grid-ops applies, from named config keys (seconds)."""
 
@@ -61,7 +59,7 @@ class Deadlines:
     run: float  # execution.timeout_seconds: the default of 'run --timeout'
 
 
-@dataclass(frozen=True)
+@record
 class NodeModel:
     """One node, resolved: how to reach it and what Ray starts there."""
 
@@ -86,7 +84,11 @@ class NodeModel:
     @property
     def rsh(self) -> str:
         """rsync's ``-e`` value ('' for a local node)."""
-        return "" if self.local else shlex.join(self.ssh)
+        if self.local:
+            return ""
+        import shlex
+
+        return shlex.join(self.ssh)
 
     @property
     def dest_prefix(self) -> str:
@@ -106,7 +108,7 @@ class NodeModel:
         return [*self.ssh, "--", self.target, command]
 
 
-@dataclass(frozen=True)
+@record
 class ClusterModel:
     """The whole cluster, resolved."""
 
@@ -120,7 +122,7 @@ class ClusterModel:
     sync: dict[str, Any]  # exclude, gitignore, checksums, follow_symlinks, parallel
     health: dict[str, Any]  # cpu_weight, gpu_weight, refresh_interval, max_workers
     ray: dict[str, Any]  # port, dashboard_port, auth
-    controller: dict[str, Any] = field(default_factory=dict)  # the controller's settings
+    controller: dict[str, Any] = factory(dict)  # the controller's settings
 
     def node(self, name: str) -> NodeModel:
         for node in self.nodes:
@@ -133,7 +135,8 @@ class ClusterModel:
         return self.node(self.head)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, **asdict(self)}
+        data: dict[str, Any] = as_dict(self)
+        return {"format": FORMAT, **data}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ClusterModel:
@@ -195,6 +198,8 @@ def config_address(config: ClusterConfig, node: NodeConfig) -> str | None:
     host, else loopback for a local node. Host names are not resolved here (the
     controller's DNS may differ from the nodes'): for them the grid_ray role uses the
     address the node's SSH connection arrived on (fact grid_node.ssh_ip)."""
+    import ipaddress
+
     override = config.ray.nodes.get(node.name)
     if override and override.node_ip:
         return override.node_ip
@@ -304,8 +309,6 @@ def _static(config: ClusterConfig) -> ClusterModel:
 def with_recorded(static: ClusterModel) -> ClusterModel:
     """``static`` with what its nodes last reported (valid only for the same host, port,
     user and remote_root); a local node is this machine, so its root is known here."""
-    from dataclasses import replace
-
     facts = read_facts(static.name)
     nodes = []
     for node in static.nodes:
@@ -396,21 +399,17 @@ def code_version() -> str:
         for entry in os.scandir(here)
         if entry.name.endswith(".py")
     )
-    return __version__ + "+" + _digest("\n".join(stamps).encode())
+    return __version__ + "+" + ",".join(stamps)
 
 
-def _digest(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
-
-
-def cache_key(config_bytes: bytes, config_abs: str) -> str:
-    """What a cached model is valid for: the file's content and place (relative key
+def cache_key(config_bytes: bytes, config_abs: str) -> list[Any]:
+    """What a cached model is valid for: the file's whole content (compared, not
+    hashed: no collision, and cheaper than loading hashlib) and place (relative key
     paths are relative to it), the home and state dirs, the model's format and
     grid-ops' version."""
-    context = [config_abs, os.path.expanduser("~"), state_dir_name(), FORMAT, code_version()]
-    return _digest(config_bytes + json.dumps(context).encode())
+    home = os.path.expanduser("~")
+    text = config_bytes.decode("utf-8", errors="replace")
+    return [FORMAT, code_version(), config_abs, home, state_dir_name(), text]
 
 
 def cache_file(config_abs: str) -> str:
@@ -430,7 +429,7 @@ def read_config_bytes(config_abs: str) -> bytes | None:
         return None
 
 
-def save_cache(static: ClusterModel, config_abs: str, key: str) -> None:
+def save_cache(static: ClusterModel, config_abs: str, key: list[Any]) -> None:
     """Keep the static model of the config at ``config_abs`` (read with ``key``)."""
     from grid_ops.fsutil import write_atomic
 

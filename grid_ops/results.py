@@ -5,7 +5,7 @@ same records and prints the same documents as the full CLI.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from grid_ops.record import factory, record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 COUNTERS = ("ok", "changed", "failed", "unreachable", "skipped")
 
 
-@dataclass
+@record
 class HostResult:
     """What one host did during a playbook run."""
 
@@ -28,11 +28,11 @@ class HostResult:
     msg: str | None = None
     failed_task: str | None = None
     task: str | None = None
-    facts: dict[str, Any] = field(default_factory=dict)
-    changed_tasks: list[str] = field(default_factory=list)
-    diffs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    results: dict[str, Any] = field(default_factory=dict)
-    durations: dict[str, float] = field(default_factory=dict)
+    facts: dict[str, Any] = factory(dict)
+    changed_tasks: list[str] = factory(list)
+    diffs: list[tuple[str, dict[str, Any]]] = factory(list)
+    results: dict[str, Any] = factory(dict)
+    durations: dict[str, float] = factory(dict)
 
     @property
     def status(self) -> str:
@@ -50,7 +50,7 @@ class HostResult:
         return out
 
 
-@dataclass
+@record
 class PlaybookResult:
     """The outcome of one playbook run."""
 
