@@ -15,13 +15,11 @@ import subprocess
 from typing import TYPE_CHECKING, Any
 
 from grid_ops.errors import GridOpsError, UsageError
+from grid_ops.layout import EXIT_MISSING_ROOT, EXIT_SSH_FAILED
 
 if TYPE_CHECKING:
     from grid_ops.config import ClusterConfig
 
-EXIT_DOWN = 3
-EXIT_NO_ROOT = 127
-SSH_FAILED = 255
 
 _UNITS = {
     "": 2**30,
@@ -140,12 +138,12 @@ def call(
 def _transport_error(config: ClusterConfig, code: int, stderr: str) -> GridOpsError:
     head = config.head.name
     last = (stderr.strip().splitlines() or [f"exit {code}"])[-1]
-    if code == SSH_FAILED:
+    if code == EXIT_SSH_FAILED:
         return GridOpsError(
             f"Cannot reach the head ({head}) over SSH: {last}",
             "Check it with 'grid-ops ping'.",
         )
-    if code == EXIT_NO_ROOT or "No module named" in stderr:
+    if code == EXIT_MISSING_ROOT or "No module named" in stderr:
         return GridOpsError(
             f"The head ({head}) has no grid-ops runtime: {last}",
             "Run 'grid-ops provision' and 'grid-ops cluster start' first.",

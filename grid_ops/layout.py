@@ -32,6 +32,13 @@ WHEELHOUSE = "wheelhouse"
 # the metrics exporter names them.
 TASK_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
+# Exit codes that cross the ssh connection: the controller client on the head, and a
+# remote command whose remote_root (or code dir) is missing; ssh itself exits 255.
+EXIT_REFUSED = 1
+EXIT_CONTROLLER_DOWN = 3
+EXIT_MISSING_ROOT = 127
+EXIT_SSH_FAILED = 255
+
 NODE_RESOURCE_PREFIX = "grid_node:"
 CONTROLLER_NAMESPACE = "grid_ops_control"
 CONTROLLER_ACTOR = "controller"

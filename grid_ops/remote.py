@@ -28,7 +28,7 @@ from grid_ops.errors import UsageError
 from grid_ops.model import ClusterModel, NodeModel
 from grid_ops.runtime.jobs import env_problem
 
-MISSING_ROOT = 127
+MISSING_ROOT = layout.EXIT_MISSING_ROOT
 STOP_GRACE_S = 5
 _RUN_ID = re.compile(r"[0-9a-f]{8,64}")
 

@@ -15,10 +15,9 @@ import json
 import sys
 import time
 
+from grid_ops.layout import EXIT_CONTROLLER_DOWN as EXIT_DOWN
+from grid_ops.layout import EXIT_REFUSED
 from grid_ops.runtime import protocol
-
-EXIT_REFUSED = 1
-EXIT_DOWN = 3
 
 
 def main(argv: list[str] | None = None) -> int:
