@@ -13,10 +13,11 @@ if TYPE_CHECKING:
 
 def summarize(config: ClusterConfig, result: PlaybookResult) -> dict[str, Any]:
     """``{"head", "address", "nodes": [{"name", "ray", "reachable", "node_id", "ip",
-    "resources"}]}``. ray is ``alive`` when the node's raylet runs and the head's GCS has
-    it alive; ``dead`` when the GCS knows it but its raylet is gone (or the raylet runs
-    unregistered, e.g. with the head down); ``absent`` when neither knows of Ray there.
-    For an unreachable node only the GCS view counts."""
+    "resources", "drained"}]}`` (drained: the reason in the node's drain note). ray is
+    ``alive`` when the node's raylet runs and the head's GCS has it alive; ``dead`` when
+    the GCS knows it but its raylet is gone (or the raylet runs unregistered, e.g. with
+    the head down); ``absent`` when neither knows of Ray there. For an unreachable node
+    only the GCS view counts."""
     head = config.head.name
     head_facts = result.hosts.get(head)
     cluster = (head_facts.facts.get("grid_ray_cluster") if head_facts else None) or {}
@@ -59,6 +60,7 @@ def summarize(config: ClusterConfig, result: PlaybookResult) -> dict[str, Any]:
                     for k, v in entry.get("resources", {}).items()
                     if not k.startswith(layout.NODE_RESOURCE_PREFIX)
                 },
+                "drained": (facts.get("grid_node") or {}).get("drained") or None,
                 "error": (host.msg if host and (host.unreachable or host.failed) else None),
             }
         )

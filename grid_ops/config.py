@@ -599,6 +599,10 @@ class ClusterConfig(Strict):
         return self.nodes[0]
 
     @property
+    def node_names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    @property
     def workers(self) -> list[NodeConfig]:
         head = self.head.name
         return [n for n in self.nodes if n.name != head]

@@ -2,7 +2,8 @@
 
 Score, lower is better: ``cpu_weight * load1 / cpu_count + gpu_weight * GPU memory used
 fraction`` (used over total across the node's GPUs; 0 without GPUs), the same meaning as
-the earlier tool's. An unreachable node has no score and is never chosen.
+the earlier tool's. An unreachable node has no score and is never chosen; a drained one
+(its reason in ``drained``) is ranked after every node in service and never chosen.
 
 The quick path of ``grid-ops health`` (grid_ops.quick) works on these dicts before
 anything heavy loads, so this module imports json only; grid_ops.health wraps the same
@@ -30,6 +31,7 @@ FIELDS = (
     "mem_available_bytes",
     "disk_free_bytes",
     "ray_running",
+    "drained",
     "gpus",
     "gpu_processes",
     "warnings",
@@ -69,6 +71,7 @@ def record(
         "mem_available_bytes": facts.get("mem_available_bytes"),
         "disk_free_bytes": facts.get("disk_free_bytes"),
         "ray_running": facts.get("ray_running"),
+        "drained": facts.get("drained") or None,
         "gpus": list(facts.get("gpus") or []),
         "gpu_processes": list(facts.get("gpu_processes") or []),
         "warnings": list(facts.get("warnings") or []),
@@ -84,9 +87,11 @@ def unreachable(name: str, error: str) -> dict[str, Any]:
 
 
 def rank(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best first; unreachable nodes last (in their given order)."""
+    """Best first; drained nodes after those in service; unreachable nodes last (in
+    their given order)."""
     up = sorted(
-        (r for r in records if r["reachable"]), key=lambda r: (r["score"] or 0.0, r["name"])
+        (r for r in records if r["reachable"]),
+        key=lambda r: (bool(r.get("drained")), r["score"] or 0.0, r["name"]),
     )
     return up + [r for r in records if not r["reachable"]]
 

@@ -32,6 +32,7 @@ class NodeHealth:
     mem_available_bytes: int | None = None
     disk_free_bytes: int | None = None
     ray_running: bool | None = None
+    drained: str | None = None
     gpus: list[dict[str, Any]] = field(default_factory=list)
     gpu_processes: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -47,9 +48,9 @@ def ranked(nodes: list[NodeHealth]) -> list[NodeHealth]:
 
 
 def best(nodes: list[NodeHealth]) -> NodeHealth | None:
-    """The reachable node with the lowest score, or None."""
+    """The reachable node in service with the lowest score, or None."""
     order = ranked(nodes)
-    return order[0] if order and order[0].reachable else None
+    return order[0] if order and order[0].reachable and not order[0].drained else None
 
 
 def probe_all(config: ClusterConfig, names: list[str] | None = None) -> list[NodeHealth]:

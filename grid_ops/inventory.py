@@ -101,8 +101,11 @@ def groups(config: ClusterConfig) -> dict[str, list[str]]:
     return out
 
 
-def host_vars(config: ClusterConfig, node: NodeModel) -> dict[str, Any]:
-    """What Ansible needs to reach ``node``, plus the node's grid-ops settings."""
+def host_vars(
+    config: ClusterConfig, node: NodeModel, stamp: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What Ansible needs to reach ``node``, plus the node's grid-ops settings and the
+    stamp it carries once they are applied (grid_ops.stamp)."""
     out: dict[str, Any] = {"ansible_host": node.host}
     if node.local:
         out["ansible_connection"] = "local"
@@ -122,6 +125,8 @@ def host_vars(config: ClusterConfig, node: NodeModel) -> dict[str, Any]:
     if node.address:
         out["grid_node_ip"] = node.address
     out.update(grid_role=node.role, grid_gpu_count=node.gpu_count, grid_ray_start=node.ray_start)
+    if stamp is not None:
+        out["grid_stamp"] = stamp
     return out
 
 
@@ -135,15 +140,12 @@ def cluster_vars(config: ClusterConfig, resolved: model.ClusterModel) -> dict[st
         "grid_ray_token_file": _home_relative(ray_token_file(config)),
         "grid_become": config.become,
         "grid_provision": {
-            "requirements": [f"ray[default]=={ray.version}", *config.provision.packages],
+            "requirements": list(resolved.requirements),
             "wheelhouse": _home_relative(wheelhouse_dir(config)),
         },
         "grid_head_node": resolved.head,
         "grid_ray": {
-            "port": ray.port,
-            "dashboard_host": ray.dashboard_host,
-            "dashboard_port": ray.dashboard_port,
-            "auth": ray.auth,
+            **{k: resolved.ray[k] for k in ("port", "dashboard_host", "dashboard_port", "auth")},
             "worker_start_batch": ray.worker_start_batch,
         },
         "grid_sync": resolved.sync,
@@ -174,11 +176,14 @@ def _home_relative(path: Path) -> str:
 def render_text(config: ClusterConfig, source: str = "cluster.yaml") -> dict[str, str]:
     """The inventory files as ``{relative path: text}``."""
     env = _environment()
+    from grid_ops import stamp
+
     resolved = model.resolve(config, recorded=False)
+    stamps = stamp.stamps(resolved)
     context = {
         "config": config,
         "source": source,
-        "hostvars": {n.name: host_vars(config, n) for n in resolved.nodes},
+        "hostvars": {n.name: host_vars(config, n, stamps[n.name]) for n in resolved.nodes},
         "groups": groups(config),
         "cluster_vars": cluster_vars(config, resolved),
     }

@@ -24,12 +24,24 @@ RAY_TOKEN = "state/ray_auth_token"
 # The head's GCS address (host:port) as this node joined it, written by 'cluster start'.
 RAY_ADDRESS = "state/ray_address"
 CONTROLLER_STATE = "state/controller"
+# What grid-ops last applied to this node (grid_ops.stamp), and the drain note: a
+# drained node's reason; while it exists Ray is not started there.
+STAMP = "state/applied.json"
+DRAIN_NOTE = "state/drained"
 LIB = "lib"
 JOBS = "jobs"
 WHEELHOUSE = "wheelhouse"
+REQUIREMENTS = "requirements.txt"
+RAY_TEMP = "ray"  # Ray's temp dir (sessions, logs) when remote_root is short enough
+# Everything grid-ops puts directly under remote_root ('reset' removes these, then
+# remote_root itself if nothing else is left in it).
+TOP_LEVEL = (VENV, CODE, STATE, LIB, JOBS, WHEELHOUSE, REQUIREMENTS, RAY_TEMP)
 
 # Bucket bounds (seconds) of the task-duration histogram: the runtime counts into them,
 # the metrics exporter names them.
+# What of the grid_ops package is not pushed to the nodes as their runtime.
+RUNTIME_EXCLUDE = ("__pycache__", "_ansible", "*.pyc")
+
 TASK_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 # Exit codes that cross the ssh connection: the controller client on the head, and a
@@ -57,7 +69,7 @@ def node_name(resources: Mapping[str, object]) -> str | None:
     return None
 
 
-def as_vars() -> dict[str, str]:
+def as_vars() -> dict[str, object]:
     """The layout and names for the roles (group_vars ``grid_layout``)."""
     return {
         "venv": VENV,
@@ -67,8 +79,14 @@ def as_vars() -> dict[str, str]:
         "ray_token": RAY_TOKEN,
         "ray_address": RAY_ADDRESS,
         "controller_state": CONTROLLER_STATE,
+        "stamp": STAMP,
+        "drain_note": DRAIN_NOTE,
+        "runtime_exclude": list(RUNTIME_EXCLUDE),
         "lib": LIB,
         "jobs": JOBS,
         "wheelhouse": WHEELHOUSE,
+        "requirements": REQUIREMENTS,
+        "ray_temp": RAY_TEMP,
+        "top_level": list(TOP_LEVEL),
         "node_resource_prefix": NODE_RESOURCE_PREFIX,
     }

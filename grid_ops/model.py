@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from grid_ops.config import ClusterConfig, NodeConfig
 
-FORMAT = 1  # of the JSON form; bump when its shape changes
+FORMAT = 2  # of the JSON form; bump when its shape changes
 CONTROL_DIR = "~/.ansible/cp"
 # One ControlMaster socket per node, shared by Ansible (ansible.cfg's control_path names
 # the same file) and by grid-ops' own ssh/rsync: %C is ssh's hash of the connection.
@@ -121,7 +121,8 @@ class ClusterModel:
     python: str  # the nodes' Python for grid-ops' own probes
     sync: dict[str, Any]  # exclude, gitignore, checksums, follow_symlinks, parallel
     health: dict[str, Any]  # cpu_weight, gpu_weight, refresh_interval, max_workers
-    ray: dict[str, Any]  # port, dashboard_port, auth
+    ray: dict[str, Any]  # version, port, dashboard_host, dashboard_port, auth
+    requirements: tuple[str, ...]  # the node venv's: Ray pinned, then provision.packages
     controller: dict[str, Any] = factory(dict)  # the controller's settings
 
     def node(self, name: str) -> NodeModel:
@@ -145,6 +146,7 @@ class ClusterModel:
         fields = {k: v for k, v in data.items() if k != "format"}
         fields["nodes"] = tuple(NodeModel(**{**n, "ssh": tuple(n["ssh"])}) for n in fields["nodes"])
         fields["deadlines"] = Deadlines(**fields["deadlines"])
+        fields["requirements"] = tuple(fields["requirements"])
         return cls(**fields)
 
 
@@ -298,10 +300,13 @@ def _static(config: ClusterConfig) -> ClusterModel:
             "max_workers": hc.max_workers,
         },
         ray={
+            "version": config.ray.version,
             "port": config.ray.port,
+            "dashboard_host": config.ray.dashboard_host,
             "dashboard_port": config.ray.dashboard_port,
             "auth": config.ray.auth,
         },
+        requirements=(f"ray[default]=={config.ray.version}", *config.provision.packages),
         controller=_controller(config),
     )
 

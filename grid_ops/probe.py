@@ -15,7 +15,7 @@ import json
 import os
 import shlex
 
-from grid_ops import facts
+from grid_ops import facts, layout
 from grid_ops.model import ClusterModel, NodeModel, ensure_control_dir
 from grid_ops.paths import ansible_root_name, package_dir_name, state_dir_name
 
@@ -75,7 +75,11 @@ def module_source() -> str:
 
 def argv(cluster: ClusterModel, node: NodeModel) -> list[str]:
     """The command that runs the module (sent on stdin) on ``node``."""
-    args = {"remote_root": cluster.remote_root, "nvidia_smi_timeout": cluster.deadlines.nvidia_smi}
+    args = {
+        "remote_root": cluster.remote_root,
+        "nvidia_smi_timeout": cluster.deadlines.nvidia_smi,
+        "drain_note": layout.DRAIN_NOTE,
+    }
     line = (
         f"GRID_OPS_STANDALONE=1 GRID_OPS_ARGS={shlex.quote(json.dumps(args))} "
         f"exec {shlex.quote(cluster.python)} -"

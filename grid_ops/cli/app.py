@@ -14,6 +14,7 @@ import typer
 
 from grid_ops import __version__
 from grid_ops.cli import (
+    apply_cmd,
     boost_cmd,
     cluster,
     config_cmd,
@@ -24,9 +25,11 @@ from grid_ops.cli import (
     lab_cmd,
     memory_cmd,
     metrics_cmd,
+    node_cmd,
     offload_cmd,
     ping,
     provision,
+    reset_cmd,
     run_cmd,
     sync_cmd,
 )
@@ -67,12 +70,15 @@ app.command("ping")(ping.ping)
 app.command("health")(health_cmd.health)
 app.command("provision")(provision.provision)
 app.command("sync")(sync_cmd.sync)
-app.command("up")(provision.up)
+app.command("apply")(apply_cmd.apply)
+app.command("up")(apply_cmd.up)
+app.command("reset")(reset_cmd.reset)
 app.command("run", context_settings={"allow_interspersed_args": False})(run_cmd.run)
 app.command("demo")(demo.demo)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(inventory_cmd.app, name="inventory")
 app.add_typer(cluster.app, name="cluster")
+app.add_typer(node_cmd.app, name="node")
 app.add_typer(metrics_cmd.app, name="metrics")
 app.add_typer(job_cmd.app, name="job")
 app.add_typer(boost_cmd.boost_app, name="boost")

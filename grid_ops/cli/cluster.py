@@ -84,6 +84,8 @@ def _print_status(data: dict[str, object]) -> None:
     for row in data["nodes"]:  # type: ignore[attr-defined]
         res = row["resources"]
         state = row["ray"] if row["reachable"] else f"{row['ray']} (unreachable)"
+        if row.get("drained"):
+            state += f", drained: {row['drained']}"
         table.add_row(
             cell(row["name"]),
             cell(row["role"]),

@@ -31,16 +31,3 @@ def provision(
         "provision", cfg, path, title="provision", json_out=json_out, limit=limit, check=check
     )
     playbook.finish(result, json_out, "provision", check=check)
-
-
-def up(
-    config: ConfigOption = None,
-    json_out: JsonOption = False,
-) -> None:
-    """Provision every node, then start Ray (head first, then workers)."""
-    cfg, path = load_config(config)
-    prov = playbook.run("provision", cfg, path, title="provision", json_out=json_out)
-    if prov.failed_hosts:
-        playbook.finish(prov, json_out, "provision")
-    start = playbook.run("ray_start", cfg, path, title="ray start", json_out=json_out)
-    playbook.finish(start, json_out, "up", extra={"provision": prov.to_json()})

@@ -130,10 +130,12 @@ def _best_reachable(cfg: ClusterConfig, retries: int) -> NodeConfig:
     from grid_ops.health import collect
 
     ranked, _ = collect(cfg, refresh=False)
-    candidates = [cfg.node(n.name) for n in ranked if n.reachable]
+    candidates = [cfg.node(n.name) for n in ranked if n.reachable and not n.drained]
     if not candidates:
+        drained = [n.name for n in ranked if n.drained]
         raise GridOpsError(
-            "No node is reachable, so there is nowhere to run.",
+            "No node is reachable and in service, so there is nowhere to run"
+            + (f" (drained: {', '.join(drained)})." if drained else "."),
             "Check the nodes with 'grid-ops health --refresh' and 'grid-ops ping'.",
         )
     delay = 0.5

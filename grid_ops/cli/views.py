@@ -48,7 +48,12 @@ def health_table(records: list[dict[str, Any]], title: str) -> Table:
             f"{_gib(n['mem_available_bytes'])}/{_gib(n['mem_total_bytes'])}",
             cell(gpus or "0"),
             "running" if n["ray_running"] else "-",
-            cell("; ".join(str(w) for w in n["warnings"])),
+            cell(
+                "; ".join(
+                    ([f"drained: {n['drained']}"] if n.get("drained") else [])
+                    + [str(w) for w in n["warnings"]]
+                )
+            ),
         )
     return tab
 

@@ -453,6 +453,85 @@ class Controller:
                 "pool_bytes": {n: per_node.get(n, 0) for n in sorted(self._names())},
             }, b""
 
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _configure(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+        """Take new settings in place (same code): a node added or removed by 'apply'
+        needs no controller restart, and boosts and the pool directory stay as they are."""
+        settings = args.get("settings")
+        if not isinstance(settings, dict):
+            raise Refused("configure needs the controller's settings.")
+        version = settings_version(settings)
+        with self.lock:
+            changed = self.settings.get("version") != version
+            self.state["settings"] = {**settings, "version": version}
+            self._save()
+        return {"changed": changed, "version": version}, b""
+
+    def _evacuate(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+        """Before ``node`` leaves: copy each pool object it holds to a node that stays
+        (when no other live replica exists on one), move its shares, release its boosts
+        (a boost is asked for on a named node). Returns what happened to each."""
+        node = str(args.get("node", ""))
+        leaving = set(args.get("leaving") or []) | {node}
+        moved: list[dict[str, Any]] = []
+        with self.lock:
+            views = {k: v for k, v in self._views().items() if k not in leaving}
+            capacity = int(self.settings.get("pool_capacity", 0))
+            for key, entry in sorted(self.state["pool"].items()):
+                if node not in entry["nodes"]:
+                    continue
+                staying = [n for n in entry["nodes"] if n not in leaving]
+                row: dict[str, Any] = {"kind": "pool", "key": key}
+                try:
+                    data, source = pool.get_first([*staying, node], key)
+                    others = {k: v for k, v in views.items() if k not in staying}
+                    target = pool.choose(
+                        others, self.state["pool"], key, len(data), 1, capacity, None
+                    )
+                    for name in target:
+                        pool.ensure_actor(views[name], capacity)
+                    pool.put_all([pool.actor(n) for n in target], key, data)
+                    self.pool_commit(key, len(data), pool.checksum(data), [*staying, *target])
+                    row.update(state="copied", source=source, to=target)
+                except Refused as exc:
+                    entry["nodes"] = staying
+                    row.update(state="lost" if not staying else "kept", why=str(exc))
+                    self._save()
+                moved.append(row)
+            for rid, record in list(self.state["reservations"].items()):
+                if record["node"] != node:
+                    continue
+                row = {"kind": record["kind"], "id": rid, "resource": record["resource"]}
+                if record["kind"] == "share":
+                    try:
+                        fraction = float(self.settings.get("max_share_fraction", 0.5))
+                        view = reservations.pick_shared_node(
+                            views,
+                            record["resource"],
+                            float(record["amount"]),
+                            fraction,
+                            self._shared_by_node(record["resource"]),
+                        )
+                        reservations.remove(record.get("pg"))
+                        record["node"] = view.name
+                        record["pg"] = reservations.place(record)
+                        record["state"] = "active"
+                        self._save()
+                        moved.append({**row, "state": "moved", "to": view.name})
+                        continue
+                    except Refused as exc:
+                        row["why"] = str(exc)
+                self._release_record(rid, "node removed")
+                moved.append({**row, "state": "released"})
+        # The node's empty pool store would keep it busy: Ray lets a drained node go
+        # only once nothing runs there.
+        with contextlib.suppress(Exception):
+            import ray
+
+            ray.kill(pool.actor(node), no_restart=True)
+        return {"node": node, "moved": moved}, b""
+
     def _overview(self, args: dict[str, Any], payload: bytes) -> tuple[Any, bytes]:
         boosts, _ = self._list({}, b"")
         status, _ = self._offload_status({"recent": args.get("recent", 10)}, b"")
@@ -476,6 +555,8 @@ OPS: dict[str, Any] = {
     "memory-delete": Controller._memory_delete,
     "metrics": Controller._metrics,
     "overview": Controller._overview,
+    "configure": Controller._configure,
+    "evacuate": Controller._evacuate,
 }
 
 
@@ -483,12 +564,13 @@ OPS: dict[str, Any] = {
 # ensure: run on the head by cluster start
 
 
-def _answering(state: Path, version: str) -> bool:
+def _answering(state: Path) -> str:
+    """The version of the controller answering on ``state``'s socket ("" when none)."""
     try:
         result, _ = protocol.call(state, "ping", timeout=5)
     except (ConnectionError, OSError, protocol.RemoteError, ValueError):
-        return False
-    return bool(result.get("version") == version)
+        return ""
+    return str(result.get("version") or "")
 
 
 def _wait_for_nodes(address: str | None, count: int, timeout: float = 30.0) -> None:
@@ -508,13 +590,24 @@ def _wait_for_nodes(address: str | None, count: int, timeout: float = 30.0) -> N
         time.sleep(0.5)
 
 
+def settings_version(settings: dict[str, Any]) -> str:
+    """The controller's version: its code, and a digest of its settings."""
+    given = json.dumps({k: v for k, v in settings.items() if k != "version"}, sort_keys=True)
+    return f"{code_version()}-{hashlib.sha256(given.encode()).hexdigest()[:8]}"
+
+
 def ensure(state: Path, settings: dict[str, Any], address: str | None) -> dict[str, Any]:
-    """Start the controller unless one answers running this code with these settings."""
-    given = json.dumps(settings, sort_keys=True).encode()
-    version = f"{code_version()}-{hashlib.sha256(given).hexdigest()[:8]}"
+    """Start the controller unless one answers running this code with these settings;
+    one running this code with other settings takes them in place."""
+    version = settings_version(settings)
     settings = {**settings, "version": version}
-    if _answering(state, version):
+    answering = _answering(state)
+    if answering == version:
         return {"changed": False, "version": version}
+    if answering and answering.split("-")[0] == version.split("-")[0]:
+        with contextlib.suppress(ConnectionError, OSError, protocol.RemoteError, ValueError):
+            protocol.call(state, "configure", {"settings": settings}, timeout=30)
+            return {"changed": True, "version": version, "configured": True}
     _wait_for_nodes(address, len(settings.get("nodes") or {}))
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

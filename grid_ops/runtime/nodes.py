@@ -23,7 +23,8 @@ class NodeView:
     name: str
     ip: str
     node_id: str | None = None
-    alive: bool = False
+    alive: bool = False  # in Ray and open to new work (a draining node is not)
+    draining: bool = False  # drained in Ray ('grid-ops node drain', or being removed)
     total: dict[str, float] = field(default_factory=dict)
     free: dict[str, float] = field(default_factory=dict)
 
@@ -44,9 +45,12 @@ def build(
     names: list[str],
     ray_nodes: list[dict[str, Any]],
     free: dict[str, dict[str, float]],
+    draining: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, NodeView]:
     """Match config node names to Ray's node table by the ``grid_node:<name>`` resource
-    each node joined with (pure). A restarted node's live entry wins over its dead ones."""
+    each node joined with (pure). A restarted node's live entry wins over its dead ones.
+    A node Ray is draining (its id in ``draining``) counts as not alive: nothing new is
+    placed there."""
     views = {name: NodeView(name, "") for name in names}
     found: dict[str, dict[str, Any]] = {}
     for node in ray_nodes:
@@ -57,7 +61,8 @@ def build(
         view = views[name]
         view.ip = str(node.get("NodeManagerAddress") or "")
         view.node_id = node["NodeID"]
-        view.alive = bool(node.get("Alive"))
+        view.draining = view.node_id in draining
+        view.alive = bool(node.get("Alive")) and not view.draining
         view.total = {k: float(v) for k, v in (node.get("Resources") or {}).items()}
         view.free = dict(free.get(view.node_id, {})) if view.alive else {}
     return views
@@ -68,7 +73,12 @@ def current(names: list[str]) -> dict[str, NodeView]:
     import ray
     from ray._private.state import state  # Ray is pinned; this is its own resource view
 
-    return build(names, ray.nodes(), state.available_resources_per_node())
+    return build(
+        names,
+        ray.nodes(),
+        state.available_resources_per_node(),
+        {k if isinstance(k, str) else k.hex() for k in state.get_draining_nodes()},
+    )
 
 
 def require(views: dict[str, NodeView], name: str) -> NodeView:
@@ -76,6 +86,11 @@ def require(views: dict[str, NodeView], name: str) -> NodeView:
     if view is None:
         raise Refused(
             f"Unknown node '{name}'.", f"Nodes of this cluster: {', '.join(sorted(views))}."
+        )
+    if view.draining:
+        raise Refused(
+            f"Node '{name}' is drained: nothing new is placed there.",
+            f"Pick another node, or return it with 'grid-ops node undrain {name}'.",
         )
     if not view.alive:
         raise Refused(

@@ -51,9 +51,30 @@ def short_dir() -> Path:
     return private_dir(Path(SHARED_TMP) / f"grid-ops-{os.getuid()}")
 
 
+def remove_short_dir() -> bool:
+    """Remove this user's short dir if it is ours and private ('grid-ops reset')."""
+    import shutil
+
+    path = Path(SHARED_TMP) / f"grid-ops-{os.getuid()}"
+    try:
+        check_private_dir(path)
+    except FileNotFoundError:
+        return False
+    shutil.rmtree(path)
+    return True
+
+
 def main() -> int:
     """``python -m grid_ops.runtime.private``: print the short private dir (the grid_ray
-    role uses it for Ray's temp dir when remote_root is too long for Ray's sockets)."""
+    role uses it for Ray's temp dir when remote_root is too long for Ray's sockets);
+    with ``--remove``, remove it and print ``removed`` (or nothing when there was none)."""
+    if sys.argv[1:] == ["--remove"]:
+        try:
+            print("removed" if remove_short_dir() else "")
+        except OSError as exc:
+            print(f"grid-ops: cannot remove the private temp dir: {exc}", file=sys.stderr)
+            return 1
+        return 0
     try:
         print(short_dir())
     except OSError as exc:

@@ -29,6 +29,10 @@ options:
     description: Seconds nvidia-smi may take.
     type: float
     default: 10
+  drain_note:
+    description: The drain note's path under remote_root (its reason is returned as drained).
+    type: str
+    default: ""
 author:
   - grid-ops
 """
@@ -43,7 +47,8 @@ RETURN = r"""
 ansible_facts:
   description: >-
     C(grid_health) with load1, load5, load15, cpu_count, mem_total_bytes,
-    mem_available_bytes, disk_free_bytes, ray_running, gpus (index, name, uuid,
+    mem_available_bytes, disk_free_bytes, ray_running, drained (the drain note's reason, or
+    null), gpus (index, name, uuid,
     memory_total_mib, memory_used_mib, memory_free_mib, utilization_gpu, temperature_gpu,
     power_draw_w), gpu_processes (gpu_uuid, pid, process_name, used_memory_mib), warnings.
   type: dict
@@ -80,7 +85,18 @@ def _ray_running():
     return bool(user_processes(("raylet",)))
 
 
-def collect(remote_root, nvidia_smi_timeout):
+def _drained(root, note):
+    """The node's drain note (its reason), None when the node is not drained."""
+    if not note:
+        return None
+    try:
+        with open(os.path.join(os.path.expanduser(root), note), encoding="utf-8") as handle:
+            return handle.readline(300).strip() or "drained"
+    except OSError:
+        return None
+
+
+def collect(remote_root, nvidia_smi_timeout, drain_note=""):
     """Every health fact of this node."""
     warnings = []
     try:
@@ -103,6 +119,7 @@ def collect(remote_root, nvidia_smi_timeout):
         "mem_available_bytes": mem_available,
         "disk_free_bytes": _disk_free(remote_root),
         "ray_running": _ray_running(),
+        "drained": _drained(remote_root, drain_note),
         "gpus": gpus,
         "gpu_processes": apps,
         "warnings": warnings + gpu_warnings,
@@ -120,10 +137,15 @@ def main():
         argument_spec={
             "remote_root": {"type": "str", "required": True},
             "nvidia_smi_timeout": {"type": "float", "default": 10},
+            "drain_note": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
-    facts = collect(module.params["remote_root"], module.params["nvidia_smi_timeout"])
+    facts = collect(
+        module.params["remote_root"],
+        module.params["nvidia_smi_timeout"],
+        module.params["drain_note"],
+    )
     for warning in facts["warnings"]:
         module.warn(warning)
     module.exit_json(changed=False, ansible_facts={"grid_health": facts})

@@ -28,6 +28,10 @@ options:
     description: The file under remote_root noting the head's address (its text is returned).
     type: str
     default: ""
+  drain_note:
+    description: The node's drain note under remote_root (its text is returned as drained).
+    type: str
+    default: ""
 author:
   - grid-ops
 """
@@ -44,7 +48,8 @@ ansible_facts:
     C(grid_node) with python_version, python_executable, python_tag (e.g. cp311),
     hostname, ssh_ip, user, home, root (remote_root expanded), private_ok (remote_root and
     private_dirs are directories of this user with mode 0700), ray_token_sha1 ("" when
-    absent), ray_address (the noted head address, "" when absent), system, release,
+    absent), ray_address (the noted head address, "" when absent), drained (the drain
+    note's reason, "" when the node is not drained), system, release,
     machine, glibc, venv_support, rsync, nvidia_smi, gpu_count, cpu_count, mem_total_bytes;
     and C(grid_ray_node), this user's Ray processes on the node: running (a raylet is
     up), head (a GCS server is up), node_id (from the raylet's command line), pids.
@@ -137,6 +142,7 @@ def main() -> None:
             "private_dirs": {"type": "list", "elements": "str", "default": []},
             "ray_token": {"type": "str", "default": "", "no_log": False},
             "ray_address": {"type": "str", "default": ""},
+            "drain_note": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -168,6 +174,11 @@ def main() -> None:
         "ray_address": (
             _first_line(os.path.join(root, module.params["ray_address"]))
             if module.params["ray_address"]
+            else ""
+        ),
+        "drained": (
+            _first_line(os.path.join(root, module.params["drain_note"]))
+            if module.params["drain_note"]
             else ""
         ),
         "system": uname.system,

@@ -1,0 +1,218 @@
+"""Bringing a running cluster to its config: what was applied, what differs, the plan.
+
+``apply`` compares three things: the config (the model and each node's stamp it gives),
+what each node says was applied to it (its stamp, read in one plain-ssh fan-out), and
+what grid-ops last applied to the cluster (``applied.json`` in the cluster's state dir:
+each node's config, so a node deleted from the config can still be reached to be
+removed, and the controller's settings). The plan (pure) says, per node: add, change
+(venv and/or Ray), start (stamp current, Ray down), current, remove; the CLI carries it
+out with the playbooks (scale, ray_stop, remove_node) and the controller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from grid_ops import layout, stamp
+from grid_ops.model import ClusterModel, NodeModel, ensure_control_dir
+from grid_ops.paths import state_dir_name
+from grid_ops.record import record
+
+if TYPE_CHECKING:
+    from grid_ops.config import ClusterConfig
+
+FORMAT = 1
+
+
+@record
+class NodeState:
+    """What one node said when its stamp was read."""
+
+    name: str
+    reachable: bool
+    stamp: dict[str, Any] | None = None
+    ray_running: bool = False
+    drained: str | None = None
+    error: str | None = None
+
+
+@record
+class Plan:
+    """What apply will do, by node name."""
+
+    add: list[str]  # in the config, no stamp: never applied
+    change: dict[str, list[str]]  # applied before, stamp differs: "venv" and/or "ray"
+    start: list[str]  # stamp current, but Ray does not run there (and not drained)
+    current: list[str]  # nothing to do
+    remove: list[str]  # applied before, no longer in the config
+    unreachable: list[str]  # could not be read (config nodes: apply fails there)
+    drained: dict[str, str]  # name -> reason (Ray is not started there)
+    restart_all: bool  # the head's stamp differs: the whole cluster restarts
+    controller: bool  # the controller's settings change (nodes added or removed)
+
+    @property
+    def visit(self) -> list[str]:
+        """Nodes the scale playbook runs on."""
+        return [*self.add, *self.change, *self.start]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.visit or self.remove or self.controller)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "add": self.add,
+            "change": self.change,
+            "start": self.start,
+            "current": self.current,
+            "remove": self.remove,
+            "unreachable": self.unreachable,
+            "drained": self.drained,
+            "restart_all": self.restart_all,
+            "controller": self.controller,
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# what grid-ops last applied to the cluster
+
+
+def applied_file(cluster: str) -> str:
+    return os.path.join(state_dir_name(), "clusters", cluster, "applied.json")
+
+
+def read_applied(cluster: str) -> dict[str, Any]:
+    """``{"format", "nodes": {name: node config}, "controller": settings}`` ({} if none)."""
+    try:
+        with open(applied_file(cluster), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return {}
+    return data
+
+
+def write_applied(
+    config: ClusterConfig, cluster: ClusterModel, applied: list[str], kept: dict[str, Any]
+) -> None:
+    """Record the nodes now applied (``applied``, from the config) and ``kept``: nodes
+    still to remove (their config as last applied), so a later apply finds them."""
+    from grid_ops.fsutil import write_atomic
+
+    nodes = {n.name: n.model_dump(mode="json") for n in config.nodes if n.name in applied}
+    nodes.update(kept)
+    data = {"format": FORMAT, "nodes": nodes, "controller": cluster.controller}
+    write_atomic(applied_file(config.name), json.dumps(data, indent=1) + "\n", mode=0o600)
+
+
+# ---------------------------------------------------------------------------------------
+# reading every node's stamp: one round trip per node
+
+
+def read_states(cluster: ClusterModel, nodes: list[NodeModel]) -> dict[str, NodeState]:
+    """Each node's stamp, Ray process and drain note, read over ssh in parallel. A node
+    whose remote_root was never reported (no playbook has run there) has no stamp."""
+    from grid_ops import spawn
+
+    ensure_control_dir()
+    out: dict[str, NodeState] = {}
+    jobs: list[tuple[list[str], str | None]] = []
+    asked: list[str] = []
+    for node in nodes:
+        if node.root is None:
+            out[node.name] = NodeState(name=node.name, reachable=True)
+            continue
+        jobs.append((node.argv(stamp.read_command(node.root)), None))
+        asked.append(node.name)
+    done = spawn.run_all(jobs, cluster.forks, cluster.deadlines.command) if jobs else []
+    for name, child in zip(asked, done, strict=True):
+        if child is None:
+            out[name] = NodeState(name=name, reachable=False, error="no answer in time")
+        elif child.rc == layout.EXIT_MISSING_ROOT:
+            out[name] = NodeState(name=name, reachable=True)
+        elif child.rc != 0:
+            last = (child.stderr.strip().splitlines() or [f"exit {child.rc}"])[-1]
+            out[name] = NodeState(name=name, reachable=False, error=last[:300])
+        else:
+            read = stamp.parse_read(child.stdout)
+            out[name] = NodeState(name=name, reachable=True, **read)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# the plan (pure)
+
+
+def plan(
+    cluster: ClusterModel,
+    want: dict[str, dict[str, Any]],
+    states: dict[str, NodeState],
+    applied: dict[str, Any],
+    full: bool = False,
+) -> Plan:
+    """What apply does: ``want`` the stamps the config gives, ``states`` what the nodes
+    said, ``applied`` the last applied state; ``full`` visits every config node."""
+    before = applied.get("nodes") or {}
+    add: list[str] = []
+    change: dict[str, list[str]] = {}
+    start: list[str] = []
+    current: list[str] = []
+    unreachable: list[str] = []
+    drained: dict[str, str] = {}
+    for node in cluster.nodes:
+        state = states.get(node.name) or NodeState(name=node.name, reachable=False)
+        if not state.reachable:
+            unreachable.append(node.name)
+            continue
+        if state.drained:
+            drained[node.name] = state.drained
+        parts = stamp.differs(want[node.name], state.stamp)
+        if state.stamp is None:
+            # never applied (or by an older grid-ops): provisioned, and Ray started unless
+            # it runs; a Ray that runs is adopted as it is
+            add.append(node.name)
+        elif parts:
+            change[node.name] = parts
+        elif not state.ray_running and not state.drained:
+            start.append(node.name)
+        elif full:
+            change[node.name] = []
+        else:
+            current.append(node.name)
+    names = {n.name for n in cluster.nodes}
+    remove = sorted(n for n in before if n not in names)
+    unreachable += [n for n in remove if not (states.get(n) and states[n].reachable)]
+    restart_all = bool(change.get(cluster.head))
+    settings = applied.get("controller")
+    return Plan(
+        add=add,
+        change=change,
+        start=start,
+        current=current,
+        remove=remove,
+        unreachable=unreachable,
+        drained=drained,
+        restart_all=restart_all,
+        controller=settings is not None and settings != cluster.controller,
+    )
+
+
+def removed_configs(applied: dict[str, Any], names: list[str]) -> list[dict[str, Any]]:
+    """The config of each node to remove, as last applied."""
+    before = applied.get("nodes") or {}
+    return [before[n] for n in names if isinstance(before.get(n), dict)]
+
+
+def forget(cluster: str, names: list[str]) -> None:
+    """Drop ``names`` from the applied state (after 'reset': nothing is applied there)."""
+    from grid_ops.fsutil import write_atomic
+
+    data = read_applied(cluster)
+    if not data:
+        return
+    nodes = {k: v for k, v in (data.get("nodes") or {}).items() if k not in names}
+    data["nodes"] = nodes
+    write_atomic(applied_file(cluster), json.dumps(data, indent=1) + "\n", mode=0o600)

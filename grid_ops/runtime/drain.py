@@ -1,0 +1,102 @@
+"""Drain this node out of the cluster, or clear its drain note (runs on the node).
+
+``python -m grid_ops.runtime.drain set --node NAME --reason TEXT`` writes the drain note
+(``layout.DRAIN_NOTE`` under GRID_OPS_ROOT, the reason) and asks the head's GCS to drain
+the node's Ray node (the caller has had the controller evacuate it first): Ray schedules
+nothing new there, running tasks finish, and the node leaves Ray once idle. While the
+note exists, 'cluster start' and 'apply' do not start Ray on the node, the health
+ranking skips it, and the controller places nothing there.
+
+``python -m grid_ops.runtime.drain clear`` removes the note ('node undrain' then starts
+the node's Ray again). Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from grid_ops import layout
+from grid_ops.fsutil import write_atomic
+
+# A drained node's running work gets this long before 'apply' stops it anyway.
+DEFAULT_DEADLINE_S = 600
+
+
+def _note_path() -> str:
+    return os.path.join(os.environ.get("GRID_OPS_ROOT") or os.getcwd(), layout.DRAIN_NOTE)
+
+
+def ray_node_id(address: str, name: str) -> str | None:
+    """The alive Ray node that joined as config node ``name`` (by its resource)."""
+    from ray._raylet import GcsClient
+
+    client = GcsClient(address=address)
+    for node_id, info in client.get_all_node_info(timeout=10).items():
+        if info.state == 0 and layout.node_name(info.resources_total) == name:
+            return str(node_id.hex())
+    return None
+
+
+def drain_in_ray(address: str, name: str, reason: str, deadline_s: float) -> str:
+    """Ask the GCS to drain ``name``'s Ray node: "drained", "not running" or "refused: …"."""
+    from ray._raylet import GcsClient
+    from ray.core.generated import autoscaler_pb2
+
+    node_id = ray_node_id(address, name)
+    if node_id is None:
+        return "not running"
+    deadline_ms = int(time.time() * 1000 + deadline_s * 1000) if deadline_s > 0 else 0
+    accepted, why = GcsClient(address=address).drain_node(
+        node_id,
+        autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
+        f"grid-ops: {reason}",
+        deadline_ms,
+    )
+    return "drained" if accepted else f"refused: {why}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True)
+    setter = sub.add_parser("set", help="write the note and drain the node in Ray")
+    setter.add_argument("--node", required=True, help="this node's name in the config")
+    setter.add_argument("--reason", required=True)
+    setter.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S)
+    setter.add_argument("--address", default="", help="the head's GCS (default $RAY_ADDRESS)")
+    sub.add_parser("clear", help="remove the note")
+    args = parser.parse_args(argv)
+    out: dict[str, Any]
+    if args.action == "clear":
+        path = _note_path()
+        try:
+            os.unlink(path)
+            out = {"cleared": True}
+        except FileNotFoundError:
+            out = {"cleared": False}
+    else:
+        reason = " ".join(str(args.reason).split())[:500] or "drained"
+        write_atomic(_note_path(), reason + "\n", mode=0o600)
+        address = args.address or os.environ.get("RAY_ADDRESS") or ""
+        ray = "no address"
+        if address:
+            try:
+                ray = drain_in_ray(address, args.node, reason, args.deadline)
+            except Exception as exc:  # the GCS or controller is down: the note holds
+                ray = f"not reached: {_first_line(exc)}"
+        out = {"drained": True, "reason": reason, "ray": ray}
+    sys.stdout.write(json.dumps(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

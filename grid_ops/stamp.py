@@ -1,0 +1,142 @@
+"""What was applied to a node: its stamp, derived from the model, kept on the node.
+
+Each node keeps the stamp of what grid-ops last brought it to (``layout.STAMP`` under
+remote_root, written by the grid_lifecycle role at the end of a successful scale or
+apply run). ``apply`` reads every node's stamp in one plain-ssh fan-out (one round trip
+per node) and runs Ansible only where the stamp differs from the one the config gives.
+
+A stamp has two parts, so the difference says what to do:
+
+* ``venv``: the requirements (Ray pinned, then provision.packages), the node's Python and
+  a digest of the grid-ops runtime pushed to it -> provision, then restart its Ray;
+* ``ray``: how Ray runs there (role, head, ports, auth, resources, CPUs, GPUs, memory)
+  -> restart only that node's Ray (the head's: the whole cluster's).
+
+Standard library only (the quick path may read stamps).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+
+from grid_ops import layout
+from grid_ops.model import ClusterModel, NodeModel
+from grid_ops.paths import package_dir_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+FORMAT = 1
+# What 'raylet' is called in the process table (the node's Ray is up when one runs).
+RAYLET = "raylet"
+_SEPARATOR = "--grid-ops-stamp--"
+
+
+def runtime_digest(package_dir: str | None = None) -> str:
+    """A digest of the grid-ops runtime files provision pushes to the nodes (the package
+    without what layout.RUNTIME_EXCLUDE leaves out)."""
+    import fnmatch
+
+    here = package_dir or package_dir_name()
+    digest = hashlib.sha256()
+    for top, dirs, files in os.walk(here):
+        dirs[:] = sorted(
+            d for d in dirs if not any(fnmatch.fnmatch(d, p) for p in layout.RUNTIME_EXCLUDE)
+        )
+        for name in sorted(files):
+            if any(fnmatch.fnmatch(name, p) for p in layout.RUNTIME_EXCLUDE):
+                continue
+            path = os.path.join(top, name)
+            digest.update(os.path.relpath(path, here).encode() + b"\0")
+            with open(path, "rb") as handle:
+                digest.update(handle.read())
+            digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def node_stamp(cluster: ClusterModel, node: NodeModel, runtime: str) -> dict[str, Any]:
+    """The stamp ``node`` carries once the cluster's config is applied to it."""
+    return {
+        "format": FORMAT,
+        "cluster": cluster.name,
+        "venv": {
+            "requirements": list(cluster.requirements),
+            "python": cluster.python,
+            "runtime": runtime,
+        },
+        "ray": {
+            "role": node.role,
+            "head": cluster.head,
+            "settings": {k: cluster.ray[k] for k in sorted(cluster.ray) if k != "version"},
+            "address": node.address,
+            "start": node.ray_start,
+            "gpu_count": node.gpu_count,
+        },
+    }
+
+
+def stamps(cluster: ClusterModel, runtime: str | None = None) -> dict[str, dict[str, Any]]:
+    """Every node's stamp, by name."""
+    digest = runtime or runtime_digest()
+    return {node.name: node_stamp(cluster, node, digest) for node in cluster.nodes}
+
+
+def differs(want: dict[str, Any], have: dict[str, Any] | None) -> list[str]:
+    """What part of the stamp differs: [] (current), or some of "venv", "ray"; a missing
+    or foreign stamp differs in both."""
+    if not isinstance(have, dict) or have.get("format") != FORMAT:
+        return ["venv", "ray"]
+    if have.get("cluster") != want["cluster"]:
+        return ["venv", "ray"]
+    return [part for part in ("venv", "ray") if _canon(have.get(part)) != _canon(want[part])]
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------
+# reading a node's stamp over plain ssh
+
+
+def read_command(root: str) -> str:
+    """The shell line that prints the node's stamp, a separator, whether this user's
+    raylet runs and the node's drain note (the path is quoted: data, never code)."""
+    quoted = shlex.quote(root)
+    return (
+        f"cd -- {quoted} 2>/dev/null || exit {layout.EXIT_MISSING_ROOT}; "
+        f"cat -- {shlex.quote(layout.STAMP)} 2>/dev/null; "
+        f"printf '\\n%s\\n' {_SEPARATOR}; "
+        f'pgrep -x -U "$(id -u)" {RAYLET} >/dev/null 2>&1 && echo {RAYLET}; '
+        f"printf '%s\\n' {_SEPARATOR}; "
+        f"cat -- {shlex.quote(layout.DRAIN_NOTE)} 2>/dev/null; exit 0"
+    )
+
+
+def parse_read(stdout: str) -> dict[str, Any]:
+    """``{"stamp": dict | None, "ray_running": bool, "drained": str | None}`` from the
+    output of ``read_command`` (three sections, split by separator lines)."""
+    sections: list[list[str]] = [[]]
+    for line in stdout.split("\n"):
+        if line == _SEPARATOR:
+            sections.append([])
+        else:
+            sections[-1].append(line)
+    sections += [[] for _ in range(3 - len(sections))]
+    stamp: Any = None
+    text = "\n".join(sections[0]).strip()
+    if text:
+        try:
+            stamp = json.loads(text)
+        except ValueError:
+            stamp = None
+    note = "\n".join(sections[2]).strip()
+    return {
+        "stamp": stamp if isinstance(stamp, dict) else None,
+        "ray_running": RAYLET in (line.strip() for line in sections[1]),
+        "drained": note or None,
+    }
