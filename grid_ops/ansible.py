@@ -27,6 +27,9 @@ from grid_ops.paths import ansible_root, playbook_path, state_dir
 from grid_ops.results import COUNTERS, HostResult, PlaybookResult
 
 KEEP_RUNS = 10
+# The extra var every run passes: the digest of the runtime grid-ops pushes to the nodes
+# (the grid_ray role adds it to the stamp it notes on each node).
+RUNTIME_VAR = "grid_runtime"
 EventCallback = Callable[[str, str, str | None], None]
 """Called as ``(host, task name, status)`` while a playbook runs (status None = started)."""
 
@@ -220,7 +223,11 @@ def run(
     inv_dir = private / "inventory"
     inventory.render(config, inv_dir, source=source)
     collector = _Collector(on_progress)
-    cmdline = ["-e", "@" + str(_write_extravars(private, extravars or {}))]
+    from grid_ops.stamp import runtime_digest
+
+    # the digest of the runtime this grid-ops pushes: part of each node's stamp
+    given = {RUNTIME_VAR: runtime_digest(), **(extravars or {})}
+    cmdline = ["-e", "@" + str(_write_extravars(private, given))]
     if check:
         cmdline += ["--check", "--diff"]
     started = time.monotonic()

@@ -101,9 +101,7 @@ def groups(config: ClusterConfig) -> dict[str, list[str]]:
     return out
 
 
-def host_vars(
-    config: ClusterConfig, node: NodeModel, stamp: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def host_vars(config: ClusterConfig, node: NodeModel, stamp: dict[str, Any]) -> dict[str, Any]:
     """What Ansible needs to reach ``node``, plus the node's grid-ops settings and the
     stamp it carries once they are applied (grid_ops.stamp)."""
     out: dict[str, Any] = {"ansible_host": node.host}
@@ -125,8 +123,7 @@ def host_vars(
     if node.address:
         out["grid_node_ip"] = node.address
     out.update(grid_role=node.role, grid_gpu_count=node.gpu_count, grid_ray_start=node.ray_start)
-    if stamp is not None:
-        out["grid_stamp"] = stamp
+    out["grid_stamp"] = stamp
     return out
 
 
@@ -179,11 +176,12 @@ def render_text(config: ClusterConfig, source: str = "cluster.yaml") -> dict[str
     from grid_ops import stamp
 
     resolved = model.resolve(config, recorded=False)
-    stamps = stamp.stamps(resolved)
     context = {
         "config": config,
         "source": source,
-        "hostvars": {n.name: host_vars(config, n, stamps[n.name]) for n in resolved.nodes},
+        "hostvars": {
+            n.name: host_vars(config, n, stamp.node_stamp(resolved, n)) for n in resolved.nodes
+        },
         "groups": groups(config),
         "cluster_vars": cluster_vars(config, resolved),
     }

@@ -58,15 +58,17 @@ def runtime_digest(package_dir: str | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
-def node_stamp(cluster: ClusterModel, node: NodeModel, runtime: str) -> dict[str, Any]:
-    """The stamp ``node`` carries once the cluster's config is applied to it."""
+def node_stamp(cluster: ClusterModel, node: NodeModel) -> dict[str, Any]:
+    """The stamp ``node`` carries once the cluster's config is applied to it, but for
+    the runtime's digest (the inventory's host var ``grid_stamp``: the rendered
+    inventory stays the same while grid-ops' code changes; each grid-ops run passes the
+    digest as the extra var ``grid_runtime`` and the role adds it)."""
     return {
         "format": FORMAT,
         "cluster": cluster.name,
         "venv": {
             "requirements": list(cluster.requirements),
             "python": cluster.python,
-            "runtime": runtime,
         },
         "ray": {
             "role": node.role,
@@ -80,9 +82,14 @@ def node_stamp(cluster: ClusterModel, node: NodeModel, runtime: str) -> dict[str
 
 
 def stamps(cluster: ClusterModel, runtime: str | None = None) -> dict[str, dict[str, Any]]:
-    """Every node's stamp, by name."""
+    """Every node's whole stamp (with the runtime's digest), by name."""
     digest = runtime or runtime_digest()
-    return {node.name: node_stamp(cluster, node, digest) for node in cluster.nodes}
+    out = {}
+    for node in cluster.nodes:
+        whole = node_stamp(cluster, node)
+        whole["venv"]["runtime"] = digest
+        out[node.name] = whole
+    return out
 
 
 def differs(want: dict[str, Any], have: dict[str, Any] | None) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from grid_ops import config, inventory, layout, model, rsync
+from grid_ops import ansible, config, inventory, layout, model, rsync
 from tests.conftest import REPO, grid_ops
 
 
@@ -137,9 +137,10 @@ def test_every_inventory_variable_the_roles_read_is_rendered_by_grid_ops(
     cfg = _config(tmp_path)
     resolved = model.resolve(cfg, recorded=False)
     rendered = set(inventory.cluster_vars(cfg, resolved))
-    rendered |= set(inventory.host_vars(cfg, resolved.nodes[0]))
+    rendered |= set(inventory.host_vars(cfg, resolved.nodes[0], {}))
     ssh_cfg = config.parse({"name": "x", "nodes": [{"name": "a", "host": "10.0.0.1"}]})
-    rendered |= set(inventory.host_vars(ssh_cfg, model.resolve(ssh_cfg).nodes[0]))
+    rendered |= set(inventory.host_vars(ssh_cfg, model.resolve(ssh_cfg).nodes[0], {}))
+    rendered.add(ansible.RUNTIME_VAR)  # an extra var of every grid-ops run
     facts = {"grid_node", "grid_ray_node", "grid_health", "grid_sync_stats"}
     # names that are not variables: roles, modules, filters, the package
     names = {p.name for p in (REPO / "roles").iterdir()}
@@ -160,7 +161,9 @@ def test_every_inventory_variable_the_roles_read_is_rendered_by_grid_ops(
     checks = yaml.safe_load((REPO / "roles/grid_validate/vars/main.yml").read_text())
     checked = {c["var"].split(".")[0] for c in checks["grid_validate_checks"]}
     unchecked = sorted(
-        v for v in rendered - checked if v.startswith("grid_") and v != "grid_node_ip"
+        v
+        for v in rendered - checked
+        if v.startswith("grid_") and v not in ("grid_node_ip", ansible.RUNTIME_VAR)
     )
     assert unchecked == [], f"rendered but not checked by grid_validate: {unchecked}"
 
@@ -188,7 +191,7 @@ def test_role_defaults_restate_no_config_default(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
     resolved = model.resolve(cfg, recorded=False)
     rendered = set(inventory.cluster_vars(cfg, resolved))
-    rendered |= set(inventory.host_vars(cfg, resolved.nodes[0])) - {"grid_node_ip"}
+    rendered |= set(inventory.host_vars(cfg, resolved.nodes[0], {})) - {"grid_node_ip"}
     problems = []
     for path, text in _role_texts().items():
         if path.parts[-3] == "grid_validate":

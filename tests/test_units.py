@@ -908,7 +908,7 @@ def test_ssh_command_defaults_without_port_key_or_known_hosts() -> None:
 
 def hostvars(config: ClusterConfig) -> dict[str, dict[str, Any]]:
     resolved = model.resolve(config, recorded=False)
-    return {n.name: inventory.host_vars(config, n) for n in resolved.nodes}
+    return {n.name: inventory.host_vars(config, n, {}) for n in resolved.nodes}
 
 
 def test_host_vars_rsync_settings() -> None:

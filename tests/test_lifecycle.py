@@ -1,0 +1,195 @@
+"""The cluster's lifecycle on the lab: apply (adopt, no change, remove, re-add), drain and
+undrain, reset, a node removed while it cannot be reached."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import Lab
+
+pytestmark = pytest.mark.lab
+
+
+def _json(proc: subprocess.CompletedProcess[str]) -> Any:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.strip(), proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _without(lab: Lab, tmp: Path, name: str) -> Path:
+    """The lab's config with node ``name`` deleted."""
+    data = yaml.safe_load(lab.config.read_text())
+    data["nodes"] = [n for n in data["nodes"] if n["name"] != name]
+    path = tmp / f"without-{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _home(name: str) -> Path:
+    from grid_ops import lab as lab_mod
+
+    state = lab_mod.load_state()
+    assert state is not None
+    return state.node(name).home
+
+
+def _ray(lab: Lab) -> dict[str, dict[str, Any]]:
+    data = _json(lab.cli("cluster", "status", "-c", str(lab.config), "--json"))
+    return {n["name"]: n for n in data["nodes"]}
+
+
+def _runs(lab: Lab) -> set[str]:
+    runs = lab.state_dir / "runs"
+    return set(os.listdir(runs)) if runs.exists() else set()
+
+
+@pytest.fixture(scope="module")
+def running(lab: Lab) -> Lab:
+    lab.start_cluster()
+    return lab
+
+
+def test_apply_adopts_the_running_cluster_then_a_no_change_apply_runs_no_playbook(
+    running: Lab,
+) -> None:
+    lab = running
+    first = lab.cli("apply", "-c", str(lab.config), "--json", timeout=900)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    # nodes started before apply existed carry no stamp: adopted (Ray kept running)
+    assert _json(first)["scale"]["hosts"].keys() == set(lab.nodes)
+    assert all(row["ray"] == "alive" for row in _ray(lab).values())
+
+    before = _runs(lab)
+    again = lab.cli("apply", "-c", str(lab.config), "--json")
+    assert again.returncode == 0, again.stderr
+    data = _json(again)
+    assert data["plan"]["current"] == lab.nodes
+    assert "scale" not in data and "stop" not in data
+    assert _runs(lab) == before  # Ansible did not run at all
+    text = lab.cli("apply", "-c", str(lab.config))
+    assert "Nothing to do: every node is current." in text.stdout
+
+
+def test_removing_a_worker_keeps_its_pool_object_and_reports_its_boost(
+    running: Lab, tmp_path: Path
+) -> None:
+    lab = running
+    cfg = str(lab.config)
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(os.urandom(300_000))
+    stored = lab.cli("memory", "store", "lc-obj", str(blob), "--node", "node3", "-c", cfg)
+    assert stored.returncode == 0, stored.stderr
+    boost = _json(lab.cli("boost", "request", "node3", "cpu", "0.5", "-c", cfg, "--json"))
+    smaller = str(_without(lab, tmp_path, "node3"))
+
+    check = lab.cli("apply", "-c", smaller, "--check")
+    assert check.returncode == 0, check.stderr
+    assert "node3: remove: drain, stop, clean up" in check.stdout
+    assert (_home("node3") / "grid-ops" / "venv").is_dir()  # --check changed nothing
+
+    refused = lab.cli("apply", "-c", smaller)  # not a terminal: no question, no removal
+    assert refused.returncode == 2
+    assert "--yes" in refused.stderr and "Traceback" not in refused.stderr
+
+    removed = lab.cli("apply", "-c", smaller, "--yes", "--json", timeout=900)
+    assert removed.returncode == 0, removed.stdout[-3000:] + removed.stderr[-2000:]
+    report = _json(removed)["remove"]
+    assert report["removed"] == ["node3"]
+    moves = {row.get("key") or row.get("id"): row for row in report["moved"]["node3"]}
+    assert moves["lc-obj"]["state"] == "copied"
+    assert moves[boost["id"]]["state"] == "released"
+
+    back = tmp_path / "back.bin"
+    got = lab.cli("memory", "retrieve", "lc-obj", "-o", str(back), "-c", smaller)
+    assert got.returncode == 0, got.stderr
+    assert back.read_bytes() == blob.read_bytes()
+    assert _ray(lab)["node3"]["ray"] != "alive"
+    assert not (_home("node3") / "grid-ops").exists()  # nothing of grid-ops is left
+
+    # put back: only node3 is visited, and it joins the running cluster
+    before = _ray(lab)
+    again = lab.cli("apply", "-c", cfg, "--json", timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
+    data = _json(again)
+    assert data["plan"]["add"] == ["node3"]
+    assert set(data["scale"]["hosts"]) == {"node3"}
+    after = _ray(lab)
+    assert all(row["ray"] == "alive" for row in after.values())
+    for name in ("node1", "node2"):  # nobody else restarted
+        assert after[name]["node_id"] == before[name]["node_id"]
+    lab.cli("memory", "delete", "lc-obj", "-c", cfg)
+
+
+def test_drain_and_undrain(running: Lab) -> None:
+    lab = running
+    cfg = str(lab.config)
+    drained = lab.cli("node", "drain", "node2", "--reason", "fan swap", "-c", cfg)
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    assert "node2 drained (fan swap)" in drained.stdout
+
+    health = _json(lab.cli("health", "--refresh", "-c", cfg, "--json"))
+    rows = {n["name"]: n for n in health["nodes"]}
+    assert rows["node2"]["drained"] == "fan swap"
+    assert health["nodes"][-1]["name"] == "node2"  # ranked after every node in service
+    status = _ray(lab)
+    assert status["node2"]["drained"] == "fan swap" and status["node2"]["ray"] != "alive"
+    for _ in range(3):
+        ran = lab.cli("run", "-c", cfg, "--", "hostname")
+        assert ran.returncode == 0 and "node2" not in ran.stdout
+    refused = lab.cli("boost", "request", "node2", "cpu", "0.5", "-c", cfg)
+    assert refused.returncode != 0 and "node2" in refused.stderr
+    plan = _json(lab.cli("apply", "-c", cfg, "--check", "--json"))["plan"]
+    assert plan["drained"] == {"node2": "fan swap"} and plan["start"] == []
+    head = lab.cli("node", "drain", "node1", "-c", cfg)
+    assert head.returncode == 2 and "head" in head.stderr
+
+    back = lab.cli("node", "undrain", "node2", "-c", cfg, timeout=600)
+    assert back.returncode == 0, back.stdout[-2000:] + back.stderr[-2000:]
+    assert _ray(lab)["node2"]["ray"] == "alive"
+    health = _json(lab.cli("health", "--refresh", "-c", cfg, "--json"))
+    assert {n["name"]: n["drained"] for n in health["nodes"]}["node2"] is None
+    again = lab.cli("node", "undrain", "node2", "-c", cfg)
+    assert again.returncode == 0 and "not drained" in again.stdout
+
+
+def test_reset_then_a_killed_node_is_dropped_and_comes_back(running: Lab, tmp_path: Path) -> None:
+    lab = running
+    cfg = str(lab.config)
+    asked = lab.cli("reset", "-c", cfg, "--limit", "node3")
+    assert asked.returncode == 2 and "--yes" in asked.stderr
+    assert (_home("node3") / "grid-ops").is_dir()
+    reset = lab.cli("reset", "-c", cfg, "--limit", "node3", "--yes", timeout=600)
+    assert reset.returncode == 0, reset.stdout[-2000:] + reset.stderr[-2000:]
+    assert not (_home("node3") / "grid-ops").exists()
+    assert not Path(f"/tmp/grid-ops-{_uid('gridlab3')}").exists()
+    assert _ray(lab)["node3"]["ray"] != "alive"
+    assert lab.cli("reset", "-c", cfg, "--limit", "node3", "--yes", "--json").returncode == 0
+
+    readd = lab.cli("apply", "-c", cfg, "--json", timeout=900)
+    assert readd.returncode == 0, readd.stdout[-2000:] + readd.stderr[-2000:]
+    assert set(_json(readd)["scale"]["hosts"]) == {"node3"}
+
+    smaller = str(_without(lab, tmp_path, "node3"))
+    assert lab.cli("lab", "kill", "node3").returncode == 0
+    try:
+        dropped = lab.cli("apply", "-c", smaller, "--yes", timeout=600)
+        assert dropped.returncode == 0, dropped.stdout[-2000:] + dropped.stderr[-2000:]
+        assert "node3 cannot be reached: dropped from the cluster" in dropped.stderr
+    finally:
+        assert lab.cli("lab", "revive", "node3").returncode == 0
+    back = lab.cli("apply", "-c", cfg, "--json", timeout=900)
+    assert back.returncode == 0, back.stdout[-2000:] + back.stderr[-2000:]
+    assert all(row["ray"] == "alive" for row in _ray(lab).values())
+
+
+def _uid(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_uid
