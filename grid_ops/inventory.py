@@ -138,6 +138,7 @@ def cluster_vars(config: ClusterConfig, resolved: model.ClusterModel) -> dict[st
         "grid_become": config.become,
         "grid_provision": {
             "requirements": list(resolved.requirements),
+            "venv_id": resolved.venv_id,
             "wheelhouse": _home_relative(wheelhouse_dir(config)),
         },
         "grid_head_node": resolved.head,

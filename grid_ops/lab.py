@@ -37,7 +37,7 @@ VETH_PREFIX = "gridlab-v"
 USER_PREFIX = "gridlab"
 USER_COMMENT = "grid-ops lab node"
 DEFAULT_SUBNET = "10.231.0.0/24"
-MAX_NODES = 32
+MAX_NODES = 64  # the README promises 2-50 nodes; the lab covers them
 SSHD = "/usr/sbin/sshd"
 APT_PACKAGES = [
     "openssh-server",

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-VENV = "venv"
+VENV = "venv"  # a link to the venv build in use (VENVS/<id>)
+VENVS = "venvs"  # venv builds, one per set of requirements (ClusterModel.venv_id)
+VENV_PREVIOUS = "state/venv_previous"  # the build used before the current one
+BUILD_MARKER = ".grid-ops-installed"  # in a build: its requirements, once installed
 CODE = "code"
 STATE = "state"
 RUN_DIR = "state/run"
@@ -31,11 +34,11 @@ DRAIN_NOTE = "state/drained"
 LIB = "lib"
 JOBS = "jobs"
 WHEELHOUSE = "wheelhouse"
-REQUIREMENTS = "requirements.txt"
+REQUIREMENTS = "requirements.txt"  # in a build
 RAY_TEMP = "ray"  # Ray's temp dir (sessions, logs) when remote_root is short enough
 # Everything grid-ops puts directly under remote_root ('reset' removes these, then
 # remote_root itself if nothing else is left in it).
-TOP_LEVEL = (VENV, CODE, STATE, LIB, JOBS, WHEELHOUSE, REQUIREMENTS, RAY_TEMP)
+TOP_LEVEL = (VENV, VENVS, CODE, STATE, LIB, JOBS, WHEELHOUSE, RAY_TEMP)
 
 # Bucket bounds (seconds) of the task-duration histogram: the runtime counts into them,
 # the metrics exporter names them.
@@ -73,6 +76,9 @@ def as_vars() -> dict[str, object]:
     """The layout and names for the roles (group_vars ``grid_layout``)."""
     return {
         "venv": VENV,
+        "venvs": VENVS,
+        "venv_previous": VENV_PREVIOUS,
+        "build_marker": BUILD_MARKER,
         "code": CODE,
         "state": STATE,
         "run_dir": RUN_DIR,

@@ -35,6 +35,7 @@ class NodeState:
     stamp: dict[str, Any] | None = None
     ray_running: bool = False
     drained: str | None = None
+    venv_id: str = ""  # the venv build in use ("" when unknown or none)
     error: str | None = None
 
 
@@ -43,7 +44,7 @@ class Plan:
     """What apply will do, by node name."""
 
     add: list[str]  # in the config, no stamp: never applied
-    change: dict[str, list[str]]  # applied before, stamp differs: "venv" and/or "ray"
+    change: dict[str, list[str]]  # stamp differs: some of stamp.PARTS
     start: list[str]  # stamp current, but Ray does not run there (and not drained)
     current: list[str]  # nothing to do
     remove: list[str]  # applied before, no longer in the config
@@ -170,9 +171,11 @@ def plan(
         if state.drained:
             drained[node.name] = state.drained
         parts = stamp.differs(want[node.name], state.stamp)
-        if state.stamp is None:
-            # never applied (or by an older grid-ops): provisioned, and Ray started unless
-            # it runs; a Ray that runs is adopted as it is
+        if state.stamp is None and state.ray_running and state.venv_id != cluster.venv_id:
+            change[node.name] = ["venv"]  # a Ray of other requirements: restarted on ours
+        elif state.stamp is None:
+            # never applied : provisioned, and Ray started unless
+            # it runs; a Ray that runs on the cluster's venv build is adopted as it is
             add.append(node.name)
         elif parts:
             change[node.name] = parts
@@ -185,7 +188,7 @@ def plan(
     names = {n.name for n in cluster.nodes}
     remove = sorted(n for n in before if n not in names)
     unreachable += [n for n in remove if not (states.get(n) and states[n].reachable)]
-    restart_all = bool(change.get(cluster.head))
+    restart_all = stamp.restarts(change.get(cluster.head, []))
     settings = applied.get("controller")
     return Plan(
         add=add,
@@ -216,3 +219,10 @@ def forget(cluster: str, names: list[str]) -> None:
     nodes = {k: v for k, v in (data.get("nodes") or {}).items() if k not in names}
     data["nodes"] = nodes
     write_atomic(applied_file(cluster), json.dumps(data, indent=1) + "\n", mode=0o600)
+
+
+def head_vars(cluster: ClusterModel, visit: list[str]) -> dict[str, Any]:
+    """Extra vars of a Ray start without the head: its address as the model knows it
+    (the role reads it from the head's facts when the head is in the run)."""
+    known = cluster.head_node.known_address
+    return {"grid_ray_head_ip": known} if known and cluster.head not in visit else {}

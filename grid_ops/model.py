@@ -96,6 +96,12 @@ class NodeModel:
         return "" if self.local else f"{self.target}:"
 
     @property
+    def known_address(self) -> str | None:
+        """The node's address as grid-ops knows it: the config's, else the one its SSH
+        connection arrived on when last probed (None: neither)."""
+        return self.address or self.ssh_ip
+
+    @property
     def identity(self) -> list[Any]:
         """What a recorded fact of this node is valid for."""
         return [self.host, self.port, self.user]
@@ -124,6 +130,15 @@ class ClusterModel:
     ray: dict[str, Any]  # version, port, dashboard_host, dashboard_port, auth
     requirements: tuple[str, ...]  # the node venv's: Ray pinned, then provision.packages
     controller: dict[str, Any] = factory(dict)  # the controller's settings
+
+    @property
+    def venv_id(self) -> str:
+        """The name of the nodes' venv build for these requirements and this Python
+        (a new build sits beside the one in use until Ray restarts on it)."""
+        import hashlib
+
+        text = json.dumps([list(self.requirements), self.python])
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def node(self, name: str) -> NodeModel:
         for node in self.nodes:
@@ -333,6 +348,12 @@ def with_recorded(static: ClusterModel) -> ClusterModel:
 
 def _local_root(remote_root: str) -> str:
     return os.path.expanduser(remote_root) if remote_root.startswith("~/") else remote_root
+
+
+def of_cluster_again(cluster: ClusterModel) -> ClusterModel:
+    """``cluster`` with what its nodes reported since it was resolved (a playbook run
+    records the remote_root of nodes it reached for the first time)."""
+    return with_recorded(cluster)
 
 
 def of(config: ClusterConfig) -> ClusterModel:

@@ -75,7 +75,7 @@ def environment(cluster: ClusterModel) -> str:
     in ``state/ray_address``); before any start, the head's address as the config or
     the last probe knows it."""
     head = cluster.head_node
-    known = f"{head.address or head.ssh_ip or head.host}:{cluster.ray['port']}"
+    known = f"{head.known_address or head.host}:{cluster.ray['port']}"
     parts = [
         'GRID_OPS_ROOT="$PWD"',
         f'PATH="$PWD/{layout.VENV}/bin:$PATH"',

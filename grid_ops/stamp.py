@@ -5,10 +5,12 @@ remote_root, written by the grid_lifecycle role at the end of a successful scale
 apply run). ``apply`` reads every node's stamp in one plain-ssh fan-out (one round trip
 per node) and runs Ansible only where the stamp differs from the one the config gives.
 
-A stamp has two parts, so the difference says what to do:
+A stamp has three parts, so the difference says what to do:
 
-* ``venv``: the requirements (Ray pinned, then provision.packages), the node's Python and
-  a digest of the grid-ops runtime pushed to it -> provision, then restart its Ray;
+* ``venv``: the requirements (Ray pinned, then provision.packages) and the node's Python
+  -> a new venv build, then Ray restarts on it;
+* ``runtime``: a digest of the grid-ops runtime pushed to the node -> push it again (and
+  the head's controller is replaced); Ray keeps running;
 * ``ray``: how Ray runs there (role, head, ports, auth, resources, CPUs, GPUs, memory)
   -> restart only that node's Ray (the head's: the whole cluster's).
 
@@ -62,7 +64,7 @@ def node_stamp(cluster: ClusterModel, node: NodeModel) -> dict[str, Any]:
     """The stamp ``node`` carries once the cluster's config is applied to it, but for
     the runtime's digest (the inventory's host var ``grid_stamp``: the rendered
     inventory stays the same while grid-ops' code changes; each grid-ops run passes the
-    digest as the extra var ``grid_runtime`` and the role adds it)."""
+    digest as the extra var ``grid_runtime`` and the role adds it, "" when run by hand)."""
     return {
         "format": FORMAT,
         "cluster": cluster.name,
@@ -84,22 +86,25 @@ def node_stamp(cluster: ClusterModel, node: NodeModel) -> dict[str, Any]:
 def stamps(cluster: ClusterModel, runtime: str | None = None) -> dict[str, dict[str, Any]]:
     """Every node's whole stamp (with the runtime's digest), by name."""
     digest = runtime or runtime_digest()
-    out = {}
-    for node in cluster.nodes:
-        whole = node_stamp(cluster, node)
-        whole["venv"]["runtime"] = digest
-        out[node.name] = whole
-    return out
+    return {node.name: {**node_stamp(cluster, node), "runtime": digest} for node in cluster.nodes}
+
+
+PARTS = ("venv", "runtime", "ray")
 
 
 def differs(want: dict[str, Any], have: dict[str, Any] | None) -> list[str]:
-    """What part of the stamp differs: [] (current), or some of "venv", "ray"; a missing
-    or foreign stamp differs in both."""
+    """What part of the stamp differs: [] (current), or some of PARTS; a missing or
+    foreign stamp differs in all."""
     if not isinstance(have, dict) or have.get("format") != FORMAT:
-        return ["venv", "ray"]
+        return list(PARTS)
     if have.get("cluster") != want["cluster"]:
-        return ["venv", "ray"]
-    return [part for part in ("venv", "ray") if _canon(have.get(part)) != _canon(want[part])]
+        return list(PARTS)
+    return [part for part in PARTS if _canon(have.get(part)) != _canon(want[part])]
+
+
+def restarts(parts: list[str]) -> bool:
+    """Does a node whose stamp differs in ``parts`` need its Ray restarted?"""
+    return "venv" in parts or "ray" in parts
 
 
 def _canon(value: Any) -> str:
@@ -111,8 +116,9 @@ def _canon(value: Any) -> str:
 
 
 def read_command(root: str) -> str:
-    """The shell line that prints the node's stamp, a separator, whether this user's
-    raylet runs and the node's drain note (the path is quoted: data, never code)."""
+    """The shell line that prints, between separator lines: the node's stamp, whether
+    this user's raylet runs, the node's drain note and the venv build in use (the path is
+    quoted: data, never code)."""
     quoted = shlex.quote(root)
     return (
         f"cd -- {quoted} 2>/dev/null || exit {layout.EXIT_MISSING_ROOT}; "
@@ -120,20 +126,23 @@ def read_command(root: str) -> str:
         f"printf '\\n%s\\n' {_SEPARATOR}; "
         f'pgrep -x -U "$(id -u)" {RAYLET} >/dev/null 2>&1 && echo {RAYLET}; '
         f"printf '%s\\n' {_SEPARATOR}; "
-        f"cat -- {shlex.quote(layout.DRAIN_NOTE)} 2>/dev/null; exit 0"
+        f"cat -- {shlex.quote(layout.DRAIN_NOTE)} 2>/dev/null; "
+        f"printf '\\n%s\\n' {_SEPARATOR}; "
+        f"readlink -- {shlex.quote(layout.VENV)} 2>/dev/null; exit 0"
     )
 
 
 def parse_read(stdout: str) -> dict[str, Any]:
-    """``{"stamp": dict | None, "ray_running": bool, "drained": str | None}`` from the
-    output of ``read_command`` (three sections, split by separator lines)."""
+    """``{"stamp": dict | None, "ray_running": bool, "drained": str | None, "venv_id":
+    str}`` from the output of ``read_command`` (four sections, split by separator
+    lines)."""
     sections: list[list[str]] = [[]]
     for line in stdout.split("\n"):
         if line == _SEPARATOR:
             sections.append([])
         else:
             sections[-1].append(line)
-    sections += [[] for _ in range(3 - len(sections))]
+    sections += [[] for _ in range(4 - len(sections))]
     stamp: Any = None
     text = "\n".join(sections[0]).strip()
     if text:
@@ -146,4 +155,5 @@ def parse_read(stdout: str) -> dict[str, Any]:
         "stamp": stamp if isinstance(stamp, dict) else None,
         "ray_running": RAYLET in (line.strip() for line in sections[1]),
         "drained": note or None,
+        "venv_id": os.path.basename("".join(sections[3]).strip().rstrip("/")),
     }

@@ -63,7 +63,7 @@ def test_apply_adopts_the_running_cluster_then_a_no_change_apply_runs_no_playboo
     first = lab.cli("apply", "-c", str(lab.config), "--json", timeout=900)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     # nodes started before apply existed carry no stamp: adopted (Ray kept running)
-    assert _json(first)["scale"]["hosts"].keys() == set(lab.nodes)
+    assert _json(first)["start"]["hosts"].keys() == set(lab.nodes)
     assert all(row["ray"] == "alive" for row in _ray(lab).values())
 
     before = _runs(lab)
@@ -71,7 +71,7 @@ def test_apply_adopts_the_running_cluster_then_a_no_change_apply_runs_no_playboo
     assert again.returncode == 0, again.stderr
     data = _json(again)
     assert data["plan"]["current"] == lab.nodes
-    assert "scale" not in data and "stop" not in data
+    assert not {"provision", "stop", "start"} & set(data)
     assert _runs(lab) == before  # Ansible did not run at all
     text = lab.cli("apply", "-c", str(lab.config))
     assert "Nothing to do: every node is current." in text.stdout
@@ -119,7 +119,7 @@ def test_removing_a_worker_keeps_its_pool_object_and_reports_its_boost(
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
     data = _json(again)
     assert data["plan"]["add"] == ["node3"]
-    assert set(data["scale"]["hosts"]) == {"node3"}
+    assert set(data["start"]["hosts"]) == set(data["provision"]["hosts"]) == {"node3"}
     after = _ray(lab)
     assert all(row["ray"] == "alive" for row in after.values())
     for name in ("node1", "node2"):  # nobody else restarted
@@ -159,6 +159,72 @@ def test_drain_and_undrain(running: Lab) -> None:
     assert again.returncode == 0 and "not drained" in again.stdout
 
 
+TOMLI = """
+import importlib.metadata as meta
+try:
+    print("tomli", meta.version("tomli"))
+except meta.PackageNotFoundError:
+    print("tomli none")
+"""
+
+
+def _job(lab: Lab, name: str, cfg: str) -> str:
+    """A job through Ray Jobs on the head, run to its end; its log."""
+    launched = lab.cli("job", "launch", "--name", name, "-c", cfg, "--", "python", "-c", TOMLI)
+    assert launched.returncode == 0, launched.stderr
+    logs = lab.cli("job", "logs", name, "--follow", "-c", cfg, timeout=300)
+    assert logs.returncode == 0, logs.stderr
+    status = _json(lab.cli("job", "status", name, "-c", cfg, "--json"))
+    assert status["status"] == "SUCCEEDED", logs.stdout
+    return logs.stdout
+
+
+def _builds(name: str) -> list[str]:
+    return sorted(os.listdir(_home(name) / "grid-ops" / "venvs"))
+
+
+def test_an_upgrade_builds_beside_the_running_venv_and_rolls_back(
+    running: Lab, tmp_path: Path
+) -> None:
+    """Two builds of a provisioned package (only one Ray version is available offline):
+    the new venv is built while Ray runs, one window restarts the cluster on it, and
+    rollback returns to the build it replaced."""
+    lab = running
+    cfg = str(lab.config)
+    assert "tomli none" in _job(lab, "before-upgrade", cfg)
+    old = os.readlink(_home("node2") / "grid-ops" / "venv")
+    data = yaml.safe_load(lab.config.read_text())
+    data.setdefault("provision", {})["packages"] = ["tomli==2.4.1"]
+    upgraded = tmp_path / "upgraded.yaml"
+    upgraded.write_text(yaml.safe_dump(data))
+
+    plan = _json(lab.cli("apply", "-c", str(upgraded), "--check", "--json"))["plan"]
+    assert plan["change"] == {n: ["venv"] for n in lab.nodes} and plan["restart_all"]
+    applied = lab.cli("apply", "-c", str(upgraded), "--json", timeout=1200)
+    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-2000:]
+    report = _json(applied)
+    assert report["not_current"] == [] and report["window_s"] > 0
+    assert set(report["start"]["hosts"]) == set(lab.nodes)
+    assert all(row["ray"] == "alive" for row in _ray(lab).values())
+    new = os.readlink(_home("node2") / "grid-ops" / "venv")
+    assert new != old and len(_builds("node2")) == 2  # the previous build is kept
+    assert "tomli 2.4.1" in _job(lab, "after-upgrade", str(upgraded))
+    ran = lab.cli("run", "--node", "node3", "-c", str(upgraded), "--", "python", "-c", TOMLI)
+    assert "tomli 2.4.1" in ran.stdout, ran.stdout + ran.stderr
+
+    asked = lab.cli("rollback", "-c", str(upgraded))
+    assert asked.returncode == 2 and "--yes" in asked.stderr
+    back = lab.cli("rollback", "-c", str(upgraded), "--yes", timeout=900)
+    assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-2000:]
+    assert "next 'grid-ops apply' upgrades again" in back.stdout
+    assert os.readlink(_home("node2") / "grid-ops" / "venv") == old
+    assert all(row["ray"] == "alive" for row in _ray(lab).values())
+    assert "tomli none" in _job(lab, "after-rollback", cfg)
+    # the config put back: the nodes are current again, nothing runs
+    again = _json(lab.cli("apply", "-c", cfg, "--json"))
+    assert again["plan"]["current"] == lab.nodes and "start" not in again
+
+
 def test_reset_then_a_killed_node_is_dropped_and_comes_back(running: Lab, tmp_path: Path) -> None:
     lab = running
     cfg = str(lab.config)
@@ -174,7 +240,7 @@ def test_reset_then_a_killed_node_is_dropped_and_comes_back(running: Lab, tmp_pa
 
     readd = lab.cli("apply", "-c", cfg, "--json", timeout=900)
     assert readd.returncode == 0, readd.stdout[-2000:] + readd.stderr[-2000:]
-    assert set(_json(readd)["scale"]["hosts"]) == {"node3"}
+    assert set(_json(readd)["start"]["hosts"]) == {"node3"}
 
     smaller = str(_without(lab, tmp_path, "node3"))
     assert lab.cli("lab", "kill", "node3").returncode == 0

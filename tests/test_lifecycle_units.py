@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from grid_ops import layout, lifecycle, model, stamp
 from grid_ops.config import ClusterConfig
@@ -41,9 +45,12 @@ def test_a_stamp_and_drain_note_read_back_through_a_real_shell(tmp_path: Path) -
     cluster = _cluster()
     want = stamp.stamps(cluster, runtime="abc")["n2"]
     (root / layout.STAMP).write_text(json.dumps(want))
-    assert _read(root) == {"stamp": want, "ray_running": False, "drained": None}
+    assert _read(root) == {"stamp": want, "ray_running": False, "drained": None, "venv_id": ""}
     (root / layout.DRAIN_NOTE).write_text("fan swap\n")
-    assert _read(root)["drained"] == "fan swap"
+    (root / layout.VENVS / "abc123").mkdir(parents=True)
+    (root / layout.VENV).symlink_to(Path(layout.VENVS) / "abc123")
+    read = _read(root)
+    assert read["drained"] == "fan swap" and read["venv_id"] == "abc123"
     assert not (Path.cwd() / "pwned").exists() and not (tmp_path / "pwned").exists()
 
 
@@ -53,7 +60,7 @@ def test_a_missing_root_exits_with_the_missing_root_code(tmp_path: Path) -> None
 
 
 def test_a_node_without_a_stamp_reads_as_none(tmp_path: Path) -> None:
-    assert _read(tmp_path) == {"stamp": None, "ray_running": False, "drained": None}
+    assert _read(tmp_path) == {"stamp": None, "ray_running": False, "drained": None, "venv_id": ""}
 
 
 def test_the_stamp_part_that_differs_names_the_work() -> None:
@@ -65,9 +72,12 @@ def test_the_stamp_part_that_differs_names_the_work() -> None:
     retagged = stamp.stamps(_cluster(nodes=tagged["nodes"]), runtime="abc")
     assert stamp.differs(retagged["n2"], before["n2"]) == ["ray"]
     assert stamp.differs(retagged["n3"], before["n3"]) == []
-    assert stamp.differs(before["n1"], None) == ["venv", "ray"]
-    assert stamp.differs(before["n1"], {**before["n1"], "cluster": "other"}) == ["venv", "ray"]
+    assert stamp.differs(before["n1"], None) == ["venv", "runtime", "ray"]
+    assert stamp.differs(before["n1"], {**before["n1"], "cluster": "other"}) == list(stamp.PARTS)
     assert stamp.differs(before["n1"], before["n1"] | {"ray": {}}) == ["ray"]
+    newer = stamp.stamps(_cluster(), runtime="def")
+    assert stamp.differs(newer["n1"], before["n1"]) == ["runtime"]
+    assert not stamp.restarts(["runtime"]) and stamp.restarts(["runtime", "ray"])
 
 
 def _state(name: str, have: dict[str, object] | None, running: bool = True) -> lifecycle.NodeState:
@@ -97,6 +107,10 @@ def test_the_plan_adds_changes_starts_and_removes_only_what_differs() -> None:
     assert plan.start == ["n2"] and plan.change == {"n1": ["ray"]} and plan.restart_all
     assert not plan.controller and plan.remove == []
 
+    states["n1"] = _state("n1", want["n1"] | {"runtime": "old"})
+    plan = lifecycle.plan(cluster, want, states, {})
+    assert plan.change == {"n1": ["runtime"]} and not plan.restart_all  # Ray keeps running
+
 
 def test_an_unreachable_or_drained_node_is_not_started() -> None:
     cluster = _cluster()
@@ -123,3 +137,48 @@ def test_the_runtime_digest_follows_the_pushed_files(tmp_path: Path) -> None:
     assert stamp.runtime_digest(str(tmp_path)) == first  # not pushed, not counted
     (tmp_path / "mod.py").write_text("x = 2\n")
     assert stamp.runtime_digest(str(tmp_path)) != first
+
+
+def _build(root: Path, build: str, requirements: str) -> None:
+    base = root / layout.VENVS / build
+    (base / "bin").mkdir(parents=True)
+    (base / "bin" / "python").write_text("")
+    (base / layout.REQUIREMENTS).write_text(f"# a comment\n{requirements}\n")
+    (base / layout.BUILD_MARKER).write_text(requirements)
+
+
+def test_venv_builds_switch_atomically_keep_one_previous_and_roll_back(tmp_path: Path) -> None:
+    from grid_ops.runtime import venvs
+
+    root = str(tmp_path)
+    legacy = tmp_path / layout.VENV
+    (legacy / "bin").mkdir(parents=True)  # a venv from before builds: a real directory
+    assert venvs.current(root) == venvs.LEGACY
+    _build(tmp_path, "aaa", "ray[default]==2.60.0")
+    assert venvs.switch(root, "aaa") == {"switched": True, "from": "legacy", "to": "aaa"}
+    assert sorted(os.listdir(tmp_path / layout.VENVS)) == ["aaa", "legacy"]
+    _build(tmp_path, "bbb", "ray[default]==2.60.0\ntomli==2.4.1")
+    venvs.switch(root, "bbb")
+    assert venvs.current(root) == "bbb" and venvs.previous(root) == "aaa"
+    assert sorted(os.listdir(tmp_path / layout.VENVS)) == ["aaa", "bbb"]  # legacy pruned
+    assert os.readlink(tmp_path / layout.VENV) == os.path.join(layout.VENVS, "bbb")
+    (tmp_path / layout.VENVS / "ccc").mkdir()  # incomplete: never switched to
+    with pytest.raises(venvs.NoBuild):
+        venvs.switch(root, "ccc")
+    assert venvs.current(root) == "bbb"
+    with pytest.raises(venvs.NoBuild):
+        venvs.switch(root, "../x")
+
+    stamp_file = tmp_path / layout.STAMP
+    stamp_file.parent.mkdir(parents=True, exist_ok=True)
+    stamp_file.write_text(json.dumps({"venv": {"requirements": ["new"], "python": "p"}}))
+    env = dict(os.environ, GRID_OPS_ROOT=root)
+    proc = subprocess.run(
+        [sys.executable, "-m", "grid_ops.runtime.venvs", "rollback"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout) == {"switched": True, "from": "bbb", "to": "aaa"}
+    assert venvs.current(root) == "aaa" and venvs.previous(root) == "bbb"
+    restamped = json.loads(stamp_file.read_text())
+    assert restamped["venv"] == {"requirements": ["ray[default]==2.60.0"], "python": "p"}

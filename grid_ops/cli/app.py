@@ -30,6 +30,7 @@ from grid_ops.cli import (
     ping,
     provision,
     reset_cmd,
+    rollback_cmd,
     run_cmd,
     sync_cmd,
 )
@@ -72,6 +73,7 @@ app.command("provision")(provision.provision)
 app.command("sync")(sync_cmd.sync)
 app.command("apply")(apply_cmd.apply)
 app.command("up")(apply_cmd.up)
+app.command("rollback")(rollback_cmd.rollback)
 app.command("reset")(reset_cmd.reset)
 app.command("run", context_settings={"allow_interspersed_args": False})(run_cmd.run)
 app.command("demo")(demo.demo)

@@ -50,7 +50,8 @@ def apply(
     (asks first unless --yes; a node that cannot be reached is dropped untouched).
     Nodes already current are not visited. A drained node stays drained.
     """
-    from grid_ops import lifecycle, model, stamp
+    from grid_ops import lifecycle, model
+    from grid_ops import stamp as stamps
 
     started = time.monotonic()
     cfg, path = load_config(config)
@@ -62,7 +63,7 @@ def apply(
     everyone = _with_removed(cfg, removed)
     whole = model.of(everyone)
     states = lifecycle.read_states(whole, list(whole.nodes))
-    plan = lifecycle.plan(cluster, stamp.stamps(cluster), states, applied, full=full)
+    plan = lifecycle.plan(cluster, stamps.stamps(cluster), states, applied, full=full)
     report: dict[str, Any] = {"plan": plan.to_json(), "check": check}
     if not json_out:
         _print_plan(cfg, plan, states)
@@ -79,37 +80,14 @@ def apply(
         _confirm_removal(plan.remove, json_out)
     if plan.remove:
         report["remove"] = _remove(everyone, path, plan, states, keep_files, json_out)
-    results: dict[str, PlaybookResult] = {}
-    if plan.restart_all:
-        visit = [n for n in cfg.node_names if n not in blocked]
-        results["stop"] = playbook.run(
-            "ray_stop", cfg, path, title="ray stop", json_out=json_out, limit=visit
-        )
-        results["scale"] = playbook.run(
-            "scale", cfg, path, title="apply", json_out=json_out, limit=visit
-        )
-    elif plan.visit:
-        restart = [n for n, parts in plan.change.items() if parts and n not in plan.drained]
-        if restart:
-            results["stop"] = playbook.run(
-                "ray_stop", cfg, path, title="ray stop (changed nodes)", json_out=json_out,
-                limit=restart,
-            )  # fmt: skip
-        results["scale"] = playbook.run(
-            "scale",
-            cfg,
-            path,
-            title="apply",
-            json_out=json_out,
-            limit=plan.visit,
-            extravars=_head_address(cluster, plan.visit),
-        )
-    scale = results.get("scale")
-    if plan.controller and not plan.restart_all and not (scale and cluster.head in scale.hosts):
+    results, report["window_s"] = _carry_out(cfg, path, cluster, plan, blocked, full, json_out)
+    start = results.get("start")
+    if plan.controller and not (start and cluster.head in start.hosts):
         report["controller"] = _configure(cfg, cluster, json_out)
-    done = [n for n in plan.current]
-    if scale:
-        done += [n for n in scale.hosts if n not in scale.failed_hosts]
+    started_ok = [n for n in start.hosts if n not in start.failed_hosts] if start else []
+    behind = _verify(cluster, started_ok, plan) if started_ok else []
+    report["not_current"] = behind
+    done = [*plan.current, *(n for n in started_ok if n not in behind)]
     kept = {
         n: c
         for n, c in zip(plan.remove, removed, strict=False)
@@ -118,7 +96,86 @@ def apply(
     lifecycle.write_applied(cfg, cluster, done, kept)
     report.update({k: v.to_json() for k, v in results.items()})
     report["seconds"] = round(time.monotonic() - started, 3)
-    _finish(cfg, plan, results, report, blocked, json_out)
+    _finish(cfg, plan, results, report, [*blocked, *behind], json_out)
+
+
+def _carry_out(
+    cfg: ClusterConfig,
+    path: Path,
+    cluster: ClusterModel,
+    plan: Plan,
+    blocked: list[str],
+    full: bool,
+    json_out: bool,
+) -> tuple[dict[str, PlaybookResult], float | None]:
+    """Build, then one short window: stop what restarts, start (and stamp) what changed.
+
+    New venvs are built beside the ones in use while Ray runs (provision); only then
+    does Ray stop where it must (the changed nodes; every node when the head changes)
+    and start again on the new build. A node whose build failed is left as it runs."""
+    from grid_ops import lifecycle
+    from grid_ops import stamp as stamps
+
+    results: dict[str, PlaybookResult] = {}
+    everyone = [n for n in cfg.node_names if n not in blocked]
+    visit = everyone if plan.restart_all else plan.visit
+    build = [
+        n
+        for n in visit
+        if n in plan.add
+        or {"venv", "runtime"} & set(plan.change.get(n, []))
+        or (full and n in plan.change)
+    ]
+    failed: list[str] = []
+    if build:
+        results["provision"] = playbook.run(
+            "provision", cfg, path, title="build", json_out=json_out, limit=build
+        )
+        failed = results["provision"].failed_hosts
+    if plan.restart_all and cluster.head in failed:
+        return results, None  # the head has no new build: nothing is stopped
+    if plan.restart_all:
+        restart = everyone
+    else:
+        changed = plan.change.items()
+        restart = [n for n, parts in changed if stamps.restarts(parts) and n not in plan.drained]
+    restart = [n for n in restart if n not in failed]
+    start = [n for n in visit if n not in failed]
+    window_started = time.monotonic()
+    if restart:
+        results["stop"] = playbook.run(
+            "ray_stop", cfg, path, title="ray stop", json_out=json_out, limit=restart
+        )
+    if start:
+        results["start"] = playbook.run(
+            "ray_start", cfg, path, title="ray start", json_out=json_out, limit=start,
+            extravars={"grid_ray_apply": True, **lifecycle.head_vars(cluster, start)},
+        )  # fmt: skip
+    window = round(time.monotonic() - window_started, 3) if restart else None
+    return results, window
+
+
+def _verify(cluster: ClusterModel, names: list[str], plan: Plan) -> list[str]:
+    """The nodes (of ``names``) that do not now run what the config gives: stamp, venv
+    build, Ray up (unless drained). One more round trip per node."""
+    from grid_ops import lifecycle, model, stamp
+
+    fresh = model.of_cluster_again(cluster)
+    want = stamp.stamps(fresh)
+    states = lifecycle.read_states(fresh, [fresh.node(n) for n in names])
+    behind = []
+    for name in names:
+        state = states[name]
+        if state.drained:
+            continue  # Ray stays off there, and nothing is noted
+        if (
+            not state.reachable
+            or stamp.differs(want[name], state.stamp)
+            or state.venv_id != fresh.venv_id
+            or not (state.ray_running or state.drained)
+        ):
+            behind.append(name)
+    return behind
 
 
 def up(config: ConfigOption = None, json_out: JsonOption = False) -> None:
@@ -137,16 +194,6 @@ def _with_removed(cfg: ClusterConfig, removed: list[dict[str, Any]]) -> ClusterC
 
     extra = [NodeConfig.model_validate(n) for n in removed]
     return cfg.model_copy(update={"nodes": [*cfg.nodes, *extra]})
-
-
-def _head_address(cluster: ClusterModel, visit: list[str]) -> dict[str, Any]:
-    """A run without the head: its address as the model knows it (config, else the
-    address its SSH connection arrived on when last probed)."""
-    if cluster.head in visit:
-        return {}
-    head = cluster.head_node
-    known = head.address or head.ssh_ip
-    return {"grid_ray_head_ip": known} if known else {}
 
 
 def _confirm_removal(names: list[str], json_out: bool) -> None:
@@ -246,17 +293,29 @@ def _configure(cfg: ClusterConfig, cluster: ClusterModel, json_out: bool) -> dic
         return {"error": exc.message}
 
 
+def _describe_change(parts: list[str]) -> str:
+    if not parts:
+        return "--full: visit"
+    said = {
+        "venv": "requirements changed",
+        "runtime": "grid-ops runtime changed",
+        "ray": "Ray settings changed",
+    }
+    todo = []
+    if "venv" in parts:
+        todo.append("build the new venv")
+    elif "runtime" in parts:
+        todo.append("push the runtime")
+    todo.append("restart Ray" if "venv" in parts or "ray" in parts else "Ray keeps running")
+    return ", ".join(said[p] for p in parts) + ": " + ", ".join(todo)
+
+
 def _print_plan(cfg: ClusterConfig, plan: Plan, states: dict[str, Any]) -> None:
     rows: list[tuple[str, str]] = []
     for name in plan.add:
         rows.append((name, "add: provision, start Ray"))
     for name, parts in plan.change.items():
-        what = {
-            ("ray", "venv"): "venv and Ray settings changed: provision, restart Ray",
-            ("venv",): "venv changed: provision, restart Ray",
-            ("ray",): "Ray settings changed: restart Ray",
-            (): "--full: visit",
-        }[tuple(sorted(parts))]
+        what = _describe_change(parts)
         rows.append((name, what))
     for name in plan.start:
         rows.append((name, "Ray not running: start it"))
@@ -292,17 +351,20 @@ def _finish(
     if json_out:
         print_json(report)
     else:
-        for name, result in results.items():
-            if name == "scale":
-                from grid_ops.cli.progress import print_summary
+        from grid_ops.cli.progress import print_summary
 
-                print_summary(result)
+        for name in ("provision", "start"):
+            if name in results:
+                print_summary(results[name])
+        if report.get("window_s") is not None:
+            info(f"Ray was down on the restarted nodes for {report['window_s']:.1f} s.")
     if failed:
         if not json_out:
             error(
                 f"apply did not finish on {len(failed)} node(s): {', '.join(failed)}.",
                 "Nodes that succeeded are applied and kept; fix the cause (grid-ops ping, "
-                "grid-ops health) and run 'grid-ops apply' again: it resumes with those nodes.",
+                "grid-ops health) and run 'grid-ops apply' again: it resumes with those nodes "
+                "(a node whose new venv did not build keeps running the one it had).",
             )
         raise typer.Exit(1)
     if not json_out:

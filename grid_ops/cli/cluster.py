@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from grid_ops.cli import playbook
-from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_config
 from grid_ops.cli.output import cell, error, out, print_json, safe
 from grid_ops.cli.progress import LiveView
 
@@ -13,22 +13,34 @@ app = typer.Typer(help="Start, stop and inspect the Ray cluster.", no_args_is_he
 
 
 @app.command("start")
-def start(config: ConfigOption = None, json_out: JsonOption = False) -> None:
+def start(
+    config: ConfigOption = None, limit: LimitOption = None, json_out: JsonOption = False
+) -> None:
     """Start Ray: the head first (waiting for its GCS), then the workers.
 
     Nodes where Ray already runs are left alone, so on a running cluster this changes
-    nothing, and with one worker down it starts only that worker.
+    nothing, and with one worker down it starts only that worker. A drained node
+    ('grid-ops node drain') stays off. --limit starts only those nodes (workers join the
+    running head).
     """
+    from grid_ops import lifecycle, model
+
     cfg, path = load_config(config)
-    result = playbook.run("ray_start", cfg, path, title="ray start", json_out=json_out)
+    extravars = lifecycle.head_vars(model.of(cfg), limit) if limit else None
+    result = playbook.run(
+        "ray_start", cfg, path, title="ray start", json_out=json_out, limit=limit,
+        extravars=extravars,
+    )  # fmt: skip
     playbook.finish(result, json_out, "cluster start")
 
 
 @app.command("stop")
-def stop(config: ConfigOption = None, json_out: JsonOption = False) -> None:
-    """Stop Ray on every node, as each node's user."""
+def stop(
+    config: ConfigOption = None, limit: LimitOption = None, json_out: JsonOption = False
+) -> None:
+    """Stop Ray on every node (or the --limit ones), as each node's user."""
     cfg, path = load_config(config)
-    result = playbook.run("ray_stop", cfg, path, title="ray stop", json_out=json_out)
+    result = playbook.run("ray_stop", cfg, path, title="ray stop", json_out=json_out, limit=limit)
     playbook.finish(result, json_out, "cluster stop")
 
 

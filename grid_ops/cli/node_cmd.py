@@ -105,10 +105,9 @@ def undrain(node: NodeArg, config: ConfigOption = None, json_out: JsonOption = F
         else:
             out.print(f"{safe(node)} is not drained; nothing to do.")
         return
-    from grid_ops import model
-    from grid_ops.cli.apply_cmd import _head_address
+    from grid_ops import lifecycle, model
 
-    extravars = _head_address(model.of(cfg), [node])
+    extravars = lifecycle.head_vars(model.of(cfg), [node])
     stopped = playbook.run("ray_stop", cfg, path, title="ray stop", json_out=json_out, limit=[node])
     if stopped.failed_hosts:
         playbook.finish(stopped, json_out, "undrain")

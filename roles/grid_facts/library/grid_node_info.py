@@ -32,6 +32,10 @@ options:
     description: The node's drain note under remote_root (its text is returned as drained).
     type: str
     default: ""
+  venv:
+    description: The venv link under remote_root (the build it points at is returned as venv_id).
+    type: str
+    default: ""
 author:
   - grid-ops
 """
@@ -49,7 +53,8 @@ ansible_facts:
     hostname, ssh_ip, user, home, root (remote_root expanded), private_ok (remote_root and
     private_dirs are directories of this user with mode 0700), ray_token_sha1 ("" when
     absent), ray_address (the noted head address, "" when absent), drained (the drain
-    note's reason, "" when the node is not drained), system, release,
+    note's reason, "" when the node is not drained), venv_id (the venv build in use:
+    "legacy" for a venv made before builds, "" for none), system, release,
     machine, glibc, venv_support, rsync, nvidia_smi, gpu_count, cpu_count, mem_total_bytes;
     and C(grid_ray_node), this user's Ray processes on the node: running (a raylet is
     up), head (a GCS server is up), node_id (from the raylet's command line), pids.
@@ -135,6 +140,13 @@ def _first_line(path: str) -> str:
         return ""
 
 
+def _venv_id(link: str) -> str:
+    """The build the venv link points at ("legacy": a real directory; "": none)."""
+    if os.path.islink(link):
+        return os.path.basename(os.readlink(link).rstrip("/"))
+    return "legacy" if os.path.isdir(link) else ""
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -143,6 +155,7 @@ def main() -> None:
             "ray_token": {"type": "str", "default": "", "no_log": False},
             "ray_address": {"type": "str", "default": ""},
             "drain_note": {"type": "str", "default": ""},
+            "venv": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -181,6 +194,9 @@ def main() -> None:
             if module.params["drain_note"]
             else ""
         ),
+        "venv_id": _venv_id(os.path.join(root, module.params["venv"]))
+        if module.params["venv"]
+        else "",
         "system": uname.system,
         "release": uname.release,
         "machine": uname.machine,

@@ -1,0 +1,149 @@
+"""The node's venv builds: which one is in use, switching, rolling back (on the node).
+
+Each set of requirements gets its own build, ``<remote_root>/venvs/<id>``; ``venv`` is a
+link to the one in use, so a new build is made beside it while Ray runs, and Ray only
+restarts for the switch. The build used before the current one is noted in
+``state/venv_previous`` and kept; older builds are removed at a switch.
+
+Runs with the node's own Python and the grid-ops runtime on PYTHONPATH, never from a venv
+it may be switching away from::
+
+    python3 -m grid_ops.runtime.venvs switch ID    # use build ID (complete builds only)
+    python3 -m grid_ops.runtime.venvs rollback     # back to the previous build (and the
+                                                   # node's stamp names its requirements)
+    python3 -m grid_ops.runtime.venvs current
+
+Each prints one JSON line: ``{"switched": bool, "from": id, "to": id}`` or ``{"current"}``.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+from grid_ops import layout
+from grid_ops.fsutil import write_atomic
+
+LEGACY = "legacy"  # a venv made before builds existed, kept as a build under this name
+
+
+class NoBuild(RuntimeError):
+    """The build asked for is missing or incomplete."""
+
+
+def _root() -> str:
+    return os.environ.get("GRID_OPS_ROOT") or os.getcwd()
+
+
+def current(root: str) -> str:
+    """The build in use ("" when none)."""
+    link = os.path.join(root, layout.VENV)
+    if os.path.islink(link):
+        return os.path.basename(os.readlink(link).rstrip("/"))
+    return LEGACY if os.path.isdir(link) else ""
+
+
+def previous(root: str) -> str:
+    try:
+        with open(os.path.join(root, layout.VENV_PREVIOUS), encoding="utf-8") as handle:
+            return handle.readline().strip()
+    except OSError:
+        return ""
+
+
+def complete(root: str, build: str) -> bool:
+    """Is ``build`` installed (its marker written after a successful install)?"""
+    base = os.path.join(root, layout.VENVS, build)
+    return os.path.isfile(os.path.join(base, "bin", "python")) and os.path.isfile(
+        os.path.join(base, layout.BUILD_MARKER)
+    )
+
+
+def switch(root: str, build: str) -> dict[str, object]:
+    """Point ``venv`` at ``build`` (atomically); note the one it replaces; keep only the
+    two (older builds are removed)."""
+    if "/" in build or build in ("", ".", ".."):
+        raise NoBuild(f"not a build name: {build!r}")
+    was = current(root)
+    if was == build:
+        return {"switched": False, "from": was, "to": build}
+    link = os.path.join(root, layout.VENV)
+    if was == LEGACY:  # a real directory from before builds: keep it as a build
+        os.makedirs(os.path.join(root, layout.VENVS), exist_ok=True)
+        target = os.path.join(root, layout.VENVS, LEGACY)
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(link, target)
+    if not complete(root, build):
+        raise NoBuild(f"the venv build {build} is missing or incomplete on this node")
+    temp = f"{link}.{os.getpid()}.{time.monotonic_ns()}"
+    os.symlink(os.path.join(layout.VENVS, build), temp)
+    os.replace(temp, link)
+    if was:
+        write_atomic(os.path.join(root, layout.VENV_PREVIOUS), was + "\n", mode=0o600)
+    _prune(root, keep={build, was})
+    return {"switched": True, "from": was, "to": build}
+
+
+def _prune(root: str, keep: set[str]) -> None:
+    base = os.path.join(root, layout.VENVS)
+    for name in os.listdir(base) if os.path.isdir(base) else []:
+        if name not in keep:
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
+def requirements(root: str, build: str) -> list[str]:
+    """The requirements ``build`` was installed from (its requirements file's lines)."""
+    path = os.path.join(root, layout.VENVS, build, layout.REQUIREMENTS)
+    with open(path, encoding="utf-8") as handle:
+        lines = [line.strip() for line in handle]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _restamp(root: str, build: str) -> None:
+    """After a rollback the node's stamp names the requirements that run again, so
+    'grid-ops apply' sees the difference from the config (and upgrades again unless the
+    config went back too)."""
+    path = os.path.join(root, layout.STAMP)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            stamp = json.load(handle)
+        stamp["venv"]["requirements"] = requirements(root, build)
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    write_atomic(path, json.dumps(stamp) + "\n", mode=0o600)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True)
+    to = sub.add_parser("switch", help="use build ID")
+    to.add_argument("build")
+    sub.add_parser("rollback", help="back to the previous build")
+    sub.add_parser("current", help="the build in use")
+    args = parser.parse_args(argv)
+    root = _root()
+    try:
+        if args.action == "current":
+            out: dict[str, object] = {"current": current(root), "previous": previous(root)}
+        elif args.action == "switch":
+            out = switch(root, args.build)
+        else:
+            back = previous(root)
+            if not back:
+                raise NoBuild("no previous venv build is noted on this node")
+            out = switch(root, back)
+            _restamp(root, back)
+    except (NoBuild, OSError) as exc:
+        sys.stdout.write(json.dumps({"error": str(exc)}) + "\n")
+        return 1
+    sys.stdout.write(json.dumps(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
