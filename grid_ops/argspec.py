@@ -1,4 +1,4 @@
-"""The options of `health` and `sync` that the quick path answers, and the parameter of
+"""The options of `health`, `sync` and `apply` that the quick path answers, and the parameter of
 the Typer command each one sets (standard library only).
 
 The Typer commands (grid_ops.cli.health_cmd, grid_ops.cli.sync_cmd) declare their options
@@ -37,7 +37,13 @@ SYNC = Spec(
     repeatable=frozenset({"node"}),
     positional="src",
 )
-COMMANDS = {"health": HEALTH, "sync": SYNC}
+APPLY = Spec(
+    flags={"--json": "json_out", "--check": "check"},
+    values=dict(_CONFIG),
+    repeatable=frozenset(),
+    positional=None,
+)
+COMMANDS = {"health": HEALTH, "sync": SYNC, "apply": APPLY}
 
 
 def parse(spec: Spec, args: list[str]) -> dict[str, Any] | None:

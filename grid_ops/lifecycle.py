@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any
 
 from grid_ops import layout, stamp
 from grid_ops.model import ClusterModel, NodeModel, ensure_control_dir
 from grid_ops.paths import state_dir_name
 from grid_ops.record import record
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from grid_ops.config import ClusterConfig
 
 FORMAT = 1
@@ -226,3 +228,78 @@ def head_vars(cluster: ClusterModel, visit: list[str]) -> dict[str, Any]:
     (the role reads it from the head's facts when the head is in the run)."""
     known = cluster.head_node.known_address
     return {"grid_ray_head_ip": known} if known and cluster.head not in visit else {}
+
+
+def provisioned(cluster: ClusterModel, states: dict[str, NodeState]) -> list[str]:
+    """The nodes whose stamp says their venv and runtime are what the config gives, on
+    the cluster's venv build ('provision' leaves them out of its walk)."""
+    want = stamp.stamps(cluster)
+    out = []
+    for node in cluster.nodes:
+        state = states.get(node.name)
+        if state is None or not state.reachable or state.stamp is None:
+            continue
+        parts = stamp.differs(want[node.name], state.stamp)
+        if not {"venv", "runtime"} & set(parts) and state.venv_id == cluster.venv_id:
+            out.append(node.name)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# what apply says (the full CLI and the quick path print the same)
+
+NOTHING_TO_DO = "Nothing to do: every node is current."
+
+
+def describe_change(parts: list[str]) -> str:
+    if not parts:
+        return "--full: visit"
+    said = {
+        "venv": "requirements changed",
+        "runtime": "grid-ops runtime changed",
+        "ray": "Ray settings changed",
+    }
+    todo = []
+    if "venv" in parts:
+        todo.append("build the new venv")
+    elif "runtime" in parts:
+        todo.append("push the runtime")
+    todo.append("restart Ray" if stamp.restarts(parts) else "Ray keeps running")
+    return ", ".join(said[p] for p in parts) + ": " + ", ".join(todo)
+
+
+def plan_lines(
+    cluster: ClusterModel, plan: Plan, states: dict[str, NodeState], config_names: list[str]
+) -> list[str]:
+    """The plan as text, one line per node with something to say (none: no lines)."""
+    rows: list[str] = []
+    rows += [f"{name}: add: provision, start Ray" for name in plan.add]
+    rows += [f"{name}: {describe_change(parts)}" for name, parts in plan.change.items()]
+    rows += [f"{name}: Ray not running: start it" for name in plan.start]
+    for name in plan.remove:
+        state = states.get(name)
+        reachable = bool(state and state.reachable)
+        how = "drain, stop, clean up" if reachable else "unreachable: drop untouched"
+        rows.append(f"{name}: remove: {how}")
+    for name in plan.unreachable:
+        if name in config_names:
+            state = states.get(name)
+            rows.append(f"{name}: unreachable: {(state.error if state else None) or 'no answer'}")
+    rows += [f"{name}: drained ({why}): Ray stays off" for name, why in plan.drained.items()]
+    if not rows:
+        return []
+    head = f"apply plan for {cluster.name} ({len(plan.current)} node(s) current):"
+    tail = []
+    if plan.restart_all:
+        tail.append("  the head changes: the whole cluster's Ray restarts")
+    if plan.controller:
+        tail.append("  the controller takes the new node set")
+    return [head, *(f"  {row}" for row in rows), *tail]
+
+
+def noop_document(plan: Plan, check: bool, seconds: float) -> dict[str, Any]:
+    """``apply --json`` when nothing is to be done."""
+    doc: dict[str, Any] = {"plan": plan.to_json(), "check": check}
+    if not check:
+        doc.update(window_s=None, not_current=[], seconds=round(seconds, 3))
+    return doc

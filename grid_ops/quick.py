@@ -1,8 +1,8 @@
-"""The console entry point: a dispatcher that answers `health` and a no-change `sync`
-without loading the full CLI, by calling the same functions it does.
+"""The console entry point: a dispatcher that answers `health`, a no-change `sync` and a
+no-change `apply` without loading the full CLI, by calling the same functions it does.
 
-`grid-ops health` and `grid-ops sync` are run often, in loops and before every job, and
-the work they do on a warm cluster (one probe or one rsync per node over open SSH
+`grid-ops health`, `sync` and `apply` are run often, in loops and before every job, and
+the work they do on a warm cluster (one probe, rsync or stamp read per node over open SSH
 connections) takes tens of milliseconds: less than loading Typer, Rich and pydantic. So
 when the command line is one grid_ops.argspec knows and the config's resolved model is
 cached for the file's current content (grid_ops.model: written by the full CLI when it
@@ -10,6 +10,9 @@ last loaded that config for these commands), this module only dispatches:
 
 - health: grid_ops.probe.collect on the model (the full CLI's own call), the same JSON,
   the same table.
+- apply: grid_ops.lifecycle reads every node's stamp (one round trip each) and plans; when
+  nothing is to be done it prints what the full CLI prints, else the full CLI carries
+  the plan out (reading the stamps again).
 - sync: the rsync command of grid_ops.rsync (the role's own filter plugin) as a dry run
   on every node. If nothing would move (or --dry-run was asked), grid_ops.results prints
   the same document the full CLI does; if something would move, a node's root is not
@@ -59,7 +62,7 @@ def attempt(args: list[str]) -> int | None:
     """The exit code of a command done here, or None to hand it to the full CLI."""
     from grid_ops import argspec
 
-    commands = {"health": _health, "sync": _sync}
+    commands = {"health": _health, "sync": _sync, "apply": _apply}
     if not args or args[0] not in commands:
         return None
     opts = argspec.parse(argspec.COMMANDS[args[0]], args[1:])
@@ -180,6 +183,39 @@ def _sync(cluster: ClusterModel, opts: dict[str, Any]) -> Callable[[], int] | No
             from grid_ops import metrics
 
             metrics.record_sync([r["seconds"] for r in rows.values()])
+        return 0
+
+    return report
+
+
+def _apply(cluster: ClusterModel, opts: dict[str, Any]) -> Callable[[], int] | None:
+    import time
+
+    from grid_ops import lifecycle, stamp
+
+    started = time.monotonic()
+    applied = lifecycle.read_applied(cluster.name)
+    names = [n.name for n in cluster.nodes]
+    check = bool(opts.get("check"))
+    if not check and (
+        set(applied.get("nodes") or {}) != set(names)
+        or applied.get("controller") != cluster.controller
+    ):
+        return None  # nodes to remove, or a state to record: the full CLI does it
+    states = lifecycle.read_states(cluster, list(cluster.nodes))
+    plan = lifecycle.plan(cluster, stamp.stamps(cluster), states, applied)
+    if not plan.empty or plan.unreachable:
+        return None  # work to do (or a node to explain): the full CLI
+
+    def report() -> int:
+        seconds = time.monotonic() - started
+        if opts.get("json_out"):
+            _print_json(lifecycle.noop_document(plan, check, seconds))
+            return 0
+        lines = lifecycle.plan_lines(cluster, plan, states, names)
+        sys.stdout.write("".join(f"{line}\n" for line in [*lines, lifecycle.NOTHING_TO_DO]))
+        if not check:
+            sys.stderr.write(f"apply: done in {seconds:.1f} s.\n")
         return 0
 
     return report

@@ -19,7 +19,6 @@ Standard library only (the quick path may read stamps).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -40,11 +39,13 @@ _SEPARATOR = "--grid-ops-stamp--"
 
 def runtime_digest(package_dir: str | None = None) -> str:
     """A digest of the grid-ops runtime files provision pushes to the nodes (the package
-    without what layout.RUNTIME_EXCLUDE leaves out)."""
+    without what layout.RUNTIME_EXCLUDE leaves out): a change detector, so CRC-32 over
+    names and contents (zlib loads in a fraction of hashlib's time, on the quick path)."""
     import fnmatch
+    import zlib
 
     here = package_dir or package_dir_name()
-    digest = hashlib.sha256()
+    crc, size = 0, 0
     for top, dirs, files in os.walk(here):
         dirs[:] = sorted(
             d for d in dirs if not any(fnmatch.fnmatch(d, p) for p in layout.RUNTIME_EXCLUDE)
@@ -53,11 +54,12 @@ def runtime_digest(package_dir: str | None = None) -> str:
             if any(fnmatch.fnmatch(name, p) for p in layout.RUNTIME_EXCLUDE):
                 continue
             path = os.path.join(top, name)
-            digest.update(os.path.relpath(path, here).encode() + b"\0")
+            crc = zlib.crc32(os.path.relpath(path, here).encode() + b"\0", crc)
             with open(path, "rb") as handle:
-                digest.update(handle.read())
-            digest.update(b"\0")
-    return digest.hexdigest()[:16]
+                data = handle.read()
+            crc = zlib.crc32(data + b"\0", crc)
+            size += len(data)
+    return f"{crc:08x}-{size:x}"
 
 
 def node_stamp(cluster: ClusterModel, node: NodeModel) -> dict[str, Any]:

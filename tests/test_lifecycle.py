@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import Lab
+from tests.conftest import Lab, grid_ops
 
 pytestmark = pytest.mark.lab
 
@@ -75,6 +75,39 @@ def test_apply_adopts_the_running_cluster_then_a_no_change_apply_runs_no_playboo
     assert _runs(lab) == before  # Ansible did not run at all
     text = lab.cli("apply", "-c", str(lab.config))
     assert "Nothing to do: every node is current." in text.stdout
+    # the quick path answered; the full CLI says the same
+    slow_env = dict(lab.env(), GRID_OPS_QUICK="0")
+    slow = grid_ops("apply", "-c", str(lab.config), "--json", env=slow_env)
+    assert {**_json(slow), "seconds": 0} == {**data, "seconds": 0}
+    slow_text = grid_ops("apply", "-c", str(lab.config), env=slow_env)
+    assert slow_text.stdout == text.stdout
+    # provision, the lower-level step, leaves the nodes apply noted as current alone
+    provision = _json(lab.cli("provision", "-c", str(lab.config), "--json"))
+    assert provision["hosts"] == {} and provision["current"] == lab.nodes
+    assert _runs(lab) == before
+
+
+def test_a_changed_node_setting_restarts_only_that_node(running: Lab, tmp_path: Path) -> None:
+    lab = running
+    data = yaml.safe_load(lab.config.read_text())
+    data["nodes"][1]["tags"] = [*data["nodes"][1].get("tags", []), "big"]
+    tagged = tmp_path / "tagged.yaml"
+    tagged.write_text(yaml.safe_dump(data))
+    plan = _json(lab.cli("apply", "-c", str(tagged), "--check", "--json"))["plan"]
+    assert plan["change"] == {"node2": ["ray"]} and not plan["restart_all"]
+    before = _ray(lab)
+    done = lab.cli("apply", "-c", str(tagged), "--json", timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = _json(done)
+    assert set(report["stop"]["hosts"]) == set(report["start"]["hosts"]) == {"node2"}
+    assert "provision" not in report  # the venv is unchanged: nothing to build
+    after = _ray(lab)
+    assert after["node2"]["node_id"] != before["node2"]["node_id"]
+    assert after["node2"]["resources"].get("tag:big") == 1
+    for name in ("node1", "node3"):
+        assert after[name]["node_id"] == before[name]["node_id"]
+    back = lab.cli("apply", "-c", str(lab.config), "--json", timeout=600)
+    assert back.returncode == 0 and set(_json(back)["start"]["hosts"]) == {"node2"}
 
 
 def test_removing_a_worker_keeps_its_pool_object_and_reports_its_boost(

@@ -54,7 +54,7 @@ def apply(
     from grid_ops import stamp as stamps
 
     started = time.monotonic()
-    cfg, path = load_config(config)
+    cfg, path = load_config(config, quick_plan=True)
     cluster = model.of(cfg)
     applied = lifecycle.read_applied(cfg.name)
     removed = lifecycle.removed_configs(
@@ -66,16 +66,17 @@ def apply(
     plan = lifecycle.plan(cluster, stamps.stamps(cluster), states, applied, full=full)
     report: dict[str, Any] = {"plan": plan.to_json(), "check": check}
     if not json_out:
-        _print_plan(cfg, plan, states)
+        _print_plan(cfg, cluster, plan, states)
+    blocked = [n for n in plan.unreachable if n in cfg.node_names]
+    if plan.empty and not blocked and (check or applied_matches(cfg, cluster, applied)):
+        _nothing_to_do(plan, check, time.monotonic() - started, json_out)
+        return
     if check:
         if json_out:
             print_json(report)
-        elif plan.empty:
-            out.print("Nothing to do: every node is current.")
         else:
             out.print("[dim]--check: nothing was changed.[/]")
         return
-    blocked = [n for n in plan.unreachable if n in cfg.node_names]
     if plan.remove and not yes:
         _confirm_removal(plan.remove, json_out)
     if plan.remove:
@@ -97,6 +98,23 @@ def apply(
     report.update({k: v.to_json() for k, v in results.items()})
     report["seconds"] = round(time.monotonic() - started, 3)
     _finish(cfg, plan, results, report, [*blocked, *behind], json_out)
+
+
+def applied_matches(cfg: ClusterConfig, cluster: ClusterModel, applied: dict[str, Any]) -> bool:
+    """Does the applied state already record this config's nodes and controller?"""
+    nodes = applied.get("nodes") or {}
+    return set(nodes) == set(cfg.node_names) and applied.get("controller") == cluster.controller
+
+
+def _nothing_to_do(plan: Plan, check: bool, seconds: float, json_out: bool) -> None:
+    from grid_ops import lifecycle
+
+    if json_out:
+        print_json(lifecycle.noop_document(plan, check, seconds))
+        return
+    out.print(lifecycle.NOTHING_TO_DO)
+    if not check:
+        err.print(f"[green]apply: done in {seconds:.1f} s.[/]")
 
 
 def _carry_out(
@@ -293,49 +311,13 @@ def _configure(cfg: ClusterConfig, cluster: ClusterModel, json_out: bool) -> dic
         return {"error": exc.message}
 
 
-def _describe_change(parts: list[str]) -> str:
-    if not parts:
-        return "--full: visit"
-    said = {
-        "venv": "requirements changed",
-        "runtime": "grid-ops runtime changed",
-        "ray": "Ray settings changed",
-    }
-    todo = []
-    if "venv" in parts:
-        todo.append("build the new venv")
-    elif "runtime" in parts:
-        todo.append("push the runtime")
-    todo.append("restart Ray" if "venv" in parts or "ray" in parts else "Ray keeps running")
-    return ", ".join(said[p] for p in parts) + ": " + ", ".join(todo)
+def _print_plan(
+    cfg: ClusterConfig, cluster: ClusterModel, plan: Plan, states: dict[str, Any]
+) -> None:
+    from grid_ops import lifecycle
 
-
-def _print_plan(cfg: ClusterConfig, plan: Plan, states: dict[str, Any]) -> None:
-    rows: list[tuple[str, str]] = []
-    for name in plan.add:
-        rows.append((name, "add: provision, start Ray"))
-    for name, parts in plan.change.items():
-        what = _describe_change(parts)
-        rows.append((name, what))
-    for name in plan.start:
-        rows.append((name, "Ray not running: start it"))
-    for name in plan.remove:
-        how = "drain, stop, clean up" if states[name].reachable else "unreachable: drop untouched"
-        rows.append((name, f"remove: {how}"))
-    for name in plan.unreachable:
-        if name in cfg.node_names:
-            rows.append((name, f"unreachable: {states[name].error or 'no answer'}"))
-    for name, why in plan.drained.items():
-        rows.append((name, f"drained ({why}): Ray stays off"))
-    if not rows:
-        return
-    out.print(f"[bold]apply plan for {safe(cfg.name)}[/] ({len(plan.current)} node(s) current):")
-    for name, what in rows:
-        out.print(f"  {safe(name)}: {safe(what)}")
-    if plan.restart_all:
-        out.print("  the head changes: the whole cluster's Ray restarts")
-    if plan.controller:
-        out.print("  the controller takes the new node set")
+    for line in lifecycle.plan_lines(cluster, plan, states, cfg.node_names):
+        out.print(line, markup=False, highlight=False)
 
 
 def _finish(
@@ -369,5 +351,7 @@ def _finish(
         raise typer.Exit(1)
     if not json_out:
         if plan.empty:
-            out.print("Nothing to do: every node is current.")
+            from grid_ops import lifecycle
+
+            out.print(lifecycle.NOTHING_TO_DO)
         err.print(f"[green]apply: done in {report['seconds']:.1f} s.[/]")

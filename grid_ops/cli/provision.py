@@ -1,4 +1,4 @@
-"""grid-ops provision, grid-ops up."""
+"""grid-ops provision."""
 
 from __future__ import annotations
 
@@ -14,10 +14,16 @@ CheckOption = Annotated[
 ]
 
 
+FullOption = Annotated[
+    bool, typer.Option("--full", help="Visit every node, also those 'apply' noted as current.")
+]
+
+
 def provision(
     config: ConfigOption = None,
     limit: LimitOption = None,
     check: CheckOption = False,
+    full: FullOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """Prepare nodes: Python venv under remote_root with the pinned Ray and grid-ops.
@@ -25,8 +31,29 @@ def provision(
     Wheels are downloaded once on this machine into a cache (offline-capable), pushed to
     the nodes with rsync and installed with --no-index. Running it again changes nothing.
     Missing system packages (python3-venv, rsync) are installed only with 'become: true'.
+    Nodes whose stamp ('grid-ops apply') says their venv and runtime are current are not
+    visited (one SSH round trip each tells); --full or --limit visits them anyway. A new
+    venv is built beside the one in use; Ray keeps running on the old one until it
+    restarts ('grid-ops apply' does that in one short window).
     """
     cfg, path = load_config(config)
+    if not (limit or full or check):
+        from grid_ops import lifecycle, model
+        from grid_ops.cli.output import err, print_json
+
+        cluster = model.of(cfg)
+        states = lifecycle.read_states(cluster, list(cluster.nodes))
+        current = lifecycle.provisioned(cluster, states)
+        if current and not json_out:
+            err.print(
+                f"{len(current)} node(s) current, not visited ({', '.join(current)}); "
+                "--full visits them."
+            )
+        limit = [n for n in cfg.node_names if n not in current]
+        if not limit:
+            if json_out:
+                print_json({"playbook": "provision", "hosts": {}, "current": current})
+            return
     result = playbook.run(
         "provision", cfg, path, title="provision", json_out=json_out, limit=limit, check=check
     )
