@@ -146,7 +146,11 @@ def test_removing_a_worker_keeps_its_pool_object_and_reports_its_boost(
     assert _ray(lab)["node3"]["ray"] != "alive"
     assert not (_home("node3") / "grid-ops").exists()  # nothing of grid-ops is left
 
-    # put back: only node3 is visited, and it joins the running cluster
+    # put back: only node3 is visited, it joins the running cluster, and a job started
+    # before keeps running through it
+    slow = "import time; print('begin', flush=True); time.sleep(25); print('done', flush=True)"
+    job = lab.cli("job", "launch", "--name", "across-apply", "-c", cfg, "--", "python", "-c", slow)
+    assert job.returncode == 0, job.stderr
     before = _ray(lab)
     again = lab.cli("apply", "-c", cfg, "--json", timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
@@ -157,6 +161,11 @@ def test_removing_a_worker_keeps_its_pool_object_and_reports_its_boost(
     assert all(row["ray"] == "alive" for row in after.values())
     for name in ("node1", "node2"):  # nobody else restarted
         assert after[name]["node_id"] == before[name]["node_id"]
+    logs = lab.cli("job", "logs", "across-apply", "--follow", "-c", cfg, timeout=300)
+    assert "begin" in logs.stdout and "done" in logs.stdout
+    assert _json(lab.cli("job", "status", "across-apply", "-c", cfg, "--json"))["status"] == (
+        "SUCCEEDED"
+    )
     lab.cli("memory", "delete", "lc-obj", "-c", cfg)
 
 
