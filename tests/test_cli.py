@@ -55,6 +55,11 @@ def test_help_imports_no_ansible_or_ray(args: tuple[str, ...]) -> None:
         ("lab", "revive", "--help"),
         ("provision", "--help"),
         ("up", "--help"),
+        ("apply", "--help"),
+        ("node", "drain", "--help"),
+        ("node", "undrain", "--help"),
+        ("rollback", "--help"),
+        ("reset", "--help"),
         ("run", "--help"),
         ("cluster", "start", "--help"),
         ("cluster", "stop", "--help"),
@@ -103,6 +108,34 @@ def test_ping_unknown_limit_node_is_a_clear_error(tmp_path: object) -> None:
     assert proc.returncode == 2
     assert "Unknown node 'zz'" in proc.stderr and "a" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("node", "drain", "zz"),
+        ("node", "undrain", "zz"),
+        ("reset", "--limit", "zz", "--yes"),
+        ("cluster", "start", "--limit", "zz"),
+    ],
+)
+def test_lifecycle_commands_refuse_an_unknown_node(tmp_path: Path, args: tuple[str, ...]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("nodes:\n  - {name: a, host: 10.0.0.1}\n  - {name: b, host: 10.0.0.2}\n")
+    proc = grid_ops(*args, "-c", str(cfg))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Unknown node 'zz'" in proc.stderr and "a, b" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_reset_and_rollback_ask_first_and_change_nothing_without_yes(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("nodes:\n  - {name: a, host: 10.0.0.1}\n")
+    env = dict(os.environ, GRID_OPS_STATE_DIR=str(tmp_path))
+    for args in (("reset",), ("rollback",)):
+        proc = grid_ops(*args, "-c", str(cfg), env=env)
+        assert proc.returncode == 2 and "--yes" in proc.stderr, proc.stderr
+        assert not (tmp_path / "runs").exists()  # no playbook ran
 
 
 def test_health_watch_probes_every_interval_until_interrupted(tmp_path: Path) -> None:
