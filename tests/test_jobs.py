@@ -226,14 +226,14 @@ dist.destroy_process_group()
 
 @pytest.fixture(scope="module")
 def torch_cluster(cluster: Lab, tmp_path_factory: pytest.TempPathFactory) -> Lab:
-    """The cluster with torch (CPU) in every node venv, named in the config's provision."""
+    """The cluster with torch (CPU) in every node venv, named in the config's provision:
+    'apply' builds the new venv beside the running one and restarts Ray on it."""
     data = yaml.safe_load(cluster.config.read_text())
     data["provision"] = {"packages": ["torch==2.13.0"]}
     path = tmp_path_factory.mktemp("torch") / "lab-torch.yaml"
     path.write_text(yaml.safe_dump(data))
-    proc = cluster.cli("provision", "-c", str(path), "--json", timeout=1200)
+    proc = cluster.cli("apply", "-c", str(path), "--json", timeout=1800)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert cluster.cli("cluster", "start", "-c", str(path), timeout=600).returncode == 0
     return Lab(config=path, state_dir=cluster.state_dir, nodes=cluster.nodes)
 
 
