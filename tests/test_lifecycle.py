@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from grid_ops.runtime.private import short_dir_path
 from tests.conftest import Lab, grid_ops
 
 pytestmark = pytest.mark.lab
@@ -276,7 +277,7 @@ def test_reset_then_a_killed_node_is_dropped_and_comes_back(running: Lab, tmp_pa
     reset = lab.cli("reset", "-c", cfg, "--limit", "node3", "--yes", timeout=600)
     assert reset.returncode == 0, reset.stdout[-2000:] + reset.stderr[-2000:]
     assert not (_home("node3") / "grid-ops").exists()
-    assert not Path(f"/tmp/grid-ops-{_uid('gridlab3')}").exists()
+    assert not short_dir_path(_uid("gridlab3")).exists()
     assert _ray(lab)["node3"]["ray"] != "alive"
     assert lab.cli("reset", "-c", cfg, "--limit", "node3", "--yes", "--json").returncode == 0
 

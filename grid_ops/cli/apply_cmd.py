@@ -268,7 +268,7 @@ def _remove(
     if not json_out:
         for name, moved in outcome["moved"].items():
             for row in moved if isinstance(moved, list) else []:
-                info(f"{name}: {_describe_move(row)}")
+                info(f"{name}: {describe_move(row)}")
     return outcome
 
 
@@ -284,7 +284,7 @@ def evacuate(cfg: ClusterConfig, name: str) -> list[dict[str, Any]] | dict[str, 
         return {"error": exc.message}
 
 
-def _describe_move(row: dict[str, Any]) -> str:
+def describe_move(row: dict[str, Any]) -> str:
     if row.get("kind") == "pool":
         if row.get("state") == "copied":
             return f"pool object '{row['key']}' copied to {', '.join(row.get('to') or [])}"

@@ -68,7 +68,7 @@ def drain(
             f"{node} is the head: draining it would take the whole cluster down.",
             "Stop the cluster with 'grid-ops cluster stop' for maintenance of the head.",
         )
-    from grid_ops.cli.apply_cmd import _describe_move, evacuate
+    from grid_ops.cli.apply_cmd import describe_move, evacuate
 
     moved = evacuate(cfg, node)
     answer = _on_node(
@@ -84,7 +84,7 @@ def drain(
         why = safe(moved["error"])
         err.print(f"[yellow]The controller did not evacuate {safe(node)}: {why}[/]")
     for row in moved if isinstance(moved, list) else []:
-        info(f"{node}: {_describe_move(row)}")
+        info(f"{node}: {describe_move(row)}")
     ray = str(answer.get("ray"))
     how = {
         "drained": "Ray places nothing new there and lets it go once its running work is done",

@@ -46,16 +46,21 @@ def private_dir(path: Path) -> Path:
     return check_private_dir(path)
 
 
+def short_dir_path(uid: int | None = None) -> Path:
+    """Where the short directory of the user ``uid`` (default: this one) lives."""
+    return Path(SHARED_TMP) / f"grid-ops-{os.getuid() if uid is None else uid}"
+
+
 def short_dir() -> Path:
     """This user's private short directory in the shared temp dir."""
-    return private_dir(Path(SHARED_TMP) / f"grid-ops-{os.getuid()}")
+    return private_dir(short_dir_path())
 
 
 def remove_short_dir() -> bool:
     """Remove this user's short dir if it is ours and private ('grid-ops reset')."""
     import shutil
 
-    path = Path(SHARED_TMP) / f"grid-ops-{os.getuid()}"
+    path = short_dir_path()
     try:
         check_private_dir(path)
     except FileNotFoundError:
