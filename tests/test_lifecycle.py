@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from grid_ops import config, model
 from grid_ops.runtime.private import short_dir_path
 from tests.conftest import Lab, grid_ops
 
@@ -100,7 +101,7 @@ def test_a_changed_node_setting_restarts_only_that_node(running: Lab, tmp_path: 
     done = lab.cli("apply", "-c", str(tagged), "--json", timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = _json(done)
-    assert set(report["stop"]["hosts"]) == set(report["start"]["hosts"]) == {"node2"}
+    assert report["restarted"] == ["node2"] and set(report["start"]["hosts"]) == {"node2"}
     assert "provision" not in report  # the venv is unchanged: nothing to build
     after = _ray(lab)
     assert after["node2"]["node_id"] != before["node2"]["node_id"]
@@ -236,6 +237,7 @@ def test_an_upgrade_builds_beside_the_running_venv_and_rolls_back(
     cfg = str(lab.config)
     assert "tomli none" in _job(lab, "before-upgrade", cfg)
     old = os.readlink(_home("node2") / "grid-ops" / "venv")
+    old_node3 = os.readlink(_home("node3") / "grid-ops" / "venv")
     data = yaml.safe_load(lab.config.read_text())
     data.setdefault("provision", {})["packages"] = ["tomli==2.4.1"]
     upgraded = tmp_path / "upgraded.yaml"
@@ -243,11 +245,30 @@ def test_an_upgrade_builds_beside_the_running_venv_and_rolls_back(
 
     plan = _json(lab.cli("apply", "-c", str(upgraded), "--check", "--json"))["plan"]
     assert plan["change"] == {n: ["venv"] for n in lab.nodes} and plan["restart_all"]
-    applied = lab.cli("apply", "-c", str(upgraded), "--json", timeout=1200)
-    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-2000:]
-    report = _json(applied)
-    assert report["not_current"] == [] and report["window_s"] > 0
-    assert set(report["start"]["hosts"]) == set(lab.nodes)
+
+    # node3's new build fails (a root-owned file where it goes): the others go ahead,
+    # node3 runs on, on its old build, and is reported; a rerun resumes with it alone
+    new_id = model.of(config.load(upgraded)).venv_id
+    blocker = _home("node3") / "grid-ops" / "venvs" / new_id
+    blocker.mkdir()
+    (blocker / "held").write_text("")
+    try:
+        failed = lab.cli("apply", "-c", str(upgraded), "--json", timeout=1200)
+    finally:
+        (blocker / "held").unlink()
+        blocker.rmdir()
+    assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr[-2000:]
+    report = _json(failed)
+    assert report["provision"]["hosts"]["node3"]["failed"] and report["window_s"] > 0
+    assert report["not_current"] == ["node3"]
+    assert all(row["ray"] == "alive" for row in _ray(lab).values())
+    assert os.readlink(_home("node3") / "grid-ops" / "venv") == old_node3
+    assert os.readlink(_home("node2") / "grid-ops" / "venv") != old
+    resumed = lab.cli("apply", "-c", str(upgraded), "--json", timeout=1200)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    report = _json(resumed)
+    assert report["plan"]["change"] == {"node3": ["venv"]} and report["restarted"] == ["node3"]
+    assert report["not_current"] == [] and set(report["start"]["hosts"]) == {"node3"}
     assert all(row["ray"] == "alive" for row in _ray(lab).values())
     new = os.readlink(_home("node2") / "grid-ops" / "venv")
     assert new != old and len(_builds("node2")) == 2  # the previous build is kept

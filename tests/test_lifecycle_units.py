@@ -168,11 +168,21 @@ def test_venv_builds_switch_atomically_keep_one_previous_and_roll_back(tmp_path:
     assert venvs.current(root) == "bbb"
     with pytest.raises(venvs.NoBuild):
         venvs.switch(root, "../x")
+    env = dict(os.environ, GRID_OPS_ROOT=root)
+    for build, rc in (("ccc", 1), ("--if-built ccc", 0)):  # a failed build: stay, or refuse
+        proc = subprocess.run(
+            [sys.executable, "-m", "grid_ops.runtime.venvs", "switch", *build.split()],
+            capture_output=True, text=True, env=env, check=False,
+        )  # fmt: skip
+        assert proc.returncode == rc, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout) == {
+        "switched": False, "from": "bbb", "to": "bbb", "missing": "ccc"
+    }  # fmt: skip
+    assert venvs.current(root) == "bbb"
 
     stamp_file = tmp_path / layout.STAMP
     stamp_file.parent.mkdir(parents=True, exist_ok=True)
     stamp_file.write_text(json.dumps({"venv": {"requirements": ["new"], "python": "p"}}))
-    env = dict(os.environ, GRID_OPS_ROOT=root)
     proc = subprocess.run(
         [sys.executable, "-m", "grid_ops.runtime.venvs", "rollback"],
         capture_output=True, text=True, env=env, check=False,

@@ -81,7 +81,9 @@ def apply(
         _confirm_removal(plan.remove, json_out)
     if plan.remove:
         report["remove"] = _remove(everyone, path, plan, states, keep_files, json_out)
-    results, report["window_s"] = _carry_out(cfg, path, cluster, plan, blocked, full, json_out)
+    results, report["restarted"], report["window_s"] = _carry_out(
+        cfg, path, cluster, plan, blocked, full, json_out
+    )
     start = results.get("start")
     if plan.controller and not (start and cluster.head in start.hosts):
         report["controller"] = _configure(cfg, cluster, json_out)
@@ -125,12 +127,14 @@ def _carry_out(
     blocked: list[str],
     full: bool,
     json_out: bool,
-) -> tuple[dict[str, PlaybookResult], float | None]:
+) -> tuple[dict[str, PlaybookResult], list[str], float | None]:
     """Build, then one short window: stop what restarts, start (and stamp) what changed.
 
     New venvs are built beside the ones in use while Ray runs (provision); only then
     does Ray stop where it must (the changed nodes; every node when the head changes)
-    and start again on the new build. A node whose build failed is left as it runs."""
+    and start again on the new build, in one run (playbooks/ray_restart.yml). A node
+    whose build failed is left as it runs. Returns the runs, the restarted nodes and
+    the window (first stop to the end of the start) when any restarted."""
     from grid_ops import lifecycle
     from grid_ops import stamp as stamps
 
@@ -151,26 +155,31 @@ def _carry_out(
         )
         failed = results["provision"].failed_hosts
     if plan.restart_all and cluster.head in failed:
-        return results, None  # the head has no new build: nothing is stopped
+        return results, [], None  # the head has no new build: nothing is stopped
     if plan.restart_all:
-        restart = everyone
-    else:
+        # A node whose build failed restarts too, on the build it has: it rejoins the new
+        # head, keeps its old stamp and is reported; a rerun builds it again.
+        restart = start = everyone
+    else:  # a node whose build failed keeps running as it is
         changed = plan.change.items()
-        restart = [n for n, parts in changed if stamps.restarts(parts) and n not in plan.drained]
-    restart = [n for n in restart if n not in failed]
-    start = [n for n in visit if n not in failed]
+        restart = [
+            n
+            for n, parts in changed
+            if stamps.restarts(parts) and n not in plan.drained and n not in failed
+        ]
+        start = [n for n in visit if n not in failed]
     window_started = time.monotonic()
-    if restart:
-        results["stop"] = playbook.run(
-            "ray_stop", cfg, path, title="ray stop", json_out=json_out, limit=restart
-        )
     if start:
         results["start"] = playbook.run(
-            "ray_start", cfg, path, title="ray start", json_out=json_out, limit=start,
-            extravars={"grid_ray_apply": True, **lifecycle.head_vars(cluster, start)},
+            "ray_restart", cfg, path, title="ray restart" if restart else "ray start",
+            json_out=json_out, limit=start,
+            extravars={
+                "grid_ray_apply": True, "grid_ray_restart": restart,
+                **lifecycle.head_vars(cluster, start),
+            },
         )  # fmt: skip
     window = round(time.monotonic() - window_started, 3) if restart else None
-    return results, window
+    return results, restart, window
 
 
 def _verify(cluster: ClusterModel, names: list[str], plan: Plan) -> list[str]:

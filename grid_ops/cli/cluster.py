@@ -46,13 +46,10 @@ def stop(
 
 @app.command("restart")
 def restart(config: ConfigOption = None, json_out: JsonOption = False) -> None:
-    """Stop Ray everywhere, then start it again (head first)."""
+    """Stop Ray everywhere, then start it again (head first), in one playbook run."""
     cfg, path = load_config(config)
-    stopped = playbook.run("ray_stop", cfg, path, title="ray stop", json_out=json_out)
-    if stopped.failed_hosts:
-        playbook.finish(stopped, json_out, "cluster stop")
-    started = playbook.run("ray_start", cfg, path, title="ray start", json_out=json_out)
-    playbook.finish(started, json_out, "cluster restart", extra={"stop": stopped.to_json()})
+    result = playbook.run("ray_restart", cfg, path, title="ray restart", json_out=json_out)
+    playbook.finish(result, json_out, "cluster restart")
 
 
 @app.command("status")

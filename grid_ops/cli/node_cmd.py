@@ -108,11 +108,8 @@ def undrain(node: NodeArg, config: ConfigOption = None, json_out: JsonOption = F
     from grid_ops import lifecycle, model
 
     extravars = lifecycle.head_vars(model.of(cfg), [node])
-    stopped = playbook.run("ray_stop", cfg, path, title="ray stop", json_out=json_out, limit=[node])
-    if stopped.failed_hosts:
-        playbook.finish(stopped, json_out, "undrain")
     started = playbook.run(
-        "ray_start", cfg, path, title="ray start", json_out=json_out, limit=[node],
+        "ray_restart", cfg, path, title="ray restart", json_out=json_out, limit=[node],
         extravars=extravars,
     )  # fmt: skip
     playbook.finish(started, json_out, f"undrain {node}", extra={"cleared": answer.get("cleared")})

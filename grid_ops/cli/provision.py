@@ -33,8 +33,9 @@ def provision(
     Missing system packages (python3-venv, rsync) are installed only with 'become: true'.
     Nodes whose stamp ('grid-ops apply') says their venv and runtime are current are not
     visited (one SSH round trip each tells); --full or --limit visits them anyway. A new
-    venv is built beside the one in use; Ray keeps running on the old one until it
-    restarts ('grid-ops apply' does that in one short window).
+    venv is built beside the one in use; Ray keeps running on the old one until
+    'grid-ops apply' switches to it in one short window (a plain 'cluster restart' keeps
+    the build in use, so a rollback stays rolled back).
     """
     cfg, path = load_config(config)
     if not (limit or full or check):

@@ -9,6 +9,7 @@ Runs with the node's own Python and the grid-ops runtime on PYTHONPATH, never fr
 it may be switching away from::
 
     python3 -m grid_ops.runtime.venvs switch ID    # use build ID (complete builds only)
+    python3 -m grid_ops.runtime.venvs switch --if-built ID   # or stay where it is
     python3 -m grid_ops.runtime.venvs rollback     # back to the previous build (and the
                                                    # node's stamp names its requirements)
     python3 -m grid_ops.runtime.venvs current
@@ -123,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     to = sub.add_parser("switch", help="use build ID")
     to.add_argument("build")
+    to.add_argument(
+        "--if-built",
+        action="store_true",
+        help="stay on the build in use when ID is missing or incomplete (a failed build)",
+    )
     sub.add_parser("rollback", help="back to the previous build")
     sub.add_parser("current", help="the build in use")
     args = parser.parse_args(argv)
@@ -130,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "current":
             out: dict[str, object] = {"current": current(root), "previous": previous(root)}
+        elif args.action == "switch" and args.if_built and not complete(root, args.build):
+            was = current(root)
+            out = {"switched": False, "from": was, "to": was, "missing": args.build}
         elif args.action == "switch":
             out = switch(root, args.build)
         else:
