@@ -1,4 +1,5 @@
-"""apply's pure parts: stamps, reading them back from a real shell, the plan."""
+"""apply's pure parts: stamps, reading them back from a real shell, the plan, venv
+builds, which processes the Ray stop module kills."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from grid_ops import layout, lifecycle, model, stamp
 from grid_ops.config import ClusterConfig
 
+FIXTURES = Path(__file__).parent / "fixtures"
 CONFIG = {
     "name": "lc",
     "nodes": [
@@ -192,3 +195,52 @@ def test_venv_builds_switch_atomically_keep_one_previous_and_roll_back(tmp_path:
     assert venvs.current(root) == "aaa" and venvs.previous(root) == "bbb"
     restamped = json.loads(stamp_file.read_text())
     assert restamped["venv"] == {"requirements": ["ray[default]==2.60.0"], "python": "p"}
+
+
+@pytest.mark.parametrize(
+    ("role", "stopped"),
+    [
+        (
+            "head",
+            [
+                "python:monitor.py",
+                "python:ray.util.client.server",
+                "python:dashboard.py",
+                "python:log_monitor.py",
+                "raylet",
+                "ray::DashboardA",
+                "ray::RuntimeEnv",
+                "ray::IDLE",
+                "ray::Controller",
+                "gcs_server",  # the GCS last
+            ],
+        ),
+        (
+            "worker",
+            ["python:log_monitor.py", "raylet", "ray::DashboardA", "ray::RuntimeEnv"],
+        ),
+    ],
+)
+def test_the_ray_stop_module_picks_the_processes_ray_stop_would(
+    role: str, stopped: list[str]
+) -> None:
+    """Real process tables of a lab head and worker (Ray 2.60.0, the node user's own):
+    grid_ray_stop kills what 'ray stop' would (its raylet, workers, agents, monitors,
+    dashboard; the GCS last) and leaves the rest (the dashboard's multiprocessing helpers
+    and its forked heads, which 'ray stop' does not match either, go with their parent)."""
+    from grid_ops.module_utils import grid_node_os
+
+    table = json.loads((FIXTURES / "ray-processes" / f"{role}.json").read_text())["processes"]
+    kinds = [(grid_node_os.ray_kind(p["comm"], p["argv"]), p) for p in table]
+    picked = [p for kind, p in sorted(kinds, key=lambda row: row[0]) if kind]
+
+    def label(p: dict[str, Any]) -> str:
+        if p["comm"] != "python":
+            return str(p["comm"])
+        script = next((a for a in p["argv"][1:] if not a.startswith("-")), "")
+        return "python:" + os.path.basename(script)
+
+    assert [label(p) for p in picked] == stopped
+    assert [label(p) for kind, p in kinds if kind == 2] == (
+        ["gcs_server"] if role == "head" else []
+    )

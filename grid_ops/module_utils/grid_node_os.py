@@ -1,8 +1,8 @@
 """What a node's own OS says: /proc (load, memory, this user's processes) and nvidia-smi
 (GPUs, their processes). The one parser of both, used on the nodes by the two fact
 modules (grid_node_info and grid_health, as Ansible module_utils: ansible.cfg's
-module_utils path names this directory) and by the controller's offload sampler on the
-head (grid_ops.runtime.offload).
+module_utils path names this directory), by the Ray stop module (grid_ray_stop) and by
+the controller's offload sampler on the head (grid_ops.runtime.offload).
 
 The node's Python 3 standard library only (3.8 and later: no newer syntax); it runs
 before any venv exists.
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import time
 
 GPU_FIELDS = (
     "index",
@@ -190,3 +192,96 @@ def user_processes(names: tuple[str, ...]) -> list[tuple[int, list[str]]]:
         if argv and os.path.basename(argv[0]) in names:
             found.append((int(entry), argv))
     return found
+
+
+# Ray's processes as 'ray stop' finds them (Ray 2.60, ray.autoscaler._private.constants.
+# RAY_PROCESSES): text in the program's name (its comm, 15 characters, as 'ray::IDLE' for
+# a worker), or text anywhere in its command line. The GCS goes last, as Ray does it.
+RAY_BY_NAME = ("raylet", "plasma_store", "ray::")
+RAY_BY_ARGS = (
+    "monitor.py",
+    "ray.util.client.server",
+    "default_worker.py",
+    "setup_worker.py",
+    "io.ray.runtime.runner.worker.DefaultWorker",
+    "log_monitor.py",
+    "ray::DashboardAgent",
+    "dashboard/dashboard.py",
+    "ray::RuntimeEnvAgent",
+    "ray_process_reaper.py",
+)
+RAY_LAST = "gcs_server"
+
+
+def _process_name(pid: str, argv: list[str]) -> str:
+    """The program's name as ps shows it (comm); a 15-character comm is completed from
+    argv[0] where that is the longer spelling of it."""
+    try:
+        comm = read("/proc/" + pid + "/comm").rstrip("\n")
+    except OSError:
+        return ""
+    base = os.path.basename(argv[0]) if argv else ""
+    return base if len(comm) >= 15 and base.startswith(comm) else comm
+
+
+def ray_kind(name: str, argv: list[str]) -> int:
+    """Is a process Ray's, by its name and command line: 0 no, 1 yes, 2 the GCS."""
+    if RAY_LAST in name:
+        return 2
+    line = " ".join(argv)
+    return int(any(k in name for k in RAY_BY_NAME) or any(k in line for k in RAY_BY_ARGS))
+
+
+def ray_processes() -> list[tuple[int, str]]:
+    """(pid, name) of this user's Ray processes, the GCS last."""
+    uid = os.getuid()
+    found: list[tuple[int, str, int]] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.stat("/proc/" + entry).st_uid != uid:
+                continue
+            with open("/proc/" + entry + "/cmdline", "rb") as handle:
+                argv = [a.decode(errors="replace") for a in handle.read().split(b"\0") if a]
+        except OSError:
+            continue
+        name = _process_name(entry, argv)
+        kind = ray_kind(name, argv)
+        if kind:
+            found.append((int(entry), name, kind))
+    return [(pid, name) for pid, name, _ in sorted(found, key=lambda row: row[2])]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")  # a zombie holds no ports, files or memory
+
+
+def stop_ray(timeout: float = 10.0) -> tuple[list[str], list[str]]:
+    """Kill (SIGKILL, as 'ray stop --force') this user's Ray processes, the GCS last, and
+    wait until they are gone. Returns (names stopped, names still there after
+    ``timeout`` seconds)."""
+    stopped: list[str] = []
+    waiting: list[tuple[int, str]] = []
+    for group in (False, True):  # everything else first, then the GCS
+        for pid, name in ray_processes():
+            if (RAY_LAST in name) != group:
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
+            stopped.append(name)
+            waiting.append((pid, name))
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline:
+            waiting = [(pid, name) for pid, name in waiting if not _gone(pid)]
+            if waiting:
+                time.sleep(0.02)
+        if waiting:
+            break
+    return stopped, [name for _, name in waiting]
