@@ -248,6 +248,7 @@ def _remove(
     """Drain, stop and clean the nodes to remove; drop the unreachable ones untouched.
     The controller evacuates each first (here, so the playbook finds nothing left to
     move; an operator running remove_node.yml by hand has the head do it)."""
+    from grid_ops.cli.evacuation import describe_move, evacuate
 
     reachable = [n for n in plan.remove if states[n].reachable]
     dropped = [n for n in plan.remove if not states[n].reachable]
@@ -279,28 +280,6 @@ def _remove(
             for row in moved if isinstance(moved, list) else []:
                 info(f"{name}: {describe_move(row)}")
     return outcome
-
-
-def evacuate(cfg: ClusterConfig, name: str) -> list[dict[str, Any]] | dict[str, str]:
-    """The controller moves what it keeps on ``name`` elsewhere; what it did."""
-    from grid_ops import control
-    from grid_ops.errors import GridOpsError
-
-    try:
-        moved, _ = control.call(cfg, "evacuate", {"node": name})
-        return list(moved.get("moved", []))
-    except GridOpsError as exc:
-        return {"error": exc.message}
-
-
-def describe_move(row: dict[str, Any]) -> str:
-    if row.get("kind") == "pool":
-        if row.get("state") == "copied":
-            return f"pool object '{row['key']}' copied to {', '.join(row.get('to') or [])}"
-        return f"pool object '{row['key']}' {row.get('state')}: {row.get('why', '')}"
-    if row.get("state") == "moved":
-        return f"{row['kind']} {row['id']} moved to {row.get('to')}"
-    return f"{row['kind']} {row['id']} released (it was on the removed node)"
 
 
 def _configure(cfg: ClusterConfig, cluster: ClusterModel, json_out: bool) -> dict[str, Any]:

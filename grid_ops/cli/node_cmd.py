@@ -68,7 +68,7 @@ def drain(
             f"{node} is the head: draining it would take the whole cluster down.",
             "Stop the cluster with 'grid-ops cluster stop' for maintenance of the head.",
         )
-    from grid_ops.cli.apply_cmd import describe_move, evacuate
+    from grid_ops.cli.evacuation import describe_move, evacuate
 
     moved = evacuate(cfg, node)
     answer = _on_node(
