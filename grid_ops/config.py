@@ -274,6 +274,7 @@ Name = Annotated[str, Field(strict=True), AfterValidator(_name)]
 Host = Annotated[str, Field(strict=True), AfterValidator(_host)]
 User = Annotated[str, Field(strict=True), AfterValidator(_user)]
 RemoteRoot = Annotated[str, Field(strict=True), AfterValidator(_remote_root)]
+NodeFile = Annotated[str, Field(strict=True), AfterValidator(_remote_root)]  # same rule
 Interpreter = Annotated[str, Field(strict=True), AfterValidator(_interpreter)]
 PepVersion = Annotated[str, Field(strict=True), AfterValidator(_version)]
 IPAddress = Annotated[str, Field(strict=True), AfterValidator(_ip)]
@@ -355,11 +356,26 @@ class SSHConfig(Strict):
 
 
 class HealthCheckConfig(Strict):
-    timeout: Seconds = 3
+    timeout: Seconds = Field(default=3, description="seconds one nvidia-smi call may take")
     max_workers: Workers = 20
     cpu_weight: Weight = 1.0
     gpu_weight: Weight = 3.0
     refresh_interval: NonNegSeconds = 60
+    quarantine: bool = Field(
+        default=True,
+        description="drain a node a health round finds sick until a later round finds it well",
+    )
+    min_disk_free_gb: Gigabytes = Field(
+        default=2.0, description="free space under remote_root below this: the node is sick"
+    )
+    max_clock_offset: Seconds = Field(
+        default=5.0, description="a node's clock further off this machine's: a warning"
+    )
+    nvidia_smi: NodeFile | None = Field(
+        default=None,
+        description="nvidia-smi on the nodes (absolute or ~/…, each node user's home); "
+        "unset: the one on PATH",
+    )
 
 
 class SyncConfig(Strict):

@@ -3,7 +3,13 @@
 Score, lower is better: ``cpu_weight * load1 / cpu_count + gpu_weight * GPU memory used
 fraction`` (used over total across the node's GPUs; 0 without GPUs), the same meaning as
 the earlier tool's. An unreachable node has no score and is never chosen; a drained one
-(its reason in ``drained``) is ranked after every node in service and never chosen.
+(its reason in ``drained``) is ranked after every node in service and never chosen; a
+sick one (a failed check of severity "sick" in ``checks``) likewise.
+
+Each record carries the node's failed checks (``checks``: check, severity, reason, gpu):
+those the node's fact module made (GPUs, Xid, disk; grid_gpu_health) and those only
+the whole round can make (``round_checks``: the node's clock against this machine's,
+Ray's version against the head's, a raylet gone while the head's runs).
 
 The quick path of ``grid-ops health`` (grid_ops.quick) works on these dicts before
 anything heavy loads, so this module imports json only; grid_ops.health wraps the same
@@ -31,12 +37,22 @@ FIELDS = (
     "mem_available_bytes",
     "disk_free_bytes",
     "ray_running",
+    "ray_version",
     "drained",
     "gpus",
     "gpu_processes",
+    "driver_version",
+    "cuda_version",
+    "clock_offset_s",
+    "checks",
     "warnings",
     "error",
 )
+SICK = "sick"
+WARNING = "warning"
+# The drain note's reason starts with this when a health round drained the node (only
+# such a drain is lifted by a later round that finds the node well).
+QUARANTINE = "quarantine: "
 # What `health --json` shows of each GPU.
 GPU_FIELDS = ("index", "name", "memory_total_mib", "memory_used_mib", "utilization_gpu")
 
@@ -71,27 +87,129 @@ def record(
         "mem_available_bytes": facts.get("mem_available_bytes"),
         "disk_free_bytes": facts.get("disk_free_bytes"),
         "ray_running": facts.get("ray_running"),
+        "ray_version": facts.get("ray_version"),
         "drained": facts.get("drained") or None,
         "gpus": list(facts.get("gpus") or []),
         "gpu_processes": list(facts.get("gpu_processes") or []),
+        "driver_version": facts.get("driver_version"),
+        "cuda_version": facts.get("cuda_version"),
+        "clock_offset_s": None,
+        "checks": [c for c in facts.get("checks") or [] if isinstance(c, dict)],
         "warnings": list(facts.get("warnings") or []),
         "error": None,
     }
 
 
+def sick(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The node's failed checks of severity sick (keep work off it)."""
+    return [c for c in rec.get("checks") or [] if c.get("severity") == SICK]
+
+
+def quarantined(rec: dict[str, Any]) -> bool:
+    """Drained by a health round (not by an operator)."""
+    return str(rec.get("drained") or "").startswith(QUARANTINE)
+
+
+def in_service(rec: dict[str, Any]) -> bool:
+    """Reachable, not drained, not sick: work may go there."""
+    return bool(rec["reachable"]) and not rec.get("drained") and not sick(rec)
+
+
+def quarantine_reason(rec: dict[str, Any]) -> str:
+    """The drain reason a health round gives a sick node."""
+    return QUARANTINE + "; ".join(f"{c['check']}: {c['reason']}" for c in sick(rec))
+
+
+def quarantine_plan(
+    records: list[dict[str, Any]], head: str, enabled: bool
+) -> tuple[dict[str, str], list[str]]:
+    """What a health round does about sick nodes (pure): ({node: drain reason} to
+    quarantine, [nodes] whose quarantine to lift). A sick node not yet drained is
+    quarantined; a node a round drained is returned once it answers with no sick check.
+    The head is never drained (that would stop the cluster), an operator's drain is never
+    lifted, an unreachable node is left as it is; ``enabled`` False: nothing is done."""
+    if not enabled:
+        return {}, []
+    drain: dict[str, str] = {}
+    lift: list[str] = []
+    for rec in records:
+        if not rec["reachable"] or rec["name"] == head:
+            continue
+        if sick(rec) and not rec.get("drained"):
+            drain[rec["name"]] = quarantine_reason(rec)
+        elif quarantined(rec) and not sick(rec):
+            lift.append(rec["name"])
+    return drain, lift
+
+
+def clock_offset(node_time: Any, started: float, ended: float) -> float | None:
+    """How far the node's clock (read while the probe ran, between ``started`` and
+    ``ended`` by this machine's clock) is off this machine's: 0 inside that interval."""
+    if not isinstance(node_time, int | float):
+        return None
+    if node_time < started:
+        return round(node_time - started, 3)
+    if node_time > ended:
+        return round(node_time - ended, 3)
+    return 0.0
+
+
+def round_checks(records: list[dict[str, Any]], head: str, max_clock_offset: float) -> None:
+    """Add the checks only the whole round can make to each reachable record (in place)."""
+    by_name = {r["name"]: r for r in records if r["reachable"]}
+    top = by_name.get(head)
+    for rec in by_name.values():
+        offset = rec.get("clock_offset_s")
+        if isinstance(offset, int | float) and abs(offset) > max_clock_offset:
+            rec["checks"].append(
+                _check(
+                    "clock",
+                    WARNING,
+                    f"the clock is {offset:+.1f} s off this machine's "
+                    f"(more than {max_clock_offset:g} s): check its time sync (chrony, ntp)",
+                )
+            )
+        if top is None or rec is top:
+            continue
+        if top.get("ray_version") and rec.get("ray_version") not in (None, top["ray_version"]):
+            rec["checks"].append(
+                _check(
+                    "ray_version",
+                    SICK,
+                    f"Ray {rec['ray_version']} here, the head runs {top['ray_version']}: "
+                    "it cannot join (grid-ops apply installs the cluster's)",
+                )
+            )
+        if top.get("ray_running") and not rec.get("ray_running") and not rec.get("drained"):
+            rec["checks"].append(
+                _check(
+                    "ray_down",
+                    WARNING,
+                    "Ray is not running here while the head's is (it stopped or died): "
+                    f"grid-ops cluster start --limit {rec['name']}",
+                )
+            )
+
+
+def _check(check: str, severity: str, reason: str) -> dict[str, Any]:
+    return {"check": check, "severity": severity, "reason": reason, "gpu": None}
+
+
 def unreachable(name: str, error: str) -> dict[str, Any]:
     """The record of a node that did not answer: no score, the reason in ``error``."""
     out: dict[str, Any] = dict.fromkeys(FIELDS)
-    out.update(name=name, reachable=False, gpus=[], gpu_processes=[], warnings=[], error=error)
+    out.update(
+        name=name, reachable=False, gpus=[], gpu_processes=[], checks=[], warnings=[], error=error
+    )
     return out
 
 
 def rank(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best first; drained nodes after those in service; unreachable nodes last (in
-    their given order)."""
+    """Best first; sick, then drained nodes after those in service; unreachable nodes
+    last (in their given order)."""
     up = sorted(
         (r for r in records if r["reachable"]),
-        key=lambda r: (bool(r.get("drained")), r["score"] or 0.0, r["name"]),
+        key=lambda r: (bool(r.get("drained")), bool(sick(r)), r["score"] or 0.0, r["name"]),
     )
     return up + [r for r in records if not r["reachable"]]
 
@@ -112,7 +230,8 @@ def probe(
 ) -> list[dict[str, Any]]:
     """Run each node's probe command (``commands``: node -> argv) with the fact module
     file on its stdin, ``parallel`` at a time, and read the answers into records, in the
-    given order. A node that does not answer within ``limit`` seconds is unreachable."""
+    given order (each with its clock offset). A node that does not answer within
+    ``limit`` seconds is unreachable."""
     from grid_ops import spawn
 
     jobs: list[tuple[list[str], str | None]] = [(argv, module) for argv in commands.values()]
@@ -125,7 +244,11 @@ def probe(
         if found is None:
             records.append(unreachable(name, error or "no facts"))
         else:
-            records.append(record(name, found, *weights))
+            rec = record(name, found, *weights)
+            rec["clock_offset_s"] = clock_offset(
+                found.get("time"), child.wall_started, child.wall_started + child.seconds
+            )
+            records.append(rec)
     return records
 
 

@@ -32,9 +32,14 @@ class NodeHealth:
     mem_available_bytes: int | None = None
     disk_free_bytes: int | None = None
     ray_running: bool | None = None
+    ray_version: str | None = None
     drained: str | None = None
     gpus: list[dict[str, Any]] = field(default_factory=list)
     gpu_processes: list[dict[str, Any]] = field(default_factory=list)
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    clock_offset_s: float | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -48,9 +53,10 @@ def ranked(nodes: list[NodeHealth]) -> list[NodeHealth]:
 
 
 def best(nodes: list[NodeHealth]) -> NodeHealth | None:
-    """The reachable node in service with the lowest score, or None."""
+    """The reachable node in service (not drained, not sick) with the lowest score, or
+    None."""
     order = ranked(nodes)
-    return order[0] if order and order[0].reachable and not order[0].drained else None
+    return order[0] if order and facts.in_service(asdict(order[0])) else None
 
 
 def probe_all(config: ClusterConfig, names: list[str] | None = None) -> list[NodeHealth]:

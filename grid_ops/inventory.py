@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grid_ops import layout, model
+from grid_ops import layout, model, probe
 from grid_ops.config import ClusterConfig
 from grid_ops.fsutil import write_file
 from grid_ops.model import NodeModel
@@ -148,6 +148,7 @@ def cluster_vars(config: ClusterConfig, resolved: model.ClusterModel) -> dict[st
         },
         "grid_sync": resolved.sync,
         "grid_deadlines": as_dict(resolved.deadlines),
+        "grid_health_args": probe.cluster_args(resolved),
         "grid_controller": resolved.controller,
     }
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from grid_ops.config import ClusterConfig, NodeConfig
 
-FORMAT = 2  # of the JSON form; bump when its shape changes
+FORMAT = 3  # of the JSON form; bump when its shape changes
 CONTROL_DIR = "~/.ansible/cp"
 # One ControlMaster socket per node, shared by Ansible (ansible.cfg's control_path names
 # the same file) and by grid-ops' own ssh/rsync: %C is ssh's hash of the connection.
@@ -126,7 +126,7 @@ class ClusterModel:
     deadlines: Deadlines
     python: str  # the nodes' Python for grid-ops' own probes
     sync: dict[str, Any]  # exclude, gitignore, checksums, follow_symlinks, parallel
-    health: dict[str, Any]  # cpu_weight, gpu_weight, refresh_interval, max_workers
+    health: dict[str, Any]  # weights, refresh_interval, max_workers, the checks' settings
     ray: dict[str, Any]  # version, port, dashboard_host, dashboard_port, auth
     requirements: tuple[str, ...]  # the node venv's: Ray pinned, then provision.packages
     controller: dict[str, Any] = factory(dict)  # the controller's settings
@@ -258,6 +258,7 @@ def _controller(config: ClusterConfig) -> dict[str, Any]:
         "max_share_fraction": sharing.max_share_fraction,
         "sharing": sharing.enabled,
         "offload": config.offload.model_dump(mode="json"),
+        "nvidia_smi": config.health_check.nvidia_smi,
     }
 
 
@@ -313,6 +314,10 @@ def _static(config: ClusterConfig) -> ClusterModel:
             "gpu_weight": hc.gpu_weight,
             "refresh_interval": hc.refresh_interval,
             "max_workers": hc.max_workers,
+            "quarantine": hc.quarantine,
+            "min_disk_free_bytes": int(hc.min_disk_free_gb * GIB),
+            "max_clock_offset": hc.max_clock_offset,
+            "nvidia_smi": hc.nvidia_smi,  # None: the one on PATH
         },
         ray={
             "version": config.ray.version,

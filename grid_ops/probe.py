@@ -29,12 +29,16 @@ def module_path() -> str:
     return f"{ansible_root_name()}/roles/grid_facts/library/grid_health.py"
 
 
-def utils_path() -> str:
-    """The module_utils it imports (/proc and nvidia-smi, shared with grid_node_info)."""
-    return os.path.join(package_dir_name(), "module_utils", "grid_node_os.py")
+# The module_utils grid_health imports (/proc and nvidia-smi, shared with grid_node_info;
+# the GPU checks), in the order they load.
+UTILS = ("grid_node_os", "grid_gpu_health")
 
 
-_DRIVER = """\
+def utils_paths() -> list[str]:
+    return [os.path.join(package_dir_name(), "module_utils", f"{name}.py") for name in UTILS]
+
+
+_HEAD = """\
 # grid-ops health probe: the grid_health module and the module_utils it imports, as one
 # program for 'python3 -' (written by grid_ops.probe; Ansible is not needed on the node).
 import sys, types
@@ -42,28 +46,36 @@ for _name in ("ansible", "ansible.module_utils"):
     _package = types.ModuleType(_name)
     _package.__path__ = []
     sys.modules[_name] = _package
-_utils = types.ModuleType("ansible.module_utils.grid_node_os")
-exec(compile({utils!r}, "grid_node_os.py", "exec"), _utils.__dict__)
+"""
+_UTIL = """\
+_utils = types.ModuleType("ansible.module_utils.{name}")
 sys.modules[_utils.__name__] = _utils
-exec(compile({module!r}, "grid_health.py", "exec"), {{"__name__": "__main__"}})
+exec(compile({source!r}, "{name}.py", "exec"), _utils.__dict__)
+"""
+_MODULE = """\
+exec(compile({source!r}, "grid_health.py", "exec"), {{"__name__": "__main__"}})
 """
 
 
 def program_path() -> str:
     """The file the probe sends to each node's ``python3 -``: the module with its
-    module_utils (made once per version of the two files, under the state dir)."""
+    module_utils (made once per version of the files, under the state dir)."""
     import hashlib
 
-    with open(module_path(), encoding="utf-8") as handle:
-        module = handle.read()
-    with open(utils_path(), encoding="utf-8") as handle:
-        utils = handle.read()
-    digest = hashlib.sha256((utils + "\0" + module).encode()).hexdigest()[:16]
+    sources = []
+    for path in [*utils_paths(), module_path()]:
+        with open(path, encoding="utf-8") as handle:
+            sources.append(handle.read())
+    digest = hashlib.sha256("\0".join(sources).encode()).hexdigest()[:16]
     path = os.path.join(state_dir_name(), "probe", f"grid_health-{digest}.py")
     if not os.path.exists(path):
         from grid_ops.fsutil import write_atomic
 
-        write_atomic(path, _DRIVER.format(utils=utils, module=module), mode=0o600)
+        program = _HEAD + "".join(
+            _UTIL.format(name=name, source=source)
+            for name, source in zip(UTILS, sources, strict=False)
+        )
+        write_atomic(path, program + _MODULE.format(source=sources[-1]), mode=0o600)
     return path
 
 
@@ -73,13 +85,27 @@ def module_source() -> str:
         return handle.read()
 
 
-def argv(cluster: ClusterModel, node: NodeModel) -> list[str]:
-    """The command that runs the module (sent on stdin) on ``node``."""
-    args = {
+def module_args(cluster: ClusterModel, node: NodeModel) -> dict[str, Any]:
+    """The module's arguments for ``node`` (the role's task passes the same, from the
+    inventory's grid_health_args and grid_gpu_count)."""
+    return {**cluster_args(cluster), "expected_gpus": node.gpu_count}
+
+
+def cluster_args(cluster: ClusterModel) -> dict[str, Any]:
+    """The module's arguments every node gets."""
+    return {
         "remote_root": cluster.remote_root,
         "nvidia_smi_timeout": cluster.deadlines.nvidia_smi,
         "drain_note": layout.DRAIN_NOTE,
+        "nvidia_smi": cluster.health["nvidia_smi"],
+        "min_disk_free_bytes": cluster.health["min_disk_free_bytes"],
+        "venv": layout.VENV,
     }
+
+
+def argv(cluster: ClusterModel, node: NodeModel) -> list[str]:
+    """The command that runs the module (sent on stdin) on ``node``."""
+    args = module_args(cluster, node)
     line = (
         f"GRID_OPS_STANDALONE=1 GRID_OPS_ARGS={shlex.quote(json.dumps(args))} "
         f"exec {shlex.quote(cluster.python)} -"
@@ -93,13 +119,15 @@ def records(cluster: ClusterModel, names: list[str] | None = None) -> list[dict[
     ensure_control_dir()
     nodes = [n for n in cluster.nodes if names is None or n.name in names]
     hc = cluster.health
-    return facts.probe(
+    found = facts.probe(
         {n.name: argv(cluster, n) for n in nodes},
         program_path(),
         hc["max_workers"],
         cluster.deadlines.probe,
         (hc["cpu_weight"], hc["gpu_weight"]),
     )
+    facts.round_checks(found, cluster.head, hc["max_clock_offset"])
+    return found
 
 
 def collect(cluster: ClusterModel, refresh: bool) -> tuple[list[dict[str, Any]], bool]:

@@ -114,19 +114,19 @@ def _health(cluster: ClusterModel, opts: dict[str, Any]) -> Callable[[], int] | 
     from grid_ops import facts, probe
 
     ranked, from_cache = probe.collect(cluster, bool(opts.get("refresh")))
+    if any(facts.quarantine_plan(ranked, cluster.head, cluster.health["quarantine"])):
+        return None  # a node to quarantine or return: the full CLI does it (from the cache)
 
     def report() -> int:
-        down = [r["name"] for r in ranked if not r["reachable"]]
+        from grid_ops.cli import views
+
         if opts.get("json_out"):
             _print_json({"nodes": [facts.public(r) for r in ranked], "cached": from_cache})
         else:
-            from grid_ops.cli import views
             from grid_ops.cli.output import out
 
             out.print(views.health_table(ranked, views.health_title(cluster.name, from_cache)))
-            if down:
-                views.report_down(down)
-        return 1 if down else 0
+        return 1 if views.report_trouble(ranked, bool(opts.get("json_out"))) else 0
 
     return report
 

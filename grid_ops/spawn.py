@@ -16,6 +16,7 @@ class Child:
 
     def __init__(self, argv: list[str], stdin_path: str | None, limit: float) -> None:
         self.started = time.monotonic()
+        self.wall_started = time.time()
         self.deadline = self.started + limit
         stdin = os.open(stdin_path or os.devnull, os.O_RDONLY)
         out_r, out_w = os.pipe()

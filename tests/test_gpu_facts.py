@@ -138,7 +138,7 @@ def test_nvidia_smi_output_is_parsed_from_the_real_command(tmp_path: Path) -> No
     assert facts["warnings"] == []
 
 
-def test_broken_driver_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+def test_broken_driver_is_a_sick_check_not_a_failed_probe(tmp_path: Path) -> None:
     _fake_smi(
         tmp_path,
         'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."'
@@ -146,5 +146,7 @@ def test_broken_driver_is_a_warning_not_a_failure(tmp_path: Path) -> None:
     )
     facts = _standalone(f"{tmp_path}:/usr/bin:/bin")
     assert facts["gpus"] == []
-    assert len(facts["warnings"]) == 1
-    assert "driver" in facts["warnings"][0] and "exited 9" in facts["warnings"][0]
+    [check] = facts["checks"]
+    assert (check["check"], check["severity"]) == ("driver", "sick")
+    assert "exited 9" in check["reason"] and "NVIDIA driver" in check["reason"]
+    assert facts["warnings"] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,6 +13,8 @@ from grid_ops.cli.common import ConfigOption, JsonOption, load_config
 from grid_ops.cli.output import err, out, print_json
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rich.table import Table
 
     from grid_ops.config import ClusterConfig
@@ -19,8 +22,6 @@ if TYPE_CHECKING:
 
 
 def table(nodes: list[NodeHealth], title: str) -> Table:
-    from dataclasses import asdict
-
     from grid_ops.cli.views import health_table
 
     return health_table([asdict(n) for n in nodes], title)
@@ -37,42 +38,49 @@ def health(
         typer.Option("--watch", help="Probe again every SECONDS and redraw (Ctrl-C stops).", min=1),
     ] = None,
 ) -> None:
-    """Probe every node (load, memory, disk, Ray, GPUs) and rank them by score.
+    """Probe every node (load, memory, disk, Ray, GPUs, the health checks) and rank them.
 
     Score, lower is better: cpu_weight x load per core
     + gpu_weight x GPU memory used fraction (weights: health_check in the config).
     Results are cached for health_check.refresh_interval seconds.
-    Exit code 1 if a node is unreachable.
+
+    Each round runs the passive checks (GPUs found vs the config's gpu_count, the
+    driver, uncorrectable ECC, pending row remaps and page retirements, hardware
+    slowdowns, persistence mode, Xid events, disk free under remote_root, the clock,
+    Ray's version against the head's, a raylet gone). A node failing a "sick" check is
+    quarantined (health_check.quarantine, default on): drained as 'node drain' does,
+    with the reason, until a later round finds it well; 'node undrain' returns it at
+    once. Exit code 1 if a node is unreachable or sick.
 
     Later runs with an unchanged config skip loading the full CLI and the config.
     GRID_OPS_QUICK=0 turns that off.
     """
 
-    cfg, _ = load_config(config, quick_plan=True)
+    cfg, path = load_config(config, quick_plan=True)
     if watch is not None:
-        _watch(cfg, watch)
+        _watch(cfg, path, watch)
         return
+    from grid_ops.cli.quarantine import enforce
     from grid_ops.health import collect
 
     nodes, cached = collect(cfg, refresh)
+    nodes = enforce(cfg, path, nodes)
     if json_out:
         print_json({"nodes": [n.to_json() for n in nodes], "cached": cached})
     else:
         out.print(table(nodes, views.health_title(cfg.name, cached)))
-    down = [n.name for n in nodes if not n.reachable]
-    if down:
-        if not json_out:
-            views.report_down(down)
+    if views.report_trouble([asdict(n) for n in nodes], json_out):
         raise typer.Exit(1)
 
 
-def _watch(cfg: ClusterConfig, seconds: float) -> None:
+def _watch(cfg: ClusterConfig, path: Path, seconds: float) -> None:
     """Redraw in place on a terminal; otherwise print one table per round (for logs)."""
     from contextlib import nullcontext
 
     from rich.live import Live
 
     from grid_ops import health
+    from grid_ops.cli.quarantine import enforce
 
     live = Live(console=out, auto_refresh=False) if out.is_terminal else None
     try:
@@ -80,6 +88,7 @@ def _watch(cfg: ClusterConfig, seconds: float) -> None:
             while True:
                 nodes = health.ranked(health.probe_all(cfg))
                 health.save_cache(cfg, nodes)
+                nodes = enforce(cfg, path, nodes)
                 view = table(nodes, f"health of {cfg.name} at {time.strftime('%H:%M:%S')}")
                 if live is not None:
                     live.update(view, refresh=True)

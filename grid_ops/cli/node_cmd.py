@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -15,31 +13,6 @@ from grid_ops.cli.output import err, info, out, print_json, safe
 app = typer.Typer(help="Drain a node for maintenance, and return it.", no_args_is_help=True)
 
 NodeArg = Annotated[str, typer.Argument(help="The node's name in the cluster config.")]
-
-
-def _on_node(cfg: Any, name: str, command: list[str], timeout: float) -> dict[str, Any]:
-    """Run a grid-ops runtime call on the node; its one JSON line."""
-    from grid_ops import model, remote
-    from grid_ops.errors import GridOpsError
-
-    node = cfg.node(name)
-    model.ensure_control_dir()
-    try:
-        proc = subprocess.run(
-            remote.argv(cfg, node, command),
-            capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        raise GridOpsError(f"{name} did not answer in {timeout:g} s.", "Retry.") from None
-    try:
-        answer: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-        raise GridOpsError(
-            f"Could not drain or undrain {name}: {last}",
-            "Check the node with 'grid-ops ping' and that it is provisioned.",
-        ) from None
-    return answer
 
 
 @app.command("drain")
@@ -68,15 +41,10 @@ def drain(
             f"{node} is the head: draining it would take the whole cluster down.",
             "Stop the cluster with 'grid-ops cluster stop' for maintenance of the head.",
         )
-    from grid_ops.cli.evacuation import describe_move, evacuate
+    from grid_ops.cli.draining import drain as drain_node
+    from grid_ops.cli.evacuation import describe_move
 
-    moved = evacuate(cfg, node)
-    answer = _on_node(
-        cfg,
-        node,
-        ["python", "-m", "grid_ops.runtime.drain", "set", "--node", node, "--reason", reason],
-        timeout=360,
-    )
+    answer, moved = drain_node(cfg, node, reason)
     if json_out:
         print_json({"node": node, **answer, "moved": moved})
         return
@@ -96,20 +64,15 @@ def drain(
 @app.command("undrain")
 def undrain(node: NodeArg, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Return a drained NODE to service: clear its note and start its Ray again."""
+    from grid_ops.cli.draining import undrain as undrain_node
+
     cfg, path = load_config(config)
     cfg.node(node)
-    answer = _on_node(cfg, node, ["python", "-m", "grid_ops.runtime.drain", "clear"], timeout=60)
-    if not answer.get("cleared"):
+    answer, started = undrain_node(cfg, path, node, json_out)
+    if started is None:
         if json_out:
             print_json({"node": node, "cleared": False})
         else:
             out.print(f"{safe(node)} is not drained; nothing to do.")
         return
-    from grid_ops import lifecycle, model
-
-    extravars = lifecycle.head_vars(model.of(cfg), [node])
-    started = playbook.run(
-        "ray_restart", cfg, path, title="ray restart", json_out=json_out, limit=[node],
-        extravars=extravars,
-    )  # fmt: skip
     playbook.finish(started, json_out, f"undrain {node}", extra={"cleared": answer.get("cleared")})

@@ -13,6 +13,8 @@ from grid_ops.cli.common import ConfigOption, load_config
 from grid_ops.cli.output import err, error, out, safe
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from grid_ops.config import ClusterConfig, NodeConfig
 
 
@@ -69,7 +71,7 @@ def run(
     """
     from grid_ops import model, remote
 
-    cfg, _ = load_config(config)
+    cfg, path = load_config(config)
     if timeout is None:
         timeout = model.of(cfg).deadlines.run
     if node and all_nodes:
@@ -97,7 +99,7 @@ def run(
         target = cfg.node(node)
     else:
         target = _best_reachable(
-            cfg, retries if retries is not None else cfg.execution.retry_attempts
+            cfg, path, retries if retries is not None else cfg.execution.retry_attempts
         )
     err.print(f"[dim]running on {safe(target.name)}[/]")
     started = time.monotonic()
@@ -123,19 +125,23 @@ def _record(rc: int, seconds: float) -> None:
     metrics.record_task("succeeded" if rc == 0 else "failed", seconds)
 
 
-def _best_reachable(cfg: ClusterConfig, retries: int) -> NodeConfig:
+def _best_reachable(cfg: ClusterConfig, path: Path, retries: int) -> NodeConfig:
     """Best-scored node that answers now; skips up to ``retries`` that do not."""
-    from grid_ops import remote
+    from dataclasses import asdict
+
+    from grid_ops import facts, remote
+    from grid_ops.cli.quarantine import enforce
     from grid_ops.errors import GridOpsError
     from grid_ops.health import collect
 
     ranked, _ = collect(cfg, refresh=False)
-    candidates = [cfg.node(n.name) for n in ranked if n.reachable and not n.drained]
+    ranked = enforce(cfg, path, ranked)
+    candidates = [cfg.node(n.name) for n in ranked if facts.in_service(asdict(n))]
     if not candidates:
-        drained = [n.name for n in ranked if n.drained]
+        out_of_service = [n.name for n in ranked if n.drained or facts.sick(asdict(n))]
         raise GridOpsError(
             "No node is reachable and in service, so there is nowhere to run"
-            + (f" (drained: {', '.join(drained)})." if drained else "."),
+            + (f" (drained or sick: {', '.join(out_of_service)})." if out_of_service else "."),
             "Check the nodes with 'grid-ops health --refresh' and 'grid-ops ping'.",
         )
     delay = 0.5

@@ -6,6 +6,7 @@ goes in as a cell (never read as markup, control characters made visible).
 
 from __future__ import annotations
 
+from grid_ops import facts
 from grid_ops.cli.sanitize import cell, safe
 
 TYPE_CHECKING = False
@@ -40,8 +41,16 @@ def health_table(records: list[dict[str, Any]], title: str) -> Table:
             f"{g['utilization_gpu']}%"
             for g in n["gpus"]
         )
+        checks = n.get("checks") or []
+        marks = [
+            f"{'SICK' if c.get('severity') == 'sick' else 'warning'} {c.get('check')}: "
+            f"{c.get('reason')}"
+            for c in checks
+        ]
         tab.add_row(
-            cell(n["name"]),
+            cell(n["name"])
+            if not any(c.get("severity") == "sick" for c in checks)
+            else f"[red]{cell(n['name'])}[/]",
             f"{n['score']:.3f}" if n["score"] is not None else "",
             f"{n['load1']:.2f}" if n["load1"] is not None else "",
             cell(n["cpu_count"] or ""),
@@ -51,6 +60,7 @@ def health_table(records: list[dict[str, Any]], title: str) -> Table:
             cell(
                 "; ".join(
                     ([f"drained: {n['drained']}"] if n.get("drained") else [])
+                    + marks
                     + [str(w) for w in n["warnings"]]
                 )
             ),
@@ -60,6 +70,27 @@ def health_table(records: list[dict[str, Any]], title: str) -> Table:
 
 def health_title(cluster: str, cached: bool) -> str:
     return f"health of {cluster}" + (" (cached; --refresh to probe now)" if cached else "")
+
+
+def report_trouble(records: list[dict[str, Any]], json_out: bool) -> bool:
+    """Say which nodes did not answer or are sick (not with --json: the document says
+    it); True when there are any (the command then exits 1)."""
+    down = [r["name"] for r in records if not r["reachable"]]
+    sick = [r["name"] for r in records if r["reachable"] and facts.sick(r)]
+    if json_out:
+        return bool(down or sick)
+    if down:
+        report_down(down)
+    if sick:
+        from grid_ops.cli.output import error
+
+        error(
+            f"{len(sick)} node(s) failed a health check: {', '.join(sick)}; no work is "
+            "placed there while they are sick (the note column says why).",
+            "Fix the cause; the next 'grid-ops health --refresh' returns a node that "
+            "passes, or 'grid-ops node undrain NODE' returns it now.",
+        )
+    return bool(down or sick)
 
 
 def report_down(down: list[str]) -> None:

@@ -13,6 +13,8 @@ sick.
 
 from __future__ import annotations
 
+import os
+import re
 import xml.etree.ElementTree as ET
 
 SMI_ARGS = ("-q", "-x")
@@ -198,6 +200,152 @@ def checks(report: dict[str, object], expected: int | None) -> list[dict[str, ob
     return failed
 
 
+def smi_missing(expected: int) -> dict[str, object]:
+    """The check a node fails when the config gives it GPUs and it has no nvidia-smi."""
+    return _fail("gpu_count", SICK, f"no nvidia-smi found, the config gives {expected} GPU(s)")
+
+
+def failed(check: str, severity: str, reason: str) -> dict[str, object]:
+    """A failed check of the node (not of one GPU), for the fact module's other checks."""
+    return _fail(check, severity, reason)
+
+
 def driver_failed(detail: str) -> dict[str, object]:
     """The check a node fails when nvidia-smi is there but does not answer."""
     return _fail("driver", SICK, f"nvidia-smi is installed but failed: {detail}")
+
+
+# Xid events (the NVIDIA driver's error reports in the kernel log): what each number means
+# for the node, after NVIDIA's Xid catalogue. Errors a program causes (13, 31, 43) or
+# that the driver contained are warnings; a card that fell off the bus, lost memory or a
+# link, or whose firmware failed is sick. An Xid not listed is a warning.
+XIDS = {
+    13: (WARNING, "graphics engine exception (often the program)"),
+    31: (WARNING, "GPU memory page fault (often the program)"),
+    43: (WARNING, "GPU stopped processing (often the program)"),
+    48: (SICK, "double-bit ECC error"),
+    61: (SICK, "internal micro-controller breakpoint"),
+    62: (SICK, "internal micro-controller halt"),
+    63: (WARNING, "ECC page retirement or row remap recorded (reset the GPU)"),
+    64: (SICK, "ECC page retirement or row remap failed"),
+    74: (SICK, "NVLink error"),
+    79: (SICK, "the GPU has fallen off the bus"),
+    92: (WARNING, "high single-bit ECC error rate"),
+    94: (WARNING, "contained ECC error (reset the GPU)"),
+    95: (SICK, "uncontained ECC error"),
+    119: (SICK, "GSP firmware timeout"),
+    120: (SICK, "GSP firmware error"),
+    140: (SICK, "unrecovered ECC error"),
+}
+IGNORED_XIDS = (45,)  # preemptive clean-up after a program ended: not a fault
+# Xids older than this (seconds) are history: a fault that lasts shows in the other checks.
+XID_WINDOW_S = 3600.0
+_XID = re.compile(r"NVRM: Xid \(PCI:([0-9a-fA-F]+):([0-9a-fA-F]+):([0-9a-fA-F]+)[^)]*\): (\d+)")
+
+
+def bus_key(bus_id: str) -> tuple[int, int, int] | None:
+    """(domain, bus, device) of a PCI address as nvidia-smi ('00000000:18:00.0') or the
+    kernel log ('0000:18:00') spells it."""
+    parts = bus_id.split(".")[0].split(":")
+    if len(parts) != 3:
+        return None
+    try:
+        return int(parts[0], 16), int(parts[1], 16), int(parts[2], 16)
+    except ValueError:
+        return None
+
+
+def xid_events(
+    records: list[str], now_us: int, window_s: float = XID_WINDOW_S
+) -> list[dict[str, object]]:
+    """Xid events of the last ``window_s`` seconds in /dev/kmsg records
+    ('prio,seq,usec,flags;message'; ``now_us``: microseconds since boot, as /proc/uptime),
+    each ``{xid, bus, text}``."""
+    found: list[dict[str, object]] = []
+    for record in records:
+        head, _, message = record.partition(";")
+        fields = head.split(",")
+        match = _XID.search(message)
+        if match is None or len(fields) < 3:
+            continue
+        try:
+            when = int(fields[2])
+        except ValueError:
+            continue
+        if now_us - when > window_s * 1e6:
+            continue
+        domain, bus, device, xid = match.groups()
+        found.append(
+            {
+                "xid": int(xid),
+                "bus": (int(domain, 16), int(bus, 16), int(device, 16)),
+                "text": message.strip()[:200],
+            }
+        )
+    return found
+
+
+def read_kmsg(path: str = "/dev/kmsg") -> list[str] | None:
+    """Every record in the kernel log, or None when this user may not read it
+    (kernel.dmesg_restrict) or it is not there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    records: list[str] = []
+    try:
+        while True:
+            try:
+                data = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == 32:  # EPIPE: a record was overwritten while reading
+                    continue
+                return records or None
+            if not data:
+                break
+            records.append(data.decode("utf-8", "replace"))
+    finally:
+        os.close(fd)
+    return records
+
+
+def uptime_us(path: str = "/proc/uptime") -> int | None:
+    try:
+        with open(path, encoding="ascii") as handle:
+            return int(float(handle.read().split()[0]) * 1e6)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def xid_checks(
+    events: list[dict[str, object]], gpus: list[dict[str, object]]
+) -> list[dict[str, object]]:
+    """One failed check per Xid number and GPU of this node (a box's kernel log may
+    name other cards: only this node's GPUs count, matched by bus id)."""
+    index = {}
+    for gpu in gpus:
+        key = bus_key(str(gpu.get("bus_id") or ""))
+        if key is not None:
+            index[key] = gpu["index"]
+    seen: dict[tuple[object, int], int] = {}
+    for event in events:
+        xid = int(event["xid"])  # type: ignore[call-overload]
+        at = index.get(event["bus"])  # type: ignore[call-overload]
+        if at is None or xid in IGNORED_XIDS:
+            continue
+        seen[(at, xid)] = seen.get((at, xid), 0) + 1
+    failed = []
+    for (at, xid), count in sorted(seen.items(), key=lambda item: (str(item[0][0]), item[0][1])):
+        severity, why = XIDS.get(xid, (WARNING, "driver error"))
+        times = "" if count == 1 else f" ({count} times)"
+        failed.append(
+            _fail(
+                "xid",
+                severity,
+                f"GPU {at}: Xid {xid}, {why}{times} in the last {XID_WINDOW_S / 60:g} min",
+                at,
+            )
+        )
+    return failed

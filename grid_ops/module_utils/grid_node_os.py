@@ -111,11 +111,20 @@ def query_gpus(timeout: float, smi: str) -> list[dict[str, object]]:
     return parse_query_gpu(nvidia_smi(smi, args, timeout))
 
 
+def locate_nvidia_smi(configured: str = "") -> str | None:
+    """The nvidia-smi to run: health_check.nvidia_smi when the config gives it (``~`` is
+    this user's home; None when it is not there), else the one on PATH (or None)."""
+    if configured:
+        path = os.path.expanduser(configured)
+        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+    return shutil.which("nvidia-smi")
+
+
 def gpu_facts(
     timeout: float = 10.0, smi: str | None = None
 ) -> tuple[list[dict[str, object]], list[dict[str, object]], list[str]]:
-    """(gpus, processes, warnings). No nvidia-smi: no GPUs and no warning."""
-    smi = smi or shutil.which("nvidia-smi")
+    """(gpus, processes, warnings) from the nvidia-smi at ``smi``. None: no GPUs and no
+    warning."""
     if not smi:
         return [], [], []
     try:
@@ -140,9 +149,9 @@ def gpu_count(smi: str | None, timeout: float = 20.0) -> int:
         return 0
 
 
-def gpu_utilization(timeout: float = 5.0) -> float | None:
+def gpu_utilization(timeout: float = 5.0, configured: str = "") -> float | None:
     """The busiest GPU's utilisation (percent); None without GPUs or nvidia-smi."""
-    smi = shutil.which("nvidia-smi")
+    smi = locate_nvidia_smi(configured)
     if not smi:
         return None
     try:

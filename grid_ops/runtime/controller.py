@@ -64,7 +64,7 @@ class Controller:
             )
         self.started_at = time.time()
         self.totals = Totals()
-        self.sampler = offload.Sampler()
+        self.sampler = offload.Sampler(str(settings.get("nvidia_smi") or ""))
         self._save()
         self._restore()
         self._server = self._serve()

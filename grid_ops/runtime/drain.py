@@ -7,8 +7,9 @@ nothing new there, running tasks finish, and the node leaves Ray once idle. Whil
 note exists, 'cluster start' and 'apply' do not start Ray on the node, the health
 ranking skips it, and the controller places nothing there.
 
-``python -m grid_ops.runtime.drain clear`` removes the note ('node undrain' then starts
-the node's Ray again). Prints one JSON line.
+``python -m grid_ops.runtime.drain clear [--only-if TEXT]`` removes the note (only one
+whose reason starts with TEXT: a health round lifts its own quarantine, never an
+operator's drain); 'node undrain' then starts the node's Ray again. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -73,14 +74,22 @@ def main(argv: list[str] | None = None) -> int:
     setter.add_argument("--reason", required=True)
     setter.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S)
     setter.add_argument("--address", default="", help="the head's GCS (default $RAY_ADDRESS)")
-    sub.add_parser("clear", help="remove the note")
+    clear = sub.add_parser("clear", help="remove the note")
+    clear.add_argument(
+        "--only-if", default="", help="only a note whose reason starts with this text"
+    )
     args = parser.parse_args(argv)
     out: dict[str, Any]
     if args.action == "clear":
         path = _note_path()
         try:
-            os.unlink(path)
-            out = {"cleared": True}
+            with open(path, encoding="utf-8") as handle:
+                reason = handle.readline().strip()
+            if not reason.startswith(args.only_if):
+                out = {"cleared": False, "reason": reason}
+            else:
+                os.unlink(path)
+                out = {"cleared": True, "reason": reason}
         except FileNotFoundError:
             out = {"cleared": False}
     else:

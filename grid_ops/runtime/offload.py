@@ -30,14 +30,12 @@ def memory_percent() -> float:
     return 100.0 * (total - available) / total if total else 0.0
 
 
-def gpu_percent() -> float | None:
-    return node_os.gpu_utilization()
-
-
 class Sampler:
-    """CPU use between two calls of ``sample``, plus memory and GPU now."""
+    """CPU use between two calls of ``sample``, plus memory and GPU now (``nvidia_smi``:
+    health_check.nvidia_smi, "" for the one on PATH)."""
 
-    def __init__(self) -> None:
+    def __init__(self, nvidia_smi: str = "") -> None:
+        self.nvidia_smi = nvidia_smi
         self._last = _cpu_times()
         self.values: dict[str, float | None] = {"cpu": 0.0, "memory": 0.0, "gpu": None}
         self.at = 0.0
@@ -50,7 +48,7 @@ class Sampler:
         self.values = {
             "cpu": round(cpu, 1),
             "memory": round(memory_percent(), 1),
-            "gpu": gpu_percent(),
+            "gpu": node_os.gpu_utilization(configured=self.nvidia_smi),
         }
         self.at = time.time()
         return self.values

@@ -36,6 +36,10 @@ options:
     description: The venv link under remote_root (the build it points at is returned as venv_id).
     type: str
     default: ""
+  nvidia_smi:
+    description: nvidia-smi's path (C(~) is this user's home); empty for the one on PATH.
+    type: str
+    default: ""
 author:
   - grid-ops
 """
@@ -72,7 +76,13 @@ import stat
 import sys
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.grid_node_os import gpu_count, parse_meminfo, read, user_processes
+from ansible.module_utils.grid_node_os import (
+    gpu_count,
+    locate_nvidia_smi,
+    parse_meminfo,
+    read,
+    user_processes,
+)
 
 
 def _mem_total() -> int:
@@ -156,6 +166,7 @@ def main() -> None:
             "ray_address": {"type": "str", "default": ""},
             "drain_note": {"type": "str", "default": ""},
             "venv": {"type": "str", "default": ""},
+            "nvidia_smi": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -165,7 +176,7 @@ def main() -> None:
         root = home + root[1:]
     uname = platform.uname()
     libc, libc_version = platform.libc_ver()
-    nvidia_smi = shutil.which("nvidia-smi")
+    nvidia_smi = locate_nvidia_smi(module.params["nvidia_smi"])
     info = {
         "python_version": platform.python_version(),
         "python_executable": sys.executable,

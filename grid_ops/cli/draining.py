@@ -1,0 +1,72 @@
+"""Draining a node and returning it: one implementation for 'node drain/undrain' and the
+health gate's quarantine (a drain whose reason starts with facts.QUARANTINE)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import TYPE_CHECKING, Any
+
+from grid_ops.cli import playbook
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from grid_ops.config import ClusterConfig
+    from grid_ops.results import PlaybookResult
+
+DRAIN = ["python", "-m", "grid_ops.runtime.drain"]
+
+
+def on_node(cfg: ClusterConfig, name: str, command: list[str], timeout: float) -> dict[str, Any]:
+    """Run a grid-ops runtime call on the node; its one JSON line."""
+    from grid_ops import model, remote
+    from grid_ops.errors import GridOpsError
+
+    node = cfg.node(name)
+    model.ensure_control_dir()
+    try:
+        proc = subprocess.run(
+            remote.argv(cfg, node, command),
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise GridOpsError(f"{name} did not answer in {timeout:g} s.", "Retry.") from None
+    try:
+        answer: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        raise GridOpsError(
+            f"Could not drain or undrain {name}: {last}",
+            "Check the node with 'grid-ops ping' and that it is provisioned.",
+        ) from None
+    return answer
+
+
+def drain(cfg: ClusterConfig, name: str, reason: str) -> tuple[dict[str, Any], Any]:
+    """Evacuate ``name`` (the controller moves its pool copies, shares and boosts), write
+    its drain note and drain it in Ray. Returns (the node's answer, what moved)."""
+    from grid_ops.cli.evacuation import evacuate
+
+    moved = evacuate(cfg, name)
+    answer = on_node(cfg, name, [*DRAIN, "set", "--node", name, "--reason", reason], 360)
+    return answer, moved
+
+
+def undrain(
+    cfg: ClusterConfig, path: Path, name: str, json_out: bool, only_if: str = ""
+) -> tuple[dict[str, Any], PlaybookResult | None]:
+    """Clear ``name``'s drain note (``only_if``: only a note whose reason starts so) and,
+    when one was cleared, restart its Ray. Returns (the node's answer, the restart)."""
+    command = [*DRAIN, "clear", *(["--only-if", only_if] if only_if else [])]
+    answer = on_node(cfg, name, command, timeout=60)
+    if not answer.get("cleared"):
+        return answer, None
+    from grid_ops import lifecycle, model
+
+    extravars = lifecycle.head_vars(model.of(cfg), [name])
+    started = playbook.run(
+        "ray_restart", cfg, path, title=f"ray restart {name}", json_out=json_out,
+        limit=[name], extravars=extravars,
+    )  # fmt: skip
+    return answer, started
