@@ -1,90 +1,148 @@
-"""GPU nodes end to end on the lab: an nvidia-smi that answers with the real H100
-captures (tests/fixtures/gpu-h100) is put on the nodes' PATH; health, metrics and Ray's
---num-gpus must all see the GPU."""
+"""GPU nodes end to end on the lab: each node gets its own replayed nvidia-smi
+(tests/fake_nvidia_smi.py, answering from a real H100 capture or a sick variant of it;
+the config's health_check.nvidia_smi points there), so one node can be sick while the
+others are well. Health, metrics and Ray's --num-gpus must all see the GPU; the health
+gate must quarantine a sick node and return it once it is well."""
 
 from __future__ import annotations
 
 import json
-import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
+from tests import fake_nvidia_smi, gpu_variants
 from tests.conftest import Lab
 
 pytestmark = pytest.mark.lab
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gpu-h100"
-FAKE = Path("/usr/local/bin/nvidia-smi")
-FIELDS = (
-    "index,name,uuid,pci.bus_id,driver_version,memory.total,memory.used,memory.free,"
-    "utilization.gpu,utilization.memory,temperature.gpu,power.draw,power.limit"
-)
-SCRIPT = """#!/usr/bin/python3
-# Test stand-in for nvidia-smi: replays captures from a real H100 node.
-import sys
-FIELDS = {fields!r}.split(",")
-ROW = {row!r}.split(", ")
-LISTING = {listing!r}
-APPS = {apps!r}
-args = sys.argv[1:]
-if args == ["-L"]:
-    sys.stdout.write(LISTING)
-elif args and args[0].startswith("--query-gpu="):
-    wanted = args[0].split("=", 1)[1].split(",")
-    print(", ".join(ROW[FIELDS.index(f)] for f in wanted))
-elif args and args[0].startswith("--query-compute-apps="):
-    for line in APPS.splitlines():
-        print("{uuid}, " + line)
-else:
-    sys.exit(2)
-"""
+BUSY = (FIXTURES / "nvidia-smi-q.busy.xml").read_text()
 
 
-@pytest.fixture
-def gpu_nodes(lab: Lab) -> Iterator[Lab]:
-    if FAKE.exists():
-        pytest.fail(f"{FAKE} exists already; this test would replace a real one", pytrace=False)
-    row = (FIXTURES / "query-gpu.busy.noheader-nounits.csv").read_text().strip()
-    FAKE.write_text(
-        SCRIPT.format(
-            fields=FIELDS,
-            row=row,
-            listing=(FIXTURES / "nvidia-smi-L.txt").read_text(),
-            apps=(FIXTURES / "compute-apps.busy.csv").read_text(),
-            uuid=row.split(", ")[2],
-        )
-    )
-    FAKE.chmod(0o755)
+def _json(proc: subprocess.CompletedProcess[str]) -> Any:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.strip(), proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _users() -> dict[str, str]:
+    from grid_ops import lab as lab_mod
+
+    state = lab_mod.load_state()
+    assert state is not None
+    return {n.name: n.user for n in state.nodes}
+
+
+@pytest.fixture(scope="module")
+def gpu_lab(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Path]]:
+    """The lab with one replayed H100 per node (node2's config expects two GPUs) and a
+    cluster config that names each node user's own nvidia-smi; Ray is started on it."""
+    data = yaml.safe_load(lab.config.read_text())
+    data.setdefault("health_check", {})["nvidia_smi"] = fake_nvidia_smi.NODE_PATH
+    for node in data["nodes"]:
+        node["gpu_count"] = 2 if node["name"] == "node2" else 1
+    cfg = tmp_path_factory.mktemp("gpu") / "gpu.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    users = _users()
+    for user in users.values():
+        fake_nvidia_smi.install(user, BUSY)
     try:
-        yield lab
+        yield lab, cfg
     finally:
-        FAKE.unlink()
+        for user in users.values():
+            fake_nvidia_smi.install(user, None)
         lab.cli("cluster", "stop", "-c", str(lab.config), timeout=300)
 
 
-def test_gpu_facts_health_metrics_and_ray_resources(gpu_nodes: Lab) -> None:
-    cfg = str(gpu_nodes.config)
-    proc = gpu_nodes.cli("health", "-c", cfg, "--refresh", "--json")
-    assert proc.returncode == 0, proc.stderr
-    for node in json.loads(proc.stdout)["nodes"]:
+def test_gpu_facts_health_metrics_and_ray_resources(gpu_lab: tuple[Lab, Path]) -> None:
+    lab, path = gpu_lab
+    cfg = str(path)
+    assert lab.cli("provision", "-c", cfg, timeout=900).returncode == 0
+    restart = lab.cli("cluster", "restart", "-c", cfg, "--json", timeout=600)
+    assert restart.returncode == 0, restart.stderr
+    status = _json(lab.cli("cluster", "status", "-c", cfg, "--json"))
+    for node in status["nodes"]:
+        assert node["ray"] == "alive"
+        assert node["resources"]["GPU"] == 1.0  # --num-gpus from the node's nvidia-smi -L
+
+    proc = lab.cli("health", "-c", cfg, "--refresh", "--json")
+    for node in _json(proc)["nodes"]:
         [gpu] = node["gpus"]
         assert gpu["name"] == "NVIDIA H100 80GB HBM3"
         assert (gpu["memory_total_mib"], gpu["memory_used_mib"]) == (81559, 21970)
         assert gpu["utilization_gpu"] == 100
+        assert node["driver_version"] == "580.159.04" and node["cuda_version"] == "13.0"
         expected = node["load1"] / node["cpu_count"] + 3.0 * 21970 / 81559
         assert node["score"] == pytest.approx(expected, abs=1e-3)
-    text = gpu_nodes.cli("metrics", "-c", cfg).stdout
+    text = lab.cli("metrics", "-c", cfg).stdout
     line = next(ln for ln in text.splitlines() if ln.startswith("grid_node_gpu_memory_used_bytes{"))
     assert line.startswith('grid_node_gpu_memory_used_bytes{gpu="0",node=')
     assert float(line.split()[-1]) == 21970 * 2**20
 
-    assert gpu_nodes.cli("provision", "-c", cfg, timeout=900).returncode == 0
-    restart = gpu_nodes.cli("cluster", "restart", "-c", cfg, "--json", timeout=600)
-    assert restart.returncode == 0, restart.stderr
-    status = json.loads(gpu_nodes.cli("cluster", "status", "-c", cfg, "--json").stdout)
-    for node in status["nodes"]:
-        assert node["ray"] == "alive"
-        assert node["resources"]["GPU"] == 1.0  # --num-gpus from nvidia-smi -L, not config
-    assert os.access(FAKE, os.X_OK)
+
+def _round(lab: Lab, cfg: str) -> tuple[int, dict[str, dict[str, Any]]]:
+    proc = lab.cli("health", "-c", cfg, "--refresh", "--json", timeout=600)
+    return proc.returncode, {n["name"]: n for n in _json(proc)["nodes"]}
+
+
+def _sick(row: dict[str, Any]) -> list[str]:
+    return [c["check"] for c in row["checks"] if c["severity"] == "sick"]
+
+
+def test_a_sick_node_is_quarantined_until_a_round_finds_it_well(
+    gpu_lab: tuple[Lab, Path],
+) -> None:
+    lab, path = gpu_lab
+    cfg = str(path)
+    users = _users()
+    # node2's config gives 2 GPUs and its nvidia-smi reports 1
+    rc, rows = _round(lab, cfg)
+    assert rc == 1
+    [check] = rows["node2"]["checks"]
+    assert check == {
+        "check": "gpu_count",
+        "severity": "sick",
+        "reason": "1 GPU(s) found, the config gives 2",
+        "gpu": None,
+    }
+    assert rows["node2"]["drained"].startswith("quarantine: gpu_count: 1 GPU(s) found")
+    assert _sick(rows["node1"]) == [] and _sick(rows["node3"]) == []
+    status = {n["name"]: n for n in _json(lab.cli("cluster", "status", "-c", cfg, "--json"))["nodes"]}
+    assert status["node2"]["ray"] != "alive" and status["node2"]["drained"].startswith("quarantine")
+    for _ in range(3):
+        ran = lab.cli("run", "-c", cfg, "--", "hostname")
+        assert ran.returncode == 0 and "running on node2" not in ran.stderr
+    table = lab.cli("health", "-c", cfg)
+    assert "SICK gpu_count" in table.stdout and "node2" in table.stderr
+
+    # healed: the second card is back
+    fake_nvidia_smi.install(users["node2"], gpu_variants.two_gpus(BUSY))
+    rc, rows = _round(lab, cfg)
+    assert rc == 0, rows
+    assert rows["node2"]["checks"] == [] and rows["node2"]["drained"] is None
+    assert len(rows["node2"]["gpus"]) == 2
+    status = {n["name"]: n for n in _json(lab.cli("cluster", "status", "-c", cfg, "--json"))["nodes"]}
+    assert status["node2"]["ray"] == "alive"
+
+    # uncorrectable ECC errors on node3, then a reset card
+    fake_nvidia_smi.install(users["node3"], gpu_variants.ecc_errors(5))
+    rc, rows = _round(lab, cfg)
+    assert rc == 1 and _sick(rows["node3"]) == ["ecc_uncorrectable"]
+    assert "5 uncorrectable ECC error(s)" in rows["node3"]["drained"]
+    assert [n for n in rows if rows[n]["drained"]] == ["node3"]
+    fake_nvidia_smi.install(users["node3"], BUSY)
+    rc, rows = _round(lab, cfg)
+    assert rc == 0 and rows["node3"]["drained"] is None
+
+    # an operator's drain is never lifted by a round
+    drained = lab.cli("node", "drain", "node3", "--reason", "fan swap", "-c", cfg)
+    assert drained.returncode == 0, drained.stderr
+    rc, rows = _round(lab, cfg)
+    assert rows["node3"]["drained"] == "fan swap"
+    back = lab.cli("node", "undrain", "node3", "-c", cfg, timeout=600)
+    assert back.returncode == 0, back.stderr[-2000:]
