@@ -85,6 +85,11 @@ def test_gpu_facts_health_metrics_and_ray_resources(gpu_lab: tuple[Lab, Path]) -
     assert float(line.split()[-1]) == 21970 * 2**20
 
 
+def _status(lab: Lab, cfg: str) -> dict[str, dict[str, Any]]:
+    nodes = _json(lab.cli("cluster", "status", "-c", cfg, "--json"))["nodes"]
+    return {n["name"]: n for n in nodes}
+
+
 def _round(lab: Lab, cfg: str) -> tuple[int, dict[str, dict[str, Any]]]:
     proc = lab.cli("health", "-c", cfg, "--refresh", "--json", timeout=600)
     return proc.returncode, {n["name"]: n for n in _json(proc)["nodes"]}
@@ -112,7 +117,7 @@ def test_a_sick_node_is_quarantined_until_a_round_finds_it_well(
     }
     assert rows["node2"]["drained"].startswith("quarantine: gpu_count: 1 GPU(s) found")
     assert _sick(rows["node1"]) == [] and _sick(rows["node3"]) == []
-    status = {n["name"]: n for n in _json(lab.cli("cluster", "status", "-c", cfg, "--json"))["nodes"]}
+    status = _status(lab, cfg)
     assert status["node2"]["ray"] != "alive" and status["node2"]["drained"].startswith("quarantine")
     for _ in range(3):
         ran = lab.cli("run", "-c", cfg, "--", "hostname")
@@ -126,7 +131,7 @@ def test_a_sick_node_is_quarantined_until_a_round_finds_it_well(
     assert rc == 0, rows
     assert rows["node2"]["checks"] == [] and rows["node2"]["drained"] is None
     assert len(rows["node2"]["gpus"]) == 2
-    status = {n["name"]: n for n in _json(lab.cli("cluster", "status", "-c", cfg, "--json"))["nodes"]}
+    status = _status(lab, cfg)
     assert status["node2"]["ray"] == "alive"
 
     # uncorrectable ECC errors on node3, then a reset card
