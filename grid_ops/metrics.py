@@ -15,7 +15,7 @@ import json
 import math
 import os
 
-from grid_ops import layout
+from grid_ops import facts, layout
 from grid_ops.fsutil import write_atomic
 from grid_ops.paths import state_dir_name
 
@@ -107,6 +107,16 @@ class _Collector:
         gpu_used = GaugeMetricFamily(
             "grid_node_gpu_memory_used_bytes", "GPU memory in use.", labels=["node", "gpu"]
         )
+        sick = GaugeMetricFamily(
+            "grid_node_sick",
+            "1 for each health check of severity sick the node failed in its last round.",
+            labels=["node", "check"],
+        )
+        drained = GaugeMetricFamily(
+            "grid_node_drained",
+            "1 if the node is drained: by=quarantine (a health round) or by=operator.",
+            labels=["node", "by"],
+        )
         for node in self.nodes:
             name = str(node["name"])
             up.add_metric([name], 1.0 if node.get("reachable") else 0.0)
@@ -118,7 +128,12 @@ class _Collector:
                 used = gpu.get("memory_used_mib")
                 if used is not None:
                     gpu_used.add_metric([name, str(gpu.get("index"))], float(used) * 2**20)
-        yield from (up, score, load, gpu_used)
+            for check in sorted({str(c.get("check")) for c in facts.sick(node)}):
+                sick.add_metric([name, check], 1.0)
+            if node.get("drained"):
+                by = "quarantine" if facts.quarantined(node) else "operator"
+                drained.add_metric([name, by], 1.0)
+        yield from (up, score, load, gpu_used, sick, drained)
         tasks = CounterMetricFamily(
             "grid_tasks_completed",
             "Finished tasks: grid-ops run (source=run) and scheduler tasks (source=cluster).",

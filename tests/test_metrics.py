@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -46,7 +47,7 @@ def _value(text: str, metric: str) -> float:
 def test_alert_rules_pass_promtool(promtool: str) -> None:
     proc = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 4 rules found" in proc.stdout + proc.stderr
+    assert "SUCCESS: 5 rules found" in proc.stdout + proc.stderr
 
 
 def test_gpu_gauge_from_h100_facts(promtool: str) -> None:
@@ -123,3 +124,69 @@ def test_metrics_serve_on_loopback(lab: Lab) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_sick_node_is_exposed_and_raises_its_alert(promtool: str, tmp_path: Path) -> None:
+    """The gauges of a quarantined node, and promtool's unit test of GridNodeSick."""
+    check = {"check": "gpu_count", "severity": "sick", "reason": "1 GPU(s) found", "gpu": None}
+    warn = {"check": "persistence_mode", "severity": "warning", "reason": "off", "gpu": 0}
+    nodes = [
+        {"name": "gpu2", "reachable": True, "score": 0.1, "checks": [check, warn],
+         "drained": "quarantine: gpu_count: 1 GPU(s) found"},
+        {"name": "gpu3", "reachable": True, "score": 0.1, "checks": [], "drained": "fan swap"},
+    ]  # fmt: skip
+    text = metrics.exposition(nodes).decode()
+    assert _value(text, 'grid_node_sick{check="gpu_count",node="gpu2"}') == 1
+    assert 'check="persistence_mode"' not in text  # a warning is not sick
+    assert _value(text, 'grid_node_drained{by="quarantine",node="gpu2"}') == 1
+    assert _value(text, 'grid_node_drained{by="operator",node="gpu3"}') == 1
+    tests = tmp_path / "alerts-test.yml"
+    summary = "Node gpu2 failed the health check gpu_count"
+    tests.write_text(
+        json.dumps(
+            {
+                "rule_files": [str(RULES)],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": [
+                            {
+                                "series": 'grid_node_sick{node="gpu2",check="gpu_count"}',
+                                "values": "1x5",
+                            },
+                            {"series": 'grid_node_up{node="gpu2"}', "values": "1x5"},
+                        ],
+                        "alert_rule_test": [
+                            {"eval_time": "30s", "alertname": "GridNodeSick", "exp_alerts": []},
+                            {
+                                "eval_time": "3m",
+                                "alertname": "GridNodeSick",
+                                "exp_alerts": [
+                                    {
+                                        "exp_labels": {
+                                            "severity": "critical",
+                                            "node": "gpu2",
+                                            "check": "gpu_count",
+                                        },
+                                        "exp_annotations": {
+                                            "summary": summary,
+                                            "description": DESCRIPTION.format(node="gpu2"),
+                                        },
+                                    }
+                                ],
+                            },
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    proc = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+DESCRIPTION = (
+    "grid-ops keeps work off {node} (quarantined when health_check.quarantine is on) until "
+    "a health round finds it well; 'grid-ops health' gives the reason."
+)
