@@ -28,6 +28,7 @@ class NodeHealth:
     score: float | None = None
     load1: float | None = None
     cpu_count: int | None = None
+    python_version: str | None = None
     mem_total_bytes: int | None = None
     mem_available_bytes: int | None = None
     disk_free_bytes: int | None = None

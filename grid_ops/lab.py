@@ -635,6 +635,25 @@ def kill(name: str) -> LabNode:
     return node
 
 
+def block(name: str, target: str, blocked: bool = True) -> tuple[LabNode, LabNode]:
+    """Make ``target`` unreachable from ``name`` (a 'prohibit' route in ``name``'s
+    namespace: its connections to ``target`` fail at once, as a firewall that rejects
+    them would), or reachable again (``blocked`` False). SSH from this machine to both
+    is untouched."""
+    require_root()
+    state = _require_state()
+    node, other = state.node(name), state.node(target)
+    if node.name == other.name:
+        raise LabError(f"A node cannot be blocked from itself ({name}).")
+    route = ["ip", "netns", "exec", node.namespace, "ip", "route"]
+    present = f"prohibit {other.ip}" in _sh(*route, "show", check=False).stdout
+    if blocked and not present:
+        _sh(*route, "add", "prohibit", f"{other.ip}/32")
+    elif not blocked and present:
+        _sh(*route, "del", "prohibit", f"{other.ip}/32")
+    return node, other
+
+
 def revive(name: str) -> LabNode:
     """Start a killed node's sshd again."""
     require_root()

@@ -34,13 +34,9 @@ def module_path() -> str:
 UTILS = ("grid_node_os", "grid_gpu_health")
 
 
-def utils_paths() -> list[str]:
-    return [os.path.join(package_dir_name(), "module_utils", f"{name}.py") for name in UTILS]
-
-
 _HEAD = """\
-# grid-ops health probe: the grid_health module and the module_utils it imports, as one
-# program for 'python3 -' (written by grid_ops.probe; Ansible is not needed on the node).
+# grid-ops node program: a script and the module_utils it imports, as one program for
+# 'python3 -' (written by grid_ops.probe; Ansible is not needed on the node).
 import sys, types
 for _name in ("ansible", "ansible.module_utils"):
     _package = types.ModuleType(_name)
@@ -52,31 +48,40 @@ _utils = types.ModuleType("ansible.module_utils.{name}")
 sys.modules[_utils.__name__] = _utils
 exec(compile({source!r}, "{name}.py", "exec"), _utils.__dict__)
 """
-_MODULE = """\
-exec(compile({source!r}, "grid_health.py", "exec"), {{"__name__": "__main__"}})
+_MAIN = """\
+exec(compile({source!r}, "{name}.py", "exec"), {{"__name__": "__main__"}})
 """
 
 
-def program_path() -> str:
-    """The file the probe sends to each node's ``python3 -``: the module with its
-    module_utils (made once per version of the files, under the state dir)."""
+def build_program(name: str, utils: tuple[str, ...], main: str) -> str:
+    """The file a node's ``python3 -`` reads to run ``main`` (Python source importing
+    ``ansible.module_utils.<util>`` for each of ``utils``, as an Ansible module does):
+    made once per version of its sources, under the state dir."""
     import hashlib
 
     sources = []
-    for path in [*utils_paths(), module_path()]:
+    for util in utils:
+        path = os.path.join(package_dir_name(), "module_utils", f"{util}.py")
         with open(path, encoding="utf-8") as handle:
             sources.append(handle.read())
-    digest = hashlib.sha256("\0".join(sources).encode()).hexdigest()[:16]
-    path = os.path.join(state_dir_name(), "probe", f"grid_health-{digest}.py")
+    digest = hashlib.sha256("\0".join([*sources, main]).encode()).hexdigest()[:16]
+    path = os.path.join(state_dir_name(), "probe", f"{name}-{digest}.py")
     if not os.path.exists(path):
         from grid_ops.fsutil import write_atomic
 
         program = _HEAD + "".join(
-            _UTIL.format(name=name, source=source)
-            for name, source in zip(UTILS, sources, strict=False)
+            _UTIL.format(name=util, source=source)
+            for util, source in zip(utils, sources, strict=True)
         )
-        write_atomic(path, program + _MODULE.format(source=sources[-1]), mode=0o600)
+        write_atomic(path, program + _MAIN.format(name=name, source=main), mode=0o600)
     return path
+
+
+def program_path() -> str:
+    """The file the probe sends to each node's ``python3 -``: the grid_health module with
+    its module_utils."""
+    with open(module_path(), encoding="utf-8") as handle:
+        return build_program("grid_health", UTILS, handle.read())
 
 
 def module_source() -> str:

@@ -19,6 +19,7 @@ from grid_ops.cli import (
     cluster,
     config_cmd,
     demo,
+    doctor_cmd,
     health_cmd,
     inventory_cmd,
     job_cmd,
@@ -69,6 +70,7 @@ def _root(
 app.command("init")(config_cmd.init)
 app.command("ping")(ping.ping)
 app.command("health")(health_cmd.health)
+app.command("doctor")(doctor_cmd.doctor)
 app.command("provision")(provision.provision)
 app.command("sync")(sync_cmd.sync)
 app.command("apply")(apply_cmd.apply)

@@ -18,7 +18,13 @@ if TYPE_CHECKING:
 DRAIN = ["python", "-m", "grid_ops.runtime.drain"]
 
 
-def on_node(cfg: ClusterConfig, name: str, command: list[str], timeout: float) -> dict[str, Any]:
+def on_node(
+    cfg: ClusterConfig,
+    name: str,
+    command: list[str],
+    timeout: float,
+    what: str = "drain or undrain",
+) -> dict[str, Any]:
     """Run a grid-ops runtime call on the node; its one JSON line."""
     from grid_ops import model, remote
     from grid_ops.errors import GridOpsError
@@ -37,7 +43,7 @@ def on_node(cfg: ClusterConfig, name: str, command: list[str], timeout: float) -
     except (ValueError, IndexError):
         last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         raise GridOpsError(
-            f"Could not drain or undrain {name}: {last}",
+            f"Could not {what} {name}: {last}",
             "Check the node with 'grid-ops ping' and that it is provisioned.",
         ) from None
     return answer

@@ -111,6 +111,21 @@ def kill(node: NodeArg) -> None:
     )
 
 
+@app.command("block")
+def block(
+    node: NodeArg,
+    target: Annotated[str, typer.Argument(help="The node NODE may no longer reach.")],
+    undo: Annotated[bool, typer.Option("--undo", help="Let NODE reach TARGET again.")] = False,
+) -> None:
+    """Make TARGET unreachable from NODE (connections fail at once, as behind a firewall
+    that rejects them), to test what 'grid-ops doctor' says; --undo lifts it."""
+    from grid_ops import lab
+
+    src, dst = lab.block(node, target, blocked=not undo)
+    what = "can reach" if undo else "can no longer reach"
+    out.print(f"Lab node {safe(src.name)} {what} {safe(dst.name)} ({safe(dst.ip)}).")
+
+
 @app.command("revive")
 def revive(node: NodeArg) -> None:
     """Start a killed node's sshd again."""

@@ -63,7 +63,7 @@ EXAMPLES = r"""
 RETURN = r"""
 ansible_facts:
   description: >-
-    C(grid_health) with load1, load5, load15, cpu_count, mem_total_bytes,
+    C(grid_health) with load1, load5, load15, cpu_count, python_version, mem_total_bytes,
     mem_available_bytes, disk_free_bytes, ray_running, ray_version (of the venv in use, or
     null), drained (the drain note's reason, or null), gpus (index, name, uuid,
     memory_total_mib, memory_used_mib, memory_free_mib, utilization_gpu, temperature_gpu,
@@ -79,6 +79,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 from ansible.module_utils.grid_gpu_health import (
@@ -206,6 +207,7 @@ def collect(
         "load5": load5,
         "load15": load15,
         "cpu_count": os.cpu_count() or 1,
+        "python_version": "%d.%d.%d" % sys.version_info[:3],
         "mem_total_bytes": mem_total,
         "mem_available_bytes": mem_available,
         "disk_free_bytes": disk_free,
