@@ -122,6 +122,12 @@ def test_a_sick_node_is_quarantined_until_a_round_finds_it_well(
     for _ in range(3):
         ran = lab.cli("run", "-c", cfg, "--", "hostname")
         assert ran.returncode == 0 and "running on node2" not in ran.stderr
+    launched = lab.cli("job", "launch", "--name", "spread", "--nodes", "2", "-c", cfg, "--",
+                       "hostname")  # fmt: skip
+    assert launched.returncode == 0, launched.stderr
+    logs = lab.cli("job", "logs", "spread", "--follow", "-c", cfg, timeout=300)
+    assert logs.returncode == 0, logs.stderr
+    assert "node2" not in logs.stdout and "node1" in logs.stdout and "node3" in logs.stdout
     table = lab.cli("health", "-c", cfg)
     assert "SICK" in table.stdout and "failed a health check: node2" in table.stderr
 
