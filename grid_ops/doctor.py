@@ -27,11 +27,11 @@ CONNECT_TIMEOUT_S = 3.0
 # What runs on a node (with grid_node_os): the head's raylet ports, or TCP connects.
 REACH = """
 import json, os
-from ansible.module_utils.grid_node_os import can_connect, listening_ports, user_processes
+from ansible.module_utils.grid_node_os import can_connect, listening_ports, raylets
 
 args = json.loads(os.environ["GRID_OPS_ARGS"])
 if args["mode"] == "ports":
-    pids = [pid for pid, _ in user_processes(("raylet",))]
+    pids = [pid for pid, _ in raylets()]
     print(json.dumps({"raylet": bool(pids), "ports": listening_ports(pids)}))
 else:
     print(json.dumps({"results": [

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 
 SMI_ARGS = ("-q", "-x")
 SICK = "sick"
@@ -63,6 +64,12 @@ def _yes(text: str | None) -> bool | None:
     return None
 
 
+def _any(values: Iterable[bool | None]) -> bool | None:
+    """True if any is, None if none is known, else False."""
+    known = [v for v in values if v is not None]
+    return any(known) if known else None
+
+
 def _uncorrectable(ecc: ET.Element | None) -> int | None:
     """Volatile (since the driver loaded) uncorrectable ECC errors: the sum of every
     ``*uncorrectable*`` count (Hopper and later: sram/dram), or the older
@@ -104,7 +111,7 @@ def parse(text: str) -> dict[str, object]:
                 "persistence_mode": _yes(_text(gpu, "persistence_mode")),
                 "ecc_mode": _yes(_text(gpu, "ecc_mode/current_ecc")),
                 "ecc_uncorrectable_volatile": _uncorrectable(ecc),
-                "memory_repair_pending": any(
+                "memory_repair_pending": _any(
                     _yes(_text(ecc, tag))
                     for tag in ("channel_repair_pending", "tpc_repair_pending")
                 ),

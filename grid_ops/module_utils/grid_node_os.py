@@ -203,10 +203,19 @@ def user_processes(names: tuple[str, ...]) -> list[tuple[int, list[str]]]:
     return found
 
 
+# The process whose presence means this node's Ray is up (its program's name).
+RAYLET = "raylet"
+
+
+def raylets() -> list[tuple[int, list[str]]]:
+    """(pid, argv) of this user's raylets: the node's Ray runs when there is one."""
+    return user_processes((RAYLET,))
+
+
 # Ray's processes as 'ray stop' finds them (Ray 2.60, ray.autoscaler._private.constants.
 # RAY_PROCESSES): text in the program's name (its comm, 15 characters, as 'ray::IDLE' for
 # a worker), or text anywhere in its command line. The GCS goes last, as Ray does it.
-RAY_BY_NAME = ("raylet", "plasma_store", "ray::")
+RAY_BY_NAME = (RAYLET, "plasma_store", "ray::")
 RAY_BY_ARGS = (
     "monitor.py",
     "ray.util.client.server",

@@ -101,8 +101,8 @@ from ansible.module_utils.grid_node_os import (
     nvidia_smi as run_smi,
     parse_loadavg,
     parse_meminfo,
+    raylets,
     read,
-    user_processes,
 )
 
 
@@ -117,10 +117,6 @@ def _disk_free(root):
         return shutil.disk_usage(path or "/").free
     except OSError:
         return None
-
-
-def _ray_running():
-    return bool(user_processes(("raylet",)))
 
 
 def _drained(root, note):
@@ -211,7 +207,7 @@ def collect(
         "mem_total_bytes": mem_total,
         "mem_available_bytes": mem_available,
         "disk_free_bytes": disk_free,
-        "ray_running": _ray_running(),
+        "ray_running": bool(raylets()),
         "ray_version": _ray_version(remote_root, venv),
         "drained": _drained(remote_root, drain_note),
         "gpus": gpus,

@@ -77,6 +77,8 @@ import sys
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.grid_node_os import (
+    RAY_LAST,
+    RAYLET,
     gpu_count,
     locate_nvidia_smi,
     parse_meminfo,
@@ -101,7 +103,7 @@ def _venv_support() -> bool:
     return True
 
 
-RAY_PROCESSES = ("raylet", "gcs_server")
+RAY_PROCESSES = (RAYLET, RAY_LAST)  # the node's Ray; the head's GCS
 
 
 def _ray_processes() -> dict:
@@ -110,7 +112,7 @@ def _ray_processes() -> dict:
     for pid, argv in user_processes(RAY_PROCESSES):
         name = os.path.basename(argv[0])
         found["pids"].setdefault(name, []).append(pid)
-        if name == "raylet":
+        if name == RAYLET:
             found["running"] = True
             for arg in argv[1:]:
                 if arg.startswith("--node_id="):
