@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import os
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
 
 SMI_ARGS = ("-q", "-x")
 SICK = "sick"
@@ -86,6 +89,8 @@ def _uncorrectable(ecc: ET.Element | None) -> int | None:
 def parse(text: str) -> dict[str, object]:
     """The parts of ``nvidia-smi -q -x`` the checks read; ValueError when it is not
     that XML."""
+    import xml.etree.ElementTree as ET  # here: a node without GPUs never loads it
+
     try:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
