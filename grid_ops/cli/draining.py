@@ -49,24 +49,33 @@ def on_node(
     return answer
 
 
-def drain(cfg: ClusterConfig, name: str, reason: str) -> tuple[dict[str, Any], Any]:
-    """Evacuate ``name`` (the controller moves its pool copies, shares and boosts), write
-    its drain note and drain it in Ray. Returns (the node's answer, what moved)."""
-    from grid_ops.cli.evacuation import evacuate
+def drain(
+    cfg: ClusterConfig, name: str, reason: str, evacuate: bool = True
+) -> tuple[dict[str, Any], Any]:
+    """Evacuate ``name`` (the controller moves its pool copies, shares and boosts; not
+    when ``evacuate`` is False: the cluster's Ray is down), write its drain note and drain
+    it in Ray. Returns (the node's answer, what moved)."""
+    from grid_ops.cli import evacuation
 
-    moved = evacuate(cfg, name)
+    moved = evacuation.evacuate(cfg, name) if evacuate else []
     answer = on_node(cfg, name, [*DRAIN, "set", "--node", name, "--reason", reason], 360)
     return answer, moved
 
 
 def undrain(
-    cfg: ClusterConfig, path: Path, name: str, json_out: bool, only_if: str = ""
+    cfg: ClusterConfig,
+    path: Path,
+    name: str,
+    json_out: bool,
+    only_if: str = "",
+    restart: bool = True,
 ) -> tuple[dict[str, Any], PlaybookResult | None]:
     """Clear ``name``'s drain note (``only_if``: only a note whose reason starts so) and,
-    when one was cleared, restart its Ray. Returns (the node's answer, the restart)."""
+    when one was cleared and ``restart``, start its Ray again. Returns (the node's
+    answer, the restart run or None)."""
     command = [*DRAIN, "clear", *(["--only-if", only_if] if only_if else [])]
     answer = on_node(cfg, name, command, timeout=60)
-    if not answer.get("cleared"):
+    if not answer.get("cleared") or not restart:
         return answer, None
     from grid_ops import lifecycle, model
 

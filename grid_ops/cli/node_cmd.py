@@ -69,7 +69,7 @@ def undrain(node: NodeArg, config: ConfigOption = None, json_out: JsonOption = F
     cfg, path = load_config(config)
     cfg.node(node)
     answer, started = undrain_node(cfg, path, node, json_out)
-    if started is None:
+    if started is None:  # nothing was cleared
         if json_out:
             print_json({"node": node, "cleared": False})
         else:

@@ -30,27 +30,34 @@ def enforce(cfg: ClusterConfig, path: Path, nodes: list[NodeHealth]) -> list[Nod
     if not to_drain and not to_lift:
         return nodes
     by_name = {n.name: n for n in nodes}
+    head = by_name.get(cfg.head.name)
+    cluster_up = bool(head and head.ray_running)  # else a returned node's Ray stays off
     for name, reason in to_drain.items():
         try:
-            answer, _ = drain(cfg, name, reason)
+            answer, _ = drain(cfg, name, reason, evacuate=cluster_up)
         except GridOpsError as exc:
             err.print(f"[yellow]could not quarantine {safe(name)}: {safe(exc.message)}[/]")
             continue
         by_name[name].drained = str(answer.get("reason") or reason)
-        info(f"{name} is sick and quarantined (Ray: {answer.get('ray')}): {reason}")
+        why = reason.removeprefix(facts.QUARANTINE)
+        info(f"{name} is sick and quarantined (Ray: {answer.get('ray')}): {why}")
     for name in to_lift:
         try:
-            answer, started = undrain(cfg, path, name, json_out=True, only_if=facts.QUARANTINE)
+            answer, started = undrain(
+                cfg, path, name, json_out=True, only_if=facts.QUARANTINE, restart=cluster_up
+            )
         except GridOpsError as exc:
             err.print(f"[yellow]could not return {safe(name)} to service: {safe(exc.message)}[/]")
             continue
         if answer.get("cleared"):
             by_name[name].drained = None
-            ok = started is not None and not started.failed_hosts
-            info(
-                f"{name} is well again and back in service"
-                + ("" if ok else "; its Ray did not restart: grid-ops cluster start")
-            )
+            if not cluster_up:
+                how = " (Ray is not running on the head: 'grid-ops cluster start' starts it)"
+            elif started is not None and not started.failed_hosts:
+                how = ""
+            else:
+                how = "; its Ray did not restart: grid-ops cluster start"
+            info(f"{name} is well again and back in service{how}")
         elif answer.get("reason"):
             by_name[name].drained = str(answer["reason"])  # an operator drained it since
     ranked = health.ranked(list(by_name.values()))

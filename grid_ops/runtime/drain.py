@@ -95,9 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         reason = " ".join(str(args.reason).split())[:500] or "drained"
         write_atomic(_note_path(), reason + "\n", mode=0o600)
+        from grid_ops.module_utils.grid_node_os import raylets
+
         address = args.address or os.environ.get("RAY_ADDRESS") or ""
         ray = "no address"
-        if address:
+        if not raylets():  # nothing of Ray to drain here (and its GCS may be down too)
+            ray = "not running"
+        elif address:
             try:
                 ray = drain_in_ray(address, args.node, reason, args.deadline)
             except Exception as exc:  # the GCS or controller is down: the note holds
