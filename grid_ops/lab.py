@@ -483,7 +483,7 @@ def _cluster_yaml(state: LabState, memory_gb: float) -> str:
 
     data = {
         "name": "lab",
-        "remote_root": "~/grid-ops",
+        "remote_root": "~/" + REMOTE_ROOT,
         "python_interpreter": "/usr/bin/python3",
         "ssh": {
             "key_file": str(key_file()),
@@ -652,6 +652,41 @@ def block(name: str, target: str, blocked: bool = True) -> tuple[LabNode, LabNod
     elif not blocked and present:
         _sh(*route, "del", "prohibit", f"{other.ip}/32")
     return node, other
+
+
+REMOTE_ROOT = "grid-ops"  # under each node user's home: the lab config's remote_root
+FULL_SIZE = "64m"  # the filesystem 'fill' puts over a node's remote_root
+
+
+def fill(name: str, full: bool = True) -> LabNode:
+    """Make ``name``'s disk look full to grid-ops (``full``), or undo it: in the node's
+    own mount namespace, a 64 MiB filesystem goes over its remote_root, holding a link
+    to each entry of the real one (kept reachable under a bind mount), so every file is
+    where it was and only the free space under remote_root changes."""
+    require_root()
+    node = _require_state().node(name)
+    pid = _sshd_pid(node)
+    if pid is None:
+        raise LabError(f"Lab node {name} is not running.", f"grid-ops lab revive {name}")
+    root = node.home / REMOTE_ROOT
+    real = node.home / ".grid-ops-real"
+    enter = ["nsenter", "-t", str(pid), "-m", "--"]
+    mounted = str(root) in _sh(*enter, "cat", "/proc/self/mounts").stdout
+    if full and not mounted:
+        if not root.is_dir():
+            raise LabError(f"{root} does not exist yet.", "Provision the lab first.")
+        real.mkdir(mode=0o700, exist_ok=True)
+        script = (
+            'set -e; mount --bind "$1" "$2"; '
+            'mount -t tmpfs -o "size=$3,mode=0700,uid=$4,gid=$4" tmpfs "$1"; '
+            'for e in "$2"/* "$2"/.[!.]*; do [ -e "$e" ] || [ -L "$e" ] || continue; '
+            'ln -s "$e" "$1/$(basename "$e")"; done; chown -h "$4:$4" "$1"/* 2>/dev/null || true'
+        )
+        uid = str(root.stat().st_uid)
+        _sh(*enter, "sh", "-c", script, "fill", str(root), str(real), FULL_SIZE, uid)
+    elif not full and mounted:
+        _sh(*enter, "sh", "-c", 'umount "$1" && umount "$2"', "fill", str(root), str(real))
+    return node
 
 
 def revive(name: str) -> LabNode:

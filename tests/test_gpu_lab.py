@@ -150,6 +150,18 @@ def test_a_sick_node_is_quarantined_until_a_round_finds_it_well(
     rc, rows = _round(lab, cfg)
     assert rc == 0 and rows["node3"]["drained"] is None
 
+    # a full disk on node3 (its remote_root on a 64 MiB filesystem, files in place)
+    assert lab.cli("lab", "fill", "node3").returncode == 0
+    try:
+        rc, rows = _round(lab, cfg)
+    finally:
+        assert lab.cli("lab", "fill", "node3", "--undo").returncode == 0
+    assert rc == 1 and _sick(rows["node3"]) == ["disk"], rows["node3"]
+    assert rows["node3"]["drained"].startswith("quarantine: disk: 0.1 GiB free under ~/grid-ops")
+    assert rows["node3"]["disk_free_bytes"] <= 64 * 2**20
+    rc, rows = _round(lab, cfg)
+    assert rc == 0 and rows["node3"]["drained"] is None
+
     # an operator's drain is never lifted by a round
     drained = lab.cli("node", "drain", "node3", "--reason", "fan swap", "-c", cfg)
     assert drained.returncode == 0, drained.stderr

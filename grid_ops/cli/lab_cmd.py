@@ -126,6 +126,20 @@ def block(
     out.print(f"Lab node {safe(src.name)} {what} {safe(dst.name)} ({safe(dst.ip)}).")
 
 
+@app.command("fill")
+def fill(
+    node: NodeArg,
+    undo: Annotated[bool, typer.Option("--undo", help="Give NODE its disk back.")] = False,
+) -> None:
+    """Make NODE's disk look full (its remote_root on a 64 MiB filesystem, every file
+    still where it was), to see the health gate quarantine it; --undo lifts it."""
+    from grid_ops import lab
+
+    done = lab.fill(node, full=not undo)
+    state = "has its disk back" if undo else "looks full (64 MiB under its remote_root)"
+    out.print(f"Lab node {safe(done.name)} {state}.")
+
+
 @app.command("revive")
 def revive(node: NodeArg) -> None:
     """Start a killed node's sshd again."""
