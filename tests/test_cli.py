@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -153,3 +154,20 @@ def test_health_watch_probes_every_interval_until_interrupted(tmp_path: Path) ->
     assert proc.returncode == 0, stderr
     assert stdout.count("health of local at ") >= 2  # one table per round when piped
     assert "│ here " in stdout and "stopped" in stderr and "Traceback" not in stderr
+
+
+def test_the_earlier_tools_spellings_answer_with_a_hint(tmp_path: Path) -> None:
+    """`config PATH` is `config validate PATH`; `cluster install` is `provision`."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("nodes: [gpu1, gpu2]\n")
+    proc = grid_ops("config", str(cfg), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "'config PATH' is 'grid-ops config validate PATH'" in proc.stderr
+    assert json.loads(proc.stdout)["valid"] is True
+    missing = grid_ops("config", str(tmp_path / "none.yaml"))
+    assert missing.returncode != 0 and "none.yaml" in missing.stderr
+    install = grid_ops("cluster", "install", "--help")
+    assert install.returncode == 0 and "provision [OPTIONS]" in install.stdout
+    assert "'cluster install' is 'grid-ops provision'" in install.stderr
+    assert "cluster install" in grid_ops("provision", "--help").stdout
+    assert "install" not in grid_ops("cluster", "--help").stdout  # not listed twice

@@ -203,3 +203,30 @@ def test_health_playbook_works_without_grid_ops(ready: Lab, tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(f"on {os.cpu_count()} CPUs") == len(ready.nodes)
     assert "0 GPU(s)" in proc.stdout
+
+
+def test_one_quoted_command_line_runs_in_the_nodes_shell(ready: Lab) -> None:
+    """`run "CMD ARGS"` as ssh takes it: quotes, $VARS, globs and && reach the node's
+    shell intact; one word without whitespace stays a program name."""
+    cfg = str(ready.config)
+    (Path("/home/gridlab2/grid-ops/code") / "seed-a.txt").write_text("x")
+    line = "printf '%s|' 'a b' \"$((6*7))\" seed-*.txt && echo done"
+    proc = ready.cli("run", "-c", cfg, "--node", "node2", line)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "a b|42|seed-a.txt|done\n"
+    one = ready.cli("run", "-c", cfg, "--node", "node2", "hostname")
+    assert one.returncode == 0 and one.stdout.strip() == "node2"
+    failing = ready.cli("run", "-c", cfg, "--node", "node2", "false && echo never")
+    assert failing.returncode == 1 and failing.stdout == ""
+
+
+def test_status_shows_ray_and_health_in_one_document(ready: Lab) -> None:
+    proc = ready.cli("status", "-c", str(ready.config), "--json", "--refresh")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [n["name"] for n in data["cluster"]["nodes"]] == ready.nodes
+    assert {n["name"] for n in data["health"]["nodes"]} == set(ready.nodes)
+    assert data["health"]["cached"] is False
+    assert proc.returncode == 0
+    table = ready.cli("status", "-c", str(ready.config))
+    assert "Ray cluster: head node1" in table.stdout and "health of lab" in table.stdout

@@ -33,6 +33,7 @@ from grid_ops.cli import (
     reset_cmd,
     rollback_cmd,
     run_cmd,
+    status_cmd,
     sync_cmd,
 )
 from grid_ops.errors import GridOpsError, bug_report
@@ -71,6 +72,7 @@ app.command("init")(config_cmd.init)
 app.command("ping")(ping.ping)
 app.command("health")(health_cmd.health)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("status")(status_cmd.status)
 app.command("provision")(provision.provision)
 app.command("sync")(sync_cmd.sync)
 app.command("apply")(apply_cmd.apply)
@@ -94,10 +96,14 @@ app.add_typer(lab_cmd.app, name="lab")
 
 def main() -> None:
     """Console entry point: user errors become one paragraph and an exit code."""
-    from grid_ops.cli.output import error
+    from grid_ops.cli.aliases import respell
+    from grid_ops.cli.output import error, info
 
+    args, hint = respell(sys.argv[1:])
+    if hint:
+        info(hint)
     try:
-        app()
+        app(args=args)
     except GridOpsError as exc:
         error(exc.message, exc.hint)
         sys.exit(exc.exit_code)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import typer
 
 from grid_ops.cli import playbook
 from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_config
 from grid_ops.cli.output import cell, error, out, print_json, safe
 from grid_ops.cli.progress import LiveView
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from grid_ops.config import ClusterConfig
 
 app = typer.Typer(help="Start, stop and inspect the Ray cluster.", no_args_is_help=True)
 
@@ -58,30 +65,40 @@ def status(config: ConfigOption = None, json_out: JsonOption = False) -> None:
 
     Exit code 1 when a node cannot be reached.
     """
-    from grid_ops import ansible
-    from grid_ops.cluster_status import summarize
-
     cfg, path = load_config(config)
-    names = [n.name for n in cfg.nodes]
-    with LiveView("ray status", names, enabled=not json_out) as view:
-        result = ansible.run("ray_status", cfg, on_progress=view, source=str(path))
-    data = summarize(cfg, result)
+    data = ray_status(cfg, path, json_out)
     if json_out:
         print_json(data)
     else:
-        _print_status(data)
-    unreachable = [n["name"] for n in data["nodes"] if not n["reachable"]]
-    if unreachable:
-        if not json_out:
-            error(
-                f"Could not reach {', '.join(unreachable)}; their Ray state is what the head "
-                "reports (or absent).",
-                "Check the node (grid-ops ping) and run the status again.",
-            )
+        print_status(data)
+    if report_unreachable(data, json_out):
         raise typer.Exit(1)
 
 
-def _print_status(data: dict[str, object]) -> None:
+def ray_status(cfg: ClusterConfig, path: Path, json_out: bool) -> dict[str, Any]:
+    """The Ray state of every node (playbooks/ray_status.yml, read by cluster_status)."""
+    from grid_ops import ansible
+    from grid_ops.cluster_status import summarize
+
+    names = [n.name for n in cfg.nodes]
+    with LiveView("ray status", names, enabled=not json_out) as view:
+        result = ansible.run("ray_status", cfg, on_progress=view, source=str(path))
+    return summarize(cfg, result)
+
+
+def report_unreachable(data: dict[str, Any], json_out: bool) -> bool:
+    """Name the nodes the status could not reach (not with --json); True if any."""
+    unreachable = [n["name"] for n in data["nodes"] if not n["reachable"]]
+    if unreachable and not json_out:
+        error(
+            f"Could not reach {', '.join(unreachable)}; their Ray state is what the head "
+            "reports (or absent).",
+            "Check the node (grid-ops ping) and run the status again.",
+        )
+    return bool(unreachable)
+
+
+def print_status(data: dict[str, object]) -> None:
     from rich.table import Table
 
     style = {"alive": "green", "dead": "red", "absent": "dim"}

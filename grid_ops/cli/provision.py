@@ -36,6 +36,8 @@ def provision(
     venv is built beside the one in use; Ray keeps running on the old one until
     'grid-ops apply' switches to it in one short window (a plain 'cluster restart' keeps
     the build in use, so a rollback stays rolled back).
+
+    Also spelled 'grid-ops cluster install' (the earlier tools' name for it).
     """
     cfg, path = load_config(config)
     if not (limit or full or check):

@@ -19,7 +19,13 @@ if TYPE_CHECKING:
 
 
 def run(
-    command: Annotated[list[str], typer.Argument(help="The command and its arguments (after --).")],
+    command: Annotated[
+        list[str],
+        typer.Argument(
+            help="The command and its arguments (after --), or one quoted command line "
+            "(run by the node's shell, as with ssh HOST 'CMD')."
+        ),
+    ],
     config: ConfigOption = None,
     node: Annotated[
         str | None,
@@ -30,7 +36,11 @@ def run(
     ] = False,
     shell: Annotated[
         bool,
-        typer.Option("--shell", help="Run COMMAND through the remote shell (pipes, $VARS)."),
+        typer.Option(
+            "--shell",
+            help="Run COMMAND through the remote shell (pipes, $VARS); implied by one "
+            "argument holding whitespace.",
+        ),
     ] = False,
     timeout: Annotated[
         float | None,
@@ -66,11 +76,16 @@ def run(
     Without --node it picks the best-scored node (see 'grid-ops health'); if that node
     cannot be reached, the next best is tried, with backoff. Output streams as it comes
     and grid-ops exits with the command's exit code (--all: non-zero if any node failed).
-    Arguments are passed as given (quoted for the remote shell) unless --shell is used.
-    Example: grid-ops run -c cluster.yaml -- python train.py --epochs 3
+    Several arguments are passed as given (each quoted for the remote shell); one
+    argument that holds whitespace is a command line for the node's shell, as ssh takes
+    it (pipes, $VARS, globs, &&); --shell makes any command so.
+    Examples: grid-ops run -c cluster.yaml -- python train.py --epochs 3
+              grid-ops run "python train.py --epochs 3 && ls checkpoints/*.pt"
     """
     from grid_ops import model, remote
 
+    if len(command) == 1 and any(c.isspace() for c in command[0]):
+        shell = True  # one quoted command line: the node's shell reads it (ssh's way)
     cfg, path = load_config(config)
     if timeout is None:
         timeout = model.of(cfg).deadlines.run

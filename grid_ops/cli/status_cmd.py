@@ -1,0 +1,47 @@
+"""grid-ops status: the cluster on one screen: Ray on every node and the latest health."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+
+from grid_ops.cli import views
+from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.output import out, print_json
+
+
+def status(
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Probe every node now instead of the cached health.")
+    ] = False,
+) -> None:
+    """Ray's state on every node ('cluster status') and the latest health ('health', from
+    its cache unless older than health_check.refresh_interval or --refresh).
+
+    --json prints {"cluster": <cluster status --json>, "health": <health --json>}.
+    Exit code 1 if a node is unreachable or sick.
+    """
+    from grid_ops.cli.cluster import print_status, ray_status, report_unreachable
+    from grid_ops.cli.quarantine import enforce
+    from grid_ops.health import collect
+
+    cfg, path = load_config(config)
+    ray = ray_status(cfg, path, json_out)
+    nodes, cached = collect(cfg, refresh)
+    nodes = enforce(cfg, path, nodes)
+    if json_out:
+        print_json(
+            {"cluster": ray, "health": {"nodes": [n.to_json() for n in nodes], "cached": cached}}
+        )
+    else:
+        print_status(ray)
+        out.print(
+            views.health_table([asdict(n) for n in nodes], views.health_title(cfg.name, cached))
+        )
+    down = report_unreachable(ray, json_out)
+    if views.report_trouble([asdict(n) for n in nodes], json_out) or down:
+        raise typer.Exit(1)
