@@ -230,9 +230,15 @@ def run(
     cmdline = ["-e", "@" + str(_write_extravars(private, given))]
     if check:
         cmdline += ["--check", "--diff"]
+    from grid_ops import log
+
+    log.logger.info(
+        "playbook %s on %s (run dir %s)", playbook, ",".join(limit) if limit else "all", private
+    )
     started = time.monotonic()
     try:
         runner = ansible_runner.run(
+            verbosity=3 if log.debugging() else None,
             private_data_dir=str(private),
             playbook=str(path),
             inventory=str(inv_dir / "hosts.yml"),
@@ -263,6 +269,10 @@ def run(
     # model's record, for the commands that do not run a playbook.
     model.record_facts(config, {name: host.facts.get("grid_node") for name, host in hosts.items()})
     rc = int(runner.rc if runner.rc is not None else 1)
+    log.logger.info(
+        "playbook %s: exit %s in %.1f s; %s", playbook, rc, seconds,
+        ", ".join(f"{n} {h.status}" for n, h in hosts.items()),
+    )  # fmt: skip
     if rc != 0 and not any(h.failed or h.unreachable for h in hosts.values()):
         stdout = _tail(private)
         raise AnsibleRunError(

@@ -260,6 +260,11 @@ def _ssh_arg(value: str) -> str:
     return value
 
 
+def _upper(value: Any) -> Any:
+    """Log levels as the earlier tools wrote them: 'info' is INFO."""
+    return value.upper() if isinstance(value, str) else value
+
+
 def _controller_path(value: Any) -> Any:
     """A path on this machine: any file name, but printable and never a template."""
     if isinstance(value, str | PurePath):
@@ -450,6 +455,13 @@ class ProvisionConfig(Strict):
     )
 
 
+class LoggingConfig(Strict):
+    level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = Field(
+        default="WARNING", description="grid-ops' own log on stderr (--log-level wins)"
+    )
+    format: Literal["text", "json"] = "text"
+
+
 class ExecutionConfig(Strict):
     default_nodes: Workers = Field(default=1, description="'job launch --nodes' default")
     default_gpus_per_node: Count = Field(
@@ -491,10 +503,6 @@ DEPRECATED: dict[tuple[str, ...], str] = {
     ("ray", "log_level"): (
         "ray.log_level is ignored and may be removed: Ray's own logs are under the "
         "node's Ray temp dir"
-    ),
-    ("logging",): (
-        "logging is ignored and may be removed: grid-ops keeps each playbook run's "
-        "output under its state dir (runs/)"
     ),
 }
 
@@ -539,6 +547,7 @@ class ClusterConfig(Strict):
     sync: SyncConfig = Field(default_factory=SyncConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     resource_sharing: ResourceSharingConfig = Field(default_factory=ResourceSharingConfig)
     offload: OffloadConfig = Field(default_factory=OffloadConfig)
 

@@ -62,9 +62,16 @@ def best(nodes: list[NodeHealth]) -> NodeHealth | None:
 
 def probe_all(config: ClusterConfig, names: list[str] | None = None) -> list[NodeHealth]:
     """Health of the nodes (all, or ``names``), in config order, probed now."""
-    from grid_ops import model, probe
+    from grid_ops import log, model, probe
 
-    return [NodeHealth(**r) for r in probe.records(model.of(config), names)]
+    found = [NodeHealth(**r) for r in probe.records(model.of(config), names)]
+    for node in found:
+        log.logger.debug(
+            "health of %s: %s", node.name,
+            f"score {node.score}, checks {[c['check'] for c in node.checks]}"
+            if node.reachable else f"unreachable: {node.error}",
+        )  # fmt: skip
+    return found
 
 
 def collect(config: ClusterConfig, refresh: bool) -> tuple[list[NodeHealth], bool]:

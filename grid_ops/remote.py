@@ -240,8 +240,12 @@ def _run(
     capture: bool,
 ) -> Outcome:
     model.ensure_control_dir()
+    line = argv(config, node, command, shell, env, run_id, in_code=True)
+    from grid_ops import log
+
+    log.logger.debug("on %s: %s", node.name, shlex.join(line))
     proc = subprocess.Popen(
-        argv(config, node, command, shell, env, run_id, in_code=True),
+        line,
         stdout=subprocess.PIPE if capture else None,
         stderr=subprocess.STDOUT if capture else None,
         text=True,

@@ -171,3 +171,12 @@ def test_the_earlier_tools_spellings_answer_with_a_hint(tmp_path: Path) -> None:
     assert "'cluster install' is 'grid-ops provision'" in install.stderr
     assert "cluster install" in grid_ops("provision", "--help").stdout
     assert "install" not in grid_ops("cluster", "--help").stdout  # not listed twice
+    made = grid_ops("init", "--config", str(tmp_path / "new.yaml"))
+    assert made.returncode == 0 and (tmp_path / "new.yaml").is_file()
+
+
+def test_an_unknown_log_level_is_a_usage_error() -> None:
+    proc = grid_ops("--log-level", "LOUD", "config", "validate", "none.yaml")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--log-level LOUD" in proc.stderr and "DEBUG, INFO, WARNING, ERROR" in proc.stderr
+    assert "--log-level" in grid_ops("--help").stdout

@@ -83,9 +83,9 @@ def test_distributed_grid_mapping_form() -> None:
     assert cfg.execution.default_gpus_per_node == 1
     assert cfg.execution.timeout_seconds == 1800
     assert cfg.execution.retry_attempts == 3
-    # Old keys that did nothing load, each with one warning line, and are ignored.
-    assert not hasattr(cfg, "logging")
-    assert cfg.deprecations == [config.DEPRECATED[("logging",)]]
+    # The logging section sets grid-ops' own log ('INFO' as the status page wrote it).
+    assert (cfg.logging.level, cfg.logging.format) == ("INFO", "json")
+    assert cfg.deprecations == []
     # Sections the file leaves out get safe defaults.
     assert cfg.ray.port == 6379
     assert cfg.ray.dashboard_host == "127.0.0.1"

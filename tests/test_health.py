@@ -230,3 +230,27 @@ def test_status_shows_ray_and_health_in_one_document(ready: Lab) -> None:
     assert proc.returncode == 0
     table = ready.cli("status", "-c", str(ready.config))
     assert "Ray cluster: head node1" in table.stdout and "health of lab" in table.stdout
+
+
+def test_log_level_from_the_command_line_and_the_config(ready: Lab, tmp_path: Path) -> None:
+    """`run "CMD" --log-level DEBUG` (the earlier tool's form) logs what grid-ops runs;
+    the config's logging section sets the default, JSON lines when asked."""
+    cfg = str(ready.config)
+    proc = ready.cli("run", "-c", cfg, "--node", "node2", "echo test", "--log-level", "DEBUG")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "test\n"
+    assert "grid-ops DEBUG: on node2: ssh " in proc.stderr
+    quiet = ready.cli("-q", "run", "-c", cfg, "--node", "node2", "echo test")
+    assert quiet.returncode == 0 and "DEBUG" not in quiet.stderr and "INFO" not in quiet.stderr
+    import yaml
+
+    data = yaml.safe_load(ready.config.read_text())
+    data["logging"] = {"level": "info", "format": "json"}
+    logged = tmp_path / "logged.yaml"
+    logged.write_text(yaml.safe_dump(data))
+    status = ready.cli("cluster", "status", "-c", str(logged), "--json")
+    lines = [json.loads(ln) for ln in status.stderr.splitlines() if ln.startswith("{")]
+    assert any(r["level"] == "INFO" and "playbook ray_status" in r["message"] for r in lines)
+    json.loads(status.stdout)  # the document on stdout stays whole
+    plain = ready.cli("--log-level", "WARNING", "cluster", "status", "-c", str(logged), "--json")
+    assert not [ln for ln in plain.stderr.splitlines() if ln.startswith("{")]

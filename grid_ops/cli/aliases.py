@@ -2,7 +2,9 @@
 spelling before Typer reads them (each with a one-line hint of that spelling):
 
 - ``cluster install …`` is ``provision …``;
-- ``config PATH …`` is ``config validate PATH …``.
+- ``config PATH …`` is ``config validate PATH …``;
+- ``run "CMD" --log-level LEVEL`` (no ``--``): the log level is grid-ops' own, not the
+  command's (with ``--``, everything after it is the command's).
 """
 
 from __future__ import annotations
@@ -25,4 +27,30 @@ def respell(argv: list[str]) -> tuple[list[str], str | None]:
             "validate",
             *argv[1:],
         ], "'config PATH' is 'grid-ops config validate PATH'."
+    if argv[:1] == ["run"] and "--" not in argv:
+        return _hoist_log_level(argv)
     return argv, None
+
+
+def _hoist_log_level(argv: list[str]) -> tuple[list[str], str | None]:
+    """``run … CMD --log-level X`` -> ``--log-level X run … CMD``."""
+    out: list[str] = []
+    hoisted: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--log-level" and i + 1 < len(argv):
+            hoisted += [arg, argv[i + 1]]
+            i += 2
+            continue
+        if arg.startswith("--log-level="):
+            hoisted.append(arg)
+        else:
+            out.append(arg)
+        i += 1
+    if not hoisted:
+        return argv, None
+    return [
+        *hoisted,
+        *out,
+    ], "grid-ops reads --log-level before the command: grid-ops --log-level LEVEL run …"

@@ -64,8 +64,31 @@ def _root(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            help="grid-ops' own log on stderr: DEBUG, INFO, WARNING or ERROR (default: the "
+            "config's logging.level, else WARNING). DEBUG also runs Ansible at verbosity 3.",
+            case_sensitive=False,
+        ),
+    ] = None,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="-v: INFO, -vv: DEBUG.")
+    ] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log errors only.")] = False,
 ) -> None:
     """Provision and operate a small GPU cluster running Ray, driven by Ansible."""
+    from grid_ops import log
+    from grid_ops.errors import UsageError
+
+    level = log_level or ("ERROR" if quiet else {0: None, 1: "INFO"}.get(verbose, "DEBUG"))
+    if level is not None and level.upper() not in log.LEVELS:
+        raise UsageError(
+            f"--log-level {level} is not a level grid-ops knows.",
+            f"Use one of {', '.join(log.LEVELS)}.",
+        )
+    log.choose(level)
 
 
 app.command("init")(config_cmd.init)

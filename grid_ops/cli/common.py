@@ -48,6 +48,9 @@ def load_config(path: Path | None, quick_plan: bool = False) -> tuple[ClusterCon
     config_abs = os.path.abspath(resolved)
     raw = model.read_config_bytes(config_abs) if quick_plan else None  # before loading
     cfg = config.load(resolved)
+    from grid_ops import log
+
+    log.configure(cfg.logging.level, cfg.logging.format)
     if raw is not None:
         model.save_cache(
             model.resolve(cfg, recorded=False), config_abs, model.cache_key(raw, config_abs)

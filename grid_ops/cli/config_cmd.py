@@ -22,10 +22,16 @@ def starter_text() -> str:
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the config.")] = Path("cluster.yaml"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="The same as PATH (as the earlier tool took it)."),
+    ] = None,
 ) -> None:
     """Write a commented starter cluster config to PATH (default ./cluster.yaml)."""
     from grid_ops.fsutil import write_file
 
+    if config is not None:
+        path = config
     if path.is_dir():
         raise UsageError(f"{path} is a directory.", "Give a file path, e.g. cluster.yaml.")
     if path.exists() and not force:
