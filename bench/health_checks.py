@@ -72,7 +72,10 @@ def main() -> None:
     rev = os.environ.get("GRID_OPS_BENCH_BEFORE", BEFORE)
     old = Path(tempfile.mkdtemp(prefix="grid-ops-before-"))
     archive = subprocess.run(
-        ["git", "archive", rev, "grid_ops", "roles", "playbooks", "ansible.cfg"], cwd=REPO, capture_output=True, check=True
+        ["git", "archive", rev, "grid_ops", "roles", "playbooks", "ansible.cfg"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
     )
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
     if FAKE.exists():

@@ -377,7 +377,7 @@ def test_ray_status_table_with_hostile_node_answers(screen: io.StringIO) -> None
 
     row = {"name": "[/x]", "role": "head", "ray": "alive", "reachable": True, "ip": HOSTILE,
            "resources": {"CPU": 2.0}, "node_id": "[bold]abcdef"}  # fmt: skip
-    cluster._print_status({"head": "[/x]", "address": "\x1b[2J:6379", "nodes": [row]})
+    cluster.print_status({"head": "[/x]", "address": "\x1b[2J:6379", "nodes": [row]})
     shown = screen.getvalue()
     assert_safe(shown)
     assert r"head [/x], address \x1b[2J:6379" in shown
