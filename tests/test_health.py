@@ -214,14 +214,14 @@ def test_one_quoted_command_line_runs_in_the_nodes_shell(ready: Lab) -> None:
     proc = ready.cli("run", "-c", cfg, "--node", "node2", line)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "a b|42|seed-a.txt|done\n"
-    one = ready.cli("run", "-c", cfg, "--node", "node2", "hostname")
+    one = ready.cli("run", "--config", cfg, "--node", "node2", "hostname")
     assert one.returncode == 0 and one.stdout.strip() == "node2"
     failing = ready.cli("run", "-c", cfg, "--node", "node2", "false && echo never")
     assert failing.returncode == 1 and failing.stdout == ""
 
 
 def test_status_shows_ray_and_health_in_one_document(ready: Lab) -> None:
-    proc = ready.cli("status", "-c", str(ready.config), "--json", "--refresh")
+    proc = ready.cli("status", "--config", str(ready.config), "--json", "--refresh")
     assert "Traceback" not in proc.stderr, proc.stderr
     data = json.loads(proc.stdout)
     assert [n["name"] for n in data["cluster"]["nodes"]] == ready.nodes
