@@ -678,12 +678,15 @@ def fill(name: str, full: bool = True) -> LabNode:
         real.mkdir(mode=0o700, exist_ok=True)
         script = (
             'set -e; mount --bind "$1" "$2"; '
-            'mount -t tmpfs -o "size=$3,mode=0700,uid=$4,gid=$4" tmpfs "$1"; '
+            'mount -t tmpfs -o "size=$3,mode=0700,uid=$4,gid=$5" tmpfs "$1"; '
             'for e in "$2"/* "$2"/.[!.]*; do [ -e "$e" ] || [ -L "$e" ] || continue; '
-            'ln -s "$e" "$1/$(basename "$e")"; done; chown -h "$4:$4" "$1"/* 2>/dev/null || true'
+            'ln -s "$e" "$1/$(basename "$e")"; done; chown -h "$4:$5" "$1"/* 2>/dev/null || true'
         )
-        uid = str(root.stat().st_uid)
-        _sh(*enter, "sh", "-c", script, "fill", str(root), str(real), FULL_SIZE, uid)
+        owner = root.stat()
+        _sh(
+            *enter, "sh", "-c", script, "fill", str(root), str(real), FULL_SIZE,
+            str(owner.st_uid), str(owner.st_gid),
+        )  # fmt: skip
     elif not full and mounted:
         _sh(*enter, "sh", "-c", 'umount "$1" && umount "$2"', "fill", str(root), str(real))
     return node
