@@ -24,6 +24,14 @@ ConfigOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout instead of a table.")
 ]
+RefreshOption = Annotated[
+    bool,
+    typer.Option(
+        "--refresh",
+        help="Probe every node now instead of using health facts younger than "
+        "health_check.refresh_interval.",
+    ),
+]
 LimitOption = Annotated[
     list[str] | None,
     typer.Option("--limit", "-l", help="Only this node (repeat for several).", show_default=False),

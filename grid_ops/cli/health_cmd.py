@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from grid_ops.cli import views
-from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, RefreshOption, load_config
 from grid_ops.cli.output import err, out, print_json
 
 if TYPE_CHECKING:
@@ -30,9 +30,7 @@ def table(nodes: list[NodeHealth], title: str) -> Table:
 def health(
     config: ConfigOption = None,
     json_out: JsonOption = False,
-    refresh: Annotated[
-        bool, typer.Option("--refresh", help="Ignore cached facts and probe every node now.")
-    ] = False,
+    refresh: RefreshOption = False,
     watch: Annotated[
         float | None,
         typer.Option("--watch", help="Probe again every SECONDS and redraw (Ctrl-C stops).", min=1),

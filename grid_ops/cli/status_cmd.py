@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
 
 import typer
 
 from grid_ops.cli import views
-from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, RefreshOption, load_config
 from grid_ops.cli.output import out, print_json
 
 
 def status(
     config: ConfigOption = None,
     json_out: JsonOption = False,
-    refresh: Annotated[
-        bool, typer.Option("--refresh", help="Probe every node now instead of the cached health.")
-    ] = False,
+    refresh: RefreshOption = False,
 ) -> None:
     """Ray's state on every node ('cluster status') and the latest health ('health', from
     its cache unless older than health_check.refresh_interval or --refresh).
