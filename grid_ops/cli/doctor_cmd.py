@@ -43,8 +43,9 @@ def doctor(
     cfg, path = load_config(config)
     cluster = model.of(cfg)
     info(f"checking {len(cluster.nodes)} node(s) of {cfg.name}")
-    records = [asdict(n) for n in health.ranked(health.probe_all(cfg))]
-    health.save_cache(cfg, health.ranked([health.NodeHealth(**r) for r in records]))
+    ranked = health.ranked(health.probe_all(cfg))
+    health.save_cache(cfg, ranked)  # a doctor round is a health round: keep what it found
+    records = [asdict(n) for n in ranked]
     up = [r["name"] for r in records if r["reachable"]]
     states = lifecycle.read_states(cluster, [cluster.node(n) for n in up])
     plan = lifecycle.plan(
@@ -58,7 +59,7 @@ def doctor(
     if deep:
         from grid_ops.cli.doctor_deep import bandwidth
 
-        deep_result = bandwidth(cfg, [n for n in up])
+        deep_result = bandwidth(cfg, up)
         found.extend(deep_result["rows"])
     failed = [r for r in found if r["status"] == "fail"]
     if json_out:
