@@ -637,9 +637,9 @@ class ClusterConfig(Strict):
         for node in self.nodes:
             if node.name == name:
                 return node
-        from grid_ops.errors import UsageError
+        from grid_ops.errors import NotFound
 
-        raise UsageError(
+        raise NotFound(
             f"Unknown node '{name}'.",
             f"This cluster has: {', '.join(n.name for n in self.nodes)}.",
         )

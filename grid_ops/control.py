@@ -14,7 +14,7 @@ import re
 import subprocess
 from typing import TYPE_CHECKING, Any
 
-from grid_ops.errors import GridOpsError, UsageError
+from grid_ops.errors import GridOpsError, NotFound, Unavailable, UsageError
 from grid_ops.layout import EXIT_MISSING_ROOT, EXIT_SSH_FAILED
 
 if TYPE_CHECKING:
@@ -85,6 +85,48 @@ def parse_thresholds(values: list[str]) -> dict[str, float]:
     return out
 
 
+def reserve(
+    config: ClusterConfig,
+    kind: str,
+    resource: str,
+    amount: str,
+    node: str | None = None,
+    priority: str | None = None,
+    ttl: str | None = None,
+) -> dict[str, Any]:
+    """Reserve ``amount`` (text: 2, 0.5, 4GiB) of ``resource`` as a boost on ``node`` or
+    a shared allocation (``kind`` boost or share); the controller's row for it."""
+    if node is not None:
+        config.node(node)
+    args: dict[str, Any] = {
+        "kind": kind,
+        "node": node,
+        "resource": resource,
+        "amount": parse_amount(resource, amount),
+    }
+    if kind == "boost":
+        args["priority"] = priority or "normal"
+        args["ttl"] = parse_duration(ttl) if ttl else None
+    row, _ = call(config, "reserve", args)
+    return dict(row)
+
+
+def find(config: ClusterConfig, rid: str, kind: str) -> dict[str, Any]:
+    """The live reservation ``rid`` of ``kind`` (NotFound naming the live ones)."""
+    rows, _ = call(config, "reservations", {"kind": kind})
+    for row in rows:
+        if row["id"] == rid:
+            return dict(row)
+    known = ", ".join(r["id"] for r in rows) or "none"
+    raise NotFound(f"No live {kind} '{rid}'.", f"Live ones: {known}.")
+
+
+def release(config: ClusterConfig, rid: str, kind: str) -> dict[str, Any]:
+    """Release reservation ``rid`` (NotFound when there is no live one of that id)."""
+    row, _ = call(config, "release", {"id": rid, "kind": kind})
+    return dict(row)
+
+
 def call(
     config: ClusterConfig,
     op: str,
@@ -109,7 +151,7 @@ def call(
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise GridOpsError(
+        raise Unavailable(
             f"The controller on the head ({head}) did not answer in {timeout:g} s.",
             "Check 'grid-ops cluster status'.",
         ) from None
@@ -123,12 +165,13 @@ def call(
     if answer.get("down"):
         why = str(answer.get("error") or "")
         detail = f" ({why})" if why.startswith("its last start failed") else ""
-        raise GridOpsError(
+        raise Unavailable(
             f"The grid-ops controller does not run on the head ({head}){detail}.",
             "Start the cluster with 'grid-ops cluster start' (it starts the controller too).",
         )
     if not answer.get("ok"):
-        raise UsageError(str(answer.get("error")), str(answer.get("hint") or "") or None)
+        refused = NotFound if answer.get("missing") else UsageError
+        raise refused(str(answer.get("error")), str(answer.get("hint") or "") or None)
     size = int(answer.get("payload") or 0)
     if len(rest) != size:
         raise GridOpsError(f"The head ({head}) sent {len(rest)} of {size} bytes.", "Retry.")
@@ -139,13 +182,13 @@ def _transport_error(config: ClusterConfig, code: int, stderr: str) -> GridOpsEr
     head = config.head.name
     last = (stderr.strip().splitlines() or [f"exit {code}"])[-1]
     if code == EXIT_SSH_FAILED:
-        return GridOpsError(
+        return Unavailable(
             f"Cannot reach the head ({head}) over SSH: {last}",
             "Check it with 'grid-ops ping'.",
         )
     if code == EXIT_MISSING_ROOT or "No module named" in stderr:
-        return GridOpsError(
+        return Unavailable(
             f"The head ({head}) has no grid-ops runtime: {last}",
             "Run 'grid-ops provision' and 'grid-ops cluster start' first.",
         )
-    return GridOpsError(f"The controller call on the head ({head}) failed: {last}")
+    return Unavailable(f"The controller call on the head ({head}) failed: {last}")

@@ -29,6 +29,21 @@ class UsageError(GridOpsError):
     exit_code = 2
 
 
+class NotFound(UsageError):
+    """The command names a node, job, boost or object that does not exist (exit code 2;
+    HTTP 404 in the REST API)."""
+
+
+class Conflict(UsageError):
+    """The request clashes with what exists, e.g. a live job of that name (exit code 2;
+    HTTP 409)."""
+
+
+class Unavailable(GridOpsError):
+    """The cluster cannot answer: the head unreachable, Ray or the controller down (exit
+    code 1; HTTP 503)."""
+
+
 class LabError(GridOpsError):
     """The local lab could not be set up, inspected or torn down."""
 

@@ -150,12 +150,12 @@ def _read(path: Path) -> Any:
 
 
 def load(config: ClusterConfig, name: str) -> dict[str, Any]:
-    from grid_ops.errors import UsageError
+    from grid_ops.errors import NotFound
 
     data = _read(_record_path(config, name))
     if not _valid_record(data, name):
         known = ", ".join(r["name"] for r in load_all(config)) or "none yet"
-        raise UsageError(f"No job named '{name}'.", f"Known jobs: {known}.")
+        raise NotFound(f"No job named '{name}'.", f"Known jobs: {known}.")
     record: dict[str, Any] = data
     return record
 
@@ -191,7 +191,7 @@ def head_call(
 ) -> dict[str, Any]:
     """Run ``grid_ops.runtime.jobs ARGS`` on the head, ``stdin`` on its standard input
     (the SSH connection: not visible in any process list); its JSON answer."""
-    from grid_ops.errors import GridOpsError
+    from grid_ops.errors import Unavailable
 
     argv = head_argv(config, list(args))
     try:
@@ -199,20 +199,20 @@ def head_call(
             argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired:
-        raise GridOpsError(
+        raise Unavailable(
             f"The head ({config.head.name}) did not answer in {timeout:g} s."
         ) from None
     try:
         data: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise GridOpsError(
+        raise Unavailable(
             f"Could not reach Ray Jobs on the head ({config.head.name}): "
             f"{detail[-1] if detail else f'exit {proc.returncode}'}.",
             "Is the cluster provisioned and started? Try 'grid-ops cluster status'.",
         ) from None
     if "error" in data:
-        raise GridOpsError(
+        raise Unavailable(
             f"Ray Jobs on the head ({config.head.name}) refused: {data['error']}.",
             "Check that Ray runs there ('grid-ops cluster status'; 'grid-ops cluster start').",
         )
@@ -331,18 +331,18 @@ def launch(
     group, torch.distributed environment variables).
     """
     from grid_ops import layout
-    from grid_ops.errors import UsageError
+    from grid_ops.errors import Conflict, NotFound, UsageError
 
     check_name(name)
     variables = check_env(env or {})
     try:
         previous = load(config, name)
-    except UsageError:
+    except NotFound:
         previous = None
     if previous is not None:
         refresh(config, [previous])
         if previous.get("status") not in TERMINAL and previous.get("known_to_ray", True):
-            raise UsageError(
+            raise Conflict(
                 f"A job named '{name}' is still {previous.get('status', 'live').lower()}.",
                 f"Pick another name, or stop it with 'grid-ops job cancel {name}'.",
             )

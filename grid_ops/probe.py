@@ -118,11 +118,18 @@ def argv(cluster: ClusterModel, node: NodeModel) -> list[str]:
     return node.argv(line)
 
 
+# Probes started by this process: rounds and nodes (grid-ops serve reports them, so a
+# load test can count the SSH fan-out its clients caused).
+counts = {"rounds": 0, "nodes": 0}
+
+
 def records(cluster: ClusterModel, names: list[str] | None = None) -> list[dict[str, Any]]:
     """Health records (grid_ops.facts) of the nodes (all, or ``names``), in config order,
     probed in parallel."""
     ensure_control_dir()
     nodes = [n for n in cluster.nodes if names is None or n.name in names]
+    counts["rounds"] += 1
+    counts["nodes"] += len(nodes)
     hc = cluster.health
     found = facts.probe(
         {n.name: argv(cluster, n) for n in nodes},

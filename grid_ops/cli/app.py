@@ -33,6 +33,7 @@ from grid_ops.cli import (
     reset_cmd,
     rollback_cmd,
     run_cmd,
+    serve_cmd,
     status_cmd,
     sync_cmd,
 )
@@ -114,6 +115,7 @@ app.add_typer(boost_cmd.boost_app, name="boost")
 app.add_typer(boost_cmd.sharing_app, name="resource-sharing")
 app.add_typer(offload_cmd.app, name="offload")
 app.add_typer(memory_cmd.app, name="memory")
+app.add_typer(serve_cmd.app, name="serve")
 app.add_typer(lab_cmd.app, name="lab")
 
 

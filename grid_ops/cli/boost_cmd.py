@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from grid_ops import answers
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
 from grid_ops.cli.output import cell, out, print_json, safe
 
@@ -29,11 +30,6 @@ AmountArg = Annotated[
     str, typer.Argument(help="How much: 2, 0.5; memory as 4GiB, 512MiB (bare number = GiB).")
 ]
 IdArg = Annotated[str, typer.Argument(help="The id that request printed.")]
-FIELDS = ("id", "node", "resource", "amount", "expires_at", "priority", "state", "created_at")
-
-
-def _public(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in FIELDS}
 
 
 def amount_text(resource: str, amount: float) -> str:
@@ -67,25 +63,14 @@ def _table(rows: list[dict[str, Any]], title: str) -> None:
     out.print(table)
 
 
-def find(cfg: ClusterConfig, rid: str, kind: str) -> dict[str, Any]:
-    """The live reservation ``rid`` of ``kind`` (a clear error when there is none)."""
-    from grid_ops import control
-    from grid_ops.errors import UsageError
-
-    rows, _ = control.call(cfg, "reservations", {"kind": kind})
-    for row in rows:
-        if row["id"] == rid:
-            return dict(row)
-    known = ", ".join(r["id"] for r in rows) or "none"
-    raise UsageError(f"No live {kind} '{rid}'.", f"Live ones: {known}.")
-
-
-def _request(cfg: ClusterConfig, args: dict[str, Any], as_json: bool) -> None:
+def _request(
+    cfg: ClusterConfig, kind: str, resource: str, amount: str, as_json: bool, **more: Any
+) -> None:
     from grid_ops import control
 
-    row, _ = control.call(cfg, "reserve", args)
+    row = control.reserve(cfg, kind, resource, amount, **more)
     if as_json:
-        print_json(_public(row))
+        print_json(answers.reservation(row))
         return
     out.print(
         f"[green]{safe(row['id'])}[/]: {amount_text(row['resource'], row['amount'])} "
@@ -96,9 +81,9 @@ def _request(cfg: ClusterConfig, args: dict[str, Any], as_json: bool) -> None:
 def _release(cfg: ClusterConfig, rid: str, kind: str, as_json: bool) -> None:
     from grid_ops import control
 
-    row, _ = control.call(cfg, "release", {"id": rid, "kind": kind})
+    row = control.release(cfg, rid, kind)
     if as_json:
-        print_json(_public(row))
+        print_json(answers.reservation(row))
     else:
         out.print(f"released {safe(rid)} ({safe(row['resource'])} on {safe(row['node'])})")
 
@@ -108,7 +93,7 @@ def _status(cfg: ClusterConfig, kind: str, as_json: bool, title: str) -> None:
 
     rows, _ = control.call(cfg, "reservations", {"kind": kind})
     if as_json:
-        print_json([_public(r) for r in rows])
+        print_json([answers.reservation(r) for r in rows])
     elif not rows:
         out.print(f"no {title.lower()}")
     else:
@@ -137,19 +122,8 @@ def boost_request(
     changing nothing, when NODE does not have that much free (the error says what is).
     Example: grid-ops boost request node2 cpu 1 --ttl 30m
     """
-    from grid_ops import control
-
     cfg, _ = load_config(config)
-    cfg.node(node)
-    args = {
-        "kind": "boost",
-        "node": node,
-        "resource": resource,
-        "amount": control.parse_amount(resource, amount),
-        "priority": priority,
-        "ttl": control.parse_duration(ttl) if ttl else None,
-    }
-    _request(cfg, args, as_json)
+    _request(cfg, "boost", resource, amount, as_json, node=node, priority=priority, ttl=ttl)
 
 
 @boost_app.command("release")
@@ -184,18 +158,8 @@ def sharing_request(
 
     A node shares at most resource_sharing.max_share_fraction of its total.
     """
-    from grid_ops import control
-
     cfg, _ = load_config(config)
-    if node:
-        cfg.node(node)
-    args = {
-        "kind": "share",
-        "node": node,
-        "resource": resource,
-        "amount": control.parse_amount(resource, amount),
-    }
-    _request(cfg, args, as_json)
+    _request(cfg, "share", resource, amount, as_json, node=node)
 
 
 @sharing_app.command("release")

@@ -64,7 +64,9 @@ def health(
     nodes, cached = collect(cfg, refresh)
     nodes = enforce(cfg, path, nodes)
     if json_out:
-        print_json({"nodes": [n.to_json() for n in nodes], "cached": cached})
+        from grid_ops import answers
+
+        print_json(answers.health(nodes, cached))
     else:
         out.print(table(nodes, views.health_title(cfg.name, cached)))
     if views.report_trouble([asdict(n) for n in nodes], json_out):

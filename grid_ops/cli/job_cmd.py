@@ -17,21 +17,6 @@ NameArg = Annotated[str, typer.Argument(help="The job's name (from job launch)."
 STYLE = {"SUCCEEDED": "green", "FAILED": "red", "STOPPED": "yellow", "RUNNING": "cyan"}
 
 
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": record["name"],
-        "status": record.get("status"),
-        "submitted_at": record.get("submitted_at"),
-        "started_at": record.get("started_at"),
-        "ended_at": record.get("ended_at"),
-        "nodes": record.get("nodes", 1),
-        "exit_code": record.get("exit_code"),
-        "message": record.get("message"),
-        "known_to_ray": record.get("known_to_ray", True),
-        "submission_id": record.get("submission_id"),
-    }
-
-
 def _when(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else ""
 
@@ -93,7 +78,9 @@ def launch(
         nodes=defaults.default_nodes if nodes is None else nodes,
     )
     if json_out:
-        print_json(_public(record))
+        from grid_ops import answers
+
+        print_json(answers.job(record))
     else:
         shown = safe(name)
         out.print(f"Launched job {shown} ({safe(record['submission_id'])}).")
@@ -117,7 +104,9 @@ def status(
     records = [jobs.load(cfg, name)] if name is not None else jobs.load_all(cfg)
     records = jobs.refresh(cfg, records)
     if json_out:
-        rows = [_public(r) for r in records]
+        from grid_ops import answers
+
+        rows = [answers.job(r) for r in records]
         print_json(rows[0] if name else rows)
         return
     _table(records)
@@ -182,19 +171,12 @@ def logs(
 @app.command("cancel")
 def cancel(name: NameArg, config: ConfigOption = None) -> None:
     """Stop a job; it ends STOPPED."""
-    from grid_ops import jobs
+    from grid_ops import answers, jobs
 
     jobs.check_name(name)
     cfg, _ = load_config(config)
-    record = jobs.load(cfg, name)
-    jobs.head_call(cfg, "stop", record["submission_id"])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        jobs.refresh(cfg, [record])
-        if record.get("status") in jobs.TERMINAL:
-            break
-        time.sleep(0.5)
-    out.print(f"Job {safe(name)}: {safe(record.get('status'))}.")
+    stopped = answers.job_cancel(cfg, name)
+    out.print(f"Job {safe(name)}: {safe(stopped['status'])}.")
 
 
 @app.command("results")
@@ -202,33 +184,12 @@ def results(name: NameArg, config: ConfigOption = None, json_out: JsonOption = F
     """The metrics a job reported (grid_ops.jobs.report), the final values and duration."""
     from rich.table import Table
 
-    from grid_ops import jobs
+    from grid_ops import answers, jobs
 
     jobs.check_name(name)
     cfg, _ = load_config(config)
-    from grid_ops.errors import GridOpsError
-
-    record = jobs.refresh(cfg, [jobs.load(cfg, name)])[0]
-    if record.get("known_to_ray", True):
-        try:
-            logs_text = jobs.head_call(cfg, "logs", record["submission_id"])["logs"] or ""
-        except GridOpsError:
-            if record.get("results") is None:
-                raise
-            record["known_to_ray"] = False  # e.g. the cluster was restarted: keep what we had
-        else:
-            record["results"] = jobs.results(logs_text)
-        jobs.save(cfg, record)
-    found = record.get("results") or {"metrics": [], "final": {}}
-    started, ended = record.get("started_at"), record.get("ended_at")
-    data = {
-        "name": name,
-        "status": record.get("status"),
-        "metrics": found["metrics"],
-        "final": found["final"],
-        "duration_s": round(ended - started, 3) if started and ended else None,
-        "logs": f"grid-ops job logs {name} (Ray Jobs on {cfg.head.name})",
-    }
+    data, record = answers.job_results(cfg, name)
+    found = {"metrics": data["metrics"], "final": data["final"]}
     if json_out:
         print_json(data)
         return

@@ -119,7 +119,9 @@ def list_objects(config: ConfigOption = None, as_json: JsonOption = False) -> No
     cfg, _ = load_config(config)
     rows, _ = control.call(cfg, "memory-list")
     if as_json:
-        print_json([{"key": r["key"], "size": r["size"], "nodes": r["nodes"]} for r in rows])
+        from grid_ops import answers
+
+        print_json(answers.pool_objects(rows))
         return
     if not rows:
         out.print("the memory pool is empty")

@@ -101,7 +101,7 @@ def run(
         raise typer.Exit(_run_all(cfg, command, shell, timeout))
     env: dict[str, str] = {}
     if boost:
-        from grid_ops.cli.boost_cmd import find
+        from grid_ops.control import find
 
         record = find(cfg, boost, "boost")
         env["GRID_OPS_BOOST"] = boost

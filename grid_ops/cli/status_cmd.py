@@ -31,9 +31,9 @@ def status(
     nodes, cached = collect(cfg, refresh)
     nodes = enforce(cfg, path, nodes)
     if json_out:
-        print_json(
-            {"cluster": ray, "health": {"nodes": [n.to_json() for n in nodes], "cached": cached}}
-        )
+        from grid_ops import answers
+
+        print_json(answers.status(ray, nodes, cached))
     else:
         print_status(ray)
         out.print(

@@ -33,7 +33,7 @@ from typing import Any
 
 from grid_ops import layout
 from grid_ops.runtime import nodes, offload, pool, private, protocol, reservations, store
-from grid_ops.runtime.nodes import Refused
+from grid_ops.runtime.nodes import Missing, Refused
 from grid_ops.runtime.taskstats import Totals
 
 NAMESPACE = layout.CONTROLLER_NAMESPACE
@@ -106,9 +106,10 @@ class Controller:
                     )
                     protocol.write_message(self.wfile, {"ok": True, "result": result}, data)
                 except Refused as exc:
-                    protocol.write_message(
-                        self.wfile, {"ok": False, "error": str(exc), "hint": exc.hint}
-                    )
+                    answer = {"ok": False, "error": str(exc), "hint": exc.hint}
+                    if isinstance(exc, Missing):
+                        answer["missing"] = True
+                    protocol.write_message(self.wfile, answer)
                 except Exception as exc:  # answer the caller; the controller stays up
                     protocol.write_message(
                         self.wfile, {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -240,11 +241,11 @@ class Controller:
             return dict(record)
         gone = next((r for r in self.state["released"] if r["id"] == rid), None)
         if gone is not None:
-            raise Refused(
+            raise Missing(
                 f"'{rid}' was already released ({gone.get('state', 'released')}).",
                 "See the live ones with 'status'.",
             )
-        raise Refused(f"No boost or allocation '{rid}'.", "See the live ones with 'status'.")
+        raise Missing(f"No boost or allocation '{rid}'.", "See the live ones with 'status'.")
 
     def _reserve(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
         kind = str(args.get("kind", "boost"))
@@ -390,7 +391,7 @@ class Controller:
 
     def _unknown_key(self, key: str) -> Refused:
         known = ", ".join(sorted(self.state["pool"])[:10]) or "none"
-        return Refused(f"No object '{key}' in the memory pool.", f"Stored keys: {known}.")
+        return Missing(f"No object '{key}' in the memory pool.", f"Stored keys: {known}.")
 
     def _memory_store(self, args: dict[str, Any], payload: bytes) -> tuple[Any, bytes]:
         key = pool.check_key(args.get("key"))
@@ -533,9 +534,18 @@ class Controller:
         return {"node": node, "moved": moved}, b""
 
     def _overview(self, args: dict[str, Any], payload: bytes) -> tuple[Any, bytes]:
+        """Everything a dashboard shows of the controller in one call: the offload
+        policy, the live reservations, the pool's objects and the metrics numbers."""
         boosts, _ = self._list({}, b"")
         status, _ = self._offload_status({"recent": args.get("recent", 10)}, b"")
-        return {"offload": status, "reservations": boosts}, b""
+        objects, _ = self._memory_list({}, b"")
+        numbers, _ = self._metrics({}, b"")
+        return {
+            "offload": status,
+            "reservations": boosts,
+            "memory": objects,
+            "metrics": numbers,
+        }, b""
 
 
 def _command(kind: str) -> str:

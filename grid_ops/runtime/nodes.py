@@ -18,6 +18,11 @@ class Refused(RuntimeError):
         self.hint = hint
 
 
+class Missing(Refused):
+    """A request naming a reservation or pool object that does not exist (the caller
+    answers 'not found')."""
+
+
 @dataclass
 class NodeView:
     name: str

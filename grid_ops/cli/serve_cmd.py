@@ -1,0 +1,163 @@
+"""grid-ops serve: the REST API and the live dashboard of one cluster."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from grid_ops.cli.common import ConfigOption, load_config
+from grid_ops.cli.output import err, out, safe
+
+if TYPE_CHECKING:
+    import socket
+
+DEFAULT_PORT = 8470
+
+app = typer.Typer(
+    help="The REST API (OpenAPI at /docs) and a live web dashboard at /. Without a "
+    "subcommand, serve.",
+    invoke_without_command=True,
+)
+
+
+@app.callback()
+def serve(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    bind: Annotated[
+        str,
+        typer.Option(
+            "--bind",
+            help="Address to listen on. Anything but loopback requires the cluster's "
+            "bearer token ('grid-ops serve token' makes and prints it).",
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)
+    ] = DEFAULT_PORT,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval",
+            help="Seconds between refresh rounds (health probe, controller, jobs).",
+            min=0.5,
+        ),
+    ] = 5.0,
+    cluster_interval: Annotated[
+        float,
+        typer.Option(
+            "--cluster-interval",
+            help="Seconds between refreshes of Ray's view (an Ansible run).",
+            min=1,
+        ),
+    ] = 30.0,
+) -> None:
+    """Serve the cluster's API and dashboard until Ctrl-C.
+
+    One background refresher probes the nodes and asks the head every --interval
+    seconds (a round is what 'grid-ops health' does, quarantine included, plus the
+    controller's boosts, pool and offload, and the jobs); requests answer from its last
+    round, so any number of clients cost one refresher. Bound to loopback (the default)
+    no token is asked; bound anywhere else every request needs
+    'Authorization: Bearer TOKEN', and the server refuses to start until the token
+    exists. Examples:
+
+      grid-ops serve -c cluster.yaml            # http://127.0.0.1:8470/
+
+      curl -s localhost:8470/api/health | jq .nodes[0]
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import logging
+
+    from grid_ops.errors import UsageError
+    from grid_ops.server import token as tokens
+
+    cfg, path = load_config(config)
+    secret = None
+    if not tokens.is_loopback(bind):
+        secret = tokens.read(cfg.name)
+        if secret is None:
+            raise UsageError(
+                f"grid-ops serve binds {bind}, beyond loopback, and the cluster "
+                f"'{cfg.name}' has no serve token yet.",
+                f"Make one with 'grid-ops serve token -c {path}' (it prints it; give it "
+                "to the API's clients), then start the server again.",
+            )
+    listener = _listen(bind, port)
+    from grid_ops.server.refresher import Refresher
+
+    refresher = Refresher(cfg, path, interval, cluster_interval)
+    err.print(f"[dim]first refresh of {safe(cfg.name)} ...[/]")
+    refresher.round()
+    for name, found in refresher.sections.items():
+        if found.error is not None:
+            err.print(f"[yellow]{safe(name)}: {safe(found.error)}[/]")
+    refresher.start()
+    import uvicorn
+
+    from grid_ops.server import api
+
+    app_ = api.create(cfg, refresher, secret, bind)
+    host = f"[{bind}]" if ":" in bind else bind
+    err.print(
+        f"serving {safe(cfg.name)} on http://{safe(host)}:{port}/ (API docs: /docs; "
+        f"{'bearer token required' if secret else 'loopback, no token'}; Ctrl-C stops)"
+    )
+    level = logging.getLogger("grid_ops").getEffectiveLevel()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app_,
+            log_level="info" if level <= logging.INFO else "warning",
+            access_log=level <= logging.DEBUG,
+            timeout_graceful_shutdown=2,
+        )
+    )
+    try:
+        server.run(sockets=[listener])
+    finally:
+        refresher.stop()
+        listener.close()
+
+
+def _listen(bind: str, port: int) -> socket.socket:
+    """A listening socket on bind:port; a clear error when that cannot be."""
+    import socket
+
+    from grid_ops.errors import UsageError
+
+    try:
+        infos = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UsageError(f"Cannot resolve --bind {bind}: {exc.strerror}.") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(
+            f"Cannot listen on {bind}:{port}: {exc.strerror}.",
+            "Pick another --port, or stop what listens there.",
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+@app.command("token")
+def token(
+    config: ConfigOption = None,
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Replace the token (old clients get 401).")
+    ] = False,
+) -> None:
+    """Print the cluster's serve token, making it first if there is none (kept 0600 in
+    the state dir). Clients send it as 'Authorization: Bearer TOKEN'; the dashboard asks
+    for it once per browser tab."""
+    from grid_ops.server import token as tokens
+
+    cfg, _ = load_config(config)
+    out.print(tokens.ensure(cfg.name, rotate), markup=False)

@@ -1,0 +1,361 @@
+"""The REST API and the dashboard page (FastAPI).
+
+Reads answer from the refresher's last round; writes (launch, cancel, boosts) call the
+cluster as the CLI does and then start a round. Every document is built by
+grid_ops.answers, as the CLI's --json is. Errors are JSON ``{"error", "hint"}`` with
+the CLI's paragraph: 400 bad input, 401 no token, 404 unknown node/job/boost,
+409 a live job of that name, 503 the cluster or its controller down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from grid_ops import answers
+from grid_ops.errors import (
+    Conflict,
+    GridOpsError,
+    NotFound,
+    Unavailable,
+    UsageError,
+    bug_report,
+)
+from grid_ops.server import token as tokens
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from grid_ops.config import ClusterConfig
+    from grid_ops.server.refresher import Refresher
+
+LOG_LINES = 8  # of each job shown on the page
+REFRESH_WAIT = 120.0  # seconds ?refresh=1 waits for its round
+
+
+class JobRequest(BaseModel):
+    """POST /api/jobs: what 'grid-ops job launch' takes."""
+
+    name: str = Field(description="Unique among live jobs.")
+    command: list[str] = Field(min_length=1, description="The job's argv.")
+    nodes: int | None = Field(default=None, ge=1, description="Ranks, one per node.")
+    gpus_per_node: float | None = Field(default=None, ge=0)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class BoostRequest(BaseModel):
+    """POST /api/boosts: what 'grid-ops boost request' takes."""
+
+    node: str
+    resource: str = Field(description="cpu, gpu or memory.")
+    amount: str | float = Field(description="2, 0.5; memory as 4GiB (bare number = GiB).")
+    priority: str = "normal"
+    ttl: str | None = Field(default=None, description="90s, 10m, 2h, 1d.")
+
+
+def status_of(exc: GridOpsError) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    if isinstance(exc, UsageError):
+        return 400
+    return 503  # Unavailable, or another failure of the cluster to do it
+
+
+def problem(exc: GridOpsError) -> JSONResponse:
+    return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=status_of(exc))
+
+
+def page_html() -> str:
+    """The dashboard: index.html with its stylesheet and script inlined (one response,
+    so a 401 answer can still carry the page that asks for the token)."""
+    folder = resources.files("grid_ops.server") / "page"
+    html = (folder / "index.html").read_text()
+    style = (folder / "style.css").read_text()
+    script = (folder / "app.js").read_text()
+    return html.replace("/*STYLE*/", style).replace("/*SCRIPT*/", script)
+
+
+def create(
+    config: ClusterConfig, refresher: Refresher, token: str | None, bind: str = "127.0.0.1"
+) -> FastAPI:
+    """The app for one cluster. ``token``: required on every request when not None."""
+    from grid_ops import control, jobs
+
+    app = FastAPI(
+        title=f"grid-ops: {config.name}",
+        description="The REST API of grid-ops serve: the same documents as the CLI's --json.",
+        version="1",
+    )
+    page = page_html()
+    started = time.time()
+
+    @app.middleware("http")
+    async def require_token(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if token is None or tokens.matches(request.headers.get("authorization"), token):
+            return await call_next(request)
+        if request.url.path == "/":
+            return HTMLResponse(page, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return JSONResponse(
+            {
+                "error": "This grid-ops server needs its bearer token (it listens beyond "
+                "loopback).",
+                "hint": "Send 'Authorization: Bearer TOKEN'; 'grid-ops serve token' prints it.",
+            },
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.exception_handler(GridOpsError)
+    async def grid_error(request: Request, exc: GridOpsError) -> JSONResponse:
+        return problem(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "the request"
+        return JSONResponse(
+            {
+                "error": f"Bad request: {where}: {first.get('msg', 'not valid')}.",
+                "hint": "See the request's schema at /docs.",
+            },
+            status_code=400,
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail), "hint": None}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        message, hint = bug_report(exc)
+        return JSONResponse({"error": message, "hint": hint}, status_code=500)
+
+    def section(name: str) -> Any:
+        """The refresher's latest data of a section; its error when its last try failed."""
+        found = refresher.section(name)
+        if found.error is not None:
+            raise found.error
+        if found.data is None:
+            raise Unavailable(
+                f"grid-ops serve has no {name} data yet (its first round has not ended).",
+                "Retry in a few seconds.",
+            )
+        return found.data
+
+    def job_record(name: str) -> dict[str, Any]:
+        jobs.check_name(name)
+        for record in refresher.section("jobs").data or []:
+            if record["name"] == name:
+                return dict(record)
+        return jobs.load(config, name)  # launched since the last round, or NotFound
+
+    # -- the page and the server itself ------------------------------------------------
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/api/state", tags=["dashboard"])
+    def state() -> dict[str, Any]:
+        """Everything the page shows, from the last round; a section that failed is
+        null with its error under "errors"."""
+        data: dict[str, Any] = {
+            "cluster_name": config.name,
+            "head": config.head.name,
+            "node_names": [n.name for n in config.nodes],
+            "interval": refresher.interval,
+            "rounds": refresher.rounds,
+            "now": time.time(),
+            "errors": {},
+        }
+        for name in ("health", "cluster", "controller", "jobs"):
+            found = refresher.section(name)
+            data[name] = found.data
+            data[f"{name}_at"] = found.at
+            if found.error is not None:
+                data["errors"][name] = {"error": found.error.message, "hint": found.error.hint}
+        data["jobs"] = [job_view(r) for r in data["jobs"] or []]
+        return data
+
+    def job_view(record: dict[str, Any]) -> dict[str, Any]:
+        view = answers.job(record)
+        logs = refresher.job_logs(record["name"])
+        view["log_tail"] = logs.text.splitlines()[-LOG_LINES:] if logs else []
+        return view
+
+    @app.get("/api/server", tags=["dashboard"])
+    def server() -> dict[str, Any]:
+        """The server's own numbers: refresh rounds, nodes probed (all SSH probes this
+        process made), the interval, since when it runs."""
+        from grid_ops import probe
+
+        return {
+            "cluster_name": config.name,
+            "bind": bind,
+            "token_required": token is not None,
+            "interval": refresher.interval,
+            "cluster_interval": refresher.cluster_interval,
+            "rounds": refresher.rounds,
+            "probe_rounds": probe.counts["rounds"],
+            "nodes_probed": probe.counts["nodes"],
+            "started_at": started,
+        }
+
+    # -- cluster and nodes -------------------------------------------------------------
+
+    @app.get("/api/cluster", tags=["cluster"])
+    def cluster() -> dict[str, Any]:
+        """Ray on every node, as 'grid-ops cluster status --json' (refreshed every
+        cluster_interval seconds)."""
+        data: dict[str, Any] = section("cluster")
+        return data
+
+    @app.get("/api/health", tags=["cluster"])
+    def health(refresh: bool = False) -> dict[str, Any]:
+        """Every node's health, ranked, as 'grid-ops health --json'; ?refresh=1 waits
+        for a new round (requests asking at once share it)."""
+        if refresh and not refresher.refresh_now(REFRESH_WAIT):
+            raise Unavailable(f"No health round ended in {REFRESH_WAIT:g} s.", "Retry.")
+        data: dict[str, Any] = section("health")
+        return data
+
+    @app.get("/api/nodes/{name}", tags=["cluster"])
+    def node(name: str) -> dict[str, Any]:
+        """One node: its health record and its row of the Ray view."""
+        config.node(name)
+        found = refresher.section("health").data or {"nodes": []}
+        return answers.node(name, refresher.section("cluster").data, found["nodes"])
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    @app.get("/api/jobs", tags=["jobs"])
+    def job_list() -> list[dict[str, Any]]:
+        """Every job launched on this cluster from this machine, as 'job list --json'."""
+        return [answers.job(r) for r in section("jobs")]
+
+    @app.post("/api/jobs", status_code=201, tags=["jobs"])
+    def job_launch(request: JobRequest) -> dict[str, Any]:
+        """Launch a job, as 'grid-ops job launch' (409 while a job of that name lives)."""
+        jobs.check_name(request.name)
+        defaults = config.execution
+        record = jobs.launch(
+            config,
+            request.name,
+            request.command,
+            env=jobs.check_env(request.env),
+            gpus=defaults.default_gpus_per_node
+            if request.gpus_per_node is None
+            else request.gpus_per_node,
+            nodes=defaults.default_nodes if request.nodes is None else request.nodes,
+        )
+        refresher.kick()
+        return answers.job(record)
+
+    @app.get("/api/jobs/{name}", tags=["jobs"])
+    def job(name: str) -> dict[str, Any]:
+        """One job, as 'job status NAME --json'."""
+        return answers.job(job_record(name))
+
+    @app.get("/api/jobs/{name}/logs", tags=["jobs"], response_class=StreamingResponse)
+    async def job_logs(name: str, follow: bool = True) -> StreamingResponse:
+        """The job's output as text, streamed (chunked) until the job ends; follow=0
+        answers what there is now."""
+        record = await asyncio.to_thread(job_record, name)
+        if refresher.job_logs(name) is None:
+            await asyncio.to_thread(refresher.read_logs, record)
+        return StreamingResponse(_stream(name, follow), media_type="text/plain; charset=utf-8")
+
+    async def _stream(name: str, follow: bool) -> AsyncIterator[str]:
+        shown = 0
+        while True:
+            logs = refresher.job_logs(name)
+            text = logs.text if logs else ""
+            if len(text) > shown:
+                yield text[shown:]
+                shown = len(text)
+            if not follow or (logs is not None and logs.final):
+                return
+            await asyncio.sleep(0.5)
+
+    @app.post("/api/jobs/{name}/cancel", tags=["jobs"])
+    def job_cancel(name: str) -> dict[str, Any]:
+        """Stop a job (it ends STOPPED), as 'grid-ops job cancel'."""
+        job_record(name)
+        stopped = answers.job_cancel(config, name)
+        refresher.kick()
+        return stopped
+
+    @app.get("/api/jobs/{name}/results", tags=["jobs"])
+    def job_results(name: str) -> dict[str, Any]:
+        """The metrics the job reported, as 'job results NAME --json'."""
+        job_record(name)
+        data, _ = answers.job_results(config, name)
+        return data
+
+    # -- the controller: boosts, memory pool, offload --------------------------------------
+
+    @app.get("/api/boosts", tags=["controller"])
+    def boost_list() -> list[dict[str, Any]]:
+        """The live boosts, as 'boost status --json'."""
+        rows = section("controller")["reservations"]
+        return [answers.reservation(r) for r in rows if r.get("kind", "boost") == "boost"]
+
+    @app.post("/api/boosts", status_code=201, tags=["controller"])
+    def boost_request(request: BoostRequest) -> dict[str, Any]:
+        """Reserve resources on a node, as 'grid-ops boost request'."""
+        amount = request.amount if isinstance(request.amount, str) else f"{request.amount:g}"
+        row = control.reserve(
+            config,
+            "boost",
+            request.resource,
+            amount,
+            node=request.node,
+            priority=request.priority,
+            ttl=request.ttl,
+        )
+        refresher.kick()
+        return answers.reservation(row)
+
+    @app.delete("/api/boosts/{rid}", tags=["controller"])
+    def boost_release(rid: str) -> dict[str, Any]:
+        """Release a boost, as 'grid-ops boost release'."""
+        row = control.release(config, rid, "boost")
+        refresher.kick()
+        return answers.reservation(row)
+
+    @app.get("/api/memory", tags=["controller"])
+    def memory() -> list[dict[str, Any]]:
+        """The memory pool's objects, as 'memory list-objects --json'."""
+        return answers.pool_objects(section("controller").get("memory", []))
+
+    @app.get("/api/offload", tags=["controller"])
+    def offload() -> dict[str, Any]:
+        """The auto-offload policy, the head's pressure and the latest decisions, as
+        'offload auto --status --json'."""
+        data: dict[str, Any] = section("controller")["offload"]
+        return data
+
+    @app.get("/metrics", tags=["metrics"], response_class=Response)
+    def metrics() -> Response:
+        """The Prometheus text of 'grid-ops metrics', from the last round."""
+        from grid_ops import metrics as m
+
+        nodes = (refresher.section("health").data or {"nodes": []})["nodes"]
+        numbers = refresher.section("controller")
+        cluster = None if numbers.error or not numbers.data else numbers.data.get("metrics")
+        return Response(m.exposition(nodes, cluster), media_type="text/plain; version=0.0.4")
+
+    return app

@@ -1,0 +1,194 @@
+// grid-ops dashboard: polls /api/state (what the server's refresher last saw) and
+// redraws. Every value from the cluster reaches the page as text (textContent), never
+// as markup.
+"use strict";
+(function () {
+  const KEY = "grid-ops-token";
+  const POLL_MS = 2000;
+  const GiB = 1024 ** 3;
+  let lastFetch = 0;
+  let lastState = null;
+
+  const hash = new URLSearchParams(location.hash.slice(1));
+  if (hash.get("token")) {
+    sessionStorage.setItem(KEY, hash.get("token"));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "text") node.textContent = String(value);
+      else node.setAttribute(name, String(value));
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+  const badge = (text, kind, title) => el("span", { class: "badge " + (kind || ""), title: title, text: text });
+  function meter(fraction, label, title) {
+    const pct = Math.max(0, Math.min(1, fraction || 0)) * 100;
+    const bar = el("div", { class: "bar" + (pct >= 90 ? " bad" : pct >= 70 ? " warn" : "") },
+      el("span", { style: "width:" + pct.toFixed(1) + "%" }));
+    return el("div", { class: "meter", title: title }, bar, el("span", { class: "label", text: label }));
+  }
+  function bytes(n) {
+    if (n === null || n === undefined) return "–";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return (i ? n.toFixed(1) : n.toFixed(0)) + " " + units[i];
+  }
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined || seconds < 0) return "";
+    seconds = Math.round(seconds);
+    const h = Math.floor(seconds / 3600), m = Math.floor(seconds % 3600 / 60), s = seconds % 60;
+    return (h ? h + "h " : "") + (h || m ? m + "m " : "") + s + "s";
+  }
+  const clock = (t) => t ? new Date(t * 1000).toLocaleTimeString() : "never";
+  function fill(table, rows, columns, empty) {
+    const body = document.querySelector("#" + table + " tbody");
+    const fresh = el("tbody");
+    if (!rows.length) fresh.append(el("tr", { class: "empty" }, el("td", { colspan: columns, text: empty })));
+    for (const row of rows) fresh.append(row);
+    body.replaceWith(fresh);
+  }
+
+  function nodeRow(node, ray, head) {
+    const state = el("td", { class: "state" });
+    const role = node.name === head ? "head" : "";
+    if (!node.reachable) {
+      state.append(badge("unreachable", "bad"), el("span", { class: "note", text: node.error || "" }));
+    } else {
+      const rayState = ray ? ray.ray : (node.ray_running ? "alive" : "absent");
+      state.append(badge("ray " + rayState, rayState === "alive" ? "ok" : rayState === "dead" ? "bad" : ""));
+      if (node.drained) {
+        const quarantined = node.drained.startsWith("quarantine:");
+        state.append(badge(quarantined ? "quarantined" : "drained", quarantined ? "bad" : "warn", node.drained));
+      }
+      for (const check of node.checks || []) {
+        state.append(badge(check.check, check.severity === "sick" ? "bad" : "warn", check.reason));
+      }
+      if (node.drained) state.append(el("span", { class: "note", text: node.drained }));
+    }
+    const cores = node.cpu_count || 1;
+    const load = node.load1 === null || node.load1 === undefined ? null : node.load1;
+    const memUsed = node.mem_total_bytes ? node.mem_total_bytes - (node.mem_available_bytes || 0) : null;
+    const gpus = el("div", { class: "gpus" });
+    for (const [i, gpu] of (node.gpus || []).entries()) {
+      const used = gpu.memory_used_mib || 0, total = gpu.memory_total_mib || 0;
+      gpus.append(el("div", { class: "gpu", title: gpu.name || "" },
+        el("div", { class: "title", text: "GPU " + (gpu.index !== undefined ? gpu.index : i) }),
+        meter(total ? used / total : 0, (used / 1024).toFixed(1) + "/" + (total / 1024).toFixed(0) + " GiB", "memory used"),
+        meter((gpu.utilization_gpu || 0) / 100, (gpu.utilization_gpu === null || gpu.utilization_gpu === undefined ? "–" : gpu.utilization_gpu) + "% util", "utilisation")));
+    }
+    return el("tr", { "data-node": node.name },
+      el("td", {}, el("strong", { text: node.name }), role ? el("span", { class: "role", text: role }) : null),
+      state,
+      el("td", { class: "num", text: node.score === null || node.score === undefined ? "–" : node.score.toFixed(2) }),
+      el("td", {}, load === null ? "–" : meter(load / cores, load.toFixed(2) + " / " + cores + " cores", "1-minute load per core")),
+      el("td", {}, memUsed === null ? "–" : meter(memUsed / node.mem_total_bytes, (memUsed / GiB).toFixed(1) + " / " + (node.mem_total_bytes / GiB).toFixed(1) + " GiB", "memory used")),
+      el("td", {}, (node.gpus || []).length ? gpus : el("span", { class: "note", text: "none" })),
+      el("td", { class: "num", text: bytes(node.disk_free_bytes) }));
+  }
+
+  const JOB_STYLE = { SUCCEEDED: "ok", FAILED: "bad", STOPPED: "warn", RUNNING: "info" };
+  function jobRow(job, now) {
+    const end = job.ended_at || (job.status === "RUNNING" ? now : null);
+    return el("tr", { "data-job": job.name },
+      el("td", {}, el("strong", { text: job.name })),
+      el("td", { class: "state" }, badge(job.status || "?", JOB_STYLE[job.status] || "", job.message || ""),
+        job.known_to_ray ? null : el("span", { class: "note", text: "no longer known to Ray" })),
+      el("td", { class: "num", text: job.started_at && end ? duration(end - job.started_at) : "" }),
+      el("td", { class: "num", text: job.nodes }),
+      el("td", {}, el("div", { class: "tailbox" }, el("pre", { class: "tail", text: (job.log_tail || []).join("\n") }))));
+  }
+
+  function draw(state) {
+    lastState = state;
+    document.getElementById("cluster").textContent = state.cluster_name;
+    document.title = "grid-ops: " + state.cluster_name;
+    const health = (state.health && state.health.nodes) || [];
+    const rayRows = {};
+    for (const row of (state.cluster && state.cluster.nodes) || []) rayRows[row.name] = row;
+    fill("nodes", health.map((n) => nodeRow(n, rayRows[n.name], state.head)), 7, "no health round yet");
+    const sick = health.filter((n) => (n.checks || []).some((c) => c.severity === "sick")).length;
+    const down = health.filter((n) => !n.reachable).length;
+    const drained = health.filter((n) => n.drained).length;
+    document.getElementById("nodes-count").textContent = health.length + " of " + state.node_names.length;
+
+    const jobs = (state.jobs || []).slice().reverse().slice(0, 25);
+    const running = jobs.filter((j) => j.status === "RUNNING" || j.status === "PENDING").length;
+    fill("jobs", jobs.map((j) => jobRow(j, state.now)), 5, "no jobs launched from this machine yet");
+    document.getElementById("jobs-count").textContent = running + " running, " + (state.jobs || []).length + " in all";
+
+    const controller = state.controller || {};
+    fill("boosts", (controller.reservations || []).map((r) => el("tr", { "data-boost": r.id },
+      el("td", { text: r.id }), el("td", { text: r.node }),
+      el("td", { text: r.resource + (r.kind === "share" ? " (shared)" : "") }),
+      el("td", { class: "num", text: r.resource === "memory" ? bytes(r.amount) : r.amount }),
+      el("td", { text: r.priority || "" }),
+      el("td", {}, badge(r.state, r.state === "active" ? "ok" : r.state === "node-lost" ? "bad" : "warn")),
+      el("td", { text: r.expires_at ? clock(r.expires_at) : "never" }))), 7,
+      state.controller ? "none active" : "controller not answering");
+    fill("memory", (controller.memory || []).map((o) => el("tr", { "data-key": o.key },
+      el("td", { text: o.key }), el("td", { class: "num", text: bytes(o.size) }),
+      el("td", {}, o.nodes.length ? o.nodes.join(", ") : badge("lost", "bad")))), 3,
+      state.controller ? "empty" : "controller not answering");
+
+    const parts = [health.length + " nodes", (health.length - down - drained) + " in service"];
+    if (sick) parts.push(sick + " sick");
+    if (drained) parts.push(drained + " drained");
+    if (down) parts.push(down + " unreachable");
+    parts.push("head " + state.head);
+    document.getElementById("summary").textContent = parts.join(" · ");
+
+    const errors = document.getElementById("errors");
+    errors.replaceChildren(...Object.entries(state.errors || {}).map(([section, e]) =>
+      el("p", {}, el("strong", { text: section + ": " }), e.error + (e.hint ? " " + e.hint : ""))));
+    tick();
+  }
+
+  function tick() {
+    const box = document.getElementById("freshness");
+    if (!lastState) return;
+    const age = (lastState.now - (lastState.health_at || lastState.now)) + (Date.now() - lastFetch) / 1000;
+    box.textContent = "updated " + duration(age) + " ago · round " + lastState.rounds;
+    box.classList.toggle("stale", age > 3 * lastState.interval + 5);
+  }
+
+  async function poll() {
+    const headers = {};
+    const token = sessionStorage.getItem(KEY);
+    if (token) headers.Authorization = "Bearer " + token;
+    try {
+      const answer = await fetch("/api/state", { headers: headers, cache: "no-store" });
+      if (answer.status === 401) {
+        document.getElementById("token-box").hidden = false;
+        document.getElementById("freshness").textContent = "token needed";
+      } else if (answer.ok) {
+        document.getElementById("token-box").hidden = true;
+        lastFetch = Date.now();
+        draw(await answer.json());
+      } else {
+        document.getElementById("freshness").textContent = "server answered " + answer.status;
+      }
+    } catch (e) {
+      const box = document.getElementById("freshness");
+      box.textContent = "server not answering";
+      box.classList.add("stale");
+    }
+    setTimeout(poll, POLL_MS);
+  }
+
+  document.getElementById("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY, document.getElementById("token-input").value.trim());
+    document.getElementById("token-input").value = "";
+  });
+  setInterval(tick, 1000);
+  poll();
+})();

@@ -1,0 +1,187 @@
+"""The server's one background refresher per cluster: it alone probes the nodes and
+calls the head, every ``interval`` seconds, and keeps what it saw; requests read that.
+So a page or an API poll never fans out SSH on its own, and 50 clients cost what one
+does.
+
+Each round: a health round as 'grid-ops health' runs it (probe, cache, the quarantine
+of health_check), the controller's overview (offload, boosts, the memory pool, its
+numbers), the jobs (refreshed from Ray Jobs as 'job status' does, with the logs of
+those running). Ray's view ('cluster status', an Ansible run of a few seconds) is
+refreshed every ``cluster_interval`` seconds. A section that fails keeps its last data
+and carries the error, which the API answers with (503 for a cluster that is down).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from grid_ops.errors import GridOpsError, bug_report
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from grid_ops.config import ClusterConfig
+
+SECTIONS = ("health", "cluster", "controller", "jobs")
+log = logging.getLogger("grid_ops.serve")
+
+
+@dataclass
+class Section:
+    """What one part of a round found: its data (the last good one), when, and the
+    error of the latest try (None when it worked)."""
+
+    data: Any = None
+    at: float | None = None
+    error: GridOpsError | None = None
+
+
+@dataclass
+class JobLogs:
+    text: str = ""
+    final: bool = False  # the job had ended when these were read: they will not grow
+
+
+@dataclass
+class Refresher:
+    config: ClusterConfig
+    path: Path
+    interval: float
+    cluster_interval: float
+    sections: dict[str, Section] = field(default_factory=lambda: {s: Section() for s in SECTIONS})
+    logs: dict[str, JobLogs] = field(default_factory=dict)  # by job name
+    rounds: int = 0
+    _cluster_due: float = 0.0
+    _busy: bool = False  # a round is under way
+    _lock: threading.Condition = field(default_factory=threading.Condition)
+    _wake: threading.Event = field(default_factory=threading.Event)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    # -- reading (requests) ---------------------------------------------------------------
+
+    def section(self, name: str) -> Section:
+        with self._lock:
+            found = self.sections[name]
+            return Section(found.data, found.at, found.error)
+
+    def job_logs(self, name: str) -> JobLogs | None:
+        with self._lock:
+            found = self.logs.get(name)
+            return None if found is None else JobLogs(found.text, found.final)
+
+    def refresh_now(self, timeout: float) -> bool:
+        """Ask for a round now and wait for it to end (requests asking at once share
+        one round); False when it did not end in ``timeout`` seconds."""
+        with self._lock:
+            target = self.rounds + (2 if self._busy else 1)
+            self._wake.set()
+            return self._lock.wait_for(lambda: self.rounds >= target, timeout)
+
+    def kick(self) -> None:
+        """Start the next round now (after a change made through the API)."""
+        self._wake.set()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="grid-ops-refresher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.round()
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def round(self) -> None:
+        with self._lock:
+            self._busy = True
+        try:
+            self._run("health", self._health)
+            if time.monotonic() >= self._cluster_due:
+                self._cluster_due = time.monotonic() + self.cluster_interval
+                self._run("cluster", self._cluster)
+            self._run("controller", self._controller)
+            self._run("jobs", self._jobs)
+        finally:
+            with self._lock:
+                self._busy = False
+                self.rounds += 1
+                self._lock.notify_all()
+
+    def _run(self, name: str, work: Callable[[], Any]) -> None:
+        started = time.monotonic()
+        try:
+            data, error = work(), None
+        except GridOpsError as exc:
+            data, error = None, exc
+        except Exception as exc:  # a bug: keep serving, say what broke
+            log.exception("refreshing %s failed", name)
+            data, error = None, GridOpsError(*bug_report(exc))
+        with self._lock:
+            section = self.sections[name]
+            if error is None:
+                self.sections[name] = Section(data, time.time(), None)
+            else:
+                section.error = error
+        log.debug("refreshed %s in %.2f s", name, time.monotonic() - started)
+
+    # -- the parts of a round ----------------------------------------------------------
+
+    def _health(self) -> dict[str, Any]:
+        from grid_ops import answers, health
+        from grid_ops.cli.quarantine import enforce
+
+        nodes = health.ranked(health.probe_all(self.config))
+        health.save_cache(self.config, nodes)
+        nodes = enforce(self.config, self.path, nodes)
+        return answers.health(nodes, cached=False)
+
+    def _cluster(self) -> dict[str, Any]:
+        from grid_ops.cli.cluster import ray_status
+
+        return ray_status(self.config, self.path, json_out=True)
+
+    def _controller(self) -> dict[str, Any]:
+        from grid_ops import control
+
+        view, _ = control.call(self.config, "overview")
+        return dict(view)
+
+    def _jobs(self) -> list[dict[str, Any]]:
+        from grid_ops import jobs
+
+        records = jobs.refresh(self.config, jobs.load_all(self.config))
+        for record in records:
+            name = record["name"]
+            with self._lock:
+                known = self.logs.get(name)
+            ended = record.get("status") in jobs.TERMINAL
+            if (known is not None and known.final) or not record.get("known_to_ray", True):
+                continue
+            if ended and known is None:
+                continue  # an old job: its logs are read when asked for (once)
+            self.read_logs(record)
+        return records
+
+    def read_logs(self, record: dict[str, Any]) -> JobLogs:
+        """Read a job's logs from the head now and keep them; final when the job had
+        ended before they were read."""
+        from grid_ops import jobs
+
+        ended = record.get("status") in jobs.TERMINAL
+        text = jobs.head_call(self.config, "logs", record["submission_id"])["logs"] or ""
+        found = JobLogs(text, ended)
+        with self._lock:
+            self.logs[record["name"]] = found
+        return JobLogs(found.text, found.final)
