@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import grid_ops
 
-HEAVY = ("ansible", "ansible_runner", "ray", "jinja2")
+HEAVY = ("ansible", "ansible_runner", "ray", "jinja2", "fastapi", "uvicorn", "starlette")
 
 
 def _imported_modules(*args: str) -> set[str]:
@@ -31,7 +31,14 @@ def _imported_modules(*args: str) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "args", [("--help",), ("lab", "--help"), ("config", "--help"), ("cluster", "--help")]
+    "args",
+    [
+        ("--help",),
+        ("lab", "--help"),
+        ("config", "--help"),
+        ("cluster", "--help"),
+        ("serve", "--help"),
+    ],
 )
 def test_help_imports_no_ansible_or_ray(args: tuple[str, ...]) -> None:
     loaded = _imported_modules(*args)
@@ -76,6 +83,8 @@ def test_help_imports_no_ansible_or_ray(args: tuple[str, ...]) -> None:
         ("job", "list", "--help"),
         ("job", "cancel", "--help"),
         ("job", "results", "--help"),
+        ("serve", "--help"),
+        ("serve", "token", "--help"),
     ],
 )
 def test_every_command_explains_itself(args: tuple[str, ...]) -> None:
