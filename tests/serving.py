@@ -31,7 +31,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Answer:
     status: int
     body: bytes
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -52,9 +52,13 @@ def request(
         req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as answer:
-            return Answer(answer.status, answer.read(), dict(answer.headers))
+            return Answer(answer.status, answer.read(), _lower(answer.headers))
     except urllib.error.HTTPError as exc:
-        return Answer(exc.code, exc.read(), dict(exc.headers))
+        return Answer(exc.code, exc.read(), _lower(exc.headers))
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
 
 
 @dataclass
@@ -118,3 +122,70 @@ def start(
         time.sleep(0.5)
     server.stop()
     raise AssertionError(f"grid-ops serve did not answer in {ready_within:g} s: {log.read_text()}")
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    failures: list[str]
+    latencies: list[float]
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return float("nan")
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "failures": len(self.failures),
+            "p50_ms": round(self.percentile(50) * 1000, 1),
+            "p95_ms": round(self.percentile(95) * 1000, 1),
+            "max_ms": round(max(self.latencies, default=float("nan")) * 1000, 1),
+        }
+
+
+def load(
+    base: str,
+    paths: list[str],
+    clients: int,
+    seconds: float,
+    pause: float = 0.0,
+    token: str | None = None,
+) -> LoadResult:
+    """``clients`` threads, each requesting ``paths`` in turn for ``seconds``, waiting
+    ``pause`` seconds after each answer (0: back to back): every request's latency,
+    and what failed (not a 200)."""
+    import threading
+
+    latencies: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        turn = index
+        while time.monotonic() < stop:
+            path = paths[turn % len(paths)]
+            turn += 1
+            started = time.perf_counter()
+            try:
+                status = request(base + path, token=token, timeout=60).status
+                problem = None if status == 200 else f"{path}: {status}"
+            except OSError as exc:
+                problem = f"{path}: {exc}"
+            took = time.perf_counter() - started
+            with lock:
+                latencies.append(took)
+                if problem:
+                    failures.append(problem)
+            if pause:
+                time.sleep(pause)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return LoadResult(len(latencies), failures, latencies)

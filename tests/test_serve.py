@@ -1,0 +1,352 @@
+"""grid-ops serve on the lab: a real `grid-ops serve` process (uvicorn) over a running
+Ray cluster whose nodes answer with replayed H100 nvidia-smi output. Every endpoint
+against the CLI's own --json, every error code, the token beyond loopback, the page in
+a real headless Chromium, and 50 clients polling while a job runs."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests import fake_nvidia_smi, serving
+from tests.conftest import Lab
+
+pytestmark = pytest.mark.lab
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gpu-h100"
+COUNT = "for i in $(seq 60); do echo $i; sleep 1; done"
+TRAIN = """
+import time
+from grid_ops.jobs import report
+for epoch in range(1, 4):
+    print("epoch", epoch, "of 3", flush=True)
+    report(epoch=epoch, loss=round(1.0 / epoch, 4))
+    time.sleep(1)
+print("trained three epochs", flush=True)
+"""
+
+
+def _users() -> dict[str, str]:
+    from grid_ops import lab as lab_mod
+
+    state = lab_mod.load_state()
+    assert state is not None
+    return {n.name: n.user for n in state.nodes}
+
+
+@pytest.fixture(scope="module")
+def gpu_config(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The running lab cluster, each node with one replayed H100 (node1 busy, the others
+    idle) named by the config's health_check.nvidia_smi."""
+    lab.start_cluster()
+    data = yaml.safe_load(lab.config.read_text())
+    data.setdefault("health_check", {})["nvidia_smi"] = fake_nvidia_smi.NODE_PATH
+    for node in data["nodes"]:
+        node["gpu_count"] = 1
+    path = tmp_path_factory.mktemp("serve") / "serve.yaml"
+    path.write_text(yaml.safe_dump(data))
+    users = _users()
+    for name, user in users.items():
+        which = "busy" if name == "node1" else "idle"
+        fake_nvidia_smi.install(user, (FIXTURES / f"nvidia-smi-q.{which}.xml").read_text())
+    try:
+        yield path
+    finally:
+        for user in users.values():
+            fake_nvidia_smi.install(user, None)
+
+
+@pytest.fixture(scope="module")
+def server(
+    lab: Lab, gpu_config: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[serving.Server]:
+    log = tmp_path_factory.mktemp("serve-log") / "serve.log"
+    args = ("--interval", "2", "--cluster-interval", "10")
+    running = serving.start(gpu_config, lab.env(), log, *args)
+    try:
+        yield running
+    finally:
+        output = running.stop()
+        assert "Traceback" not in output, output[-3000:]
+
+
+def _cli_json(lab: Lab, *args: str) -> Any:
+    proc = lab.cli(*args, "--json")
+    assert proc.returncode in (0, 1), proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _until(check: Any, limit: float = 60, step: float = 0.5) -> Any:
+    deadline = time.monotonic() + limit
+    while True:
+        found = check()
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(step)
+
+
+def test_reads_answer_with_the_clis_documents(
+    lab: Lab, gpu_config: Path, server: serving.Server
+) -> None:
+    cfg = str(gpu_config)
+    cluster = server.get("/api/cluster").json()
+    assert [n["name"] for n in cluster["nodes"]] == ["node1", "node2", "node3"]
+    assert {n["ray"] for n in cluster["nodes"]} == {"alive"}
+    cli_cluster = _cli_json(lab, "cluster", "status", "-c", cfg)
+    assert cluster.keys() == cli_cluster.keys()
+    assert cluster["nodes"][0].keys() == cli_cluster["nodes"][0].keys()
+
+    before = server.get("/api/server").json()
+    health = server.get("/api/health?refresh=1").json()
+    after = server.get("/api/server").json()
+    assert after["rounds"] > before["rounds"] and after["probe_rounds"] > before["probe_rounds"]
+    cli_health = _cli_json(lab, "health", "-c", cfg)
+    assert health.keys() == cli_health.keys() == {"nodes", "cached"}
+    assert health["nodes"][0].keys() == cli_health["nodes"][0].keys()
+    by_name = {n["name"]: n for n in health["nodes"]}
+    assert by_name["node1"]["gpus"][0]["memory_used_mib"] == 21970  # the busy capture
+    assert by_name["node2"]["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
+
+    node = server.get("/api/nodes/node2").json()
+    assert node["name"] == "node2" and node["health"]["reachable"] is True
+    assert node["ray"]["ray"] == "alive" and node["ray"]["role"] == "worker"
+
+    offload = server.get("/api/offload").json()
+    assert offload.keys() == _cli_json(lab, "offload", "auto", "-c", cfg).keys()
+    metrics = server.get("/metrics")
+    assert metrics.status == 200 and metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.body.decode()
+    for name in ("node1", "node2", "node3"):
+        assert f'grid_node_up{{node="{name}"}} 1.0' in text
+    assert "grid_controller_up 1.0" in text
+    assert 'grid_node_gpu_memory_used_bytes{gpu="0",node="node1"}' in text
+    docs = server.get("/docs")
+    assert docs.status == 200 and b"swagger" in docs.body.lower()
+    paths = server.get("/openapi.json").json()["paths"]
+    for path in ("/api/jobs", "/api/jobs/{name}/logs", "/api/boosts/{rid}", "/api/memory"):
+        assert path in paths
+
+
+def test_unknown_names_and_bad_input_get_404_and_400(server: serving.Server) -> None:
+    answer = server.get("/api/nodes/node9")
+    assert answer.status == 404
+    assert answer.json() == {
+        "error": "Unknown node 'node9'.",
+        "hint": "This cluster has: node1, node2, node3.",
+    }
+    for path in ("/api/jobs/nojob", "/api/jobs/nojob/logs", "/api/jobs/nojob/results"):
+        assert server.get(path).status == 404, path
+    assert server.post("/api/jobs/nojob/cancel").status == 404
+    assert server.delete("/api/boosts/b-nothere").status == 404
+    bad = server.post("/api/boosts", {"node": "node2", "resource": "disk", "amount": "1"})
+    assert bad.status == 400 and "Unknown resource 'disk'" in bad.json()["error"]
+    assert (
+        server.post("/api/boosts", {"node": "node9", "resource": "cpu", "amount": 1}).status == 404
+    )
+    assert server.post("/api/jobs", {"name": "x", "command": []}).status == 400
+    assert server.post("/api/jobs", {"name": "x", "command": ["a"], "nodes": 0}).status == 400
+    assert (
+        server.post("/api/jobs", {"name": "x", "command": ["a"], "env": {"=": "v"}}).status == 400
+    )
+
+
+def test_a_job_launched_through_the_api(lab: Lab, gpu_config: Path, server: serving.Server) -> None:
+    launched = server.post("/api/jobs", {"name": "api-train", "command": ["python", "-c", TRAIN]})
+    assert launched.status == 201, launched.body
+    assert launched.json()["status"] == "PENDING"
+    again = server.post("/api/jobs", {"name": "api-train", "command": ["true"]})
+    assert again.status == 409 and "still" in again.json()["error"]
+
+    # The logs stream while it runs and end when it ends.
+    started = time.monotonic()
+    logs = serving.request(server.url + "/api/jobs/api-train/logs", timeout=180)
+    assert logs.status == 200 and logs.headers.get("transfer-encoding") == "chunked"
+    text = logs.body.decode()
+    assert "epoch 1 of 3" in text and text.rstrip().endswith("trained three epochs")
+    assert time.monotonic() - started > 1.5  # it followed the job instead of answering at once
+
+    job = server.get("/api/jobs/api-train").json()
+    assert job["status"] == "SUCCEEDED" and job["exit_code"] == 0
+    assert job == _cli_json(lab, "job", "status", "api-train", "-c", str(gpu_config))
+    results = server.get("/api/jobs/api-train/results").json()
+    assert [m["epoch"] for m in results["metrics"]] == [1, 2, 3]
+    assert results["final"] == {"epoch": 3, "loss": 0.3333}
+    assert "api-train" in [j["name"] for j in server.get("/api/jobs").json()]
+    done = server.get("/api/jobs/api-train/logs?follow=0").body.decode()
+    assert done == text
+
+    long = server.post("/api/jobs", {"name": "api-long", "command": ["sleep", "300"]})
+    assert long.status == 201
+    assert _until(lambda: server.get("/api/jobs/api-long").json()["status"] == "RUNNING", 90)
+    stopped = server.post("/api/jobs/api-long/cancel")
+    assert stopped.status == 200 and stopped.json()["status"] == "STOPPED"
+
+
+def test_boosts_and_the_memory_pool_through_the_api(
+    lab: Lab, gpu_config: Path, server: serving.Server, tmp_path: Path
+) -> None:
+    cfg = str(gpu_config)
+    made = server.post(
+        "/api/boosts", {"node": "node2", "resource": "cpu", "amount": 1, "ttl": "10m"}
+    )
+    assert made.status == 201, made.body
+    boost = made.json()
+    assert (boost["node"], boost["resource"], boost["amount"]) == ("node2", "cpu", 1.0)
+    listed = _until(lambda: [b for b in server.get("/api/boosts").json() if b["id"] == boost["id"]])
+    assert listed and listed[0]["state"] == "active"
+    cli = [b for b in _cli_json(lab, "boost", "status", "-c", cfg) if b["id"] == boost["id"]]
+    assert listed[0].keys() == cli[0].keys()
+    released = server.delete(f"/api/boosts/{boost['id']}")
+    assert released.status == 200 and released.json()["id"] == boost["id"]
+    again = server.delete(f"/api/boosts/{boost['id']}")
+    assert again.status == 404 and "already released" in again.json()["error"]
+
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"x" * 4096)
+    stored = lab.cli("memory", "store", "api-key", str(blob), "-c", cfg)
+    assert stored.returncode == 0, stored.stderr
+    try:
+        pool = _until(
+            lambda: [o for o in server.get("/api/memory").json() if o["key"] == "api-key"]
+        )
+        assert pool and pool[0]["size"] == 4096 and pool[0]["nodes"]
+        assert pool[0] in _cli_json(lab, "memory", "list-objects", "-c", cfg)
+    finally:
+        lab.cli("memory", "delete", "api-key", "-c", cfg)
+
+
+def test_the_dashboard_in_a_real_browser(server: serving.Server) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1440,900", "--disable-gpu"):  # fmt: skip
+        options.add_argument(arg)
+    options.binary_location = "/usr/bin/chromium"
+    browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        browser.get(server.url + "/")
+
+        def page(selector: str) -> str:
+            text: str = browser.execute_script(
+                "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+                selector,
+            )
+            return text
+
+        assert _until(lambda: "node3" in page("#nodes"), 30), page("body")
+        nodes = page("#nodes")
+        for name in ("node1", "node2", "node3"):
+            assert name in nodes
+        assert "21.5/80 GiB" in page('tr[data-node="node1"]')  # node1's busy H100
+        assert "100% util" in page('tr[data-node="node1"]')
+        assert "ray alive" in nodes
+        browser.execute_script("window.gridOpsTestMarker = 'still the first load';")
+
+        launched = server.post(
+            "/api/jobs",
+            {"name": "page-job", "command": ["sh", "-c", "sleep 3; echo page-job says hi"]},
+        )
+        assert launched.status == 201, launched.body
+        state = 'tr[data-job="page-job"] .state'
+        assert _until(lambda: page(state).startswith("RUNNING"), 90), page("#jobs")
+        assert _until(lambda: page(state).startswith("SUCCEEDED"), 90), page("#jobs")
+        assert _until(lambda: "page-job says hi" in page('tr[data-job="page-job"]'), 30)
+        assert browser.execute_script("return window.gridOpsTestMarker") == "still the first load"
+        serving.ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = serving.ARTIFACTS / "dashboard.png"
+        assert browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        print(f"screenshot: {shot}")
+        problems = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert problems == []
+    finally:
+        browser.quit()
+
+
+def test_fifty_clients_polling_cost_one_refresher(server: serving.Server) -> None:
+    seconds, interval, nodes = 30.0, 2.0, 3
+    launched = server.post(
+        "/api/jobs",
+        {
+            "name": "load-job",
+            "command": ["sh", "-c", "for i in $(seq 40); do echo $i; sleep 1; done"],
+        },
+    )
+    assert launched.status == 201
+    assert _until(lambda: server.get("/api/jobs/load-job").json()["status"] == "RUNNING", 90)
+    before = server.get("/api/server").json()
+    paths = ["/api/state", "/api/health", "/api/jobs/load-job", "/api/cluster", "/metrics"]
+    result = serving.load(server.url, paths, clients=50, seconds=seconds, pause=0.5)
+    after = server.get("/api/server").json()
+    assert result.failures == []
+    rounds = after["probe_rounds"] - before["probe_rounds"]
+    probed = after["nodes_probed"] - before["nodes_probed"]
+    figures = {
+        **result.summary(),
+        "clients": 50,
+        "seconds": seconds,
+        "interval_s": interval,
+        "probe_rounds": rounds,
+        "nodes_probed": probed,
+    }
+    print("load:", json.dumps(figures))
+    serving.ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (serving.ARTIFACTS / "serve-load.json").write_text(json.dumps(figures, indent=2))
+    # One probe round per interval at most (a round takes time, so often fewer), each
+    # probing every node once: the clients added none.
+    assert 1 <= rounds <= seconds / interval + 2
+    assert probed == rounds * nodes
+    assert result.requests > 50 * seconds / 2  # every client kept polling
+    server.post("/api/jobs/load-job/cancel")
+
+
+def test_beyond_loopback_every_request_needs_the_token(
+    lab: Lab, gpu_config: Path, tmp_path: Path
+) -> None:
+    from grid_ops import lab as lab_mod
+
+    state = lab_mod.load_state()
+    assert state is not None
+    bind = state.bridge_ip  # an address of the lab's own bridge
+    made = lab.cli("serve", "token", "-c", str(gpu_config))
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    server = serving.start(gpu_config, lab.env(), tmp_path / "serve.log", bind=bind)
+    try:
+        for path in ("/api/health", "/api/server", "/metrics", "/docs", "/openapi.json"):
+            answer = server.get(path)
+            assert answer.status == 401, path
+            assert answer.headers.get("www-authenticate") == "Bearer"
+        assert "grid-ops serve token" in server.get("/api/health").json()["hint"]
+        assert server.get("/api/health", token=token + "x").status == 401
+        page = server.get("/")
+        assert page.status == 401 and b'id="token-box"' in page.body and b"node1" not in page.body
+        assert server.get("/api/health", token=token).status == 200
+        assert server.get("/metrics", token=token).status == 200
+    finally:
+        log = server.stop()
+    assert token not in log
+
+
+def test_a_stopped_cluster_answers_503(lab: Lab, gpu_config: Path, server: serving.Server) -> None:
+    stop = lab.cli("cluster", "stop", "-c", str(gpu_config), timeout=300)
+    assert stop.returncode == 0, stop.stderr
+    assert server.get("/api/health?refresh=1").status == 200
+    for path in ("/api/boosts", "/api/memory", "/api/offload"):
+        answer = server.get(path)
+        assert answer.status == 503, (path, answer.body)
+        assert "controller does not run" in answer.json()["error"]
+        assert "grid-ops cluster start" in answer.json()["hint"]
+    launch = server.post("/api/jobs", {"name": "when-down", "command": ["true"]})
+    assert launch.status == 503, launch.body
+    page_state = server.get("/api/state").json()
+    assert page_state["errors"]["controller"]["error"]
+    assert page_state["health"]["nodes"]  # the nodes still show
