@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             protocol.write_message(out, {"ok": False, "down": True, "error": error})
             return EXIT_DOWN
         except protocol.RemoteError as exc:
-            protocol.write_message(out, {"ok": False, "error": str(exc), "hint": exc.hint})
+            answer = {"ok": False, "error": str(exc), "hint": exc.hint}
+            if exc.missing:
+                answer["missing"] = True
+            protocol.write_message(out, answer)
             return EXIT_REFUSED
         except (OSError, ValueError) as exc:
             protocol.write_message(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})

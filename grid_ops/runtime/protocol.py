@@ -37,11 +37,13 @@ class ControllerDown(ConnectionError):
 
 
 class RemoteError(RuntimeError):
-    """The controller refused a request; ``hint`` says what to do."""
+    """The controller refused a request; ``hint`` says what to do; ``missing``: it
+    named something that does not exist."""
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", missing: bool = False) -> None:
         super().__init__(message)
         self.hint = hint
+        self.missing = missing
 
 
 def state_dir(path: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> Path:
@@ -121,7 +123,11 @@ def call(
         answer = read_line(stream)
         data = read_exact(stream, int(answer.get("payload") or 0))
     if not answer.get("ok"):
-        raise RemoteError(str(answer.get("error")), str(answer.get("hint") or ""))
+        raise RemoteError(
+            str(answer.get("error")),
+            str(answer.get("hint") or ""),
+            missing=bool(answer.get("missing")),
+        )
     return answer.get("result"), data
 
 

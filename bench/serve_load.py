@@ -1,0 +1,90 @@
+"""grid-ops serve under load: 50 clients against the server vs a raw HTTP server.
+
+On a lab of N nodes (root; no Ray: the request path reads the refresher's last round
+either way, and the controller's sections answer 503 from that round), `grid-ops serve`
+runs with a 2 s refresh interval. 50 client threads poll for 30 s, in two patterns:
+"page" (each client waits 0.5 s after each answer, as a page polling at 2 Hz) and
+"flat" (back to back). The same load goes to a raw baseline: Python's
+ThreadingHTTPServer answering the same /api/state bytes from memory. Figures: requests,
+p50/p95 latency for each, the ratio server/raw of p95, and the probe rounds the server
+made during each run against what its interval allows.
+
+What it hides: the clients, the server, the baseline and the lab's nodes share this
+box's 2 cores, so latency here includes the clients' own CPU and the refresher's
+probes of N nodes (more nodes: more of the same 2 cores per round).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import lab_bench, parse_args, report
+
+from tests import serving
+
+CLIENTS, SECONDS, INTERVAL = 50, 30.0, 2.0
+PATTERNS = {"page": 0.5, "flat": 0.0}
+
+
+def raw_server(body: bytes) -> tuple[str, http.server.ThreadingHTTPServer]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    http.server.ThreadingHTTPServer.daemon_threads = True
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", serving.free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
+def main() -> None:
+    args = parse_args(__doc__, runs=1)
+    results: dict[str, object] = {
+        "nodes": args.nodes, "clients": CLIENTS, "seconds": SECONDS, "interval_s": INTERVAL,
+    }  # fmt: skip
+    with lab_bench(args.nodes) as bench:
+        env = dict(os.environ)
+        log = bench.work / "serve.log"
+        server = serving.start(bench.config_path, env, log, "--interval", str(INTERVAL))
+        try:
+            body = server.get("/api/state").body
+            results["state_bytes"] = len(body)
+            base, raw = raw_server(body)
+            for pattern, pause in PATTERNS.items():
+                before = server.get("/api/server").json()
+                ours = serving.load(server.url, ["/api/state"], CLIENTS, SECONDS, pause)
+                after = server.get("/api/server").json()
+                theirs = serving.load(base, ["/"], CLIENTS, SECONDS, pause)
+                results[pattern] = {
+                    "serve": ours.summary(),
+                    "raw": theirs.summary(),
+                    "p95_ratio": round(ours.percentile(95) / theirs.percentile(95), 2),
+                    "probe_rounds": after["probe_rounds"] - before["probe_rounds"],
+                    "probe_rounds_allowed": int(SECONDS / INTERVAL) + 1,
+                    "nodes_probed": after["nodes_probed"] - before["nodes_probed"],
+                }
+            raw.shutdown()
+        finally:
+            server.stop()
+    report(f"serve_load_{args.nodes}", results)
+    print(json.dumps(results["page"]))
+
+
+if __name__ == "__main__":
+    main()
