@@ -6,6 +6,9 @@ a real headless Chromium, and 50 clients polling while a job runs."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,7 +224,29 @@ def test_boosts_and_the_memory_pool_through_the_api(
         lab.cli("memory", "delete", "api-key", "-c", cfg)
 
 
-def test_the_dashboard_in_a_real_browser(server: serving.Server) -> None:
+@pytest.fixture(scope="module")
+def chromium() -> tuple[str, str]:
+    """Debian's chromium and chromium-driver; installed here when missing (root)."""
+    wanted = ("chromium", "chromedriver")
+    if not all(shutil.which(w) for w in wanted) and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium",
+             "chromium-driver"],
+            env=env, capture_output=True, check=False,
+        )  # fmt: skip
+    browser, driver = (shutil.which(w) for w in wanted)
+    if browser is None or driver is None:
+        pytest.fail(
+            "chromium and chromedriver are missing: install Debian's 'chromium' and "
+            "'chromium-driver' packages",
+            pytrace=False,
+        )
+    return browser, driver
+
+
+def test_the_dashboard_in_a_real_browser(server: serving.Server, chromium: tuple[str, str]) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -229,8 +254,8 @@ def test_the_dashboard_in_a_real_browser(server: serving.Server) -> None:
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                 "--window-size=1440,900", "--disable-gpu"):  # fmt: skip
         options.add_argument(arg)
-    options.binary_location = "/usr/bin/chromium"
-    browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    options.binary_location = chromium[0]
+    browser = webdriver.Chrome(service=Service(chromium[1]), options=options)
     try:
         browser.get(server.url + "/")
 
@@ -252,11 +277,12 @@ def test_the_dashboard_in_a_real_browser(server: serving.Server) -> None:
 
         launched = server.post(
             "/api/jobs",
-            {"name": "page-job", "command": ["sh", "-c", "sleep 3; echo page-job says hi"]},
+            {"name": "page-job", "command": ["sh", "-c", "sleep 8; echo page-job says hi"]},
         )
         assert launched.status == 201, launched.body
         state = 'tr[data-job="page-job"] .state'
-        assert _until(lambda: page(state).startswith("RUNNING"), 90), page("#jobs")
+        live = ("PENDING", "RUNNING")
+        assert _until(lambda: page(state).startswith(live), 60), page("#jobs")
         assert _until(lambda: page(state).startswith("SUCCEEDED"), 90), page("#jobs")
         assert _until(lambda: "page-job says hi" in page('tr[data-job="page-job"]'), 30)
         assert browser.execute_script("return window.gridOpsTestMarker") == "still the first load"

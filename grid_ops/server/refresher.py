@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from grid_ops.config import ClusterConfig
 
 SECTIONS = ("health", "cluster", "controller", "jobs")
+RECENT_S = 600.0  # a job that ended this recently gets its final logs read by a round
 log = logging.getLogger("grid_ops.serve")
 
 
@@ -162,14 +163,13 @@ class Refresher:
         from grid_ops import jobs
 
         records = jobs.refresh(self.config, jobs.load_all(self.config))
+        recent = time.time() - RECENT_S
         for record in records:
-            name = record["name"]
             with self._lock:
-                known = self.logs.get(name)
-            ended = record.get("status") in jobs.TERMINAL
+                known = self.logs.get(record["name"])
             if (known is not None and known.final) or not record.get("known_to_ray", True):
                 continue
-            if ended and known is None:
+            if record.get("status") in jobs.TERMINAL and (record.get("ended_at") or 0) < recent:
                 continue  # an old job: its logs are read when asked for (once)
             self.read_logs(record)
         return records
