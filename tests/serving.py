@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -189,3 +190,50 @@ def load(
     for thread in threads:
         thread.join()
     return LoadResult(len(latencies), failures, latencies)
+
+
+def chromium() -> tuple[str, str]:
+    """Debian's chromium and chromedriver; installed here when missing (root)."""
+    import pytest
+
+    wanted = ("chromium", "chromedriver")
+    if not all(shutil.which(w) for w in wanted) and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium",
+             "chromium-driver"],
+            env=env, capture_output=True, check=False,
+        )  # fmt: skip
+    browser, driver = (shutil.which(w) for w in wanted)
+    if browser is None or driver is None:
+        pytest.fail(
+            "chromium and chromedriver are missing: install Debian's 'chromium' and "
+            "'chromium-driver' packages",
+            pytrace=False,
+        )
+    return browser, driver
+
+
+def browser(width: int = 1440, height: int = 900) -> Any:
+    """A headless Chromium driven by selenium (quit() it when done)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = chromium()
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                f"--window-size={width},{height}", "--disable-gpu"):  # fmt: skip
+        options.add_argument(arg)
+    options.binary_location = binary
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def text_of(driver: Any, selector: str) -> str:
+    """The rendered text of the first element matching ``selector`` ('' when none):
+    read in the page, so a redraw between finding and reading cannot go stale."""
+    text: str = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+        selector,
+    )
+    return text

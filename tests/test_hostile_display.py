@@ -417,7 +417,7 @@ def test_backslashes_before_markup_never_escape_it(
 
     row = {"id": "b\\\\\\", "node": "n1[", "resource": "cpu", "amount": 1.0, "expires_at": None}
     monkeypatch.setattr(control, "call", lambda *args, **kwargs: (row, b""))
-    boost_cmd._request(SimpleNamespace(), {}, as_json=False)  # type: ignore[arg-type]
+    boost_cmd._request(SimpleNamespace(), "share", "cpu", "1", as_json=False)  # type: ignore[arg-type]
     shown = screen.getvalue()
     assert "[/]" not in shown  # the closing tag after the id closed, not shown
     assert shown.startswith("b\\\\") and shown.endswith(": 1 cpu on n1[, expires never\n")

@@ -6,9 +6,6 @@ a real headless Chromium, and 50 clients polling while a job runs."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +20,7 @@ from tests.conftest import Lab
 pytestmark = pytest.mark.lab
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gpu-h100"
+STEPS = "for i in 1 2 3 4 5 6; do echo step $i of 6; sleep 1.5; done; echo page-job says hi"
 COUNT = "for i in $(seq 60); do echo $i; sleep 1; done"
 TRAIN = """
 import time
@@ -224,73 +222,55 @@ def test_boosts_and_the_memory_pool_through_the_api(
         lab.cli("memory", "delete", "api-key", "-c", cfg)
 
 
-@pytest.fixture(scope="module")
-def chromium() -> tuple[str, str]:
-    """Debian's chromium and chromium-driver; installed here when missing (root)."""
-    wanted = ("chromium", "chromedriver")
-    if not all(shutil.which(w) for w in wanted) and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium",
-             "chromium-driver"],
-            env=env, capture_output=True, check=False,
-        )  # fmt: skip
-    browser, driver = (shutil.which(w) for w in wanted)
-    if browser is None or driver is None:
-        pytest.fail(
-            "chromium and chromedriver are missing: install Debian's 'chromium' and "
-            "'chromium-driver' packages",
-            pytrace=False,
-        )
-    return browser, driver
-
-
-def test_the_dashboard_in_a_real_browser(server: serving.Server, chromium: tuple[str, str]) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1440,900", "--disable-gpu"):  # fmt: skip
-        options.add_argument(arg)
-    options.binary_location = chromium[0]
-    browser = webdriver.Chrome(service=Service(chromium[1]), options=options)
+def test_the_dashboard_in_a_real_browser(
+    lab: Lab, gpu_config: Path, server: serving.Server, tmp_path: Path
+) -> None:
+    browser = serving.browser()
     try:
         browser.get(server.url + "/")
 
         def page(selector: str) -> str:
-            text: str = browser.execute_script(
-                "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
-                selector,
-            )
-            return text
+            return serving.text_of(browser, selector)
 
         assert _until(lambda: "node3" in page("#nodes"), 30), page("body")
         nodes = page("#nodes")
         for name in ("node1", "node2", "node3"):
             assert name in nodes
-        assert "21.5/80 GiB" in page('tr[data-node="node1"]')  # node1's busy H100
-        assert "100% util" in page('tr[data-node="node1"]')
+        assert "21.5/80 GiB · 100%" in page('tr[data-node="node1"]')  # node1's busy H100
+        assert "0.5/80 GiB · 0%" in page('tr[data-node="node2"]')  # idle
         assert "ray alive" in nodes
         browser.execute_script("window.gridOpsTestMarker = 'still the first load';")
 
-        launched = server.post(
-            "/api/jobs",
-            {"name": "page-job", "command": ["sh", "-c", "sleep 8; echo page-job says hi"]},
-        )
-        assert launched.status == 201, launched.body
-        state = 'tr[data-job="page-job"] .state'
-        live = ("PENDING", "RUNNING")
-        assert _until(lambda: page(state).startswith(live), 60), page("#jobs")
-        assert _until(lambda: page(state).startswith("SUCCEEDED"), 90), page("#jobs")
-        assert _until(lambda: "page-job says hi" in page('tr[data-job="page-job"]'), 30)
-        assert browser.execute_script("return window.gridOpsTestMarker") == "still the first load"
-        serving.ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shot = serving.ARTIFACTS / "dashboard.png"
-        assert browser.save_screenshot(str(shot))
-        assert shot.stat().st_size > 10_000
-        print(f"screenshot: {shot}")
+        boost = server.post("/api/boosts", {"node": "node2", "resource": "cpu", "amount": 1})
+        assert boost.status == 201, boost.body
+        blob = tmp_path / "weights.bin"
+        blob.write_bytes(b"w" * 3 * 2**20)
+        cfg = str(gpu_config)
+        stored = lab.cli("memory", "store", "checkpoints/epoch-3", str(blob), "-c", cfg)
+        assert stored.returncode == 0, stored.stderr
+        try:
+            job = {"name": "page-job", "command": ["sh", "-c", STEPS]}
+            launched = server.post("/api/jobs", job)
+            assert launched.status == 201, launched.body
+            state = 'tr[data-job="page-job"] .state'
+            assert _until(lambda: page(state).startswith("RUNNING"), 60), page("#jobs")
+            assert _until(lambda: "step 2" in page('tr[data-job="page-job"]'), 30), page("#jobs")
+            assert _until(lambda: boost.json()["id"] in page("#boosts"), 30), page("#boosts")
+            assert _until(lambda: "checkpoints/epoch-3" in page("#memory"), 30)
+            serving.ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shot = serving.ARTIFACTS / "dashboard.png"
+            assert browser.save_screenshot(str(shot))  # the README's picture
+            assert shot.stat().st_size > 10_000
+            print(f"screenshot: {shot}")
+            assert _until(lambda: page(state).startswith("SUCCEEDED"), 90), page("#jobs")
+            assert _until(lambda: "page-job says hi" in page('tr[data-job="page-job"]'), 30)
+            assert browser.execute_script("return window.gridOpsTestMarker") == (
+                "still the first load"
+            )
+            assert browser.save_screenshot(str(serving.ARTIFACTS / "dashboard-job-done.png"))
+        finally:
+            server.delete(f"/api/boosts/{boost.json()['id']}")
+            lab.cli("memory", "delete", "checkpoints/epoch-3", "-c", cfg)
         problems = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert problems == []
     finally:

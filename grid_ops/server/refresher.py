@@ -149,9 +149,9 @@ class Refresher:
         return answers.health(nodes, cached=False)
 
     def _cluster(self) -> dict[str, Any]:
-        from grid_ops.cli.cluster import ray_status
+        from grid_ops.cli import cluster
 
-        return ray_status(self.config, self.path, json_out=True)
+        return cluster.ray_status(self.config, self.path, json_out=True)
 
     def _controller(self) -> dict[str, Any]:
         from grid_ops import control

@@ -5,7 +5,6 @@
 (function () {
   const KEY = "grid-ops-token";
   const POLL_MS = 2000;
-  const GiB = 1024 ** 3;
   let lastFetch = 0;
   let lastState = null;
 
@@ -34,6 +33,11 @@
     const bar = el("div", { class: "bar" + (pct >= 90 ? " bad" : pct >= 70 ? " warn" : "") },
       el("span", { style: "width:" + pct.toFixed(1) + "%" }));
     return el("div", { class: "meter", title: title }, bar, el("span", { class: "label", text: label }));
+  }
+  function thin(fraction, title) {
+    const pct = Math.max(0, Math.min(1, fraction || 0)) * 100;
+    return el("div", { class: "bar thin" + (pct >= 90 ? " bad" : pct >= 70 ? " warn" : ""), title: title },
+      el("span", { style: "width:" + pct.toFixed(1) + "%" }));
   }
   function bytes(n) {
     if (n === null || n === undefined) return "–";
@@ -77,26 +81,33 @@
     const cores = node.cpu_count || 1;
     const load = node.load1 === null || node.load1 === undefined ? null : node.load1;
     const memUsed = node.mem_total_bytes ? node.mem_total_bytes - (node.mem_available_bytes || 0) : null;
-    const gpus = el("div", { class: "gpus" });
-    for (const [i, gpu] of (node.gpus || []).entries()) {
+    const list = node.gpus || [];
+    const compact = list.length > 2;  // many GPUs: one small block each, figures on hover
+    const gpus = el("div", { class: "gpus" + (compact ? " compact" : "") });
+    for (const [i, gpu] of list.entries()) {
       const used = gpu.memory_used_mib || 0, total = gpu.memory_total_mib || 0;
-      gpus.append(el("div", { class: "gpu", title: gpu.name || "" },
-        el("div", { class: "title", text: "GPU " + (gpu.index !== undefined ? gpu.index : i) }),
-        meter(total ? used / total : 0, (used / 1024).toFixed(1) + "/" + (total / 1024).toFixed(0) + " GiB", "memory used"),
-        meter((gpu.utilization_gpu || 0) / 100, (gpu.utilization_gpu === null || gpu.utilization_gpu === undefined ? "–" : gpu.utilization_gpu) + "% util", "utilisation")));
+      const util = gpu.utilization_gpu === null || gpu.utilization_gpu === undefined ? "–" : gpu.utilization_gpu;
+      const index = gpu.index !== undefined ? gpu.index : i;
+      const label = (used / 1024).toFixed(1) + "/" + (total / 1024).toFixed(0) + " GiB · " + util + "%";
+      gpus.append(el("div", { class: "gpu", title: "GPU " + index + " " + (gpu.name || "") + ": " + label },
+        el("div", { class: "title" }, el("span", { text: (compact ? "" : "GPU ") + index }),
+          el("span", { class: "figures", text: compact ? util + "%" : label })),
+        thin(total ? used / total : 0, "memory used"),
+        thin((gpu.utilization_gpu || 0) / 100, "utilisation")));
     }
     return el("tr", { "data-node": node.name },
       el("td", {}, el("strong", { text: node.name }), role ? el("span", { class: "role", text: role }) : null),
       state,
       el("td", { class: "num", text: node.score === null || node.score === undefined ? "–" : node.score.toFixed(2) }),
-      el("td", {}, load === null ? "–" : meter(load / cores, load.toFixed(2) + " / " + cores + " cores", "1-minute load per core")),
-      el("td", {}, memUsed === null ? "–" : meter(memUsed / node.mem_total_bytes, (memUsed / GiB).toFixed(1) + " / " + (node.mem_total_bytes / GiB).toFixed(1) + " GiB", "memory used")),
-      el("td", {}, (node.gpus || []).length ? gpus : el("span", { class: "note", text: "none" })),
+      el("td", {}, load === null ? "–" : meter(load / cores, load.toFixed(2) + " / " + cores, "1-minute load / cores")),
+      el("td", {}, memUsed === null ? "–" : meter(memUsed / node.mem_total_bytes, bytes(memUsed) + " / " + bytes(node.mem_total_bytes), "memory used")),
+      el("td", { class: "gpucell" }, list.length ? gpus : el("span", { class: "note", text: "none" })),
       el("td", { class: "num", text: bytes(node.disk_free_bytes) }));
   }
 
   const JOB_STYLE = { SUCCEEDED: "ok", FAILED: "bad", STOPPED: "warn", RUNNING: "info" };
   function jobRow(job, now) {
+    const live = job.status === "RUNNING" || job.status === "PENDING";
     const end = job.ended_at || (job.status === "RUNNING" ? now : null);
     return el("tr", { "data-job": job.name },
       el("td", {}, el("strong", { text: job.name })),
@@ -104,7 +115,7 @@
         job.known_to_ray ? null : el("span", { class: "note", text: "no longer known to Ray" })),
       el("td", { class: "num", text: job.started_at && end ? duration(end - job.started_at) : "" }),
       el("td", { class: "num", text: job.nodes }),
-      el("td", {}, el("div", { class: "tailbox" }, el("pre", { class: "tail", text: (job.log_tail || []).join("\n") }))));
+      el("td", {}, el("div", { class: "tailbox" }, el("pre", { class: "tail", text: (job.log_tail || []).slice(live ? -8 : -3).join("\n") }))));
   }
 
   function draw(state) {
