@@ -5,9 +5,9 @@ either way, and the controller's sections answer 503 from that round), `grid-ops
 runs with a 2 s refresh interval. 50 client threads poll for 30 s, in two patterns:
 "page" (each client waits 0.5 s after each answer, as a page polling at 2 Hz) and
 "flat" (back to back). The same load goes to a raw baseline: Python's
-ThreadingHTTPServer answering the same /api/state bytes from memory. Figures: requests,
-p50/p95 latency for each, the ratio server/raw of p95, and the probe rounds the server
-made during each run against what its interval allows.
+ThreadingHTTPServer, in its own process, answering the same /api/state bytes from
+memory. Figures: requests, p50/p95 latency for each, the ratio server/raw of p95, and
+the probe rounds the server made during each run against what its interval allows.
 
 What it hides: the clients, the server, the baseline and the lab's nodes share this
 box's 2 cores, so latency here includes the clients' own CPU and the refresher's
@@ -16,11 +16,11 @@ probes of N nodes (more nodes: more of the same 2 cores per round).
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
+import subprocess
 import sys
-import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,24 +33,40 @@ CLIENTS, SECONDS, INTERVAL = 50, 30.0, 2.0
 PATTERNS = {"page": 0.5, "flat": 0.0}
 
 
-def raw_server(body: bytes) -> tuple[str, http.server.ThreadingHTTPServer]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+RAW = """
+import http.server, sys
+body = open(sys.argv[1], "rb").read()
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 2048  # as grid-ops serve's backlog
+Server(("127.0.0.1", int(sys.argv[2])), Handler).serve_forever()
+"""
 
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    http.server.ThreadingHTTPServer.daemon_threads = True
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", serving.free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}", server
+def raw_server(body: bytes, work: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """The baseline in its own process (as the server is): the same bytes from memory."""
+    page = work / "state.json"
+    page.write_bytes(body)
+    port = serving.free_port()
+    proc = subprocess.Popen([sys.executable, "-c", RAW, str(page), str(port)])
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if serving.request(base + "/", timeout=2).status == 200:
+                return base, proc
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("the raw baseline server did not start")
 
 
 def main() -> None:
@@ -65,7 +81,7 @@ def main() -> None:
         try:
             body = server.get("/api/state").body
             results["state_bytes"] = len(body)
-            base, raw = raw_server(body)
+            base, raw = raw_server(body, bench.work)
             for pattern, pause in PATTERNS.items():
                 before = server.get("/api/server").json()
                 ours = serving.load(server.url, ["/api/state"], CLIENTS, SECONDS, pause)
@@ -79,7 +95,7 @@ def main() -> None:
                     "probe_rounds_allowed": int(SECONDS / INTERVAL) + 1,
                     "nodes_probed": after["nodes_probed"] - before["nodes_probed"],
                 }
-            raw.shutdown()
+            raw.terminate()
         finally:
             server.stop()
     report(f"serve_load_{args.nodes}", results)

@@ -14,11 +14,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 8470
 
-app = typer.Typer(
-    help="The REST API (OpenAPI at /docs) and a live web dashboard at /. Without a "
-    "subcommand, serve.",
-    invoke_without_command=True,
-)
+app = typer.Typer(invoke_without_command=True)
 
 
 @app.callback()
@@ -53,7 +49,7 @@ def serve(
         ),
     ] = 30.0,
 ) -> None:
-    """Serve the cluster's API and dashboard until Ctrl-C.
+    """The REST API (OpenAPI at /docs) and a live web dashboard at /, until Ctrl-C.
 
     One background refresher probes the nodes and asks the head every --interval
     seconds (a round is what 'grid-ops health' does, quarantine included, plus the
@@ -136,7 +132,7 @@ def _listen(bind: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
-        sock.listen(128)
+        sock.listen(2048)  # uvicorn's own default backlog
     except OSError as exc:
         sock.close()
         raise UsageError(
@@ -154,9 +150,11 @@ def token(
         bool, typer.Option("--rotate", help="Replace the token (old clients get 401).")
     ] = False,
 ) -> None:
-    """Print the cluster's serve token, making it first if there is none (kept 0600 in
-    the state dir). Clients send it as 'Authorization: Bearer TOKEN'; the dashboard asks
-    for it once per browser tab."""
+    """Print the cluster's serve token, making it first if there is none.
+
+    It is kept 0600 in the state dir. Clients send it as 'Authorization: Bearer TOKEN';
+    the dashboard asks for it once per browser tab.
+    """
     from grid_ops.server import token as tokens
 
     cfg, _ = load_config(config)
