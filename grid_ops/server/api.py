@@ -225,12 +225,13 @@ def create(
 
     @app.get("/api/health", tags=["cluster"])
     def health(refresh: bool = False) -> dict[str, Any]:
-        """Every node's health, ranked, as 'grid-ops health --json'; ?refresh=1 waits
-        for a new round (requests asking at once share it)."""
+        """Every node's health, ranked, as 'grid-ops health --json': from the last
+        round ("cached": true), or ?refresh=1 waits for a new one (requests asking at
+        once share it)."""
         if refresh and not refresher.refresh_now(REFRESH_WAIT):
             raise Unavailable(f"No health round ended in {REFRESH_WAIT:g} s.", "Retry.")
         data: dict[str, Any] = section("health")
-        return data
+        return {**data, "cached": not refresh}  # from the last round unless asked anew
 
     @app.get("/api/nodes/{name}", tags=["cluster"])
     def node(name: str) -> dict[str, Any]:
