@@ -99,9 +99,12 @@ class Refresher:
         self._wake.set()
 
     def _loop(self) -> None:
+        """A round every ``interval`` seconds, start to start (at once after a round
+        that took longer, or when kicked)."""
         while not self._stop.is_set():
+            started = time.monotonic()
             self.round()
-            self._wake.wait(self.interval)
+            self._wake.wait(max(0.0, self.interval - (time.monotonic() - started)))
             self._wake.clear()
 
     def round(self) -> None:
