@@ -12,6 +12,8 @@ the probe rounds the server made during each run against what its interval allow
 What it hides: the clients, the server, the baseline and the lab's nodes share this
 box's 2 cores, so latency here includes the clients' own CPU and the refresher's
 probes of N nodes (more nodes: more of the same 2 cores per round).
+GRID_OPS_BENCH_INTERVAL=600 runs the same with the refresher idle after its first round
+(what serving costs without the refresher's work beside it).
 """
 
 from __future__ import annotations
@@ -71,13 +73,14 @@ def raw_server(body: bytes, work: Path) -> tuple[str, subprocess.Popen[bytes]]:
 
 def main() -> None:
     args = parse_args(__doc__, runs=1)
+    interval = float(os.environ.get("GRID_OPS_BENCH_INTERVAL", INTERVAL))
     results: dict[str, object] = {
-        "nodes": args.nodes, "clients": CLIENTS, "seconds": SECONDS, "interval_s": INTERVAL,
+        "nodes": args.nodes, "clients": CLIENTS, "seconds": SECONDS, "interval_s": interval,
     }  # fmt: skip
     with lab_bench(args.nodes) as bench:
         env = dict(os.environ)
         log = bench.work / "serve.log"
-        server = serving.start(bench.config_path, env, log, "--interval", str(INTERVAL))
+        server = serving.start(bench.config_path, env, log, "--interval", str(interval))
         try:
             body = server.get("/api/state").body
             results["state_bytes"] = len(body)
@@ -92,13 +95,14 @@ def main() -> None:
                     "raw": theirs.summary(),
                     "p95_ratio": round(ours.percentile(95) / theirs.percentile(95), 2),
                     "probe_rounds": after["probe_rounds"] - before["probe_rounds"],
-                    "probe_rounds_allowed": int(SECONDS / INTERVAL) + 1,
+                    "probe_rounds_allowed": int(SECONDS / interval) + 1,
                     "nodes_probed": after["nodes_probed"] - before["nodes_probed"],
                 }
             raw.terminate()
         finally:
             server.stop()
-    report(f"serve_load_{args.nodes}", results)
+    suffix = "" if interval == INTERVAL else f"_interval{interval:g}"
+    report(f"serve_load_{args.nodes}{suffix}", results)
     print(json.dumps(results["page"]))
 
 
