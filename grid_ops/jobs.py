@@ -322,19 +322,22 @@ def launch(
     command: list[str],
     workdir: Path | None = None,
     env: dict[str, str] | None = None,
-    gpus: float = 0,
-    nodes: int = 1,
+    gpus: float | None = None,
+    nodes: int | None = None,
 ) -> dict[str, Any]:
     """Submit ``command`` to Ray Jobs on the head; returns the new job's record.
 
     ``nodes`` > 1 runs one rank per node (grid_ops.runtime.launch: STRICT_SPREAD placement
-    group, torch.distributed environment variables).
+    group, torch.distributed environment variables). ``gpus`` per rank and ``nodes``
+    default to the config's execution.default_gpus_per_node and default_nodes.
     """
     from grid_ops import layout
     from grid_ops.errors import Conflict, NotFound, UsageError
 
     check_name(name)
     variables = check_env(env or {})
+    gpus = config.execution.default_gpus_per_node if gpus is None else gpus
+    nodes = config.execution.default_nodes if nodes is None else nodes
     try:
         previous = load(config, name)
     except NotFound:

@@ -67,15 +67,8 @@ def launch(
     jobs.check_name(name)
     variables = jobs.parse_env(env or [])  # checked before anything else happens
     cfg, _ = load_config(config)
-    defaults = cfg.execution
     record = jobs.launch(
-        cfg,
-        name,
-        command,
-        workdir=workdir,
-        env=variables,
-        gpus=defaults.default_gpus_per_node if gpus_per_node is None else gpus_per_node,
-        nodes=defaults.default_nodes if nodes is None else nodes,
+        cfg, name, command, workdir=workdir, env=variables, gpus=gpus_per_node, nodes=nodes
     )
     if json_out:
         from grid_ops import answers

@@ -250,17 +250,13 @@ def create(
     @app.post("/api/jobs", status_code=201, tags=["jobs"])
     def job_launch(request: JobRequest) -> dict[str, Any]:
         """Launch a job, as 'grid-ops job launch' (409 while a job of that name lives)."""
-        jobs.check_name(request.name)
-        defaults = config.execution
         record = jobs.launch(
             config,
             request.name,
             request.command,
-            env=jobs.check_env(request.env),
-            gpus=defaults.default_gpus_per_node
-            if request.gpus_per_node is None
-            else request.gpus_per_node,
-            nodes=defaults.default_nodes if request.nodes is None else request.nodes,
+            env=request.env,
+            gpus=request.gpus_per_node,
+            nodes=request.nodes,
         )
         refresher.kick()
         return answers.job(record)
