@@ -62,15 +62,21 @@ def node(name: str, ray: dict[str, Any] | None, nodes: list[dict[str, Any]]) -> 
     return {"name": name, "health": facts, "ray": row}
 
 
-def job_results(config: ClusterConfig, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def job_results(
+    config: ClusterConfig, name: str, final_logs: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """``job results --json`` of job ``name`` (its reported metrics, the final values,
     the duration), and the record it came from. Reads the logs on the head once more
-    while Ray still knows the job; keeps what was found before when it does not."""
+    while Ray still knows the job (unless ``final_logs``, read after it ended, are
+    given); keeps what was found before when it does not."""
     from grid_ops import jobs
     from grid_ops.errors import GridOpsError
 
     record = jobs.refresh(config, [jobs.load(config, name)])[0]
-    if record.get("known_to_ray", True):
+    if final_logs is not None and record.get("status") in jobs.TERMINAL:
+        record["results"] = jobs.results(final_logs)
+        jobs.save(config, record)
+    elif record.get("known_to_ray", True):
         try:
             logs_text = jobs.head_call(config, "logs", record["submission_id"])["logs"] or ""
         except GridOpsError:

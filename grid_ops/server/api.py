@@ -297,9 +297,11 @@ def create(
 
     @app.get("/api/jobs/{name}/results", tags=["jobs"])
     def job_results(name: str) -> dict[str, Any]:
-        """The metrics the job reported, as 'job results NAME --json'."""
+        """The metrics the job reported, as 'job results NAME --json' (from the logs the
+        refresher read once the job ended, else from the head)."""
         job_record(name)
-        data, _ = answers.job_results(config, name)
+        logs = refresher.job_logs(name)
+        data, _ = answers.job_results(config, name, logs.text if logs and logs.final else None)
         return data
 
     # -- the controller: boosts, memory pool, offload --------------------------------------
