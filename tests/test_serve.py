@@ -107,7 +107,7 @@ def test_reads_answer_with_the_clis_documents(
     health = server.get("/api/health?refresh=1").json()
     after = server.get("/api/server").json()
     assert health["cached"] is False and server.get("/api/health").json()["cached"] is True
-    assert after["rounds"] > before["rounds"] and after["probe_rounds"] > before["probe_rounds"]
+    assert after["probe_rounds"] > before["probe_rounds"]  # it waited for a new probe
     cli_health = _cli_json(lab, "health", "-c", cfg)
     assert health.keys() == cli_health.keys() == {"nodes", "cached"}
     assert health["nodes"][0].keys() == cli_health["nodes"][0].keys()

@@ -29,6 +29,7 @@ from typing import Any
 from grid_ops import layout
 
 DASHBOARD = "http://127.0.0.1:{port}"
+DASHBOARD_WAIT = 15.0
 ENV_METADATA_KEY = "grid_ops_env"
 JOB_CONFIG_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -77,6 +78,22 @@ def take_job_env(environ: MutableMapping[str, str]) -> dict[str, str]:
 
 
 def _client(port: int) -> Any:
+    """Ray's job client for the head's dashboard. Fails (ConnectionRefusedError) when
+    nothing listens there within DASHBOARD_WAIT seconds (a dashboard still starting gets
+    that long); Ray's own client would retry for about 40 s, each call, on a stopped
+    cluster."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + DASHBOARD_WAIT
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10):
+                break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     from ray.job_submission import JobSubmissionClient
 
     return JobSubmissionClient(DASHBOARD.format(port=port))

@@ -58,7 +58,7 @@ class Refresher:
     logs: dict[str, JobLogs] = field(default_factory=dict)  # by job name
     rounds: int = 0
     _cluster_due: float = 0.0
-    _busy: bool = False  # a round is under way
+    _health_from: float = 0.0  # when the latest health part that has ended began
     _lock: threading.Condition = field(default_factory=threading.Condition)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -77,12 +77,13 @@ class Refresher:
             return None if found is None else JobLogs(found.text, found.final)
 
     def refresh_now(self, timeout: float) -> bool:
-        """Ask for a round now and wait for it to end (requests asking at once share
-        one round); False when it did not end in ``timeout`` seconds."""
+        """Ask for a round now and wait until its health part, begun after this call,
+        has ended (requests asking at once share it); False when that took longer than
+        ``timeout`` seconds."""
+        asked = time.monotonic()
         with self._lock:
-            target = self.rounds + (2 if self._busy else 1)
             self._wake.set()
-            return self._lock.wait_for(lambda: self.rounds >= target, timeout)
+            return self._lock.wait_for(lambda: self._health_from >= asked, timeout)
 
     def kick(self) -> None:
         """Start the next round now (after a change made through the API)."""
@@ -108,10 +109,12 @@ class Refresher:
             self._wake.clear()
 
     def round(self) -> None:
-        with self._lock:
-            self._busy = True
         try:
+            began = time.monotonic()
             self._run("health", self._health)
+            with self._lock:
+                self._health_from = began
+                self._lock.notify_all()
             if time.monotonic() >= self._cluster_due:
                 self._cluster_due = time.monotonic() + self.cluster_interval
                 self._run("cluster", self._cluster)
@@ -119,7 +122,6 @@ class Refresher:
             self._run("jobs", self._jobs)
         finally:
             with self._lock:
-                self._busy = False
                 self.rounds += 1
                 self._lock.notify_all()
 
