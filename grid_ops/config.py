@@ -135,6 +135,14 @@ def _plain(value: str, most: int, rule: str) -> str:
     return value
 
 
+def _cluster_id(value: str) -> str:
+    from grid_ops import identity
+
+    if not identity.valid(_plain(value, 63, identity.ID_RULE)):
+        raise ValueError(identity.ID_RULE)
+    return value
+
+
 def _name(value: str) -> str:
     # fullmatch: a pattern's '$' would also match before a trailing newline.
     if not _NAME.fullmatch(_plain(value, 63, NAME_RULE)):
@@ -276,6 +284,7 @@ def _controller_path(value: Any) -> Any:
 
 
 Name = Annotated[str, Field(strict=True), AfterValidator(_name)]
+ClusterId = Annotated[str, Field(strict=True), AfterValidator(_cluster_id)]
 Host = Annotated[str, Field(strict=True), AfterValidator(_host)]
 User = Annotated[str, Field(strict=True), AfterValidator(_user)]
 RemoteRoot = Annotated[str, Field(strict=True), AfterValidator(_remote_root)]
@@ -533,8 +542,15 @@ class ClusterConfig(Strict):
     """The whole ``cluster.yaml``."""
 
     _deprecations: list[str] = PrivateAttr(default_factory=list)
+    _source: str | None = PrivateAttr(default=None)  # the file it was read from (load)
+    _id: str | None = PrivateAttr(default=None)  # the id once known (property id)
 
     name: Name
+    cluster_id: ClusterId | None = Field(
+        default=None,
+        description="the cluster's identity; unset = made once for this config file and "
+        "kept in this machine's state dir (set it where several operators share a config)",
+    )
     nodes: Annotated[list[NodeConfig], Field(min_length=1, max_length=1024)]
     remote_root: RemoteRoot = "~/grid-ops"
     python_interpreter: Interpreter | None = Field(
@@ -559,6 +575,29 @@ class ClusterConfig(Strict):
         if found:
             config._deprecations = found
         return config
+
+    @property
+    def id(self) -> str:
+        """The cluster's identity (grid_ops.identity): ``cluster_id`` when set, else the
+        id made once for the file this config was read from. Every token, record and
+        cache is kept under it, never under the name."""
+        if self.cluster_id:
+            return self.cluster_id
+        if self._id is not None:
+            return self._id
+        from grid_ops import identity
+
+        source = self._source or f"name:{self.name}"
+        try:
+            self._id = identity.of_source(source, self.name)
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot keep the identity of cluster '{self.name}' in "
+                f"{identity.registry_file(source)}: {exc.strerror or exc}.",
+                "Check that grid-ops' state dir ($GRID_OPS_STATE_DIR, else "
+                "~/.local/state/grid-ops) is yours and writable.",
+            ) from None
+        return self._id
 
     @property
     def deprecations(self) -> list[str]:
@@ -1035,7 +1074,9 @@ def load(path: Path | str) -> ClusterConfig:
             f"{path} is too large to load.",
             "A cluster config is a few KiB; check that -c names the right file.",
         ) from None
-    return _resolve_paths(config, path.resolve().parent)
+    config = _resolve_paths(config, path.resolve().parent)
+    config._source = str(path.resolve())
+    return config
 
 
 def dump(config: ClusterConfig) -> str:

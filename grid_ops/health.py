@@ -83,7 +83,7 @@ def collect(config: ClusterConfig, refresh: bool) -> tuple[list[NodeHealth], boo
 
 
 def cache_file(config: ClusterConfig) -> Path:
-    return Path(facts.cache_name(config.name))
+    return Path(facts.cache_name(config.id))
 
 
 def load_cache(
@@ -92,7 +92,7 @@ def load_cache(
     """Cached results younger than ``health_check.refresh_interval`` (or of any age) for
     the same nodes."""
     records = facts.read_cache(
-        config.name,
+        config.id,
         [n.name for n in config.nodes],
         config.health_check.refresh_interval,
         now=now,
@@ -102,4 +102,4 @@ def load_cache(
 
 
 def save_cache(config: ClusterConfig, nodes: list[NodeHealth], now: float | None = None) -> None:
-    facts.write_cache(config.name, [asdict(n) for n in nodes], now=now)
+    facts.write_cache(config.id, [asdict(n) for n in nodes], now=now)

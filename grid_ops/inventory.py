@@ -132,9 +132,11 @@ def cluster_vars(config: ClusterConfig, resolved: model.ClusterModel) -> dict[st
     ray = config.ray
     return {
         "grid_cluster_name": config.name,
+        "grid_cluster_id": resolved.id,
+        "ansible_control_path": model.ansible_control_path(config),
         "grid_remote_root": config.remote_root,
         "grid_layout": layout.as_vars(),
-        "grid_ray_token_file": _home_relative(ray_token_file(config)),
+        "grid_ray_token_file": _home_relative(ray_token_file(config.id)),
         "grid_become": config.become,
         "grid_provision": {
             "requirements": list(resolved.requirements),
@@ -161,9 +163,10 @@ def wheelhouse_dir(config: ClusterConfig) -> Path:
     return Path(cache).expanduser() / "grid-ops" / "wheelhouse"
 
 
-def ray_token_file(config: ClusterConfig) -> Path:
-    """The cluster's Ray token on this machine (made 0600 by the grid_ray role)."""
-    return state_dir() / "secrets" / config.name / "ray_auth_token"
+def ray_token_file(key: str) -> Path:
+    """The Ray token on this machine of the cluster kept under ``key`` (its id; made
+    0600 by the grid_ray role)."""
+    return state_dir() / "secrets" / key / "ray_auth_token"
 
 
 def _home_relative(path: Path) -> str:

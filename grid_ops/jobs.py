@@ -95,13 +95,18 @@ def check_name(name: object) -> str:
 
 
 def _store(config: ClusterConfig) -> Path:
-    """``<state>/jobs/<cluster>``: every record of this cluster, nothing else."""
+    """``<state>/jobs/<cluster id>``: every record of this cluster, nothing else."""
+    return store_dir(config.id)
+
+
+def store_dir(key: str) -> Path:
+    """Where the job records of the cluster kept under ``key`` (its id) lie."""
     from grid_ops.errors import UsageError
     from grid_ops.paths import state_dir
 
-    if not valid_name(config.name):
-        raise UsageError(f"Cluster name {_shown(config.name)} is not valid.", NAME_HINT)
-    return state_dir() / "jobs" / config.name
+    if not valid_name(key):
+        raise UsageError(f"Cluster id {_shown(key)} is not valid.", NAME_HINT)
+    return state_dir() / "jobs" / key
 
 
 def _inside(store: Path, path: Path) -> bool:

@@ -31,6 +31,9 @@ CONTROLLER_STATE = "state/controller"
 # drained node's reason; while it exists Ray is not started there.
 STAMP = "state/applied.json"
 DRAIN_NOTE = "state/drained"
+# The id of the cluster that provisioned the node (grid_ops.identity): apply and reset
+# refuse a node of another cluster.
+CLUSTER_ID = "state/cluster_id"
 LIB = "lib"
 JOBS = "jobs"
 WHEELHOUSE = "wheelhouse"
@@ -87,6 +90,7 @@ def as_vars() -> dict[str, object]:
         "controller_state": CONTROLLER_STATE,
         "stamp": STAMP,
         "drain_note": DRAIN_NOTE,
+        "cluster_id": CLUSTER_ID,
         "runtime_exclude": list(RUNTIME_EXCLUDE),
         "lib": LIB,
         "jobs": JOBS,

@@ -16,8 +16,9 @@ import os
 
 from grid_ops import layout, stamp
 from grid_ops.model import ClusterModel, NodeModel, ensure_control_dir
+from grid_ops.model import root_expr as model_root
 from grid_ops.paths import state_dir_name
-from grid_ops.record import record
+from grid_ops.record import factory, record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class NodeState:
     ray_running: bool = False
     drained: str | None = None
     venv_id: str = ""  # the venv build in use ("" when unknown or none)
+    cluster_id: str = ""  # the cluster the node notes it belongs to ("": none)
     error: str | None = None
 
 
@@ -54,6 +56,7 @@ class Plan:
     drained: dict[str, str]  # name -> reason (Ray is not started there)
     restart_all: bool  # the head's stamp differs: the whole cluster restarts
     controller: bool  # the controller's settings change (nodes added or removed)
+    foreign: dict[str, str] = factory(dict)  # name -> id: nodes of another cluster
 
     @property
     def visit(self) -> list[str]:
@@ -75,6 +78,7 @@ class Plan:
             "drained": self.drained,
             "restart_all": self.restart_all,
             "controller": self.controller,
+            "foreign": self.foreign,
         }
 
 
@@ -108,7 +112,7 @@ def write_applied(
     nodes = {n.name: n.model_dump(mode="json") for n in config.nodes if n.name in applied}
     nodes.update(kept)
     data = {"format": FORMAT, "nodes": nodes, "controller": cluster.controller}
-    write_atomic(applied_file(config.name), json.dumps(data, indent=1) + "\n", mode=0o600)
+    write_atomic(applied_file(config.id), json.dumps(data, indent=1) + "\n", mode=0o600)
 
 
 # ---------------------------------------------------------------------------------------
@@ -116,8 +120,8 @@ def write_applied(
 
 
 def read_states(cluster: ClusterModel, nodes: list[NodeModel]) -> dict[str, NodeState]:
-    """Each node's stamp, Ray process and drain note, read over ssh in parallel. A node
-    whose remote_root was never reported (no playbook has run there) has no stamp."""
+    """Each node's stamp, Ray process, drain note and cluster id, read over ssh in
+    parallel (remote_root as the node reported it, else as the config says it)."""
     from grid_ops import spawn
 
     ensure_control_dir()
@@ -125,10 +129,7 @@ def read_states(cluster: ClusterModel, nodes: list[NodeModel]) -> dict[str, Node
     jobs: list[tuple[list[str], str | None]] = []
     asked: list[str] = []
     for node in nodes:
-        if node.root is None:
-            out[node.name] = NodeState(name=node.name, reachable=True)
-            continue
-        jobs.append((node.argv(stamp.read_command(node.root)), None))
+        jobs.append((node.argv(stamp.read_command(node.root or cluster.remote_root)), None))
         asked.append(node.name)
     done = spawn.run_all(jobs, cluster.forks, cluster.deadlines.command) if jobs else []
     for name, child in zip(asked, done, strict=True):
@@ -188,6 +189,11 @@ def plan(
         else:
             current.append(node.name)
     names = {n.name for n in cluster.nodes}
+    foreign = {
+        name: state.cluster_id
+        for name, state in states.items()
+        if state.cluster_id and state.cluster_id != cluster.id
+    }
     remove = sorted(n for n in before if n not in names)
     unreachable += [n for n in remove if not (states.get(n) and states[n].reachable)]
     restart_all = stamp.restarts(change.get(cluster.head, []))
@@ -202,6 +208,7 @@ def plan(
         drained=drained,
         restart_all=restart_all,
         controller=settings is not None and settings != cluster.controller,
+        foreign=foreign,
     )
 
 
@@ -303,3 +310,45 @@ def noop_document(plan: Plan, check: bool, seconds: float) -> dict[str, Any]:
     if not check:
         doc.update(window_s=None, not_current=[], seconds=round(seconds, 3))
     return doc
+
+
+# ---------------------------------------------------------------------------------------
+# nodes of another cluster
+
+
+def refuse_foreign(cluster: ClusterModel, foreign: dict[str, str], command: str) -> None:
+    """Stop ``command`` before it touches anything when a node notes another cluster's
+    id (two configs of one name, or a host typed wrong): one paragraph naming them."""
+    if not foreign:
+        return
+    from grid_ops.errors import Conflict
+
+    names = ", ".join(f"{n} (cluster {i[:64]!r})" for n, i in sorted(foreign.items()))
+    raise Conflict(
+        f"{command} refused: {names} belong{'s' * (len(foreign) == 1)} to another grid-ops "
+        f"cluster, not to '{cluster.name}' (id {cluster.id}); nothing was changed.",
+        "Check the nodes' hosts in the config. If this config manages that cluster, set "
+        "its cluster_id in the config; to take the nodes over on purpose, run again with "
+        "--adopt.",
+    )
+
+
+def adopt(cluster: ClusterModel, names: list[str]) -> list[str]:
+    """Note this cluster's id on ``names`` (over plain ssh, in parallel), so every later
+    run treats them as this cluster's. Returns the nodes where that failed."""
+    import shlex
+
+    from grid_ops import spawn
+
+    note, draft = shlex.quote(layout.CLUSTER_ID), shlex.quote(layout.CLUSTER_ID + ".new")
+    jobs: list[tuple[list[str], str | None]] = []
+    for name in names:
+        node = cluster.node(name)
+        line = (
+            f"cd -- {model_root(node.root or cluster.remote_root)} && "
+            f"mkdir -p -m 700 -- {shlex.quote(layout.STATE)} && "
+            f"printf '%s\\n' {shlex.quote(cluster.id)} > {draft} && mv -f -- {draft} {note}"
+        )
+        jobs.append((node.argv(line), None))
+    done = spawn.run_all(jobs, cluster.forks, cluster.deadlines.command) if jobs else []
+    return [n for n, child in zip(names, done, strict=True) if child is None or child.rc != 0]

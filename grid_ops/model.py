@@ -31,11 +31,13 @@ if TYPE_CHECKING:
 
     from grid_ops.config import ClusterConfig, NodeConfig
 
-FORMAT = 3  # of the JSON form; bump when its shape changes
+FORMAT = 4  # of the JSON form; bump when its shape changes
 CONTROL_DIR = "~/.ansible/cp"
-# One ControlMaster socket per node, shared by Ansible (ansible.cfg's control_path names
-# the same file) and by grid-ops' own ssh/rsync: %C is ssh's hash of the connection.
-CONTROL_PATH = CONTROL_DIR + "/grid-%C"
+# One ControlMaster socket per node and cluster, shared by Ansible (the inventory's
+# ansible_control_path names the same file) and by grid-ops' own ssh/rsync: %C is ssh's
+# hash of the connection, the key (control_key) the cluster's id and ssh options, so a
+# master opened under one cluster's settings never serves another's.
+CONTROL_PATH = CONTROL_DIR + "/grid-{key}-%C"
 CONTROL_PERSIST = "60s"
 # Beyond the ssh connect timeout: a short grid-ops call on a node (stop a run, reach it).
 COMMAND_GRACE_S = 5
@@ -119,6 +121,7 @@ class ClusterModel:
     """The whole cluster, resolved."""
 
     name: str
+    id: str  # the cluster's identity (grid_ops.identity): what its state is kept under
     remote_root: str  # as the config says it (``~/…`` or absolute)
     head: str
     nodes: tuple[NodeModel, ...]
@@ -191,7 +194,7 @@ def ssh_options(config: ClusterConfig) -> list[str]:
     return args
 
 
-def _ssh(config: ClusterConfig, node: NodeConfig) -> tuple[str, ...]:
+def _ssh(config: ClusterConfig, node: NodeConfig, control: str) -> tuple[str, ...]:
     """``ssh`` with the cluster's settings for ``node`` (the target and command follow).
 
     Connections are multiplexed (ControlPersist) through the very socket Ansible uses,
@@ -206,8 +209,30 @@ def _ssh(config: ClusterConfig, node: NodeConfig) -> tuple[str, ...]:
         args += ["-i", str(config.ssh.key_file)]
     args += ssh_options(config)
     args += ["-o", "ControlMaster=auto", "-o", f"ControlPersist={CONTROL_PERSIST}"]
-    args += ["-o", f"ControlPath={CONTROL_PATH}"]
+    args += ["-o", f"ControlPath={control}"]
     return tuple(args)
+
+
+def control_key(config: ClusterConfig) -> str:
+    """What the cluster's ssh masters are told apart by: its id and every ssh option it
+    connects with (host keys, config file, key), so another cluster, or this one with
+    other host-key settings, never rides on a master opened under different rules."""
+    import hashlib
+
+    text = json.dumps([config.id, ssh_options(config), str(config.ssh.key_file or "")])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def control_path(config: ClusterConfig) -> str:
+    """The cluster's ssh ControlPath (ssh's own form: %C is expanded by ssh)."""
+    return CONTROL_PATH.format(key=control_key(config))
+
+
+def ansible_control_path(config: ClusterConfig) -> str:
+    """``control_path`` as Ansible's ssh plugin takes it (the same socket): the control
+    dir as ``%(directory)s``, ``%%`` for ssh's own ``%``."""
+    rest = control_path(config)[len(CONTROL_DIR) :]
+    return "%(directory)s" + rest.replace("%", "%%")
 
 
 def config_address(config: ClusterConfig, node: NodeConfig) -> str | None:
@@ -270,6 +295,7 @@ def resolve(config: ClusterConfig, recorded: bool = True) -> ClusterModel:
 
 def _static(config: ClusterConfig) -> ClusterModel:
     head = config.head.name
+    control = control_path(config)
     nodes = []
     for node in config.nodes:
         nodes.append(
@@ -280,7 +306,7 @@ def _static(config: ClusterConfig) -> ClusterModel:
                 host=node.host,
                 port=node.port,
                 user=node.user,
-                ssh=_ssh(config, node),
+                ssh=_ssh(config, node, control),
                 address=config_address(config, node),
                 ray_start=_ray_start(config, node),
                 gpu_count=node.gpu_count,
@@ -289,6 +315,7 @@ def _static(config: ClusterConfig) -> ClusterModel:
     ssh, hc, sync = config.ssh, config.health_check, config.sync
     return ClusterModel(
         name=config.name,
+        id=config.id,
         remote_root=config.remote_root,
         head=head,
         nodes=tuple(nodes),
@@ -334,7 +361,7 @@ def _static(config: ClusterConfig) -> ClusterModel:
 def with_recorded(static: ClusterModel) -> ClusterModel:
     """``static`` with what its nodes last reported (valid only for the same host, port,
     user and remote_root); a local node is this machine, so its root is known here."""
-    facts = read_facts(static.name)
+    facts = read_facts(static.id)
     nodes = []
     for node in static.nodes:
         known = facts.get(node.name) or {}
@@ -366,6 +393,17 @@ def of(config: ClusterConfig) -> ClusterModel:
     return resolve(config)
 
 
+def root_expr(root: str) -> str:
+    """remote_root for the remote shell: ``~/`` expanded by the node's shell, the rest
+    quoted (data, never code)."""
+    import shlex
+
+    root = root.rstrip("/") or "/"
+    if root.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(root[2:])
+    return shlex.quote(root)
+
+
 def ensure_control_dir() -> None:
     """ssh refuses a ControlPath whose directory is missing (Ansible makes it on first use)."""
     os.makedirs(os.path.expanduser(CONTROL_DIR), mode=0o700, exist_ok=True)
@@ -394,7 +432,7 @@ def record_facts(config: ClusterConfig, reported: dict[str, Any]) -> None:
     remote_root as the node expanded it, and the address SSH arrived on."""
     from grid_ops.fsutil import write_atomic
 
-    known = read_facts(config.name)
+    known = read_facts(config.id)
     before = json.dumps(known, sort_keys=True)
     for node in config.nodes:
         facts = reported.get(node.name)
@@ -409,7 +447,7 @@ def record_facts(config: ClusterConfig, reported: dict[str, Any]) -> None:
     if text != before:
         # a note for later commands: the run itself has worked, whatever happens here
         with contextlib.suppress(OSError):
-            write_atomic(facts_file(config.name), text + "\n", mode=0o600)
+            write_atomic(facts_file(config.id), text + "\n", mode=0o600)
 
 
 # ---------------------------------------------------------------------------------------

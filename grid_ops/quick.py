@@ -194,7 +194,7 @@ def _apply(cluster: ClusterModel, opts: dict[str, Any]) -> Callable[[], int] | N
     from grid_ops import lifecycle, stamp
 
     started = time.monotonic()
-    applied = lifecycle.read_applied(cluster.name)
+    applied = lifecycle.read_applied(cluster.id)
     names = [n.name for n in cluster.nodes]
     check = bool(opts.get("check"))
     if not check and (
@@ -204,8 +204,8 @@ def _apply(cluster: ClusterModel, opts: dict[str, Any]) -> Callable[[], int] | N
         return None  # nodes to remove, or a state to record: the full CLI does it
     states = lifecycle.read_states(cluster, list(cluster.nodes))
     plan = lifecycle.plan(cluster, stamp.stamps(cluster), states, applied)
-    if not plan.empty or plan.unreachable:
-        return None  # work to do (or a node to explain): the full CLI
+    if not plan.empty or plan.unreachable or plan.foreign:
+        return None  # work to do (or a node to explain or refuse): the full CLI
 
     def report() -> int:
         seconds = time.monotonic() - started

@@ -44,13 +44,6 @@ def _pid_file(run_id: str) -> str:
     return f"{layout.RUN_DIR}/{run_id}.pid"
 
 
-def _root_expr(root: str) -> str:
-    """remote_root for the remote shell: ``~/`` expanded by the shell, the rest quoted."""
-    if root.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(root[2:])
-    return shlex.quote(root)
-
-
 def _cd(target: str, shown: str) -> str:
     """cd to ``target`` (a shell expression), or say ``shown`` is missing and exit 127."""
     message = "grid-ops: %s does not exist on %s; run 'grid-ops provision' first\\n"
@@ -64,7 +57,7 @@ def _cd_root(cluster: ClusterModel, node: NodeModel) -> str:
     """cd to the node's remote_root: as the node reported it expanded (recorded by the
     last playbook run), else as the config says it, ``~/`` expanded by the node's shell."""
     root = cluster.remote_root.rstrip("/")
-    return _cd(shlex.quote(node.root) if node.root else _root_expr(root), root)
+    return _cd(model.root_expr(node.root or root), root)
 
 
 def environment(cluster: ClusterModel) -> str:

@@ -24,7 +24,7 @@ import os
 import shlex
 
 from grid_ops import layout
-from grid_ops.model import ClusterModel, NodeModel
+from grid_ops.model import ClusterModel, NodeModel, root_expr
 from grid_ops.paths import package_dir_name
 
 TYPE_CHECKING = False
@@ -119,32 +119,35 @@ def _canon(value: Any) -> str:
 
 def read_command(root: str) -> str:
     """The shell line that prints, between separator lines: the node's stamp, whether
-    this user's raylet runs, the node's drain note and the venv build in use (the path is
-    quoted: data, never code)."""
-    quoted = shlex.quote(root)
+    this user's raylet runs, the node's drain note, the venv build in use and the id of
+    the cluster the node belongs to. ``root``: remote_root as the node expanded it, or
+    as the config says it (``~/`` expanded by the node's shell); quoted: data, never
+    code."""
     return (
-        f"cd -- {quoted} 2>/dev/null || exit {layout.EXIT_MISSING_ROOT}; "
+        f"cd -- {root_expr(root)} 2>/dev/null || exit {layout.EXIT_MISSING_ROOT}; "
         f"cat -- {shlex.quote(layout.STAMP)} 2>/dev/null; "
         f"printf '\\n%s\\n' {_SEPARATOR}; "
         f'pgrep -x -U "$(id -u)" {RAYLET} >/dev/null 2>&1 && echo {RAYLET}; '
         f"printf '%s\\n' {_SEPARATOR}; "
         f"cat -- {shlex.quote(layout.DRAIN_NOTE)} 2>/dev/null; "
         f"printf '\\n%s\\n' {_SEPARATOR}; "
-        f"readlink -- {shlex.quote(layout.VENV)} 2>/dev/null; exit 0"
+        f"readlink -- {shlex.quote(layout.VENV)} 2>/dev/null; "
+        f"printf '\\n%s\\n' {_SEPARATOR}; "
+        f"head -c 300 -- {shlex.quote(layout.CLUSTER_ID)} 2>/dev/null; exit 0"
     )
 
 
 def parse_read(stdout: str) -> dict[str, Any]:
     """``{"stamp": dict | None, "ray_running": bool, "drained": str | None, "venv_id":
-    str}`` from the output of ``read_command`` (four sections, split by separator
-    lines)."""
+    str, "cluster_id": str}`` from the output of ``read_command`` (five sections, split
+    by separator lines; "" for a node that notes no cluster)."""
     sections: list[list[str]] = [[]]
     for line in stdout.split("\n"):
         if line == _SEPARATOR:
             sections.append([])
         else:
             sections[-1].append(line)
-    sections += [[] for _ in range(4 - len(sections))]
+    sections += [[] for _ in range(5 - len(sections))]
     stamp: Any = None
     text = "\n".join(sections[0]).strip()
     if text:
@@ -158,4 +161,5 @@ def parse_read(stdout: str) -> dict[str, Any]:
         "ray_running": RAYLET in (line.strip() for line in sections[1]),
         "drained": note or None,
         "venv_id": os.path.basename("".join(sections[3]).strip().rstrip("/")),
+        "cluster_id": "".join(sections[4]).strip(),
     }

@@ -83,6 +83,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items[:] = [item for item in items if not item.get_closest_marker("lab_rebuild")] + last
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests keep grid-ops' state (cluster ids, caches, tokens) in a dir of their own,
+    never in the home of whoever runs them (the lab fixture sets its own on top)."""
+    if os.environ.get("GRID_OPS_STATE_DIR"):
+        yield
+        return
+    os.environ["GRID_OPS_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    try:
+        yield
+    finally:
+        os.environ.pop("GRID_OPS_STATE_DIR", None)
+
+
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """A lab of LAB_NODES nodes for the whole session, torn down at the end."""

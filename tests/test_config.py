@@ -493,13 +493,19 @@ def test_cli_init_writes_a_valid_config(tmp_path: Path) -> None:
     result = cli("init", "new.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     written = tmp_path / "new.yaml"
-    assert written.read_text(encoding="utf-8") == starter_text()
+    made = yaml.safe_load(written.read_text(encoding="utf-8"))["cluster_id"]
+    assert written.read_text(encoding="utf-8") == starter_text(made)
 
     check = cli("config", "validate", "--json", "new.yaml", cwd=tmp_path)
     assert check.returncode == 0, check.stderr
     doc = json.loads(check.stdout)
     assert doc["name"] == "my-cluster"
     assert doc["head"] == "gpu-master"
+    assert doc["id"] == made
+    # everyone's init writes the same name, never the same identity
+    assert cli("init", "other.yaml", cwd=tmp_path).returncode == 0
+    other = yaml.safe_load((tmp_path / "other.yaml").read_text(encoding="utf-8"))
+    assert other["name"] == "my-cluster" and other["cluster_id"] != made
 
 
 def test_cli_init_default_path_is_cluster_yaml(tmp_path: Path) -> None:
@@ -521,7 +527,8 @@ def test_cli_init_refuses_to_overwrite(tmp_path: Path) -> None:
 
     forced = cli("init", "cluster.yaml", "--force", cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr
-    assert target.read_text(encoding="utf-8") == starter_text()
+    made = yaml.safe_load(target.read_text(encoding="utf-8"))["cluster_id"]
+    assert target.read_text(encoding="utf-8") == starter_text(made)
 
 
 @pytest.fixture

@@ -384,9 +384,9 @@ def test_committed_example_inventory_is_the_render_of_the_starter_config(
 
     for var in ("GRID_OPS_STATE_DIR", "XDG_STATE_HOME", "XDG_CACHE_HOME"):  # the defaults
         monkeypatch.delenv(var, raising=False)
-    from grid_ops.cli.config_cmd import starter_text
+    from grid_ops.cli.config_cmd import STARTER_ID, starter_text
 
-    cfg = config.parse(yaml.safe_load(starter_text()))
+    cfg = config.parse(yaml.safe_load(starter_text(STARTER_ID)))
     source = "grid_ops/templates/cluster.example.yaml"
     repo = Path(__file__).resolve().parent.parent
     for rel, text in inventory.render_text(cfg, source=source).items():

@@ -48,12 +48,16 @@ def test_a_stamp_and_drain_note_read_back_through_a_real_shell(tmp_path: Path) -
     cluster = _cluster()
     want = stamp.stamps(cluster, runtime="abc")["n2"]
     (root / layout.STAMP).write_text(json.dumps(want))
-    assert _read(root) == {"stamp": want, "ray_running": False, "drained": None, "venv_id": ""}
+    assert _read(root) == {
+        "stamp": want, "ray_running": False, "drained": None, "venv_id": "", "cluster_id": ""
+    }  # fmt: skip
     (root / layout.DRAIN_NOTE).write_text("fan swap\n")
+    (root / layout.CLUSTER_ID).write_text("0123456789abcdef\n")
     (root / layout.VENVS / "abc123").mkdir(parents=True)
     (root / layout.VENV).symlink_to(Path(layout.VENVS) / "abc123")
     read = _read(root)
     assert read["drained"] == "fan swap" and read["venv_id"] == "abc123"
+    assert read["cluster_id"] == "0123456789abcdef"
     assert not (Path.cwd() / "pwned").exists() and not (tmp_path / "pwned").exists()
 
 
@@ -63,7 +67,9 @@ def test_a_missing_root_exits_with_the_missing_root_code(tmp_path: Path) -> None
 
 
 def test_a_node_without_a_stamp_reads_as_none(tmp_path: Path) -> None:
-    assert _read(tmp_path) == {"stamp": None, "ray_running": False, "drained": None, "venv_id": ""}
+    assert _read(tmp_path) == {
+        "stamp": None, "ray_running": False, "drained": None, "venv_id": "", "cluster_id": ""
+    }  # fmt: skip
 
 
 def test_the_stamp_part_that_differs_names_the_work() -> None:

@@ -160,8 +160,8 @@ def test_node_facts_are_recorded_per_node_and_kept_only_for_the_same_node(state:
         "/home/ops/grid-ops",
         "10.0.0.2",
     )
-    assert "gone" not in model.read_facts("unit")
-    assert os.stat(model.facts_file("unit")).st_mode & 0o777 == 0o600
+    assert "gone" not in model.read_facts(cfg.id)
+    assert os.stat(model.facts_file(cfg.id)).st_mode & 0o777 == 0o600
     moved = CONFIG.replace("host: gpu2", "host: gpu2b")  # another machine under that name
     cfg_path.write_text(moved)
     again = model.resolve(config.load(cfg_path))

@@ -897,13 +897,16 @@ def test_ssh_command_defaults_without_port_key_or_known_hosts() -> None:
     assert not any(o.startswith("ConnectionAttempts=") for o in opts)  # max_retries 0
     retried = parse({"name": "units", "nodes": ["gpu1"], "ssh": {"max_retries": 2}})
     assert "ConnectionAttempts=3" in options(ssh_of(retried, "gpu1"))
-    # the very socket ansible.cfg names for Ansible's own connections: one per node
+    # the very socket the inventory names for Ansible's own connections (formatted as
+    # Ansible's ssh plugin does, in ansible.cfg's control_path_dir): one per node
     cfg = configparser.ConfigParser(interpolation=None)
     cfg.read(REPO / "ansible.cfg")
     ours = next(o for o in opts if o.startswith("ControlPath=")).removeprefix("ControlPath=")
-    theirs = cfg["ssh_connection"]["control_path"].replace("%%", "%")
     directory = cfg["ssh_connection"]["control_path_dir"]
-    assert theirs.replace("%(directory)s", directory) == ours
+    theirs = inventory.cluster_vars(retried, model.resolve(retried, recorded=False))
+    assert theirs["ansible_control_path"] % {"directory": directory} != ours  # other options
+    mine = inventory.cluster_vars(config, model.resolve(config, recorded=False))
+    assert mine["ansible_control_path"] % {"directory": directory} == ours
 
 
 def hostvars(config: ClusterConfig) -> dict[str, dict[str, Any]]:

@@ -26,6 +26,14 @@ FullOption = Annotated[
     bool,
     typer.Option("--full", help="Run the playbooks on every node, current or not."),
 ]
+AdoptOption = Annotated[
+    bool,
+    typer.Option(
+        "--adopt",
+        help="Take over nodes that another grid-ops cluster provisioned (they note its "
+        "id); without it such nodes are refused and nothing is changed.",
+    ),
+]
 KeepOption = Annotated[
     bool,
     typer.Option("--keep-files", help="On removed nodes, stop Ray but keep grid-ops' files."),
@@ -38,6 +46,7 @@ def apply(
     yes: YesOption = False,
     full: FullOption = False,
     keep_files: KeepOption = False,
+    adopt: AdoptOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """Bring the cluster to its config, doing only the difference.
@@ -48,7 +57,9 @@ def apply(
     restarts the cluster); nodes deleted from the config are drained (pool objects
     copied to nodes that stay, shares moved, boosts released), stopped and cleaned up
     (asks first unless --yes; a node that cannot be reached is dropped untouched).
-    Nodes already current are not visited. A drained node stays drained.
+    Nodes already current are not visited. A drained node stays drained. A node that
+    another cluster provisioned (it notes that cluster's id) is refused before anything
+    changes, unless --adopt.
     """
     from grid_ops import lifecycle, model
     from grid_ops import stamp as stamps
@@ -56,7 +67,7 @@ def apply(
     started = time.monotonic()
     cfg, path = load_config(config, quick_plan=True)
     cluster = model.of(cfg)
-    applied = lifecycle.read_applied(cfg.name)
+    applied = lifecycle.read_applied(cfg.id)
     removed = lifecycle.removed_configs(
         applied, [n for n in (applied.get("nodes") or {}) if n not in cfg.node_names]
     )
@@ -67,6 +78,13 @@ def apply(
     report: dict[str, Any] = {"plan": plan.to_json(), "check": check}
     if not json_out:
         _print_plan(cfg, cluster, plan, states)
+    if not adopt:
+        lifecycle.refuse_foreign(cluster, plan.foreign, "apply")
+    if plan.foreign and not check:
+        failed = lifecycle.adopt(whole, sorted(plan.foreign))
+        if failed:
+            lifecycle.refuse_foreign(cluster, {n: plan.foreign[n] for n in failed}, "adopt")
+        info(f"adopted {', '.join(sorted(plan.foreign))} into cluster {cluster.id}")
     blocked = [n for n in plan.unreachable if n in cfg.node_names]
     if plan.empty and not blocked and (check or applied_matches(cfg, cluster, applied)):
         _nothing_to_do(plan, check, time.monotonic() - started, json_out)

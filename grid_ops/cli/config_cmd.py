@@ -15,8 +15,16 @@ from grid_ops.errors import UsageError
 app = typer.Typer(help="Check cluster configs.", no_args_is_help=True)
 
 
-def starter_text() -> str:
-    return resources.files("grid_ops").joinpath("templates/cluster.example.yaml").read_text()
+STARTER_ID = "0000000000000000"  # the template's placeholder
+
+
+def starter_text(cluster_id: str | None = None) -> str:
+    """The commented starter config, with a fresh cluster id (or ``cluster_id``)."""
+    from grid_ops import identity
+
+    text = resources.files("grid_ops").joinpath("templates/cluster.example.yaml").read_text()
+    made = cluster_id or identity.new_id()
+    return text.replace(f'cluster_id: "{STARTER_ID}"', f'cluster_id: "{made}"')
 
 
 def init(
@@ -67,6 +75,7 @@ def validate(
                 "deprecated": cfg.deprecations,
                 "path": str(resolved),
                 "name": cfg.name,
+                "id": cfg.id,
                 "head": cfg.head.name,
                 "gpus": sum(n.gpu_count for n in cfg.nodes),
                 "nodes": [
@@ -88,7 +97,9 @@ def validate(
         return
     from rich.table import Table
 
-    table = Table(title=f"{safe(cfg.name)}: {safe(resolved)}", title_justify="left")
+    table = Table(
+        title=f"{safe(cfg.name)} (id {safe(cfg.id)}): {safe(resolved)}", title_justify="left"
+    )
     for col in ("node", "role", "address", "user", "GPUs", "memory GB", "tags"):
         table.add_column(col, justify="right" if col in ("GPUs", "memory GB") else "left")
     for n in cfg.nodes:

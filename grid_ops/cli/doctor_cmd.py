@@ -49,7 +49,7 @@ def doctor(
     up = [r["name"] for r in records if r["reachable"]]
     states = lifecycle.read_states(cluster, [cluster.node(n) for n in up])
     plan = lifecycle.plan(
-        cluster, stamps.stamps(cluster), states, lifecycle.read_applied(cfg.name), full=True
+        cluster, stamps.stamps(cluster), states, lifecycle.read_applied(cfg.id), full=True
     )
     workers = [n for n in up if n != cluster.head]
     reached = doc.reach(cluster, workers) if cluster.head in up and workers else None

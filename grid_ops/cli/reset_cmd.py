@@ -43,5 +43,5 @@ def reset(
             err.print("Nothing was changed.")
             raise typer.Exit(1)
     result = playbook.run("reset", cfg, path, title="reset", json_out=json_out, limit=limit)
-    lifecycle.forget(cfg.name, [n for n in names if n not in result.failed_hosts])
+    lifecycle.forget(cfg.id, [n for n in names if n not in result.failed_hosts])
     playbook.finish(result, json_out, "reset")

@@ -32,6 +32,10 @@ options:
     description: The node's drain note under remote_root (its text is returned as drained).
     type: str
     default: ""
+  cluster_id:
+    description: The file under remote_root naming the cluster the node belongs to (its text is returned).
+    type: str
+    default: ""
   venv:
     description: The venv link under remote_root (the build it points at is returned as venv_id).
     type: str
@@ -57,7 +61,8 @@ ansible_facts:
     hostname, ssh_ip, user, home, root (remote_root expanded), private_ok (remote_root and
     private_dirs are directories of this user with mode 0700), ray_token_sha1 ("" when
     absent), ray_address (the noted head address, "" when absent), drained (the drain
-    note's reason, "" when the node is not drained), venv_id (the venv build in use:
+    note's reason, "" when the node is not drained), cluster_id (the id of the cluster
+    the node belongs to, "" when none is noted), venv_id (the venv build in use:
     "legacy" for a venv made before builds, "" for none), system, release,
     machine, glibc, venv_support, rsync, nvidia_smi, gpu_count, cpu_count, mem_total_bytes;
     and C(grid_ray_node), this user's Ray processes on the node: running (a raylet is
@@ -167,6 +172,7 @@ def main() -> None:
             "ray_token": {"type": "str", "default": "", "no_log": False},
             "ray_address": {"type": "str", "default": ""},
             "drain_note": {"type": "str", "default": ""},
+            "cluster_id": {"type": "str", "default": ""},
             "venv": {"type": "str", "default": ""},
             "nvidia_smi": {"type": "str", "default": ""},
         },
@@ -205,6 +211,11 @@ def main() -> None:
         "drained": (
             _first_line(os.path.join(root, module.params["drain_note"]))
             if module.params["drain_note"]
+            else ""
+        ),
+        "cluster_id": (
+            _first_line(os.path.join(root, module.params["cluster_id"]))
+            if module.params["cluster_id"]
             else ""
         ),
         "venv_id": _venv_id(os.path.join(root, module.params["venv"]))
