@@ -189,11 +189,6 @@ def plan(
         else:
             current.append(node.name)
     names = {n.name for n in cluster.nodes}
-    foreign = {
-        name: state.cluster_id
-        for name, state in states.items()
-        if state.cluster_id and state.cluster_id != cluster.id
-    }
     remove = sorted(n for n in before if n not in names)
     unreachable += [n for n in remove if not (states.get(n) and states[n].reachable)]
     restart_all = stamp.restarts(change.get(cluster.head, []))
@@ -208,7 +203,7 @@ def plan(
         drained=drained,
         restart_all=restart_all,
         controller=settings is not None and settings != cluster.controller,
-        foreign=foreign,
+        foreign=foreign(cluster, states),
     )
 
 
@@ -314,6 +309,15 @@ def noop_document(plan: Plan, check: bool, seconds: float) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------
 # nodes of another cluster
+
+
+def foreign(cluster: ClusterModel, states: dict[str, NodeState]) -> dict[str, str]:
+    """The nodes that note another cluster's id, with that id."""
+    return {
+        name: state.cluster_id
+        for name, state in states.items()
+        if state.cluster_id and state.cluster_id != cluster.id
+    }
 
 
 def refuse_foreign(cluster: ClusterModel, foreign: dict[str, str], command: str) -> None:

@@ -31,6 +31,16 @@ class Lab:
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return grid_ops(*args, env=self.env(), timeout=timeout)
 
+    def cluster_id(self, config: Path | None = None) -> str:
+        """The id of the cluster of ``config`` (the lab's by default), as grid-ops
+        reports it (its state on this machine is kept under it)."""
+        import json
+
+        shown = self.cli("config", "validate", "--json", "-c", str(config or self.config))
+        assert shown.returncode == 0, shown.stderr
+        found: str = json.loads(shown.stdout)["id"]
+        return found
+
     def operator_playbook(
         self, playbook: str, workdir: Path, *extra: str
     ) -> subprocess.CompletedProcess[str]:

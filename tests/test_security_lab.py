@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import Lab
 
@@ -59,7 +60,7 @@ def _as(user: str, line: str, timeout: float = 120) -> subprocess.CompletedProce
 
 
 def test_ray_refuses_callers_without_the_token_and_takes_ours(cluster: Lab) -> None:
-    token_file = cluster.state_dir / "secrets" / "lab" / "ray_auth_token"
+    token_file = cluster.state_dir / "secrets" / cluster.cluster_id() / "ray_auth_token"
     assert token_file.stat().st_mode & 0o777 == 0o600
     assert token_file.parent.stat().st_mode & 0o777 == 0o700
     token = token_file.read_text().strip()
@@ -170,3 +171,74 @@ def test_a_directory_named_like_a_template_is_synced_under_its_literal_name(
     for where in (Path.cwd(), tmp_path, Path("/"), cluster.config.parent):
         assert not (where / "grid-ops-injected").exists()
     assert not (_root("node2") / "code" / "49").exists()
+
+
+def _copy_config(lab: Lab, path: Path, **changes: object) -> Path:
+    """The lab's config with ``changes``, written to ``path`` (same cluster name)."""
+    data = yaml.safe_load(lab.config.read_text())
+    data.update(changes)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_a_second_cluster_of_the_same_name_cannot_touch_the_first_ones_nodes(
+    cluster: Lab, tmp_path: Path
+) -> None:
+    """What 'grid-ops init' gives everyone: two configs both named 'lab'. The second,
+    for node3 alone, keeps its own state and is refused on node3 (which the first
+    cluster provisioned) before anything changes there."""
+    ours = cluster.cluster_id()
+    assert (_root("node3") / "state" / "cluster_id").read_text().strip() == ours
+    data = yaml.safe_load(cluster.config.read_text())
+    node3 = [n for n in data["nodes"] if n["name"] == "node3"]
+    other = _copy_config(cluster, tmp_path / "lab.yaml", nodes=node3)
+    theirs = cluster.cluster_id(other)
+    assert theirs != ours
+
+    for command in (("apply", "--check"), ("apply", "--yes"), ("reset", "--yes")):
+        refused = cluster.cli(*command, "-c", str(other), timeout=300)
+        assert refused.returncode == 2, (command, refused.stdout[-800:], refused.stderr[-800:])
+        text = " ".join(refused.stderr.split())
+        assert "node3 (cluster" in text and "another grid-ops cluster" in text, text
+        assert "nothing was changed" in text and "--adopt" in text and "Traceback" not in text
+    # node3 is still the first cluster's, whole, with its Ray running
+    assert (_root("node3") / "state" / "cluster_id").read_text().strip() == ours
+    assert (_root("node3") / "venv" / "bin" / "python").exists()
+    alive = _run(cluster, "node3", 'pgrep -x -U "$(id -u)" raylet >/dev/null && echo UP')
+    assert alive.stdout.strip().splitlines()[-1:] == ["UP"], alive.stderr[-800:]
+    # --adopt gets past the refusal (checked only: node3 stays the lab's)
+    planned = cluster.cli("apply", "--check", "--adopt", "-c", str(other), timeout=300)
+    assert planned.returncode == 0, planned.stderr[-1500:]
+    assert (_root("node3") / "state" / "cluster_id").read_text().strip() == ours
+
+    # the first cluster's applied state and Ray token were never the second's
+    mine = cluster.cli("apply", "--check", "--json", "-c", str(cluster.config), timeout=300)
+    assert mine.returncode == 0, mine.stderr[-1500:]
+    plan = json.loads(mine.stdout)["plan"]
+    assert plan["remove"] == [] and plan["foreign"] == {}
+    secrets = cluster.state_dir / "secrets"
+    assert (secrets / ours / "ray_auth_token").is_file()
+    assert not (secrets / theirs).exists()
+    assert not (cluster.state_dir / "clusters" / theirs / "applied.json").exists()
+
+
+def test_an_ssh_master_opened_under_other_host_key_rules_is_not_reused(
+    cluster: Lab, tmp_path: Path
+) -> None:
+    """A master opened under the lab's settings must not carry a config of the same
+    cluster that pins a known_hosts file without the node's key: that config's ssh
+    checks the host key itself and refuses."""
+    opened = _run(cluster, "node2", "echo OPEN")
+    assert opened.returncode == 0 and "OPEN" in opened.stdout, opened.stderr[-800:]
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    ssh = yaml.safe_load(cluster.config.read_text())["ssh"]
+    pinned = _copy_config(
+        cluster,
+        tmp_path / "pinned.yaml",
+        cluster_id=cluster.cluster_id(),
+        ssh={**ssh, "known_hosts_file": str(empty)},
+    )
+    tried = cluster.cli("run", "--node", "node2", "-c", str(pinned), "--", "echo", "RODE")
+    assert tried.returncode != 0 and "RODE" not in tried.stdout, tried.stdout[-800:]
+    assert "Host key verification failed" in tried.stderr, tried.stderr[-800:]
