@@ -34,13 +34,14 @@ HISTOGRAMS = {
 }
 
 
-def counters_file() -> str:
-    return os.path.join(state_dir_name(), "metrics.json")
+def counters_file(cluster: str) -> str:
+    """The counters of the cluster kept under ``cluster`` (its id)."""
+    return os.path.join(state_dir_name(), "metrics", f"{cluster}.json")
 
 
-def _load() -> dict[str, Any]:
+def _load(cluster: str) -> dict[str, Any]:
     try:
-        with open(counters_file(), encoding="utf-8") as handle:
+        with open(counters_file(cluster), encoding="utf-8") as handle:
             data: dict[str, Any] = json.load(handle)
     except (OSError, ValueError):
         return {"tasks": {}, "histograms": {}}
@@ -61,20 +62,22 @@ def _observe(data: dict[str, Any], name: str, value: float) -> None:
             hist["buckets"][i] += 1
 
 
-def record_task(status: str, seconds: float) -> None:
-    """One finished ``grid-ops run`` (status: succeeded or failed)."""
-    data = _load()
+def record_task(cluster: str, status: str, seconds: float) -> None:
+    """One finished ``grid-ops run`` on the cluster ``cluster`` (its id; status:
+    succeeded or failed)."""
+    data = _load(cluster)
     data["tasks"][status] = int(data["tasks"].get(status, 0)) + 1
     _observe(data, "grid_task_duration_seconds", seconds)
-    write_atomic(counters_file(), json.dumps(data) + "\n")
+    write_atomic(counters_file(cluster), json.dumps(data) + "\n", mode=0o600)
 
 
-def record_sync(seconds: list[float]) -> None:
-    """One ``grid-ops sync``: its duration on each node."""
-    data = _load()
+def record_sync(cluster: str, seconds: list[float]) -> None:
+    """One ``grid-ops sync`` to the cluster ``cluster`` (its id): its duration on each
+    node."""
+    data = _load(cluster)
     for value in seconds:
         _observe(data, "grid_sync_duration_seconds", value)
-    write_atomic(counters_file(), json.dumps(data) + "\n")
+    write_atomic(counters_file(cluster), json.dumps(data) + "\n", mode=0o600)
 
 
 class _Collector:
@@ -212,8 +215,12 @@ def _le(bound: float) -> str:
 class LiveCollector(_Collector):
     """For ``metrics serve``: node rows replaced by a refresher, counters read per scrape."""
 
+    def __init__(self, cluster: str) -> None:
+        super().__init__([], {})
+        self.key = cluster
+
     def collect(self) -> Iterator[Any]:
-        self.counters = _load()
+        self.counters = _load(self.key)
         return super().collect()
 
 
@@ -225,9 +232,12 @@ def registry(collector: _Collector) -> Any:
     return reg
 
 
-def exposition(nodes: list[dict[str, Any]], cluster: dict[str, Any] | None = None) -> bytes:
-    """The Prometheus text format for ``nodes`` (health JSON rows), stored counters and
-    the controller's numbers (None: it did not answer)."""
+def exposition(
+    key: str, nodes: list[dict[str, Any]], cluster: dict[str, Any] | None = None
+) -> bytes:
+    """The Prometheus text format for ``nodes`` (health JSON rows), the counters stored
+    for the cluster kept under ``key`` (its id) and the controller's numbers (None: it
+    did not answer)."""
     from prometheus_client import generate_latest
 
-    return bytes(generate_latest(registry(_Collector(nodes, _load(), cluster))))
+    return bytes(generate_latest(registry(_Collector(nodes, _load(key), cluster))))

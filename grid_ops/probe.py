@@ -148,9 +148,9 @@ def collect(cluster: ClusterModel, refresh: bool) -> tuple[list[dict[str, Any]],
     names = [n.name for n in cluster.nodes]
     cached = None
     if not refresh:
-        cached = facts.read_cache(cluster.name, names, cluster.health["refresh_interval"])
+        cached = facts.read_cache(cluster.id, names, cluster.health["refresh_interval"])
     if cached is not None:
         return facts.rank(cached), True
     found = records(cluster)
-    facts.write_cache(cluster.name, found)
+    facts.write_cache(cluster.id, found)
     return facts.rank(found), False

@@ -182,7 +182,7 @@ def _sync(cluster: ClusterModel, opts: dict[str, Any]) -> Callable[[], int] | No
         if not dry_run:
             from grid_ops import metrics
 
-            metrics.record_sync([r["seconds"] for r in rows.values()])
+            metrics.record_sync(cluster.id, [r["seconds"] for r in rows.values()])
         return 0
 
     return report

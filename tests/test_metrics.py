@@ -55,7 +55,7 @@ def test_gpu_gauge_from_h100_facts(promtool: str) -> None:
         "name": "gpu1", "reachable": True, "score": 0.8, "load1": 0.28,
         "gpus": [{"index": 0, "memory_used_mib": 21970, "memory_total_mib": 81559}],
     }  # fmt: skip
-    text = metrics.exposition([node, {"name": "gpu2", "reachable": False}]).decode()
+    text = metrics.exposition("c1", [node, {"name": "gpu2", "reachable": False}]).decode()
     assert _value(text, 'grid_node_gpu_memory_used_bytes{gpu="0",node="gpu1"}') == 21970 * 2**20
     assert _value(text, 'grid_node_up{node="gpu2"}') == 0
     assert 'grid_node_health_score{node="gpu2"}' not in text  # unreachable: no score
@@ -135,7 +135,7 @@ def test_a_sick_node_is_exposed_and_raises_its_alert(promtool: str, tmp_path: Pa
          "drained": "quarantine: gpu_count: 1 GPU(s) found"},
         {"name": "gpu3", "reachable": True, "score": 0.1, "checks": [], "drained": "fan swap"},
     ]  # fmt: skip
-    text = metrics.exposition(nodes).decode()
+    text = metrics.exposition("c1", nodes).decode()
     assert _value(text, 'grid_node_sick{check="gpu_count",node="gpu2"}') == 1
     assert 'check="persistence_mode"' not in text  # a warning is not sick
     assert _value(text, 'grid_node_drained{by="quarantine",node="gpu2"}') == 1

@@ -62,7 +62,9 @@ def metrics(
     if nodes is None:
         nodes = health.probe_all(cfg)
         health.save_cache(cfg, nodes)
-    sys.stdout.buffer.write(m.exposition([n.to_json() for n in nodes], controller_numbers(cfg)))
+    sys.stdout.buffer.write(
+        m.exposition(cfg.id, [n.to_json() for n in nodes], controller_numbers(cfg))
+    )
     sys.stdout.flush()
 
 
@@ -85,7 +87,7 @@ def serve(
     from grid_ops.errors import UsageError
 
     cfg, _ = load_config(config)
-    collector = m.LiveCollector([], {})
+    collector = m.LiveCollector(cfg.id)
 
     def refresh() -> None:
         nodes = health.probe_all(cfg)

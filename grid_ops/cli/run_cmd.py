@@ -120,7 +120,7 @@ def run(
     started = time.monotonic()
     outcome = remote.run(cfg, target, command, shell=shell, timeout=timeout, env=env)
     rc = outcome.rc
-    _record(rc, time.monotonic() - started)
+    _record(cfg.id, rc, time.monotonic() - started)
     if outcome.timed_out:
         error(
             f"The command on {target.name} did not finish within {timeout:g} s; "
@@ -134,10 +134,10 @@ def run(
     raise typer.Exit(rc)
 
 
-def _record(rc: int, seconds: float) -> None:
+def _record(cluster: str, rc: int, seconds: float) -> None:
     from grid_ops import metrics
 
-    metrics.record_task("succeeded" if rc == 0 else "failed", seconds)
+    metrics.record_task(cluster, "succeeded" if rc == 0 else "failed", seconds)
 
 
 def _best_reachable(cfg: ClusterConfig, path: Path, retries: int) -> NodeConfig:
@@ -199,7 +199,7 @@ def _run_all(cfg: ClusterConfig, command: list[str], shell: bool, timeout: float
             raise
     elapsed = time.monotonic() - started
     for _, rc, _ in results:
-        _record(rc, elapsed)
+        _record(cfg.id, rc, elapsed)
     for name, rc, text in results:
         style = "green" if rc == 0 else "red"
         out.print(f"[bold]── {safe(name)}[/] [{style}](exit {rc})[/]")

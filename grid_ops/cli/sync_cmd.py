@@ -65,7 +65,8 @@ def sync(
     if not dry_run:
         from grid_ops import metrics
 
-        metrics.record_sync([r["seconds"] for r in stats.values() if r["seconds"] is not None])
+        seconds = [r["seconds"] for r in stats.values() if r["seconds"] is not None]
+        metrics.record_sync(cfg.id, seconds)
     if json_out:
         from grid_ops.cli.output import print_json
 
