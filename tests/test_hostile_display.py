@@ -32,6 +32,7 @@ SHOWN = r"[/x] [bold]B \x1b[31mR\x0dC\x07\x9b2J"  # what the user reads instead
 
 CONFIG = """
 name: unit
+cluster_id: unit-cluster
 remote_root: ~/grid-ops
 nodes:
   - {name: head, host: 10.0.0.1, user: ops, role: head}
@@ -143,7 +144,7 @@ def _planned_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(CONFIG)
     load_config(cfg_path, quick_plan=True)
-    facts.write_cache("unit", _records())
+    facts.write_cache("unit-cluster", _records())
     return cfg_path
 
 
@@ -199,13 +200,13 @@ def test_a_bug_while_the_quick_path_prints_is_one_paragraph(
 def test_config_validate_with_an_odd_path(tmp_path: Path) -> None:
     folder = tmp_path / "["
     folder.mkdir()
-    cfg_path = folder / "x]\x1b[31m.yaml"  # the table's title: "unit: .../[/x]\x1b[31m.yaml"
+    cfg_path = folder / "x]\x1b[31m.yaml"  # the title: "unit (id unit-cluster): .../[/x]..."
     cfg_path.write_text(CONFIG)
     proc = cli(tmp_path, "config", "validate", str(cfg_path))
     stdout, stderr = text_of(proc)
     assert proc.returncode == 0, stderr
     assert_safe(stdout + stderr)
-    assert f"unit: {folder}/x]\\x1b[31m.yaml" in stdout
+    assert f"unit (id unit-cluster): {folder}/x]\\x1b[31m.yaml" in stdout
     assert "valid: 2 node(s), head head" in stdout
 
 
@@ -251,7 +252,7 @@ def test_unexpected_errors_are_never_read_as_markup(
 def test_job_list_shows_what_ray_recorded_literally(tmp_path: Path) -> None:
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(CONFIG)
-    store = tmp_path / "state" / "jobs" / "unit"
+    store = tmp_path / "state" / "jobs" / "unit-cluster"
     store.mkdir(parents=True)
     records = [  # finished jobs: nothing to ask the head
         {"name": "one", "status": "SUCCEEDED", "submission_id": "a", "submitted_at": 1.0},

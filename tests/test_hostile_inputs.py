@@ -32,6 +32,7 @@ WHEELHOUSE = REPO / "roles" / "grid_venv" / "library" / "grid_wheelhouse.py"
 SECRET = "s3cr3t-value-7f3a9c"
 CONFIG = """\
 name: hostile
+cluster_id: hostile-cluster
 remote_root: /nonexistent/grid-ops-hostile
 nodes:
   - {name: head1, host: 127.0.0.1, port: 1, role: head}
@@ -61,7 +62,7 @@ class Env:
         self.config = root / "cluster.yaml"
         self.config.write_text(CONFIG)
         self.state = root / "state"
-        self.store = self.state / "jobs" / "hostile"
+        self.store = self.state / "jobs" / "hostile-cluster"  # under the cluster's id
         self.log = root / "ssh-log"
         self.log.mkdir()
         bin_dir = root / "bin"

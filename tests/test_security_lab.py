@@ -201,6 +201,11 @@ def test_a_second_cluster_of_the_same_name_cannot_touch_the_first_ones_nodes(
         text = " ".join(refused.stderr.split())
         assert "node3 (cluster" in text and "another grid-ops cluster" in text, text
         assert "nothing was changed" in text and "--adopt" in text and "Traceback" not in text
+    # the playbooks check it on every node too (the operator's path: no grid-ops plan)
+    played = cluster.cli("provision", "-c", str(other), timeout=300)
+    assert played.returncode != 0, played.stdout[-800:]
+    said = " ".join((played.stdout + played.stderr).split())
+    assert "node3 belongs to another grid-ops cluster" in said, said[-1500:]
     # node3 is still the first cluster's, whole, with its Ray running
     assert (_root("node3") / "state" / "cluster_id").read_text().strip() == ours
     assert (_root("node3") / "venv" / "bin" / "python").exists()
