@@ -63,7 +63,7 @@ def reset(
         title="reset",
         json_out=json_out,
         limit=limit,
-        extravars={"grid_adopt": True} if adopt else None,
+        extravars={"grid_facts_adopt": True} if adopt else None,
     )
     lifecycle.forget(cfg.id, [n for n in names if n not in result.failed_hosts])
     playbook.finish(result, json_out, "reset")
