@@ -689,7 +689,8 @@ class ClusterConfig(Strict):
         return self.ssh.pool_size or max(len(self.nodes), 1)
 
     def warnings(self) -> list[str]:
-        """Valid settings that open the cluster to its network, one sentence each."""
+        """Valid settings that open the cluster to its network, or (ssh.config_file)
+        run commands on this machine or open the way back to it, one sentence each."""
         ray = self.ray
         found = []
         if not _is_loopback(ray.dashboard_host):
@@ -706,11 +707,140 @@ class ClusterConfig(Strict):
                 "who reaches them, without a token; use ray.auth: token unless the network is "
                 "closed to everyone else"
             )
+        if self.ssh.config_file is not None:
+            found += ssh_config_warnings(self.ssh.config_file)
         return found
 
 
 def _is_loopback(host: str) -> bool:
     return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
+
+# ---------------------------------------------------------------------------------------
+# ssh.config_file: the entries that run commands here or open the way back to this machine
+
+SSH_INCLUDE_DEPTH = 16  # as ssh's own limit on nested Include
+SSH_MAX_FILES = 64
+SSH_MAX_BYTES = 1024 * 1024
+MAX_SSH_WARNINGS = 20
+_SSH_LINE = re.compile(r"\s*([A-Za-z][A-Za-z0-9]*)(?:\s*=\s*|\s+)(.*)")
+# keyword (lower case) -> (first arguments that are harmless, what the entry does)
+_SSH_RISKS: dict[str, tuple[tuple[str, ...], str]] = {
+    "proxycommand": (
+        ("none",),
+        "runs that command on this machine for every connection grid-ops makes "
+        "(ProxyJump is the plain way through a bastion)",
+    ),
+    "localcommand": ((), "runs that command on this machine after every connection"),
+    "permitlocalcommand": (
+        ("no",),
+        "lets a LocalCommand run on this machine after every connection",
+    ),
+    "forwardagent": (
+        ("no",),
+        "forwards your SSH agent to the nodes: whoever is root on a node (or its user) "
+        "can sign with your keys while grid-ops is connected",
+    ),
+    "remoteforward": ((), "opens a port on the nodes into this machine's network"),
+    "knownhostscommand": (
+        ("none",),
+        "runs that command on this machine to look up host keys for every connection",
+    ),
+}
+
+
+def _ssh_words(text: str) -> list[str]:
+    """A config line's arguments as ssh splits them (quotes honoured)."""
+    import shlex
+
+    try:
+        return shlex.split(text, comments=False)
+    except ValueError:  # an unbalanced quote: ssh refuses the line, plain words will do
+        return text.split()
+
+
+def _ssh_includes(words: list[str], home: Path) -> list[Path]:
+    """The files an Include names: ``~`` expanded, relative paths under ~/.ssh (as ssh
+    reads them in a user's config, which ``ssh -F`` makes of this file), globs sorted."""
+    import glob
+
+    found: list[Path] = []
+    for word in words:
+        pattern = os.path.expanduser(word)
+        if not os.path.isabs(pattern):
+            pattern = str(home / ".ssh" / pattern)
+        found += [Path(name) for name in sorted(glob.glob(pattern))]
+    return found
+
+
+def _ssh_lines(path: Path) -> list[str] | str:
+    """The lines of an ssh config file (a regular file, at most SSH_MAX_BYTES), or why
+    they cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return "it is not a regular file"
+            data = handle.read(SSH_MAX_BYTES + 1)
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    if len(data) > SSH_MAX_BYTES:
+        return f"it is larger than {SSH_MAX_BYTES // 1024} KiB"
+    return data.decode("utf-8", errors="replace").splitlines()
+
+
+def ssh_config_warnings(path: Path) -> list[str]:
+    """One sentence for each entry of the ssh config file ``path`` (and the files its
+    Include lines name, followed as ssh would: nested at most SSH_INCLUDE_DEPTH deep,
+    each file once) that runs a command on this machine or opens the way back to it:
+    ProxyCommand, LocalCommand, PermitLocalCommand yes, ForwardAgent, RemoteForward,
+    KnownHostsCommand and ``Match exec``. ProxyJump is not among them. Keywords are
+    matched as ssh matches them: in any case, as ``Keyword value`` or ``Keyword=value``.
+    The file is only read, never run."""
+    home = Path(os.path.expanduser("~"))
+    found: list[str] = []
+    seen: set[str] = set()
+
+    def scan(current: Path, depth: int) -> None:
+        real = os.path.realpath(current)
+        if real in seen or len(seen) >= SSH_MAX_FILES:
+            return
+        seen.add(real)
+        lines = _ssh_lines(current)
+        if isinstance(lines, str):
+            found.append(
+                f"ssh.config_file: cannot read {current} ({lines}); ssh will fail on it, and "
+                "grid-ops could not check it for entries that run commands on this machine"
+            )
+            return
+        for number, line in enumerate(lines, 1):
+            match = _SSH_LINE.fullmatch(line.strip())
+            if match is None or line.lstrip().startswith("#"):
+                continue
+            keyword, words = match[1].lower(), _ssh_words(match[2])
+            if not words:
+                continue
+            where = f"ssh.config_file: {current}, line {number}"
+            if keyword == "include":
+                if depth >= SSH_INCLUDE_DEPTH:
+                    found.append(f"{where}: Include is nested too deep to follow")
+                    continue
+                for included in _ssh_includes(words, home):
+                    scan(included, depth + 1)
+            elif keyword == "match" and "exec" in (w.lower() for w in words):
+                found.append(
+                    f"{where}: Match exec runs a command on this machine for every "
+                    "connection grid-ops makes, to decide whether the block applies"
+                )
+            elif keyword in _SSH_RISKS:
+                harmless, what = _SSH_RISKS[keyword]
+                if words[0].lower() not in harmless:
+                    found.append(f"{where}: {match[1]} {what}")
+
+    scan(path, 0)
+    if len(found) > MAX_SSH_WARNINGS:
+        more = len(found) - MAX_SSH_WARNINGS
+        found = [*found[:MAX_SSH_WARNINGS], f"ssh.config_file: and {more} more such entries"]
+    return found
 
 
 # ---------------------------------------------------------------------------------------

@@ -506,3 +506,81 @@ def test_head_bind_all_warning_through_the_installed_command(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert "warning:" in result.stderr and "0.0.0.0" in result.stderr
     assert "0.0.0.0" in json.loads(result.stdout)["warnings"][0]
+
+
+# ---------------------------------------------------------------------------------------
+# config validate names ssh.config_file entries that run commands here or open the way back
+
+SSH_MAIN = """\
+# ProxyCommand in a comment is not an entry
+Host *
+  ProxyJump bastion.example.org
+  proxycommand=ssh -W %h:%p evil.example.org
+  ProxyCommand none
+  ForwardAgent no
+  FORWARDAGENT "yes"
+  LocalCommand touch /tmp/pwned
+  PermitLocalCommand = yes
+  permitlocalcommand no
+  RemoteForward 9000 localhost:22
+Include {inc}/*.conf
+Include {main}
+Include rel.conf
+"""
+SSH_INCLUDED = """\
+Match exec "test -e /tmp/x"
+  KnownHostsCommand /usr/local/bin/hostkeys %H
+  ForwardAgent $SSH_AUTH_SOCK
+"""
+
+
+def test_validate_names_the_ssh_config_entries_that_run_commands_here(
+    tmp_path: Path, validate: Validate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    (home / ".ssh" / "rel.conf").write_text("  RemoteForward=8022 127.0.0.1:22\n")
+    inc = tmp_path / "inc"
+    inc.mkdir()
+    (inc / "a.conf").write_text(SSH_INCLUDED)
+    (inc / "b.conf").write_text(f"Include {inc}/a.conf\n")  # a.conf again: read once
+    main = tmp_path / "ssh_config"
+    main.write_text(SSH_MAIN.format(inc=inc, main=main))  # it includes itself, too
+    cfg = tmp_path / "cluster.yaml"
+    cfg.write_text(yaml.safe_dump({**base(), "ssh": {"config_file": str(main)}}))
+
+    as_json = validate(tmp_path, "--json", "-c", str(cfg))
+    assert as_json.returncode == 0, as_json.stderr
+    warnings = json.loads(as_json.stdout)["warnings"]
+    named = [w.split(": ", 2)[1:] for w in warnings]
+    assert [(where, what.split()[0]) for where, what in named] == [
+        (f"{main}, line 4", "proxycommand"),
+        (f"{main}, line 7", "FORWARDAGENT"),
+        (f"{main}, line 8", "LocalCommand"),
+        (f"{main}, line 9", "PermitLocalCommand"),
+        (f"{main}, line 11", "RemoteForward"),
+        (f"{inc}/a.conf, line 1", "Match"),
+        (f"{inc}/a.conf, line 2", "KnownHostsCommand"),
+        (f"{inc}/a.conf, line 3", "ForwardAgent"),
+        (f"{home}/.ssh/rel.conf, line 1", "RemoteForward"),
+    ]
+    assert "ProxyJump" not in as_json.stdout.replace("ProxyJump is the plain way", "")
+    assert all(f"warning: {w}" in " ".join(as_json.stderr.split()) for w in warnings[:1])
+
+    table = validate(tmp_path, "-c", str(cfg))
+    assert table.returncode == 0 and "valid:" in table.stdout
+    text = " ".join(table.stderr.split())
+    assert text.count("warning:") == len(warnings)
+    assert "forwards your SSH agent" in text and "runs that command on this machine" in text
+
+    # only ProxyJump and the harmless values: nothing to say
+    main.write_text("Host *\n  ProxyJump bastion\n  ForwardAgent no\n  ProxyCommand=none\n")
+    quiet = validate(tmp_path, "--json", "-c", str(cfg))
+    assert quiet.returncode == 0 and json.loads(quiet.stdout)["warnings"] == []
+    assert "warning" not in quiet.stderr
+
+    main.unlink()  # ssh would fail on it: said, and still exit 0 (validate checks the config)
+    gone = validate(tmp_path, "--json", "-c", str(cfg))
+    assert gone.returncode == 0
+    assert "cannot read" in json.loads(gone.stdout)["warnings"][0]

@@ -63,8 +63,11 @@ def validate(
     """Check a cluster config and print a summary of its nodes, head and GPUs.
 
     Settings that open the cluster to its network (dashboard beyond loopback, no Ray
-    auth) are valid but warned about on stderr, and listed under "warnings" in --json;
-    old keys that are ignored now, likewise under "deprecated".
+    auth), and ssh.config_file entries that run commands on this machine or open the
+    way back to it (ProxyCommand, LocalCommand, PermitLocalCommand yes, ForwardAgent,
+    RemoteForward, KnownHostsCommand, Match exec; its Include files too; not ProxyJump),
+    are valid but warned about on stderr, and listed under "warnings" in --json; old keys
+    that are ignored now, likewise under "deprecated".
     """
     cfg, resolved = load_config(path or config)
     if json_out:
