@@ -8,14 +8,16 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from grid_ops import facts, probe
+from grid_ops import facts, layout, probe
 from grid_ops.module_utils import grid_gpu_health as gpu
 from tests import gpu_variants
+from tests.conftest import grid_ops
 
 BUS = "00000000:00:06.0"  # the captured H100's
 NOW_US = 7_200_000_000  # two hours after boot
@@ -171,3 +173,62 @@ def test_checks_of_the_whole_round() -> None:
     assert facts.clock_offset(100.0, 101.0, 102.0) == -1.0
     assert facts.clock_offset(101.5, 101.0, 102.0) == 0.0
     assert facts.clock_offset(None, 101.0, 102.0) is None
+
+
+def _drain_here(root: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    """grid_ops.runtime.drain as a node runs it, on a real remote_root (``root``)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "grid_ops.runtime.drain", *args],
+        capture_output=True, text=True, check=False, env={**env, "GRID_OPS_ROOT": str(root)},
+    )  # fmt: skip
+    return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+POSING = [
+    "quarantine: gpu_count: 1 GPU(s) found",
+    "  quarantine:   fake",
+    "\nquarantine: on a second line",
+    "Quarantine: RMA pending",
+    "QUARANTINE : x",
+    "\x1cquarantine: after a separator",
+]
+
+
+def test_an_operators_reason_cannot_pose_as_a_quarantine_the_gate_lifts(tmp_path: Path) -> None:
+    note = tmp_path / layout.DRAIN_NOTE
+    note.parent.mkdir()
+    for reason in POSING:
+        rc, answer = _drain_here(tmp_path, "set", "--node", "n", "--reason", reason)
+        assert rc == 2 and "may not start with 'quarantine:'" in answer["error"], reason
+        assert not note.exists(), reason
+    # the gate's own drain, and a lift that takes only it
+    gate = facts.QUARANTINE + "disk: 0.1 GiB free"
+    rc, answer = _drain_here(tmp_path, "set", "--node", "n", "--reason", gate, "--quarantine")
+    assert rc == 0 and answer["reason"] == gate and note.read_text() == gate + "\n"
+    assert facts.quarantined({"drained": note.read_text().strip()})
+    assert _drain_here(tmp_path, "clear", "--only-if", facts.QUARANTINE)[1]["cleared"] is True
+    # an operator's reason that only mentions it is kept, and a round does not lift it
+    held = "held for RMA (was quarantine: disk)"
+    rc, answer = _drain_here(tmp_path, "set", "--node", "n", "--reason", held)
+    assert rc == 0 and note.read_text() == held + "\n"
+    rec = facts.record("n", {"load1": 0.1, "cpu_count": 2}, 1.0, 3.0)
+    assert facts.quarantine_plan([{**rec, "drained": held}], "head", True) == ({}, [])
+    kept = _drain_here(tmp_path, "clear", "--only-if", facts.QUARANTINE)[1]
+    assert kept == {"cleared": False, "reason": held} and note.exists()
+
+
+def test_node_drain_refuses_a_quarantine_reason_before_it_moves_anything(tmp_path: Path) -> None:
+    """The nodes do not exist: a refusal that came after the evacuation or the SSH call
+    would fail otherwise, and late."""
+    cfg = tmp_path / "cluster.yaml"
+    cfg.write_text(
+        "nodes:\n  - {name: head, host: 192.0.2.1}\n  - {name: w1, host: 192.0.2.2}\n"
+        "ssh: {connect_timeout: 30}\n"
+    )
+    env = dict(os.environ, GRID_OPS_STATE_DIR=str(tmp_path / "state"))
+    proc = grid_ops("node", "drain", "w1", "-r", "Quarantine: RMA", "-c", str(cfg), env=env,
+                    timeout=20)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "may not start with 'quarantine:'" in " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr

@@ -1,5 +1,7 @@
 """Draining a node and returning it: one implementation for 'node drain/undrain' and the
-health gate's quarantine (a drain whose reason starts with facts.QUARANTINE)."""
+health gate's quarantine (a drain whose reason starts with facts.QUARANTINE; only the gate
+writes such a note, and an operator's reason that would read so is refused: see
+grid_ops.runtime.drain)."""
 
 from __future__ import annotations
 
@@ -50,15 +52,27 @@ def on_node(
 
 
 def drain(
-    cfg: ClusterConfig, name: str, reason: str, evacuate: bool = True
+    cfg: ClusterConfig, name: str, reason: str, evacuate: bool = True, quarantine: bool = False
 ) -> tuple[dict[str, Any], Any]:
     """Evacuate ``name`` (the controller moves its pool copies, shares and boosts; not
     when ``evacuate`` is False: the cluster's Ray is down), write its drain note and drain
-    it in Ray. Returns (the node's answer, what moved)."""
-    from grid_ops.cli import evacuation
+    it in Ray. Returns (the node's answer, what moved).
 
+    ``quarantine``: the health gate's drain (its reason is noted as a quarantine, which a
+    healthy round lifts). Otherwise an operator's: a reason that reads like a quarantine
+    is a UsageError, before anything is moved."""
+    from grid_ops.cli import evacuation
+    from grid_ops.errors import UsageError
+    from grid_ops.runtime.drain import reason_problem
+
+    problem = None if quarantine else reason_problem(reason)
+    if problem is not None:
+        raise UsageError(problem)
     moved = evacuation.evacuate(cfg, name) if evacuate else []
-    answer = on_node(cfg, name, [*DRAIN, "set", "--node", name, "--reason", reason], 360)
+    command = [*DRAIN, "set", "--node", name, "--reason", reason]
+    answer = on_node(cfg, name, [*command, *(["--quarantine"] if quarantine else [])], 360)
+    if "error" in answer:  # the node refused the reason (an older or other caller's check)
+        raise UsageError(f"{name} refused the drain: {answer['error']}")
     return answer, moved
 
 

@@ -19,7 +19,13 @@ NodeArg = Annotated[str, typer.Argument(help="The node's name in the cluster con
 def drain(
     node: NodeArg,
     reason: Annotated[
-        str, typer.Option("--reason", "-r", help="Why (shown by health and cluster status).")
+        str,
+        typer.Option(
+            "--reason",
+            "-r",
+            help="Why (shown by health and cluster status). It may not start with "
+            "'quarantine:', which marks the health gate's own drains (lifted once well).",
+        ),
     ] = "maintenance",
     config: ConfigOption = None,
     json_out: JsonOption = False,

@@ -34,7 +34,7 @@ def enforce(cfg: ClusterConfig, path: Path, nodes: list[NodeHealth]) -> list[Nod
     cluster_up = bool(head and head.ray_running)  # else a returned node's Ray stays off
     for name, reason in to_drain.items():
         try:
-            answer, _ = drain(cfg, name, reason, evacuate=cluster_up)
+            answer, _ = drain(cfg, name, reason, evacuate=cluster_up, quarantine=True)
         except GridOpsError as exc:
             err.print(f"[yellow]could not quarantine {safe(name)}: {safe(exc.message)}[/]")
             continue

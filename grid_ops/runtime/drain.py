@@ -1,15 +1,22 @@
 """Drain this node out of the cluster, or clear its drain note (runs on the node).
 
-``python -m grid_ops.runtime.drain set --node NAME --reason TEXT`` writes the drain note
-(``layout.DRAIN_NOTE`` under GRID_OPS_ROOT, the reason) and asks the head's GCS to drain
-the node's Ray node (the caller has had the controller evacuate it first): Ray schedules
-nothing new there, running tasks finish, and the node leaves Ray once idle. While the
-note exists, 'cluster start' and 'apply' do not start Ray on the node, the health
-ranking skips it, and the controller places nothing there.
+``python -m grid_ops.runtime.drain set --node NAME --reason TEXT [--quarantine]`` writes
+the drain note (``layout.DRAIN_NOTE`` under GRID_OPS_ROOT, the reason) and asks the
+head's GCS to drain the node's Ray node (the caller has had the controller evacuate it
+first): Ray schedules nothing new there, running tasks finish, and the node leaves Ray
+once idle. While the note exists, 'cluster start' and 'apply' do not start Ray on the
+node, the health ranking skips it, and the controller places nothing there.
+
+Who drained the node is in the note's reason: only ``--quarantine`` (the health gate)
+writes one that starts with ``facts.QUARANTINE``, and the gate lifts only such a note. Any
+other reason that would read so (``reason_problem``: any case, any spacing) is refused,
+here and by 'grid-ops node drain' before it evacuates anything: an operator's drain can
+never pose as a quarantine that a healthy round lifts.
 
 ``python -m grid_ops.runtime.drain clear [--only-if TEXT]`` removes the note (only one
 whose reason starts with TEXT: a health round lifts its own quarantine, never an
-operator's drain); 'node undrain' then starts the node's Ray again. Prints one JSON line.
+operator's drain); 'node undrain' then starts the node's Ray again. Prints one JSON line
+(``{"error": …}`` and exit 2 for a refused reason).
 """
 
 from __future__ import annotations
@@ -22,10 +29,35 @@ import time
 from typing import Any
 
 from grid_ops import layout
+from grid_ops.facts import QUARANTINE
 from grid_ops.fsutil import write_atomic
 
 # A drained node's running work gets this long before 'apply' stops it anyway.
 DEFAULT_DEADLINE_S = 600
+
+
+MAX_REASON = 500
+
+
+def normal_reason(reason: str) -> str:
+    """The reason as the note keeps it: one line, runs of white space as one space, cut
+    to MAX_REASON characters ("drained" when nothing is left)."""
+    return " ".join(str(reason).split())[:MAX_REASON] or "drained"
+
+
+def reason_problem(reason: str) -> str | None:
+    """Why an operator's drain cannot have ``reason``; None when it can. A reason that
+    starts like the health gate's quarantine (in any case or spacing) is refused: a
+    healthy round would take it for its own and return the node to service."""
+    tag = QUARANTINE.strip().casefold()
+    if not normal_reason(reason).casefold().replace(" :", ":").startswith(tag):
+        return None
+    return (
+        f"A drain reason may not start with '{tag}': that marks the health gate's own "
+        "quarantine, which a health round lifts as soon as the node answers well, and "
+        "this drain is meant to hold until 'grid-ops node undrain'. Word the reason "
+        "otherwise, e.g. 'held for RMA (was quarantined)'."
+    )
 
 
 def _note_path() -> str:
@@ -74,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     setter.add_argument("--reason", required=True)
     setter.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S)
     setter.add_argument("--address", default="", help="the head's GCS (default $RAY_ADDRESS)")
+    setter.add_argument(
+        "--quarantine",
+        action="store_true",
+        help=f"the health gate's drain: the reason is noted with {QUARANTINE.strip()!r} "
+        "first (a later healthy round lifts it); without it such a reason is refused",
+    )
     clear = sub.add_parser("clear", help="remove the note")
     clear.add_argument(
         "--only-if", default="", help="only a note whose reason starts with this text"
@@ -93,7 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError:
             out = {"cleared": False}
     else:
-        reason = " ".join(str(args.reason).split())[:500] or "drained"
+        reason = normal_reason(args.reason)
+        problem = None if args.quarantine else reason_problem(reason)
+        if problem is not None:
+            sys.stdout.write(json.dumps({"error": problem}) + "\n")
+            return 2
+        if args.quarantine and not reason.startswith(QUARANTINE):
+            reason = normal_reason(QUARANTINE + reason)
         write_atomic(_note_path(), reason + "\n", mode=0o600)
         from grid_ops.module_utils.grid_node_os import raylets
 
