@@ -141,10 +141,29 @@ def _valid_record(data: object, name: str) -> bool:
 
 
 def save(config: ClusterConfig, record: dict[str, Any]) -> None:
+    """Write a job's record: 0600, in the cluster's store made (or closed to) 0700."""
     from grid_ops.fsutil import write_atomic
 
     path = _record_path(config, record["name"])
-    write_atomic(path, json.dumps(record, indent=2) + "\n")
+    _private_store(path.parent)
+    write_atomic(path, json.dumps(record, indent=2) + "\n", mode=0o600)
+
+
+def _private_store(store: Path) -> None:
+    """``store`` as a directory of this user that nobody else may enter: made 0700, or
+    closed to 0700; UsageError for a link or another user's directory."""
+    from grid_ops.errors import UsageError
+    from grid_ops.runtime.private import private_dir
+
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(store)
+    except OSError as exc:
+        raise UsageError(
+            f"The job records' directory {store} cannot be kept private to you: "
+            f"{exc.strerror or exc}.",
+            "Remove it (a link or another user's directory); grid-ops makes it again.",
+        ) from None
 
 
 def _read(path: Path) -> Any:

@@ -498,3 +498,13 @@ def test_the_wheelhouse_module_fails_before_touching_dest(
     out = json.loads(proc.stdout)
     assert out.get("failed") and said in out["msg"], out
     assert not dest.exists() and not (tmp_path / "tmp").exists()
+
+
+def test_job_records_are_0600_in_a_store_closed_to_0700(user: Env) -> None:
+    user.store.mkdir(parents=True, mode=0o755)
+    os.chmod(user.store, 0o755)  # as an older grid-ops left it
+    cfg = user.cfg()
+    jobs.save(cfg, _record("mine"))
+    assert user.store.stat().st_mode & 0o777 == 0o700
+    assert (user.store / "mine.json").stat().st_mode & 0o777 == 0o600
+    assert jobs.load(cfg, "mine")["name"] == "mine"

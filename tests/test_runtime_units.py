@@ -187,3 +187,59 @@ def test_state_file_round_trip_and_wire_format(tmp_path: Path) -> None:
     server.close()
     with pytest.raises(protocol.ControllerDown):
         protocol.call(tmp_path / "elsewhere", "ping")
+
+
+def _mode(path: Path) -> int:
+    return os.lstat(path).st_mode & 0o777
+
+
+def test_the_controller_state_dir_is_closed_to_0700_and_its_files_to_0600(
+    tmp_path: Path,
+) -> None:
+    """A state dir made looser before (an older grid-ops, a umask of 0): the controller's
+    start closes it and every file it keeps there, and opens new ones 0600."""
+    import json
+    import subprocess
+    import sys
+
+    state = tmp_path / "state" / "controller"
+    state.mkdir(parents=True)
+    for name, mode in (("state.json", 0o644), ("ensure.log", 0o666), ("ensure.lock", 0o664)):
+        (state / name).write_text("{}")
+        os.chmod(state / name, mode)
+    os.chmod(state, 0o777)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(state / "old.sock"))
+    sock.close()
+    os.chmod(state / "old.sock", 0o777)
+    # the controller's own start, as the head runs it (Ray is not here: it fails, and says so)
+    proc = subprocess.run(
+        [sys.executable, "-m", "grid_ops.runtime.controller", "ensure", "--settings", "{}",
+         "--state-dir", str(state), "--address", "127.0.0.1:1"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert json.loads(proc.stdout.splitlines()[-1])["changed"] is False, proc.stderr
+    assert _mode(state) == 0o700
+    files = sorted(os.listdir(state))
+    assert files == ["ensure.json", "ensure.lock", "ensure.log", "old.sock", "state.json"]
+    assert {name: _mode(state / name) for name in files} == dict.fromkeys(files, 0o600)
+
+    store.save(state, store.empty())
+    assert _mode(state / store.STATE_FILE) == 0o600
+
+    # a state dir that is a link (to a dir someone else could read) is refused, untouched
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    os.chmod(elsewhere, 0o755)
+    link = tmp_path / "state" / "linked"
+    link.symlink_to(elsewhere)
+    proc = subprocess.run(
+        [sys.executable, "-m", "grid_ops.runtime.controller", "ensure", "--settings", "{}",
+         "--state-dir", str(link), "--background"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "cannot be made private" in json.loads(proc.stdout)["error"]
+    assert os.listdir(elsewhere) == [] and _mode(elsewhere) == 0o755
+    with pytest.raises(PermissionError, match="not a directory"):
+        protocol.private_state(link)

@@ -53,7 +53,7 @@ def code_version() -> str:
 
 class Controller:
     def __init__(self, state_dir: str, settings: dict[str, Any]) -> None:
-        self.dir = Path(state_dir)
+        self.dir = protocol.private_state(Path(state_dir))
         self.lock = threading.RLock()
         self.state = store.load(self.dir)
         self.state["settings"] = settings
@@ -668,7 +668,11 @@ def _background(state: Path, args: argparse.Namespace) -> int:
         command += ["--address", args.address]
     # The child waits on the lock until "starting" names it, so a client never sees
     # the previous start's state in between.
-    with open(state / "ensure.lock", "w") as lock, open(state / "ensure.log", "wb") as log:
+    opener = protocol.private_open
+    with (
+        open(state / "ensure.lock", "w", opener=opener) as lock,
+        open(state / "ensure.log", "wb", opener=opener) as log,
+    ):
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:  # an earlier start is still at work: this one replaces it
@@ -698,10 +702,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     state = protocol.state_dir(args.state_dir)
-    state.mkdir(parents=True, exist_ok=True)
+    try:
+        protocol.private_state(state)
+    except OSError as exc:  # a link, another user's dir, or no room: said as JSON
+        error = (
+            f"the controller's state dir {state} cannot be made private to this user: "
+            f"{exc.strerror or exc}; remove it (grid-ops makes it again) and retry"
+        )
+        print(json.dumps({"changed": False, "error": error}))
+        return 1
     if args.background:
         return _background(state, args)
-    with open(state / "ensure.lock", "w") as lock:
+    with open(state / "ensure.lock", "w", opener=protocol.private_open) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one start at a time; a second one finds it running
         stamp = {"pid": os.getpid(), "started_at": time.time()}
         protocol.write_ensure_status(state, {**stamp, "state": "starting"})

@@ -6,8 +6,10 @@ bytes; the answer is one JSON line ``{"ok": true, "result": …, "payload": M}``
 memory pool's objects, so they never pass through JSON.
 
 The socket is a Unix socket in the controller's state dir on the head (mode 0600, in a
-0700 dir: only the cluster's user can reach it). Unix socket paths may not exceed 107
-bytes; a long state dir falls back to the user's checked private dir (runtime.private).
+0700 dir: only the cluster's user can reach it); every file the controller keeps there
+is 0600 (``private_state`` closes a dir made looser before, ``private_open`` opens them
+so). Unix socket paths may not exceed 107 bytes; a long state dir falls back to the
+user's checked private dir (runtime.private).
 Both ends check the other's uid (SO_PEERCRED): a socket someone else put in the way is
 never spoken to.
 """
@@ -18,6 +20,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import struct
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,31 @@ class RemoteError(RuntimeError):
 
 def state_dir(path: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> Path:
     return Path(path).expanduser().absolute()
+
+
+def private_state(state: Path) -> Path:
+    """Make the controller's state dir ``state`` 0700 (its parent too, where this makes
+    it), or close one that exists: the dir to 0700, each file and socket of ours in it to
+    0600. A dir that is a link or another user's is refused (runtime.private.NotPrivate,
+    a PermissionError), never used."""
+    from grid_ops.runtime.private import private_dir
+
+    state.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(state)
+    uid = os.getuid()
+    for entry in os.scandir(state):
+        info = entry.stat(follow_symlinks=False)
+        kind = stat.S_ISREG(info.st_mode) or stat.S_ISSOCK(info.st_mode)
+        if kind and info.st_uid == uid and stat.S_IMODE(info.st_mode) & 0o177:
+            os.chmod(entry.path, 0o600)
+    return state
+
+
+def private_open(path: str, flags: int) -> int:
+    """An ``opener`` for ``open``: the file is 0600, also when it existed looser."""
+    fd = os.open(path, flags | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
 
 
 def socket_path(state: Path) -> Path:
