@@ -192,6 +192,8 @@ def _remote_root(value: str) -> str:
         raise ValueError(REMOTE_ROOT_RULE)
     if not rest or not _SAFE_PATH.fullmatch(rest) or ".." in rest.split("/"):
         raise ValueError(REMOTE_ROOT_RULE)
+    if not [part for part in rest.split("/") if part not in ("", ".")]:
+        raise ValueError(REMOTE_ROOT_RULE)  # /. ~/./ //.: / or ~ itself, spelled longer
     return path
 
 
