@@ -308,13 +308,15 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
     return dict(env)
 
 
-def entrypoint(command: list[str], nodes: int, gpus: float, job_env: bool) -> list[str]:
+def entrypoint(command: list[str], nodes: int, gpus: float, env_of: str = "") -> list[str]:
     """What Ray Jobs runs: ``command``, through grid_ops.runtime.launch for several ranks
-    or to give it the job's environment variables (``job_env``)."""
-    launcher = ["python", "-m", "grid_ops.runtime.launch", *(["--job-env"] if job_env else [])]
+    or to give it the environment variables kept on the head for job ``env_of`` (its
+    submission id; only the id is on this line, never a value)."""
+    launcher = ["python", "-m", "grid_ops.runtime.launch"]
+    launcher += ["--job-env", env_of] if env_of else []
     if nodes > 1:
         return [*launcher, "--nodes", str(nodes), "--gpus-per-node", str(gpus), "--", *command]
-    return [*launcher, "--", *command] if job_env else list(command)
+    return [*launcher, "--", *command] if env_of else list(command)
 
 
 def submit_call(
@@ -327,8 +329,9 @@ def submit_call(
     working_dir: str | None = None,
 ) -> tuple[list[str], str]:
     """The ``grid_ops.runtime.jobs`` arguments that submit a job, and the text for its
-    stdin: the environment variables travel there, never among the arguments (pure)."""
-    entry = entrypoint(command, nodes, gpus, bool(env))
+    stdin: the environment variables travel there, never among the arguments, and the
+    head keeps them for the entrypoint outside the job's metadata (pure)."""
+    entry = entrypoint(command, nodes, gpus, submission_id if env else "")
     args = ["submit", "--submission-id", submission_id, "--entrypoint", shlex.join(entry)]
     args += ["--metadata", json.dumps({"grid_ops_name": name})]
     if gpus and nodes == 1:

@@ -261,7 +261,7 @@ def test_job_launch_sends_env_values_on_stdin_never_in_argv(tmp_path: Path) -> N
     assert not any(SECRET in arg for arg in call), call
     script = call[-1]  # the remote shell line
     assert "--env-stdin" in script and "grid_ops.runtime.jobs" in script
-    assert "--job-env" in script  # the entrypoint takes the variables from the metadata
+    assert "--job-env ok-" in script  # the entrypoint takes the variables the head kept
     assert json.loads(user.ssh_stdin()) == {"SECRET_TOKEN": SECRET, "SEED": "7"}
     record = json.loads((user.store / "ok.json").read_text())
     assert SECRET not in json.dumps(record)  # nor kept on disk
@@ -277,34 +277,77 @@ def test_the_submit_call_puts_no_env_value_in_argv(user: Env, nodes: int) -> Non
     assert SECRET not in " ".join(argv)
     assert json.loads(stdin) == env and "--env-stdin" in args
     entry = args[args.index("--entrypoint") + 1]
-    assert "--job-env" in entry and ("--nodes 3" in entry) == (nodes == 3)
+    assert "--job-env ok-1" in entry and ("--nodes 3" in entry) == (nodes == 3)
     plain, no_input = jobs.submit_call("ok", "ok-1", ["true"], {}, 0, 1, None)
     assert no_input == "" and "--env-stdin" not in plain
     assert plain[plain.index("--entrypoint") + 1] == "true"  # no wrapper without variables
 
 
-def test_the_head_puts_env_in_metadata_not_in_the_runtime_env(
+class _Gcs:
+    """A stand-in for the head's GCS key-value store (ray._raylet.GcsClient's calls)."""
+
+    def __init__(self) -> None:
+        self.kv: dict[tuple[bytes, bytes], bytes] = {}
+
+    def internal_kv_put(
+        self, key: bytes, value: bytes, overwrite: bool, namespace: bytes, timeout: float
+    ) -> int:
+        self.kv[namespace, key] = value
+        return 1
+
+    def internal_kv_get(self, key: bytes, namespace: bytes, timeout: float) -> bytes | None:
+        return self.kv.get((namespace, key))
+
+    def internal_kv_del(self, key: bytes, by_prefix: bool, namespace: bytes, timeout: float) -> int:
+        return 1 if self.kv.pop((namespace, key), None) is not None else 0
+
+
+def test_the_head_keeps_env_for_the_entrypoint_outside_the_jobs_fields(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """grid_ops.runtime.jobs submit --env-stdin, with a stand-in for Ray's job client."""
+    """grid_ops.runtime.jobs submit --env-stdin, with stand-ins for Ray's job client and
+    GCS: the values are in no field of the job (what Ray's job API gives back), only in
+    the GCS until the entrypoint takes them; a stopped or finished job has them dropped."""
     seen: dict[str, Any] = {}
+    gcs = _Gcs()
 
     class Client:
         def submit_job(self, **kwargs: Any) -> str:
             seen.update(kwargs)
             return str(kwargs["submission_id"])
 
+        def stop_job(self, submission_id: str) -> bool:
+            return True
+
     monkeypatch.setattr(runtime_jobs, "_client", lambda port: Client())
+    monkeypatch.setattr(runtime_jobs, "_gcs", lambda environ: gcs)
     monkeypatch.setattr(sys, "stdin", _Stdin(json.dumps({"SECRET_TOKEN": SECRET})))
     argv = ["submit", "--submission-id", "ok-1", "--entrypoint", "true", "--env-stdin"]
     assert runtime_jobs.main(argv) == 0
     assert json.loads(capsys.readouterr().out) == {"submission_id": "ok-1"}
     assert seen["runtime_env"] is None  # Ray would put env_vars on its workers' argv
-    env = json.loads(seen["metadata"][runtime_jobs.ENV_METADATA_KEY])
-    assert env == {"SECRET_TOKEN": SECRET}
+    assert SECRET not in json.dumps(seen)  # entrypoint, metadata: nothing of it
+    assert [json.loads(v) for v in gcs.kv.values()] == [{"SECRET_TOKEN": SECRET}]
+    assert launch.job_env("ok-1") == {"SECRET_TOKEN": SECRET}  # as the entrypoint takes it
+    assert gcs.kv == {}
+    with pytest.raises(SystemExit) as taken:  # once only
+        launch.job_env("ok-1")
+    assert taken.value.code == 2 and "taken already" in capsys.readouterr().err
+    assert launch.job_env("") == {}
+
+    assert runtime_jobs.main(argv) == 0 and gcs.kv  # submitted again, then stopped
+    assert runtime_jobs.main(["stop", "ok-1"]) == 0 and gcs.kv == {}
     monkeypatch.setattr(sys, "stdin", _Stdin('{"BAD-KEY": "x"}'))
     assert runtime_jobs.main(argv) == 1
     assert "not an environment variable name" in capsys.readouterr().out
+    assert gcs.kv == {}
+
+    # the entrypoint's GCS address: RAY_ADDRESS as Ray sets it for a job, nothing else
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="does not name the head's GCS"):
+        runtime_jobs.take_env("ok-1", {"RAY_ADDRESS": "http://127.0.0.1:8265"})
+    with pytest.raises(ValueError, match="does not name the head's GCS"):
+        runtime_jobs.take_env("ok-1", {})
 
 
 class _Stdin:
@@ -315,24 +358,16 @@ class _Stdin:
         return self.text
 
 
-def test_the_entrypoint_wrapper_gives_the_command_its_env_and_no_argv(tmp_path: Path) -> None:
-    """python -m grid_ops.runtime.launch --job-env -- CMD, as Ray Jobs would start it."""
-    config = {"runtime_env": {}, "metadata": {"grid_ops_name": "ok"}}
-    config["metadata"][runtime_jobs.ENV_METADATA_KEY] = json.dumps({"SECRET_TOKEN": SECRET})
-    probe = (
-        "import os, sys; cmd = open('/proc/self/cmdline', 'rb').read(); "
-        f"left = os.environ['{runtime_jobs.JOB_CONFIG_VAR}']; "
-        "print(os.environ['SECRET_TOKEN'] == sys.argv[1][::-1], "
-        "sys.argv[1][::-1].encode() in cmd, sys.argv[1][::-1] in left)"
-    )
-    env = dict(os.environ, **{runtime_jobs.JOB_CONFIG_VAR: json.dumps(config)})
-    argv = [sys.executable, "-m", "grid_ops.runtime.launch", "--job-env", "--",
-            sys.executable, "-c", probe, SECRET[::-1]]  # fmt: skip
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["True", "False", "False"]  # set; not in argv; taken out
-    missing = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False)
-    assert missing.returncode == 2 and "cannot set the job's environment" in missing.stderr
+def test_the_entrypoint_wrapper_runs_no_command_without_its_env(tmp_path: Path) -> None:
+    """python -m grid_ops.runtime.launch --job-env ID -- CMD, as Ray Jobs would start it,
+    where the head keeps nothing for the job (no GCS here): CMD never runs."""
+    marker = tmp_path / "ran"
+    argv = [sys.executable, "-m", "grid_ops.runtime.launch", "--job-env", "ok-1", "--",
+            "touch", str(marker)]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env, check=False)
+    assert proc.returncode == 2 and "cannot set the job's environment" in proc.stderr
+    assert not marker.exists()
 
 
 def test_ranks_get_the_job_env_with_the_rank_variables() -> None:
@@ -341,10 +376,12 @@ def test_ranks_get_the_job_env_with_the_rank_variables() -> None:
     assert (env["RANK"], env["WORLD_SIZE"], env["MASTER_PORT"]) == ("1", "2", "29500")
 
 
-def test_take_job_env_refuses_bad_names() -> None:
-    config = {"metadata": {runtime_jobs.ENV_METADATA_KEY: json.dumps({"A;rm": "x"})}}
+def test_the_kept_env_is_checked_when_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    gcs = _Gcs()
+    gcs.kv[runtime_jobs.ENV_NAMESPACE, b"env/ok-1"] = json.dumps({"A;rm": "x"}).encode()
+    monkeypatch.setattr(runtime_jobs, "_gcs", lambda environ: gcs)
     with pytest.raises(ValueError, match="not an environment variable name"):
-        runtime_jobs.take_job_env({runtime_jobs.JOB_CONFIG_VAR: json.dumps(config)})
+        runtime_jobs.take_env("ok-1", {})
 
 
 # ---------------------------------------------------------------------------------------

@@ -5,12 +5,15 @@ job server on loopback (the dashboard stays bound to 127.0.0.1); the CLI reaches
 module over the cluster's ordinary SSH settings. Every command prints one JSON document.
 
 A job's environment variables (``grid-ops job launch --env``) may be secrets, so they never
-travel on a command line: ``submit --env-stdin`` reads them as one JSON object from stdin
-(the SSH connection), and they reach the job in its metadata (``ENV_METADATA_KEY``), not
-in Ray's ``runtime_env`` (Ray passes that to each worker it starts on the worker's command
-line). Ray hands a job's metadata to its entrypoint in the ``RAY_JOB_CONFIG_JSON_ENV_VAR``
-environment variable; ``grid_ops.runtime.launch --job-env`` takes the variables from there
-(``take_job_env``) and gives them to the command.
+travel on a command line, nor in anything Ray's job API gives back (``ray job list``,
+``JobSubmissionClient.get_job_info``: entrypoint, runtime_env, metadata). ``submit
+--env-stdin`` reads them as one JSON object from stdin (the SSH connection) and keeps them
+in the head's GCS key-value store under the job's submission id (``stash_env``: namespace
+``ENV_NAMESPACE``, outside the job API, reachable only with the cluster's token); the
+entrypoint, ``grid_ops.runtime.launch --job-env SUBMISSION_ID`` on whichever node Ray runs
+it, takes them out (``take_env``: read and deleted) and gives them to the command. A job
+that ends or is stopped before its entrypoint took them has them dropped (``drop_env``,
+by 'stop' and by 'info' once the job is over).
 
 Standard library only at the top: the CLI imports the checks below.
 """
@@ -18,20 +21,26 @@ Standard library only at the top: the CLI imports the checks below.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import shlex
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from grid_ops import layout
+from grid_ops.jobs import TERMINAL
 
 DASHBOARD = "http://127.0.0.1:{port}"
 DASHBOARD_WAIT = 15.0
-ENV_METADATA_KEY = "grid_ops_env"
-JOB_CONFIG_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+ENV_NAMESPACE = b"grid_ops_job_env"
+# Jobs submitted by an earlier grid-ops carried their variables in this metadata key:
+# never shown.
+OLD_ENV_METADATA_KEY = "grid_ops_env"
+GCS_TIMEOUT = 30
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_ENV_NAME = 255
 
@@ -62,19 +71,50 @@ def parse_env(text: str) -> dict[str, str]:
     return dict(data)
 
 
-def take_job_env(environ: MutableMapping[str, str]) -> dict[str, str]:
-    """The variables ``submit --env-stdin`` put in this job's metadata, removed from it.
+def _env_key(submission_id: str) -> bytes:
+    return f"env/{submission_id}".encode()
 
-    ``environ``: the entrypoint's environment, where Ray put the job's config. The
-    variables are taken out of it, so neither the command nor a driver it starts (which
-    copies that config into the cluster's job table) carries them further."""
-    config = json.loads(environ.get(JOB_CONFIG_VAR) or "{}")
-    metadata = config.get("metadata") if isinstance(config, dict) else None
-    if not isinstance(metadata, dict) or ENV_METADATA_KEY not in metadata:
-        raise ValueError(f"the job's metadata ({JOB_CONFIG_VAR}) has no {ENV_METADATA_KEY}")
-    env = parse_env(str(metadata.pop(ENV_METADATA_KEY)))
-    environ[JOB_CONFIG_VAR] = json.dumps(config)
-    return env
+
+def _gcs(environ: Mapping[str, str]) -> Any:
+    """A client of the head's GCS, at ``$RAY_ADDRESS`` (grid-ops' commands on a node and
+    a job's entrypoint both have it; Ray's token settings come from the environment)."""
+    address = environ.get("RAY_ADDRESS") or ""
+    if not address or "://" in address:
+        raise ValueError(f"RAY_ADDRESS ({address!r}) does not name the head's GCS")
+    from ray._raylet import GcsClient
+
+    return GcsClient(address=address)
+
+
+def stash_env(submission_id: str, env: dict[str, str], environ: Mapping[str, str]) -> None:
+    """Keep job ``submission_id``'s variables in the GCS until its entrypoint takes them."""
+    value = json.dumps(env).encode()
+    _gcs(environ).internal_kv_put(
+        _env_key(submission_id), value, True, ENV_NAMESPACE, timeout=GCS_TIMEOUT
+    )
+
+
+def take_env(submission_id: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """Job ``submission_id``'s variables, read and deleted from the GCS (only the first
+    caller gets them); ValueError says why there are none."""
+    client = _gcs(environ)
+    key = _env_key(submission_id)
+    raw = client.internal_kv_get(key, ENV_NAMESPACE, timeout=GCS_TIMEOUT)
+    if raw is None:
+        raise ValueError(
+            f"the head keeps no variables for job {submission_id!r} (taken already, or the "
+            "cluster restarted since it was submitted)"
+        )
+    client.internal_kv_del(key, False, ENV_NAMESPACE, timeout=GCS_TIMEOUT)
+    return parse_env(bytes(raw).decode("utf-8"))
+
+
+def drop_env(submission_id: str, environ: Mapping[str, str]) -> None:
+    """Delete what ``stash_env`` kept for the job, if anything is left (best effort)."""
+    with contextlib.suppress(Exception):
+        _gcs(environ).internal_kv_del(
+            _env_key(submission_id), False, ENV_NAMESPACE, timeout=GCS_TIMEOUT
+        )
 
 
 def _client(port: int) -> Any:
@@ -108,16 +148,9 @@ def _details(job: Any) -> dict[str, Any]:
         "start_time": job.start_time,
         "end_time": job.end_time,
         "exit_code": getattr(job, "driver_exit_code", None),
-        "metadata": {k: v for k, v in (job.metadata or {}).items() if k != ENV_METADATA_KEY},
+        "metadata": {k: v for k, v in (job.metadata or {}).items() if k != OLD_ENV_METADATA_KEY},
         "entrypoint": job.entrypoint,
     }
-
-
-def submit_metadata(metadata: dict[str, str], env: dict[str, str]) -> dict[str, str]:
-    """The job's metadata: the caller's, plus its environment variables when it has any."""
-    if not env:
-        return dict(metadata)
-    return {**metadata, ENV_METADATA_KEY: json.dumps(env)}
 
 
 def _submit(client: Any, args: argparse.Namespace, env_text: str) -> str:
@@ -128,14 +161,22 @@ def _submit(client: Any, args: argparse.Namespace, env_text: str) -> str:
     else:  # no --workdir: the job starts where 'grid-ops sync' puts code, as 'run' does
         code = Path.cwd() / layout.CODE
         entrypoint = f"cd -- {shlex.quote(str(code))} && {entrypoint}"
-    metadata = submit_metadata(json.loads(args.metadata), parse_env(env_text))
-    sid: str = client.submit_job(
-        entrypoint=entrypoint,
-        submission_id=args.submission_id,
-        runtime_env=runtime_env or None,
-        metadata=metadata,
-        entrypoint_num_gpus=args.num_gpus or None,
-    )
+    metadata = json.loads(args.metadata)
+    env = parse_env(env_text)
+    if env:  # kept for the entrypoint (launch --job-env), never in the job's own fields
+        stash_env(args.submission_id, env, os.environ)
+    try:
+        sid: str = client.submit_job(
+            entrypoint=entrypoint,
+            submission_id=args.submission_id,
+            runtime_env=runtime_env or None,
+            metadata=metadata,
+            entrypoint_num_gpus=args.num_gpus or None,
+        )
+    except BaseException:
+        if env:
+            drop_env(args.submission_id, os.environ)
+        raise
     return sid
 
 
@@ -172,9 +213,12 @@ def main(argv: list[str] | None = None) -> int:
             out = {"jobs": []}
             for sid in args.submission_ids:
                 try:
-                    out["jobs"].append(_details(client.get_job_info(sid)))
+                    details = _details(client.get_job_info(sid))
                 except RuntimeError:
-                    out["jobs"].append({"submission_id": sid, "status": "UNKNOWN"})
+                    details = {"submission_id": sid, "status": "UNKNOWN"}
+                if details["status"] in (*TERMINAL, "UNKNOWN"):
+                    drop_env(sid, os.environ)  # its entrypoint never took them
+                out["jobs"].append(details)
         elif args.command == "logs":
             out = {
                 "submission_id": args.submission_id,
@@ -185,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 "submission_id": args.submission_id,
                 "stopped": client.stop_job(args.submission_id),
             }
+            drop_env(args.submission_id, os.environ)
         else:
             out = {"jobs": [_details(j) for j in client.list_jobs()]}
     except Exception as exc:  # the job server is down or refused: say so, as JSON

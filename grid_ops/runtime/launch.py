@@ -6,10 +6,12 @@ with MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK and LOCAL_RANK set. Output lines
 ``[rank R]`` prefix. The job fails as a whole as soon as one rank fails (the others are
 cancelled), with that rank's exit code, or 1 when a node died under a rank.
 
-``--job-env``: CMD also gets the job's own environment variables (``grid-ops job launch
---env``), taken from the job's metadata (grid_ops.runtime.jobs.take_job_env). They go to
-each rank as an argument of its Ray task and into the rank's process environment, never
-onto a command line. Without ``--nodes`` this process sets them and becomes CMD (exec).
+``--job-env SUBMISSION_ID``: CMD also gets the job's own environment variables (``grid-ops
+job launch --env``), taken out of the head's GCS where the submit kept them
+(grid_ops.runtime.jobs.take_env: read once, then deleted; never in the job's metadata).
+They go to each rank as an argument of its Ray task and into the rank's process
+environment, never onto a command line. Without ``--nodes`` this process sets them and
+becomes CMD (exec).
 """
 
 from __future__ import annotations
@@ -56,16 +58,18 @@ def rank_env(
     }
 
 
-def _job_env(wanted: bool) -> dict[str, str]:
-    """The job's variables (``--job-env``), or {}; exits 2 when they cannot be had."""
-    if not wanted:
+def job_env(submission_id: str) -> dict[str, str]:
+    """The variables of job ``submission_id`` (``--job-env``), or {} without one; exits 2
+    when they cannot be had (the command never runs without them)."""
+    if not submission_id:
         return {}
-    from grid_ops.runtime.jobs import take_job_env
+    from grid_ops.runtime.jobs import take_env
 
     try:
-        return take_job_env(os.environ)
-    except ValueError as exc:
-        print(f"grid-ops: cannot set the job's environment: {exc}", file=sys.stderr, flush=True)
+        return take_env(submission_id, os.environ)
+    except Exception as exc:  # none kept, or the GCS does not answer
+        what = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"grid-ops: cannot set the job's environment: {what}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
 
@@ -122,17 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus-per-node", type=float, default=0)
     parser.add_argument("--cpus-per-node", type=float, default=1)
     parser.add_argument(
-        "--job-env", action="store_true", help="add the job's variables from its metadata"
+        "--job-env",
+        default="",
+        metavar="SUBMISSION_ID",
+        help="add this job's variables, kept for it on the head's GCS",
     )
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given")
-    job_env = _job_env(args.job_env)
+    variables = job_env(args.job_env)
     if args.nodes < 1:
-        return _exec(command, job_env)
-    return _ranks(args, command, job_env)
+        return _exec(command, variables)
+    return _ranks(args, command, variables)
 
 
 def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]) -> int:
