@@ -481,8 +481,12 @@ def _make_user(node: LabNode, pubkey: str) -> None:
 def _cluster_yaml(state: LabState, memory_gb: float) -> str:
     import yaml
 
+    from grid_ops import identity
+
     data = {
         "name": "lab",
+        # new nodes, a new cluster: copies of this file (edited variants) are the same one
+        "cluster_id": identity.new_id(),
         "remote_root": "~/" + REMOTE_ROOT,
         "python_interpreter": "/usr/bin/python3",
         "ssh": {

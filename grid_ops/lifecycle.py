@@ -328,12 +328,14 @@ def refuse_foreign(cluster: ClusterModel, foreign: dict[str, str], command: str)
     from grid_ops.errors import Conflict
 
     names = ", ".join(f"{n} (cluster {i[:64]!r})" for n, i in sorted(foreign.items()))
+    ids = sorted(set(foreign.values()))
+    which = f'cluster_id: "{ids[0][:64]}"' if len(ids) == 1 else "that cluster's cluster_id"
     raise Conflict(
         f"{command} refused: {names} belong{'s' * (len(foreign) == 1)} to another grid-ops "
         f"cluster, not to '{cluster.name}' (id {cluster.id}); nothing was changed.",
-        "Check the nodes' hosts in the config. If this config manages that cluster, set "
-        "its cluster_id in the config; to take the nodes over on purpose, run again with "
-        "--adopt.",
+        "Check the nodes' hosts in the config. If this config manages that cluster (a copy "
+        f"of its config, say), put {which} in it; to take the nodes over on purpose, run "
+        "again with --adopt.",
     )
 
 

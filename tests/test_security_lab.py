@@ -174,9 +174,11 @@ def test_a_directory_named_like_a_template_is_synced_under_its_literal_name(
 
 
 def _copy_config(lab: Lab, path: Path, **changes: object) -> Path:
-    """The lab's config with ``changes``, written to ``path`` (same cluster name)."""
+    """The lab's config with ``changes`` (None: the key left out), written to ``path``
+    (same cluster name)."""
     data = yaml.safe_load(lab.config.read_text())
     data.update(changes)
+    data = {k: v for k, v in data.items() if v is not None}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -191,7 +193,8 @@ def test_a_second_cluster_of_the_same_name_cannot_touch_the_first_ones_nodes(
     assert (_root("node3") / "state" / "cluster_id").read_text().strip() == ours
     data = yaml.safe_load(cluster.config.read_text())
     node3 = [n for n in data["nodes"] if n["name"] == "node3"]
-    other = _copy_config(cluster, tmp_path / "lab.yaml", nodes=node3)
+    # no cluster_id: one is made for the file (as for a config written by hand)
+    other = _copy_config(cluster, tmp_path / "lab.yaml", nodes=node3, cluster_id=None)
     theirs = cluster.cluster_id(other)
     assert theirs != ours
 
