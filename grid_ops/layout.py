@@ -39,9 +39,28 @@ JOBS = "jobs"
 WHEELHOUSE = "wheelhouse"
 REQUIREMENTS = "requirements.txt"  # in a build
 RAY_TEMP = "ray"  # Ray's temp dir (sessions, logs) when remote_root is short enough
-# Everything grid-ops puts directly under remote_root ('reset' removes these, then
-# remote_root itself if nothing else is left in it).
+# Everything grid-ops may put directly under remote_root. Each is noted in the node's
+# manifest (MANIFEST) when grid-ops makes it, and 'reset' removes only what the manifest
+# names (grid_ops/module_utils/grid_manifest.py), then remote_root itself if grid-ops made
+# it and nothing else is left in it.
 TOP_LEVEL = (VENV, VENVS, CODE, STATE, LIB, JOBS, WHEELHOUSE, RAY_TEMP)
+# The node's manifest: what grid-ops made there (top-level names, "." for remote_root, the
+# short dir's path), written at the moment it makes each. It lives in STATE, which
+# grid-ops makes first (and notes) wherever it makes anything.
+MANIFEST = "state/created.json"
+# What grid-ops keeps in STATE (a node without a manifest: a state dir holding only these
+# is grid-ops' own).
+STATE_FILES = (
+    VENV_PREVIOUS, RUN_DIR, RAY_TOKEN, RAY_ADDRESS, CONTROLLER_STATE, STAMP, DRAIN_NOTE,
+    CLUSTER_ID, MANIFEST,
+)  # fmt: skip
+# In a wheelhouse pushed to a node: what it was downloaded for (roles/grid_venv/library/
+# grid_wheelhouse.py's MARKER; a test keeps the two equal).
+WHEELHOUSE_MARKER = ".grid-ops-wheelhouse.json"
+# The node user's private short dir in the shared temp dir (grid_ops.runtime.private):
+# Ray's temp dir and the controller's socket when remote_root is too long for them.
+SHARED_TMP = "/tmp"
+SHORT_DIR = "grid-ops-{uid}"
 
 # Bucket bounds (seconds) of the task-duration histogram: the runtime counts into them,
 # the metrics exporter names them.
@@ -98,5 +117,9 @@ def as_vars() -> dict[str, object]:
         "requirements": REQUIREMENTS,
         "ray_temp": RAY_TEMP,
         "top_level": list(TOP_LEVEL),
+        "manifest": MANIFEST,
+        "state_files": list(STATE_FILES),
+        "wheelhouse_marker": WHEELHOUSE_MARKER,
+        "short_dir": f"{SHARED_TMP}/{SHORT_DIR}",
         "node_resource_prefix": NODE_RESOURCE_PREFIX,
     }

@@ -162,6 +162,7 @@ def test_venv_builds_switch_atomically_keep_one_previous_and_roll_back(tmp_path:
     root = str(tmp_path)
     legacy = tmp_path / layout.VENV
     (legacy / "bin").mkdir(parents=True)  # a venv from before builds: a real directory
+    (legacy / layout.BUILD_MARKER).write_text("ray\n")  # that grid-ops installed (its marker)
     assert venvs.current(root) == venvs.LEGACY
     _build(tmp_path, "aaa", "ray[default]==2.60.0")
     assert venvs.switch(root, "aaa") == {"switched": True, "from": "legacy", "to": "aaa"}

@@ -267,6 +267,7 @@ def _remove(
     The controller evacuates each first (here, so the playbook finds nothing left to
     move; an operator running remove_node.yml by hand has the head do it)."""
     from grid_ops.cli.evacuation import describe_move, evacuate
+    from grid_ops.cli.reset_cmd import node_files, print_kept
 
     reachable = [n for n in plan.remove if states[n].reachable]
     dropped = [n for n in plan.remove if not states[n].reachable]
@@ -293,6 +294,10 @@ def _remove(
         outcome["run"] = result.to_json()
         outcome["failed"] = [n for n in reachable if n in result.failed_hosts]
         outcome["removed"] = [n for n in reachable if n not in result.failed_hosts]
+        # what grid-ops did not make stays on the removed nodes, named (as 'reset' does)
+        outcome["files"] = node_files(result)
+        if not json_out:
+            print_kept(outcome["files"])
     if not json_out:
         for name, moved in outcome["moved"].items():
             for row in moved if isinstance(moved, list) else []:

@@ -1,15 +1,18 @@
-"""grid-ops reset: stop Ray and remove everything grid-ops put on the nodes."""
+"""grid-ops reset: stop Ray and remove what grid-ops made on the nodes (and only that)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from grid_ops.cli import playbook
 from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_config
-from grid_ops.cli.output import err, error
+from grid_ops.cli.output import cell, err, error, out
+
+if TYPE_CHECKING:
+    from grid_ops.results import PlaybookResult
 
 
 def reset(
@@ -26,14 +29,21 @@ def reset(
     ] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Stop Ray and remove everything grid-ops put on the nodes (or on --limit ones).
+    """Stop Ray and remove what grid-ops made on the nodes (or on --limit ones).
 
     Removes the venv, runtime, wheelhouse, synced code, jobs, state (Ray token, drain
     notes, the controller's state) and Ray's temp dir under remote_root, the node user's
-    private short dir, then remote_root itself if nothing else is left in it. Asks first
-    unless --yes. 'grid-ops apply' builds it all again. A node that another grid-ops
-    cluster provisioned (it notes that cluster's id) is refused before anything is
-    deleted anywhere, unless --adopt.
+    private short dir, then remote_root itself if grid-ops made it and nothing else is
+    left in it: each only where the node's manifest (state/created.json) notes that
+    grid-ops made it. A directory that was there before grid-ops (your own ~/code beside
+    remote_root's) is kept and named, with the reason (--json: "files"). On a node an
+    older grid-ops provisioned (no manifest) grid-ops' own markers decide (a venv build's
+    marker, the runtime package alone in lib, the wheelhouse's marker, a state dir of
+    grid-ops' files only, Ray's sessions); what has none, such as synced code, is kept
+    and named: remove it by hand if it is yours to drop. Asks first unless --yes.
+    'grid-ops apply' builds it all again. A node that another grid-ops cluster
+    provisioned (it notes that cluster's id) is refused before anything is deleted
+    anywhere, unless --adopt.
     """
     from grid_ops import lifecycle, model
 
@@ -66,4 +76,36 @@ def reset(
         extravars={"grid_facts_adopt": True} if adopt else None,
     )
     lifecycle.forget(cfg.id, [n for n in names if n not in result.failed_hosts])
-    playbook.finish(result, json_out, "reset")
+    files = node_files(result)
+    if not json_out:
+        print_kept(files)
+    playbook.finish(result, json_out, "reset", extra={"files": files})
+
+
+def node_files(result: PlaybookResult) -> dict[str, dict[str, Any]]:
+    """Per node, what the reset tasks removed and what they kept and why (the fact
+    grid_reset: grid_ops/module_utils/grid_manifest.py's take_back)."""
+    files: dict[str, dict[str, Any]] = {}
+    for name, host in result.hosts.items():
+        done = host.facts.get("grid_reset")
+        if isinstance(done, dict):
+            files[name] = {
+                "removed": list(done.get("removed") or []),
+                "kept": list(done.get("kept") or []),
+            }
+    return files
+
+
+def print_kept(files: dict[str, dict[str, Any]]) -> None:
+    """The table of what stayed on the nodes, and why (nothing when all went)."""
+    from rich.table import Table
+
+    rows = [(node, kept) for node, done in files.items() for kept in done["kept"]]
+    if not rows:
+        return
+    table = Table(title="kept: not made by grid-ops", title_justify="left")
+    for column in ("node", "path", "why"):
+        table.add_column(column)
+    for node, kept in rows:
+        table.add_row(cell(node), cell(kept.get("path")), cell(kept.get("reason")))
+    out.print(table)

@@ -14,7 +14,9 @@ import stat
 import sys
 from pathlib import Path
 
-SHARED_TMP = "/tmp"
+from grid_ops import layout
+
+SHARED_TMP = layout.SHARED_TMP
 
 
 class NotPrivate(PermissionError):
@@ -34,52 +36,51 @@ def check_private_dir(path: Path) -> Path:
     return path
 
 
-def private_dir(path: Path) -> Path:
-    """Make ``path`` (0700) unless it exists, then check it is private. A directory of
-    ours that is open to others (made before this rule) is closed to 0700 first."""
+def _make_private_dir(path: Path) -> tuple[Path, bool]:
+    """``path`` (made 0700 unless it exists, then checked private), and whether it was
+    made now. A directory of ours that is open to others (made before this rule) is
+    closed to 0700 first."""
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
         info = os.lstat(path)
         if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
             os.chmod(path, 0o700)
-    return check_private_dir(path)
+        return check_private_dir(path), False
+    return check_private_dir(path), True
+
+
+def private_dir(path: Path) -> Path:
+    """Make ``path`` (0700) unless it exists, then check it is private."""
+    return _make_private_dir(path)[0]
 
 
 def short_dir_path(uid: int | None = None) -> Path:
     """Where the short directory of the user ``uid`` (default: this one) lives."""
-    return Path(SHARED_TMP) / f"grid-ops-{os.getuid() if uid is None else uid}"
+    return Path(SHARED_TMP) / layout.SHORT_DIR.format(uid=os.getuid() if uid is None else uid)
 
 
 def short_dir() -> Path:
-    """This user's private short directory in the shared temp dir."""
-    return private_dir(short_dir_path())
+    """This user's private short directory in the shared temp dir. Made now, it is noted
+    in the manifest of the remote_root this runs for (GRID_OPS_ROOT), so that 'reset'
+    there removes it (and only there)."""
+    path, made = _make_private_dir(short_dir_path())
+    root = os.environ.get("GRID_OPS_ROOT")
+    if made and root and os.path.isdir(root):
+        from grid_ops.module_utils import grid_manifest
 
-
-def remove_short_dir() -> bool:
-    """Remove this user's short dir if it is ours and private ('grid-ops reset')."""
-    import shutil
-
-    path = short_dir_path()
-    try:
-        check_private_dir(path)
-    except FileNotFoundError:
-        return False
-    shutil.rmtree(path)
-    return True
+        names = dict(layout.as_vars(), short_dir=str(Path(SHARED_TMP) / layout.SHORT_DIR))
+        try:
+            grid_manifest.record(root, names, str(path))
+        except (OSError, grid_manifest.ManifestError) as exc:  # then 'reset' keeps it
+            print(f"grid-ops: could not note {path} in the manifest: {exc}", file=sys.stderr)
+    return path
 
 
 def main() -> int:
     """``python -m grid_ops.runtime.private``: print the short private dir (the grid_ray
-    role uses it for Ray's temp dir when remote_root is too long for Ray's sockets);
-    with ``--remove``, remove it and print ``removed`` (or nothing when there was none)."""
-    if sys.argv[1:] == ["--remove"]:
-        try:
-            print("removed" if remove_short_dir() else "")
-        except OSError as exc:
-            print(f"grid-ops: cannot remove the private temp dir: {exc}", file=sys.stderr)
-            return 1
-        return 0
+    role uses it for Ray's temp dir when remote_root is too long for Ray's sockets).
+    'grid-ops reset' removes it where the manifest says grid-ops made it (grid_paths)."""
     try:
         print(short_dir())
     except OSError as exc:

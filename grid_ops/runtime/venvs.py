@@ -29,6 +29,7 @@ import time
 
 from grid_ops import layout
 from grid_ops.fsutil import write_atomic
+from grid_ops.module_utils import grid_manifest
 
 LEGACY = "legacy"  # a venv made before builds existed, kept as a build under this name
 
@@ -74,6 +75,7 @@ def switch(root: str, build: str) -> dict[str, object]:
     if was == build:
         return {"switched": False, "from": was, "to": build}
     link = os.path.join(root, layout.VENV)
+    _check_ours(root, link)
     if was == LEGACY:  # a real directory from before builds: keep it as a build
         os.makedirs(os.path.join(root, layout.VENVS), exist_ok=True)
         target = os.path.join(root, layout.VENVS, LEGACY)
@@ -84,10 +86,29 @@ def switch(root: str, build: str) -> dict[str, object]:
     temp = f"{link}.{os.getpid()}.{time.monotonic_ns()}"
     os.symlink(os.path.join(layout.VENVS, build), temp)
     os.replace(temp, link)
+    if was in ("", LEGACY):  # the link is new (where nothing, or grid-ops' old venv, was)
+        grid_manifest.record(root, layout.as_vars(), layout.VENV)
     if was:
         write_atomic(os.path.join(root, layout.VENV_PREVIOUS), was + "\n", mode=0o600)
     _prune(root, keep={build, was})
     return {"switched": True, "from": was, "to": build}
+
+
+def _check_ours(root: str, link: str) -> None:
+    """Refuse to replace a ``venv`` grid-ops did not make (remote_root may be a directory
+    of the user's, holding a venv of their own): grid-ops' is a link into ``venvs``, or a
+    venv from before builds that grid-ops installed (its build marker)."""
+    if not os.path.lexists(link):
+        return
+    names = layout.as_vars()
+    if layout.VENV in (grid_manifest.load(root, names) or {}).get("created", []):
+        return
+    if grid_manifest.legacy_reason(root, names, layout.VENV) is None:
+        return
+    raise NoBuild(
+        f"{link} is not grid-ops' (a venv or link made by someone else): move it, or pick "
+        "another remote_root"
+    )
 
 
 def _prune(root: str, keep: set[str]) -> None:
