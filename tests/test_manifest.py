@@ -283,8 +283,10 @@ def test_venv_switch_notes_its_link_and_refuses_a_users_own_venv(
     assert (root / "venv" / "pyvenv.cfg").exists() and not (root / "venvs" / "legacy").exists()
     (root / "venv" / "pyvenv.cfg").unlink()
     (root / "venv").rmdir()
+    (root / "venvs" / "my-env").mkdir()  # the user's, in grid-ops' venvs: never pruned
     assert venvs.switch(str(root), "abc123")["switched"]
     assert "venv" in manifest(root)["created"]
+    assert (root / "venvs" / "my-env").is_dir()
     assert "venv" in gm.take_back(str(root), names())["removed"]
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -111,11 +112,18 @@ def _check_ours(root: str, link: str) -> None:
     )
 
 
+BUILD_NAME = re.compile(r"[0-9a-f]{8,64}")  # ClusterModel.venv_id
+
+
 def _prune(root: str, keep: set[str]) -> None:
+    """Remove the builds not in ``keep``: grid-ops' builds only (named by their id, or
+    the legacy one), never anything else someone keeps in ``venvs``."""
     base = os.path.join(root, layout.VENVS)
     for name in os.listdir(base) if os.path.isdir(base) else []:
-        if name not in keep:
-            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        path = os.path.join(base, name)
+        ours = name == LEGACY or BUILD_NAME.fullmatch(name)
+        if name not in keep and ours and os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def requirements(root: str, build: str) -> list[str]:
