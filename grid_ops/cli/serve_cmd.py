@@ -12,6 +12,8 @@ from grid_ops.cli.output import err, out, safe
 if TYPE_CHECKING:
     import socket
 
+    from grid_ops.config import ClusterConfig
+
 DEFAULT_PORT = 8470
 
 app = typer.Typer(invoke_without_command=True)
@@ -25,10 +27,21 @@ def serve(
         str,
         typer.Option(
             "--bind",
-            help="Address to listen on. Anything but loopback requires the cluster's "
-            "bearer token ('grid-ops serve token' makes and prints it).",
+            help="Address to listen on. Every request needs the cluster's bearer token, "
+            "on loopback too (the address printed at start holds it; 'grid-ops serve "
+            "token' prints it).",
         ),
     ] = "127.0.0.1",
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            metavar="NAME",
+            help="Also answer requests whose Host is NAME (any port): the name a proxy "
+            "or a wildcard --bind (0.0.0.0) is reached by. Repeatable. Without it only "
+            "the --bind address, localhost, 127.0.0.1 and [::1] with --port are answered.",
+        ),
+    ] = None,
     port: Annotated[
         int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)
     ] = DEFAULT_PORT,
@@ -49,38 +62,30 @@ def serve(
         ),
     ] = 30.0,
 ) -> None:
-    """The REST API (OpenAPI at /docs) and a live web dashboard at /, until Ctrl-C.
+    """The REST API (OpenAPI at /openapi.json) and a live web dashboard at /, until Ctrl-C.
 
     One background refresher probes the nodes and asks the head every --interval
     seconds (a round is what 'grid-ops health' does, quarantine included, plus the
     controller's boosts, pool and offload, and the jobs); requests answer from its last
-    round, so any number of clients cost one refresher. Bound to loopback (the default)
-    no token is asked; bound anywhere else every request needs
-    'Authorization: Bearer TOKEN', and the server refuses to start until the token
-    exists. Examples:
+    round, so any number of clients cost one refresher. Every request but the page's
+    own files needs 'Authorization: Bearer TOKEN', on loopback too: the cluster's token
+    is made if there is none, and the address printed at start carries it in its
+    fragment (#token=..., which the page keeps and no server log sees). Examples:
 
-      grid-ops serve -c cluster.yaml            # http://127.0.0.1:8470/
+      grid-ops serve -c cluster.yaml            # prints http://127.0.0.1:8470/#token=...
 
-      curl -s localhost:8470/api/health | jq .nodes[0]
+      curl -sH "Authorization: Bearer $(grid-ops serve token)" localhost:8470/api/health
     """
     if ctx.invoked_subcommand is not None:
         return
     import logging
 
-    from grid_ops.errors import UsageError
     from grid_ops.server import token as tokens
+    from grid_ops.server.guard import Hosts
 
     cfg, path = load_config(config)
-    secret = None
-    if not tokens.is_loopback(bind):
-        secret = tokens.read(cfg.name)
-        if secret is None:
-            raise UsageError(
-                f"grid-ops serve binds {bind}, beyond loopback, and the cluster "
-                f"'{cfg.name}' has no serve token yet.",
-                f"Make one with 'grid-ops serve token -c {path}' (it prints it; give it "
-                "to the API's clients), then start the server again.",
-            )
+    hosts = Hosts.of(bind, port, allow_host or ())
+    secret = tokens.ensure(_token_key(cfg))
     listener = _listen(bind, port)
     from grid_ops.server.refresher import Refresher
 
@@ -95,12 +100,14 @@ def serve(
 
     from grid_ops.server import api
 
-    app_ = api.create(cfg, refresher, secret, bind)
-    host = f"[{bind}]" if ":" in bind else bind
+    app_ = api.create(cfg, refresher, tokens.Watch(_token_key(cfg)).current, hosts, bind)
+    base = f"http://{hosts.reach()}:{port}/"
     err.print(
-        f"serving {safe(cfg.name)} on http://{safe(host)}:{port}/ (API docs: /docs; "
-        f"{'bearer token required' if secret else 'loopback, no token'}; Ctrl-C stops)"
+        f"serving {safe(cfg.name)} on {safe(base)} (bearer token required; API schema: "
+        "/openapi.json; Ctrl-C stops). Open this address (its #token never reaches the "
+        "server):"
     )
+    err.print(f"{base}#token={secret}", markup=False, soft_wrap=True)
     level = logging.getLogger("grid_ops").getEffectiveLevel()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -143,6 +150,11 @@ def _listen(bind: str, port: int) -> socket.socket:
     return sock
 
 
+def _token_key(cfg: ClusterConfig) -> str:
+    """What the cluster's serve token is kept under: its id (grid_ops.identity)."""
+    return cfg.id
+
+
 @app.command("token")
 def token(
     config: ConfigOption = None,
@@ -153,9 +165,10 @@ def token(
     """Print the cluster's serve token, making it first if there is none.
 
     It is kept 0600 in the state dir. Clients send it as 'Authorization: Bearer TOKEN';
-    the dashboard asks for it once per browser tab.
+    the dashboard takes it from the address 'grid-ops serve' prints (or asks for it once
+    per browser tab). --rotate revokes the old one, in a running server too.
     """
     from grid_ops.server import token as tokens
 
     cfg, _ = load_config(config)
-    out.print(tokens.ensure(cfg.name, rotate), markup=False)
+    out.print(tokens.ensure(_token_key(cfg), rotate), markup=False)

@@ -3,22 +3,26 @@
 Reads answer from the refresher's last round; writes (launch, cancel, boosts) call the
 cluster as the CLI does and then start a round. Every document is built by
 grid_ops.answers, as the CLI's --json is. Errors are JSON ``{"error", "hint"}`` with
-the CLI's paragraph: 400 bad input, 401 no token, 404 unknown node/job/boost,
-409 a live job of that name, 503 the cluster or its controller down.
+the CLI's paragraph: 400 a value grid-ops refuses (or a Host it does not answer to),
+401 no token, 403 a write from another origin, 404 unknown node/job/boost, 409 a live
+job of that name, 413 a body over 1 MiB, 415 a body not JSON, 422 a body or query the
+schema refuses, 503 the cluster or its controller down. grid_ops.server.guard checks
+every request first (Host, Origin, token, body) and adds the security headers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException
 
 from grid_ops import answers
@@ -30,36 +34,88 @@ from grid_ops.errors import (
     UsageError,
     bug_report,
 )
-from grid_ops.server import token as tokens
+from grid_ops.server.guard import Guard
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
+
+    from starlette.types import ASGIApp
 
     from grid_ops.config import ClusterConfig
+    from grid_ops.server.guard import Hosts
     from grid_ops.server.refresher import Refresher
 
 LOG_LINES = 8  # of each job shown on the page
 REFRESH_WAIT = 120.0  # seconds ?refresh=1 waits for its round
+# The page's files (served without the token: they hold no data): path -> file, type.
+PAGE = {
+    "/": ("index.html", "text/html"),
+    "/static/app.js": ("app.js", "text/javascript"),
+    "/static/style.css": ("style.css", "text/css"),
+}
+
+# What the schema takes (422 beyond): a job's command is at most COMMAND_ARGS arguments
+# and COMMAND_CHARS characters in all (it travels, shell-quoted twice, as one argument
+# of ssh: Linux takes 128 KiB there); names are one line; no text holds control
+# characters (NUL, escapes) but tab and line breaks in commands and values.
+NAME_CHARS = 128
+COMMAND_ARGS = 256
+COMMAND_CHARS = 4096
+ENV_VARIABLES = 256
+ENV_VALUE_CHARS = 32768
+WORD_CHARS = 64
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str) -> str:
+    if CONTROL.search(text):
+        raise ValueError("must not hold control characters (NUL, escapes, line breaks)")
+    return text
+
+
+def printable(text: str) -> str:
+    if CONTROL_BUT_LINES.search(text):
+        raise ValueError("must not hold control characters (NUL, escapes)")
+    return text
+
+
+Name = Annotated[str, Field(max_length=NAME_CHARS), AfterValidator(one_line)]
+Word = Annotated[str, Field(max_length=WORD_CHARS), AfterValidator(one_line)]
+Argument = Annotated[str, Field(max_length=COMMAND_CHARS), AfterValidator(printable)]
+EnvValue = Annotated[str, Field(max_length=ENV_VALUE_CHARS), AfterValidator(printable)]
+Number = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class JobRequest(BaseModel):
     """POST /api/jobs: what 'grid-ops job launch' takes."""
 
-    name: str = Field(description="Unique among live jobs.")
-    command: list[str] = Field(min_length=1, description="The job's argv.")
+    name: Name = Field(description="Unique among live jobs.")
+    command: list[Argument] = Field(
+        min_length=1,
+        max_length=COMMAND_ARGS,
+        description=f"The job's argv ({COMMAND_CHARS} characters in all at most).",
+    )
     nodes: int | None = Field(default=None, ge=1, description="Ranks, one per node.")
-    gpus_per_node: float | None = Field(default=None, ge=0)
-    env: dict[str, str] = Field(default_factory=dict)
+    gpus_per_node: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    env: dict[Name, EnvValue] = Field(default_factory=dict, max_length=ENV_VARIABLES)
+
+    @field_validator("command")
+    @classmethod
+    def _command_size(cls, command: list[str]) -> list[str]:
+        if sum(len(argument) for argument in command) > COMMAND_CHARS:
+            raise ValueError(f"must be at most {COMMAND_CHARS} characters in all")
+        return command
 
 
 class BoostRequest(BaseModel):
     """POST /api/boosts: what 'grid-ops boost request' takes."""
 
-    node: str
-    resource: str = Field(description="cpu, gpu or memory.")
-    amount: str | float = Field(description="2, 0.5; memory as 4GiB (bare number = GiB).")
-    priority: str = "normal"
-    ttl: str | None = Field(default=None, description="90s, 10m, 2h, 1d.")
+    node: Name
+    resource: Word = Field(description="cpu, gpu or memory.")
+    amount: Word | Number = Field(description="2, 0.5; memory as 4GiB (bare number = GiB).")
+    priority: Word = "normal"
+    ttl: Word | None = Field(default=None, description="90s, 10m, 2h, 1d.")
 
 
 def status_of(exc: GridOpsError) -> int:
@@ -76,47 +132,49 @@ def problem(exc: GridOpsError) -> JSONResponse:
     return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=status_of(exc))
 
 
-def page_html() -> str:
-    """The dashboard: index.html with its stylesheet and script inlined (one response,
-    so a 401 answer can still carry the page that asks for the token)."""
+def page_files() -> dict[str, tuple[bytes, str]]:
+    """The dashboard's files by path: their bytes and media type (no inline script or
+    style: the Content-Security-Policy forbids them)."""
     folder = resources.files("grid_ops.server") / "page"
-    html = (folder / "index.html").read_text()
-    style = (folder / "style.css").read_text()
-    script = (folder / "app.js").read_text()
-    return html.replace("/*STYLE*/", style).replace("/*SCRIPT*/", script)
+    return {path: ((folder / name).read_bytes(), kind) for path, (name, kind) in PAGE.items()}
 
 
 def create(
-    config: ClusterConfig, refresher: Refresher, token: str | None, bind: str = "127.0.0.1"
-) -> FastAPI:
-    """The app for one cluster. ``token``: required on every request when not None."""
-    from grid_ops import control, jobs
-
+    config: ClusterConfig,
+    refresher: Refresher,
+    token: Callable[[], str | None],
+    hosts: Hosts,
+    bind: str = "127.0.0.1",
+) -> ASGIApp:
+    """The app for one cluster, behind its guard. ``token`` gives the bearer token as it
+    is now (grid_ops.server.token.Watch); ``hosts``, the names it answers to."""
     app = FastAPI(
         title=f"grid-ops: {config.name}",
         description="The REST API of grid-ops serve: the same documents as the CLI's --json.",
         version="1",
+        docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN: /openapi.json only
+        redoc_url=None,
     )
-    page = page_html()
-    started = time.time()
+    handle_errors(app)
+    serve_page(app)
+    add_routes(app, config, refresher, bind)
+    return Guard(app, hosts, token, public=PAGE)
 
-    @app.middleware("http")
-    async def require_token(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if token is None or tokens.matches(request.headers.get("authorization"), token):
-            return await call_next(request)
-        if request.url.path == "/":
-            return HTMLResponse(page, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        return JSONResponse(
-            {
-                "error": "This grid-ops server needs its bearer token (it listens beyond "
-                "loopback).",
-                "hint": "Send 'Authorization: Bearer TOKEN'; 'grid-ops serve token' prints it.",
-            },
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+
+def serve_page(app: FastAPI) -> None:
+    for path, (body, kind) in page_files().items():
+        app.add_api_route(path, static(body, kind), methods=["GET"], include_in_schema=False)
+
+
+def static(body: bytes, kind: str) -> Callable[[], Response]:
+    def answer() -> Response:
+        return Response(body, media_type=kind)
+
+    return answer
+
+
+def handle_errors(app: FastAPI) -> None:
+    """Every error as JSON {"error", "hint"}."""
 
     @app.exception_handler(GridOpsError)
     async def grid_error(request: Request, exc: GridOpsError) -> JSONResponse:
@@ -125,13 +183,13 @@ def create(
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "the request"
+        where = ".".join(str(p)[:40] for p in first.get("loc", ()) if p != "body")
         return JSONResponse(
             {
-                "error": f"Bad request: {where}: {first.get('msg', 'not valid')}.",
-                "hint": "See the request's schema at /docs.",
+                "error": f"Bad request: {where or 'the request'}: {first.get('msg', 'not valid')}.",
+                "hint": "See the request's schema in /openapi.json.",
             },
-            status_code=400,
+            status_code=422,
         )
 
     @app.exception_handler(HTTPException)
@@ -142,6 +200,13 @@ def create(
     async def bug(request: Request, exc: Exception) -> JSONResponse:
         message, hint = bug_report(exc)
         return JSONResponse({"error": message, "hint": hint}, status_code=500)
+
+
+def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: str) -> None:
+    """The API's endpoints, answering from ``refresher``."""
+    from grid_ops import control, jobs
+
+    started = time.time()
 
     def section(name: str) -> Any:
         """The refresher's latest data of a section; its error when its last try failed."""
@@ -162,11 +227,7 @@ def create(
                 return dict(record)
         return jobs.load(config, name)  # launched since the last round, or NotFound
 
-    # -- the page and the server itself ------------------------------------------------
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> HTMLResponse:
-        return HTMLResponse(page)
+    # -- the page's document and the server itself ------------------------------------
 
     @app.get("/api/state", tags=["dashboard"])
     def state() -> dict[str, Any]:
@@ -205,7 +266,6 @@ def create(
         return {
             "cluster_name": config.name,
             "bind": bind,
-            "token_required": token is not None,
             "interval": refresher.interval,
             "cluster_interval": refresher.cluster_interval,
             "rounds": refresher.rounds,
@@ -224,11 +284,11 @@ def create(
         return data
 
     @app.get("/api/health", tags=["cluster"])
-    def health(refresh: bool = False) -> dict[str, Any]:
+    async def health(refresh: bool = False) -> dict[str, Any]:
         """Every node's health, ranked, as 'grid-ops health --json': from the last
         round ("cached": true), or ?refresh=1 waits for a new one (requests asking at
-        once share it)."""
-        if refresh and not refresher.refresh_now(REFRESH_WAIT):
+        once share it; waiting holds no thread)."""
+        if refresh and not await refresher.refreshed(REFRESH_WAIT):
             raise Unavailable(f"No health round ended in {REFRESH_WAIT:g} s.", "Retry.")
         data: dict[str, Any] = section("health")
         return {**data, "cached": not refresh}  # from the last round unless asked anew
@@ -355,6 +415,5 @@ def create(
         nodes = (refresher.section("health").data or {"nodes": []})["nodes"]
         numbers = refresher.section("controller")
         cluster = None if numbers.error or not numbers.data else numbers.data.get("metrics")
-        return Response(m.exposition(nodes, cluster), media_type="text/plain; version=0.0.4")
-
-    return app
+        text = m.exposition(config.id, nodes, cluster)
+        return Response(text, media_type="text/plain; version=0.0.4")

@@ -13,6 +13,8 @@ and carries the error, which the API answers with (503 for a cluster that is dow
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -48,6 +50,26 @@ class JobLogs:
     final: bool = False  # the job had ended when these were read: they will not grow
 
 
+@dataclass(eq=False)
+class Waiter:
+    """A request waiting (in its event loop, holding no thread) for a health part that
+    begins after ``asked``."""
+
+    asked: float
+    loop: asyncio.AbstractEventLoop
+    done: asyncio.Future[None]
+
+    def settle(self) -> None:
+        """Wake it, from the refresher's thread (not when its loop has closed)."""
+        with contextlib.suppress(RuntimeError):  # the server is stopping
+            self.loop.call_soon_threadsafe(_set_done, self.done)
+
+
+def _set_done(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
 @dataclass
 class Refresher:
     config: ClusterConfig
@@ -58,8 +80,8 @@ class Refresher:
     logs: dict[str, JobLogs] = field(default_factory=dict)  # by job name
     rounds: int = 0
     _cluster_due: float = 0.0
-    _health_from: float = 0.0  # when the latest health part that has ended began
-    _lock: threading.Condition = field(default_factory=threading.Condition)
+    _waiters: list[Waiter] = field(default_factory=list)  # of ?refresh=1 requests
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -76,14 +98,25 @@ class Refresher:
             found = self.logs.get(name)
             return None if found is None else JobLogs(found.text, found.final)
 
-    def refresh_now(self, timeout: float) -> bool:
+    async def refreshed(self, timeout: float) -> bool:
         """Ask for a round now and wait until its health part, begun after this call,
         has ended (requests asking at once share it); False when that took longer than
-        ``timeout`` seconds."""
-        asked = time.monotonic()
+        ``timeout`` seconds. The wait holds no thread: any number of requests may wait
+        while others are answered."""
+        loop = asyncio.get_running_loop()
+        waiter = Waiter(time.monotonic(), loop, loop.create_future())
         with self._lock:
-            self._wake.set()
-            return self._lock.wait_for(lambda: self._health_from >= asked, timeout)
+            self._waiters.append(waiter)
+        self._wake.set()
+        try:
+            await asyncio.wait_for(waiter.done, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
 
     def kick(self) -> None:
         """Start the next round now (after a change made through the API)."""
@@ -112,9 +145,7 @@ class Refresher:
         try:
             began = time.monotonic()
             self._run("health", self._health)
-            with self._lock:
-                self._health_from = began
-                self._lock.notify_all()
+            self._settle(began)
             if time.monotonic() >= self._cluster_due:
                 self._cluster_due = time.monotonic() + self.cluster_interval
                 self._run("cluster", self._cluster)
@@ -123,7 +154,14 @@ class Refresher:
         finally:
             with self._lock:
                 self.rounds += 1
-                self._lock.notify_all()
+
+    def _settle(self, began: float) -> None:
+        """Wake the requests waiting for a health part that began at ``began``."""
+        with self._lock:
+            ready = [w for w in self._waiters if w.asked <= began]
+            self._waiters = [w for w in self._waiters if w.asked > began]
+        for waiter in ready:
+            waiter.settle()
 
     def _run(self, name: str, work: Callable[[], Any]) -> None:
         started = time.monotonic()

@@ -1,26 +1,30 @@
-"""The serve bearer token: one per cluster, kept 0600 in the state dir; and which bind
-addresses need it (any that is not loopback)."""
+"""The serve bearer token: one per cluster, kept 0600 in the state dir. Every request
+but the page's own files needs it, on loopback too; the running server re-reads the file
+when it changes (``Watch``), so 'serve token --rotate' revokes the old one at once."""
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
+import logging
 import os
 import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from grid_ops.errors import UsageError
+from grid_ops.errors import GridOpsError, UsageError
 from grid_ops.paths import state_dir
 
-
-def token_file(cluster: str) -> Path:
-    return state_dir() / "serve" / f"{cluster}.token"
+log = logging.getLogger("grid_ops.serve")
 
 
-def read(cluster: str) -> str | None:
-    """The cluster's token, or None when none was made yet (or the file is unreadable as
-    one: empty, or readable by others)."""
-    path = token_file(cluster)
+def token_file(key: str) -> Path:
+    return state_dir() / "serve" / f"{key}.token"
+
+
+def read(key: str) -> str | None:
+    """The token kept under ``key``, or None when none was made yet (or the file is
+    unreadable as one: empty, or readable by others)."""
+    path = token_file(key)
     try:
         info = path.stat()
         text = path.read_text().strip()
@@ -36,13 +40,13 @@ def read(cluster: str) -> str | None:
     return text or None
 
 
-def ensure(cluster: str, rotate: bool = False) -> str:
-    """The cluster's token, made now (0600, in a 0700 directory) if there is none or
-    ``rotate``. A new token replaces the old one atomically."""
-    current = None if rotate else read(cluster)
+def ensure(key: str, rotate: bool = False) -> str:
+    """The token kept under ``key``, made now (0600, in a 0700 directory) if there is
+    none or ``rotate``. A new token replaces the old one atomically."""
+    current = None if rotate else read(key)
     if current:
         return current
-    path = token_file(cluster)
+    path = token_file(key)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path.parent, 0o700)
     token = secrets.token_urlsafe(32)
@@ -56,19 +60,48 @@ def ensure(cluster: str, rotate: bool = False) -> str:
     return token
 
 
-def is_loopback(bind: str) -> bool:
-    """True for loopback addresses (127.0.0.0/8, ::1) and 'localhost'."""
-    if bind == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(bind).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve anywhere
-
-
-def matches(header: str | None, token: str) -> bool:
-    """Whether an Authorization header carries ``token`` (constant-time compare)."""
+def matches(header: str | None, token: str | None) -> bool:
+    """Whether an Authorization header carries ``token`` (constant-time compare); never
+    when there is no token."""
     scheme, _, given = (header or "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
+    if token is None or scheme.lower() != "bearer" or not given:
         return False
     return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+Signature = tuple[int, int, int, int]  # device, inode, size, mtime (ns) of the file
+
+
+@dataclass
+class Watch:
+    """The token kept under ``key`` as it is now: one stat per call, the file read again
+    only when it changed (replaced, rewritten, removed). None while there is no usable
+    token (removed, or readable by others): then every request is refused."""
+
+    key: str
+    _seen: Signature | None = None
+    _token: str | None = field(default=None, repr=False)
+
+    def current(self) -> str | None:
+        signature = self._signature()
+        if signature != self._seen:
+            self._seen, self._token = signature, self._load(signature)
+        return self._token
+
+    def _signature(self) -> Signature | None:
+        try:
+            info = token_file(self.key).stat()
+        except OSError:
+            return None
+        return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+    def _load(self, signature: Signature | None) -> str | None:
+        if signature is None:
+            log.warning("the serve token file is gone: every request is refused until "
+                        "'grid-ops serve token' makes a new one")  # fmt: skip
+            return None
+        try:
+            return read(self.key)
+        except GridOpsError as exc:
+            log.warning("%s (every request is refused meanwhile)", exc.message)
+            return None
