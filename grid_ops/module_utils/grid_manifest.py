@@ -57,8 +57,7 @@ KEPT_NO_MARKER = (
     "grid-ops'"
 )
 KEPT_NO_STATE = (
-    "not made by grid-ops: the node holds no grid-ops state (never provisioned, or reset "
-    "already)"
+    "not made by grid-ops: the node holds no grid-ops state (never provisioned, or reset already)"
 )
 KEPT_SHORT = (
     "not made for this remote_root (another cluster of the node user may use it, or it "
