@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,12 +14,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("GRID_OPS_TEST_ARTIFACTS", REPO / "test-artifacts"))
+# The address `grid-ops serve` prints for the operator: the token in its fragment.
+TOKEN_URL = re.compile(r"^http://\S+/#token=([A-Za-z0-9_-]+)$", re.MULTILINE)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -44,13 +48,20 @@ def request(
     body: Any = None,
     token: str | None = None,
     timeout: float = 60,
+    headers: dict[str, str] | None = None,
+    data: bytes | Iterable[bytes] | None = None,
 ) -> Answer:
-    data = None if body is None else json.dumps(body).encode()
+    """``body`` goes as JSON; ``data`` as it is (an iterable: chunked), with ``headers``
+    (a Host or Origin of the test's choice, another Content-Type)."""
+    if body is not None:
+        data = json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
+    if body is not None:
         req.add_header("Content-Type", "application/json")
     if token is not None:
         req.add_header("Authorization", f"Bearer {token}")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as answer:
             return Answer(answer.status, answer.read(), _lower(answer.headers))
@@ -103,7 +114,8 @@ def start(
     token: str | None = None,
     ready_within: float = 180,
 ) -> Server:
-    """Start `grid-ops serve` and wait until it answers (its first round done)."""
+    """Start `grid-ops serve` and wait until it answers (its first round done); its
+    token is the one in the address it printed (unless ``token`` is given)."""
     port = free_port(bind)
     argv = [sys.executable, "-m", "grid_ops", "serve", "-c", str(config)]
     argv += ["--bind", bind, "--port", str(port), *extra]
@@ -117,12 +129,19 @@ def start(
             raise AssertionError(f"grid-ops serve exited {proc.returncode}: {log.read_text()}")
         try:
             if server.get("/api/server", timeout=5).status in (200, 401):
+                server.token = token or printed_token(log.read_text(errors="replace"))
                 return server
         except OSError:
             pass
         time.sleep(0.5)
     server.stop()
     raise AssertionError(f"grid-ops serve did not answer in {ready_within:g} s: {log.read_text()}")
+
+
+def printed_token(output: str) -> str | None:
+    """The token in the address `grid-ops serve` printed (None when it printed none)."""
+    found = TOKEN_URL.search(output)
+    return found[1] if found else None
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """The dashboard page's drawing in a real headless Chromium, at 50 nodes of 8 GPUs on a
-laptop screen, and with hostile text from the nodes. The page (grid_ops.server.api's
-page_html, as the server sends it) is fed a state document by a plain HTTP server here:
-this tests the page's own logic; tests/test_serve.py tests it against the real server
-on the lab."""
+laptop screen, and with hostile text from the nodes, under the server's
+Content-Security-Policy. The page's files (grid_ops.server.api's page_files, with the
+headers grid_ops.server.guard adds) and a state document come from a plain HTTP server
+here: this tests the page's own logic; tests/test_serve.py tests it against the real
+server on the lab."""
 
 from __future__ import annotations
 
@@ -15,10 +16,18 @@ from typing import Any
 
 import pytest
 
-from grid_ops.server.api import page_html
+from grid_ops.server.api import page_files
+from grid_ops.server.guard import HEADERS
 from tests import serving
 
 HOSTILE = '<img src=x onerror="window.pwned=1">[bold]not markup[/bold]'
+TOKEN = "t0ken-for-the-page"
+# Installed before any of the page's own scripts: every CSP violation the page causes.
+WATCH_CSP = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation",
+    (e) => window.cspViolations.push(e.violatedDirective + " " + e.blockedURI));
+"""
 
 
 def _gpu(index: int, used_mib: int, util: int) -> dict[str, Any]:
@@ -70,14 +79,20 @@ def state_document() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def page_server() -> Iterator[str]:
-    page = page_html().encode()
-    body = json.dumps(state_document()).encode()
+    files = {path: (data, f"{kind}; charset=utf-8") for path, (data, kind) in page_files().items()}
+    files["/api/state"] = (json.dumps(state_document()).encode(), "application/json")
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            data, kind = (page, "text/html") if self.path == "/" else (body, "application/json")
+            if self.path not in files:
+                self.send_error(404)
+                return
+            if self.path.startswith("/api/"):
+                authorizations.append(self.headers.get("Authorization"))
+            data, kind = files[self.path]
             self.send_response(200)
-            self.send_header("Content-Type", kind)
+            for name, value in {**HEADERS, "Content-Type": kind}.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -93,10 +108,14 @@ def page_server() -> Iterator[str]:
         server.shutdown()
 
 
+authorizations: list[str | None] = []  # the Authorization header of each /api/ request
+
+
 def test_fifty_nodes_of_eight_gpus_read_well_on_a_laptop_screen(page_server: str) -> None:
     browser = serving.browser(1366, 768)
     try:
-        browser.get(page_server + "/")
+        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WATCH_CSP})
+        browser.get(page_server + f"/#token={TOKEN}")
         deadline = time.monotonic() + 30
         while "gpu50" not in serving.text_of(browser, "#nodes") and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -133,5 +152,49 @@ def test_fifty_nodes_of_eight_gpus_read_well_on_a_laptop_screen(page_server: str
         job = serving.text_of(browser, 'tr[data-job="train-big"]')
         assert "RUNNING" in job and "1m 1" in job and HOSTILE in job
         assert HOSTILE in serving.text_of(browser, "#memory")
+        check_bars_and_token(browser)
+        check_no_csp_violation(browser)
     finally:
         browser.quit()
+
+
+def check_bars_and_token(browser: Any) -> None:
+    """The bars have their widths (set through the CSSOM, which the CSP allows); the
+    token left the address bar for the tab's storage and goes out as the header."""
+    bars = browser.execute_script(
+        """
+        const fills = [...document.querySelectorAll('tr[data-node="gpu02"] .bar > span')];
+        return fills.map(f => [f.style.width, f.getBoundingClientRect().width,
+                               f.parentElement.getBoundingClientRect().width]);
+        """
+    )
+    assert len(bars) == 2 + 8 * 2  # load and memory meters; memory and use of each GPU
+    for width, drawn, whole in bars:
+        share = float(width.rstrip("%")) / 100
+        assert abs(drawn - share * whole) < 1.5, (width, drawn, whole)
+    assert {width for width, _, _ in bars[2:4]} == {"26.9%", "100%"}  # GPU 0: 21970 MiB, 100%
+    assert "token" not in browser.current_url
+    assert browser.execute_script("return sessionStorage.getItem('grid-ops-token')") == TOKEN
+    assert authorizations and set(authorizations) == {f"Bearer {TOKEN}"}
+
+
+def check_no_csp_violation(browser: Any) -> None:
+    """Nothing the page does trips its Content-Security-Policy, and the watch would see
+    it if it did: an inline style attribute is blocked and reported."""
+    assert browser.execute_script("return window.cspViolations") == []
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert severe == []
+    width = browser.execute_script(
+        """
+        document.body.insertAdjacentHTML("beforeend",
+            '<div id="probe" style="width: 123px; position: absolute"></div>');
+        return document.getElementById("probe").getBoundingClientRect().width;
+        """
+    )
+    assert width != 123  # the CSP is in force
+    deadline = time.monotonic() + 5
+    while not browser.execute_script("return window.cspViolations").__len__():
+        assert time.monotonic() < deadline, "the CSP violation was not reported"
+        time.sleep(0.1)
+    [violation] = browser.execute_script("return window.cspViolations")
+    assert violation.startswith("style-src")

@@ -69,7 +69,7 @@ def matches(header: str | None, token: str | None) -> bool:
     return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-Signature = tuple[int, int, int, int]  # device, inode, size, mtime (ns) of the file
+Signature = tuple[int, int, int, int, int]  # device, inode, size, mtime (ns), mode
 
 
 @dataclass
@@ -93,7 +93,7 @@ class Watch:
             info = token_file(self.key).stat()
         except OSError:
             return None
-        return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_mode)
 
     def _load(self, signature: Signature | None) -> str | None:
         if signature is None:
