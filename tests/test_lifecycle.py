@@ -301,6 +301,8 @@ def test_reset_then_a_killed_node_is_dropped_and_comes_back(running: Lab, tmp_pa
     assert not short_dir_path(_uid("gridlab3")).exists()
     assert _ray(lab)["node3"]["ray"] != "alive"
     assert lab.cli("reset", "-c", cfg, "--limit", "node3", "--yes", "--json").returncode == 0
+    # node3 holds nothing of grid-ops now (and runs no Ray): the home-as-remote_root case
+    _a_users_own_code_and_lib_survive_reset(lab, tmp_path)
 
     readd = lab.cli("apply", "-c", cfg, "--json", timeout=900)
     assert readd.returncode == 0, readd.stdout[-2000:] + readd.stderr[-2000:]
@@ -323,3 +325,62 @@ def _uid(user: str) -> int:
     import pwd
 
     return pwd.getpwnam(user).pw_uid
+
+
+def _a_users_own_code_and_lib_survive_reset(lab: Lab, tmp: Path) -> None:
+    """The attack: remote_root is the node user's home, where they keep their own ``code``
+    and ``lib`` from before grid-ops' first provision. reset removes grid-ops' dirs only,
+    keeps theirs and names them; a second reset is a no-op."""
+    import pwd
+    import shutil
+
+    home = _home("node3")
+    user = pwd.getpwnam("gridlab3")
+    mine = home / "code" / "mine.txt"
+    (home / "lib" / "mypkg").mkdir(parents=True)
+    mine.parent.mkdir()
+    mine.write_text("my own work\n")
+    for path in (home / "code", mine, home / "lib", home / "lib" / "mypkg"):
+        os.chown(path, user.pw_uid, user.pw_gid)
+    data = yaml.safe_load(lab.config.read_text())
+    data.pop("cluster_id", None)  # another cluster (this machine's state of it apart)
+    data.update(name="home-root", remote_root=str(home))
+    data["nodes"] = [dict(n, role="head") for n in data["nodes"] if n["name"] == "node3"]
+    cfg = tmp / "home-root.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    try:
+        first = lab.cli("provision", "-c", str(cfg), "--json", timeout=900)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+        made = json.loads((home / "state" / "created.json").read_text())
+        assert made["complete"] is True
+        assert {"state", "jobs", "wheelhouse", "venvs", "venv"} <= set(made["created"])
+        assert not {"code", "lib", "."} & set(made["created"])
+        again = _json(lab.cli("provision", "-c", str(cfg), "--json", timeout=900))
+        assert again["hosts"]["node3"]["changed"] == 0, again  # idempotent beside their dirs
+
+        reset = lab.cli("reset", "-c", str(cfg), "--yes", timeout=600)
+        assert reset.returncode == 0, reset.stdout[-3000:] + reset.stderr[-2000:]
+        assert mine.read_text() == "my own work\n"
+        assert (home / "lib" / "mypkg").is_dir() and (home / ".ssh").is_dir()
+        for gone in ("state", "jobs", "wheelhouse", "venvs", "venv"):
+            assert not os.path.lexists(home / gone), gone
+        shown = " ".join(reset.stdout.split())
+        assert "kept: not made by grid-ops" in shown, reset.stdout
+        for path in (home / "code", home / "lib", home):
+            assert f"{path} " in shown, reset.stdout
+
+        second = lab.cli("reset", "-c", str(cfg), "--yes", "--json", timeout=600)
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
+        report = _json(second)
+        assert report["hosts"]["node3"]["changed"] == 0
+        files = report["files"]["node3"]
+        assert files["removed"] == []
+        assert {k["path"] for k in files["kept"]} == {
+            str(home / "code"),
+            str(home / "lib"),
+            str(home),
+        }
+        assert mine.read_text() == "my own work\n"
+    finally:
+        for own in ("code", "lib"):
+            shutil.rmtree(home / own, ignore_errors=True)
