@@ -144,10 +144,11 @@ def test_every_inventory_variable_the_roles_read_is_rendered_by_grid_ops(
     ssh_cfg = config.parse({"name": "x", "nodes": [{"name": "a", "host": "10.0.0.1"}]})
     rendered |= set(inventory.host_vars(ssh_cfg, model.resolve(ssh_cfg).nodes[0], {}))
     rendered.add(ansible.RUNTIME_VAR)  # an extra var of every grid-ops run
-    facts = {"grid_node", "grid_ray_node", "grid_health", "grid_sync_stats"}
+    facts = {"grid_node", "grid_ray_node", "grid_health", "grid_sync_stats", "grid_reset"}
     # names that are not variables: roles, modules, filters, the package
     names = {p.name for p in (REPO / "roles").iterdir()}
     names |= {p.stem for p in (REPO / "roles").glob("*/library/*.py")}
+    names |= {p.stem for p in (REPO / "grid_ops" / "module_utils").glob("grid_*.py")}
     names |= {p.stem for p in (REPO / "roles").glob("*/filter_plugins/*.py")}
     names |= set(re.findall(r'"(grid_rsync_\w+)"', Path(rsync.plugin_path()).read_text()))
     names |= {"grid_ops", "grid_ops_runtime"}
