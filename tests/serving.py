@@ -23,6 +23,12 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("GRID_OPS_TEST_ARTIFACTS", REPO / "test-artifacts"))
 # The address `grid-ops serve` prints for the operator: the token in its fragment.
 TOKEN_URL = re.compile(r"^http://\S+/#token=([A-Za-z0-9_-]+)$", re.MULTILINE)
+# Run before a page's own scripts: every Content-Security-Policy violation it causes.
+WATCH_CSP = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation",
+    (e) => window.cspViolations.push(e.violatedDirective + " " + e.blockedURI));
+"""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -138,6 +144,48 @@ def start(
     raise AssertionError(f"grid-ops serve did not answer in {ready_within:g} s: {log.read_text()}")
 
 
+# Run as another local user: try to read the token file, then make each request.
+_OTHER_USER_CLIENT = """
+import json, sys, urllib.error, urllib.request
+path, url, calls = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+try:
+    open(path).read()
+    found = "read"
+except OSError as exc:
+    found = type(exc).__name__
+statuses = []
+for method, where, body in calls:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url + where, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    try:
+        statuses.append(urllib.request.urlopen(req, timeout=30).status)
+    except urllib.error.HTTPError as exc:
+        statuses.append(exc.code)
+print(json.dumps({"token_file": found, "statuses": statuses}))
+"""
+
+
+def as_other_user(
+    token_file: Path, url: str, calls: list[tuple[str, str, Any]], user: str = "nobody"
+) -> dict[str, Any]:
+    """What ``user`` (another local user, through runuser and the system's python3)
+    gets when it reads ``token_file`` and makes ``calls`` (method, path, JSON body or
+    None) to ``url``: {"token_file": "read" or the error's name, "statuses": [...]}.
+    Skips the test without root."""
+    import pytest
+
+    python = "/usr/bin/python3"
+    if os.geteuid() != 0 or not shutil.which("runuser") or not os.access(python, os.X_OK):
+        pytest.skip(f"needs root (runuser) and {python} to act as the user {user}")
+    argv = ["runuser", "-u", user, "--", python, "-c", _OTHER_USER_CLIENT]
+    argv += [str(token_file), url, json.dumps(calls)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    seen: dict[str, Any] = json.loads(proc.stdout)
+    return seen
+
+
 def printed_token(output: str) -> str | None:
     """The token in the address `grid-ops serve` printed (None when it printed none)."""
     found = TOKEN_URL.search(output)
@@ -246,6 +294,12 @@ def browser(width: int = 1440, height: int = 900) -> Any:
         options.add_argument(arg)
     options.binary_location = binary
     return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def watch_csp(driver: Any) -> None:
+    """From the next page on, every Content-Security-Policy violation goes into the
+    page's window.cspViolations (a listener installed before the page's own scripts)."""
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WATCH_CSP})
 
 
 def text_of(driver: Any, selector: str) -> str:

@@ -22,12 +22,6 @@ from tests import serving
 
 HOSTILE = '<img src=x onerror="window.pwned=1">[bold]not markup[/bold]'
 TOKEN = "t0ken-for-the-page"
-# Installed before any of the page's own scripts: every CSP violation the page causes.
-WATCH_CSP = """
-window.cspViolations = [];
-document.addEventListener("securitypolicyviolation",
-    (e) => window.cspViolations.push(e.violatedDirective + " " + e.blockedURI));
-"""
 
 
 def _gpu(index: int, used_mib: int, util: int) -> dict[str, Any]:
@@ -114,7 +108,7 @@ authorizations: list[str | None] = []  # the Authorization header of each /api/ 
 def test_fifty_nodes_of_eight_gpus_read_well_on_a_laptop_screen(page_server: str) -> None:
     browser = serving.browser(1366, 768)
     try:
-        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WATCH_CSP})
+        serving.watch_csp(browser)
         browser.get(page_server + f"/#token={TOKEN}")
         deadline = time.monotonic() + 30
         while "gpu50" not in serving.text_of(browser, "#nodes") and time.monotonic() < deadline:

@@ -1,7 +1,9 @@
 """grid-ops serve on the lab: a real `grid-ops serve` process (uvicorn) over a running
 Ray cluster whose nodes answer with replayed H100 nvidia-smi output. Every endpoint
-against the CLI's own --json, every error code, the token beyond loopback, the page in
-a real headless Chromium, and 50 clients polling while a job runs."""
+against the CLI's own --json, every error code, the token (on loopback and beyond), the
+page in a real headless Chromium under its CSP, 50 clients polling while a job runs,
+and the attacks on a running job: a rebinding Host, a cross-site form, another local
+user. The attacks that need no cluster are in tests/test_serve_units.py."""
 
 from __future__ import annotations
 
@@ -128,14 +130,13 @@ def test_reads_answer_with_the_clis_documents(
         assert f'grid_node_up{{node="{name}"}} 1.0' in text
     assert "grid_controller_up 1.0" in text
     assert 'grid_node_gpu_memory_used_bytes{gpu="0",node="node1"}' in text
-    docs = server.get("/docs")
-    assert docs.status == 200 and b"swagger" in docs.body.lower()
+    assert server.get("/docs").status == 404  # Swagger UI would load scripts from a CDN
     paths = server.get("/openapi.json").json()["paths"]
     for path in ("/api/jobs", "/api/jobs/{name}/logs", "/api/boosts/{rid}", "/api/memory"):
         assert path in paths
 
 
-def test_unknown_names_and_bad_input_get_404_and_400(server: serving.Server) -> None:
+def test_unknown_names_and_bad_input_get_404_400_and_422(server: serving.Server) -> None:
     answer = server.get("/api/nodes/node9")
     assert answer.status == 404
     assert answer.json() == {
@@ -151,9 +152,9 @@ def test_unknown_names_and_bad_input_get_404_and_400(server: serving.Server) -> 
     assert (
         server.post("/api/boosts", {"node": "node9", "resource": "cpu", "amount": 1}).status == 404
     )
-    assert server.post("/api/jobs", {"name": "x", "command": []}).status == 400
-    assert server.post("/api/jobs", {"name": "x", "command": ["a"], "nodes": 0}).status == 400
-    assert (
+    assert server.post("/api/jobs", {"name": "x", "command": []}).status == 422  # the schema
+    assert server.post("/api/jobs", {"name": "x", "command": ["a"], "nodes": 0}).status == 422
+    assert (  # grid-ops' own check of the name
         server.post("/api/jobs", {"name": "x", "command": ["a"], "env": {"=": "v"}}).status == 400
     )
 
@@ -167,7 +168,7 @@ def test_a_job_launched_through_the_api(lab: Lab, gpu_config: Path, server: serv
 
     # The logs stream while it runs and end when it ends.
     started = time.monotonic()
-    logs = serving.request(server.url + "/api/jobs/api-train/logs", timeout=180)
+    logs = serving.request(server.url + "/api/jobs/api-train/logs", token=server.token, timeout=180)
     assert logs.status == 200 and logs.headers.get("transfer-encoding") == "chunked"
     text = logs.body.decode()
     assert "epoch 1 of 3" in text and text.rstrip().endswith("trained three epochs")
@@ -228,7 +229,8 @@ def test_the_dashboard_in_a_real_browser(
 ) -> None:
     browser = serving.browser()
     try:
-        browser.get(server.url + "/")
+        serving.watch_csp(browser)
+        browser.get(f"{server.url}/#token={server.token}")  # the address serve printed
 
         def page(selector: str) -> str:
             return serving.text_of(browser, selector)
@@ -240,6 +242,7 @@ def test_the_dashboard_in_a_real_browser(
         assert "21.5/80 GiB · 100%" in page('tr[data-node="node1"]')  # node1's busy H100
         assert "0.5/80 GiB · 0%" in page('tr[data-node="node2"]')  # idle
         assert "ray alive" in nodes
+        assert "token" not in browser.current_url  # the page took it out of the address
         browser.execute_script("window.gridOpsTestMarker = 'still the first load';")
 
         boost = server.post("/api/boosts", {"node": "node2", "resource": "cpu", "amount": 1})
@@ -274,6 +277,7 @@ def test_the_dashboard_in_a_real_browser(
             lab.cli("memory", "delete", "checkpoints/epoch-3", "-c", cfg)
         problems = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert problems == []
+        assert browser.execute_script("return window.cspViolations") == []
     finally:
         browser.quit()
 
@@ -291,7 +295,9 @@ def test_fifty_clients_polling_cost_one_refresher(server: serving.Server) -> Non
     assert _until(lambda: server.get("/api/jobs/load-job").json()["status"] == "RUNNING", 90)
     before = server.get("/api/server").json()
     paths = ["/api/state", "/api/health", "/api/jobs/load-job", "/api/cluster", "/metrics"]
-    result = serving.load(server.url, paths, clients=50, seconds=seconds, pause=0.5)
+    result = serving.load(
+        server.url, paths, clients=50, seconds=seconds, pause=0.5, token=server.token
+    )
     after = server.get("/api/server").json()
     assert result.failures == []
     rounds = after["probe_rounds"] - before["probe_rounds"]
@@ -318,6 +324,8 @@ def test_fifty_clients_polling_cost_one_refresher(server: serving.Server) -> Non
 def test_beyond_loopback_every_request_needs_the_token(
     lab: Lab, gpu_config: Path, tmp_path: Path
 ) -> None:
+    """As on loopback; the token the server prints is the cluster's, and it shows
+    nowhere else in its output."""
     from grid_ops import lab as lab_mod
 
     state = lab_mod.load_state()
@@ -328,19 +336,57 @@ def test_beyond_loopback_every_request_needs_the_token(
     token = made.stdout.strip()
     server = serving.start(gpu_config, lab.env(), tmp_path / "serve.log", bind=bind)
     try:
+        assert server.token == token
         for path in ("/api/health", "/api/server", "/metrics", "/docs", "/openapi.json"):
-            answer = server.get(path)
+            answer = server.get(path, token=None)
             assert answer.status == 401, path
             assert answer.headers.get("www-authenticate") == "Bearer"
-        assert "grid-ops serve token" in server.get("/api/health").json()["hint"]
+        assert "grid-ops serve token" in server.get("/api/health", token=None).json()["hint"]
         assert server.get("/api/health", token=token + "x").status == 401
-        page = server.get("/")
-        assert page.status == 401 and b'id="token-box"' in page.body and b"node1" not in page.body
-        assert server.get("/api/health", token=token).status == 200
-        assert server.get("/metrics", token=token).status == 200
+        page = server.get("/", token=None)  # the page's files hold no data
+        assert page.status == 200 and b'id="token-box"' in page.body and b"node1" not in page.body
+        assert server.get("/api/health").status == 200
+        assert server.get("/metrics").status == 200
     finally:
         log = server.stop()
-    assert token not in log
+    assert [line for line in log.splitlines() if token in line] == [f"{server.url}/#token={token}"]
+
+
+def test_attacks_on_a_running_job_are_refused(
+    lab: Lab, gpu_config: Path, server: serving.Server
+) -> None:
+    """A job runs. A page of another site reaching the server by DNS rebinding tries to
+    launch a job, a cross-site form to cancel this one, and another local user both: all
+    refused; nothing launched, and the job runs on until its owner cancels it."""
+    cfg = str(gpu_config)
+    assert server.post("/api/jobs", {"name": "victim", "command": ["sleep", "300"]}).status == 201
+    try:
+        assert _until(lambda: server.get("/api/jobs/victim").json()["status"] == "RUNNING", 90)
+        port = server.url.rsplit(":", 1)[1]
+        evil = {"name": "rebound", "command": ["sh", "-c", "echo pwned"]}
+        rebound = serving.request(server.url + "/api/jobs", "POST", evil, server.token,
+                                  headers={"Host": f"evil.example:{port}"})  # fmt: skip
+        assert rebound.status == 400 and "DNS rebinding" in rebound.json()["error"]
+        forms = {"text/plain": b'{"x": 1}', "application/x-www-form-urlencoded": b"x=1"}
+        for kind, data in forms.items():
+            headers = {"Content-Type": kind, "Origin": "http://evil.example"}
+            form = serving.request(server.url + "/api/jobs/victim/cancel", "POST",
+                                   headers=headers, data=data)  # fmt: skip
+            assert form.status == 403, (kind, form.body)
+        [token_file] = [
+            p for p in (lab.state_dir / "serve").glob("*.token")
+            if p.read_text().strip() == server.token
+        ]  # fmt: skip
+        calls = [("POST", "/api/jobs/victim/cancel", None), ("POST", "/api/jobs", evil)]
+        seen = serving.as_other_user(token_file, server.url, calls)
+        assert seen == {"token_file": "PermissionError", "statuses": [401, 401]}
+        status = _cli_json(lab, "job", "status", "victim", "-c", cfg)  # Ray's own word
+        assert status["status"] == "RUNNING", status
+        assert server.get("/api/jobs/rebound").status == 404
+        assert "rebound" not in [j["name"] for j in _cli_json(lab, "job", "list", "-c", cfg)]
+    finally:
+        stopped = server.post("/api/jobs/victim/cancel")
+    assert stopped.status == 200 and stopped.json()["status"] == "STOPPED"
 
 
 def test_a_stopped_cluster_answers_503(lab: Lab, gpu_config: Path, server: serving.Server) -> None:
