@@ -62,19 +62,22 @@ def serve(
         ),
     ] = 30.0,
 ) -> None:
-    """The REST API (OpenAPI at /openapi.json) and a live web dashboard at /, until Ctrl-C.
+    """The REST API and a live web dashboard at /, until Ctrl-C.
 
-    One background refresher probes the nodes and asks the head every --interval
-    seconds (a round is what 'grid-ops health' does, quarantine included, plus the
-    controller's boosts, pool and offload, and the jobs); requests answer from its last
-    round, so any number of clients cost one refresher. Every request but the page's
-    own files needs 'Authorization: Bearer TOKEN', on loopback too: the cluster's token
-    is made if there is none, and the address printed at start carries it in its
-    fragment (#token=..., which the page keeps and no server log sees). Examples:
+    One background refresher probes the nodes and asks the head every
+    --interval seconds (a round is what 'grid-ops health' does, quarantine
+    included, plus the controller's boosts, pool and offload, and the jobs);
+    requests answer from its last round, so any number of clients cost one
+    refresher. Every request but the page's own files needs the cluster's
+    bearer token ('Authorization: Bearer TOKEN'), on loopback too: it is made
+    if there is none, and the address printed at start carries it in its
+    fragment (#token=...: the page keeps it, no server log sees it). The API's
+    schema is at /openapi.json. Examples:
 
-      grid-ops serve -c cluster.yaml            # prints http://127.0.0.1:8470/#token=...
+      grid-ops serve -c cluster.yaml      # prints http://127.0.0.1:8470/#token=...
 
-      curl -sH "Authorization: Bearer $(grid-ops serve token)" localhost:8470/api/health
+      curl -sH "Authorization: Bearer $(grid-ops serve token)" \\
+          localhost:8470/api/health
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -103,9 +106,9 @@ def serve(
     app_ = api.create(cfg, refresher, tokens.Watch(_token_key(cfg)).current, hosts, bind)
     base = f"http://{hosts.reach()}:{port}/"
     err.print(
-        f"serving {safe(cfg.name)} on {safe(base)} (bearer token required; API schema: "
-        "/openapi.json; Ctrl-C stops). Open this address (its #token never reaches the "
-        "server):"
+        f"serving {safe(cfg.name)} on {safe(base)} (bearer token required; Ctrl-C "
+        "stops); open this address (its #token never reaches the server):",
+        soft_wrap=True,
     )
     err.print(f"{base}#token={secret}", markup=False, soft_wrap=True)
     level = logging.getLogger("grid_ops").getEffectiveLevel()
