@@ -119,7 +119,9 @@ def test_the_seeds_ssh_alias_config_runs_the_main_job(lab: Lab, tmp_path: Path) 
         )
     )  # fmt: skip
     seeds = tmp_path / "grid_cluster.yaml"
-    seeds.write_text(SEEDS_CONFIG)
+    # the lab's machines seen through aliases: the same cluster, so the lab's id (a
+    # config without it would be another cluster, refused on nodes the lab provisioned)
+    seeds.write_text(SEEDS_CONFIG + f'cluster_id: "{lab.cluster_id()}"\n')
     # the lab's own cluster uses the same nodes' Ray ports: it rests meanwhile
     assert lab.cli("cluster", "stop", "-c", str(lab.config)).returncode == 0
     try:

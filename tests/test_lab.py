@@ -114,8 +114,9 @@ def test_driver_reports_counts_facts_and_keeps_recent_runs(lab: Lab) -> None:
     assert result.rc == 0
     assert list(result.hosts) == ["node1"]
     host = result.hosts["node1"]
-    # the inventory check (grid_validate), the probe, the ping role's report
-    assert (host.ok, host.changed, host.failed, host.unreachable) == (3, 0, 0, 0)
+    # the inventory check (grid_validate), the probe, the cluster identity check, the
+    # ping role's report
+    assert (host.ok, host.changed, host.failed, host.unreachable) == (4, 0, 0, 0)
     assert host.facts["grid_node"]["hostname"] == "node1"
     assert host.facts["grid_node"]["user"] == "gridlab1"
     assert all(d >= 0 for d in host.durations.values()) and host.durations
@@ -150,8 +151,8 @@ def test_operator_path_plain_ansible_playbook(lab: Lab, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in lab.nodes:
         assert f"{name}: Python 3." in proc.stdout
-    # ok=3: the inventory check (grid_validate), the probe, the ping role's report
-    recap = [ln for ln in proc.stdout.splitlines() if "ok=3" in ln and "unreachable=0" in ln]
+    # ok=4: the inventory check (grid_validate), the probe, the identity check, the report
+    recap = [ln for ln in proc.stdout.splitlines() if "ok=4" in ln and "unreachable=0" in ln]
     assert len(recap) == len(lab.nodes)
 
 
