@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from grid_ops import config, model
+from grid_ops import config, layout, model
 from grid_ops.runtime.private import short_dir_path
 from tests.conftest import Lab, grid_ops
 
@@ -295,10 +295,15 @@ def test_reset_then_a_killed_node_is_dropped_and_comes_back(running: Lab, tmp_pa
     asked = lab.cli("reset", "-c", cfg, "--limit", "node3")
     assert asked.returncode == 2 and "--yes" in asked.stderr
     assert (_home("node3") / "grid-ops").is_dir()
+    short = short_dir_path(_uid("gridlab3"))
+    made = json.loads((_home("node3") / "grid-ops" / layout.MANIFEST).read_text())["created"]
     reset = lab.cli("reset", "-c", cfg, "--limit", "node3", "--yes", timeout=600)
     assert reset.returncode == 0, reset.stdout[-2000:] + reset.stderr[-2000:]
     assert not (_home("node3") / "grid-ops").exists()
-    assert not short_dir_path(_uid("gridlab3")).exists()
+    if str(short) in made:  # made for this cluster's remote_root: gone with it
+        assert not short.exists()
+    else:  # made by something else the node user ran (or never): kept, and named
+        assert not short.exists() or str(short) in " ".join(reset.stdout.split())
     assert _ray(lab)["node3"]["ray"] != "alive"
     assert lab.cli("reset", "-c", cfg, "--limit", "node3", "--yes", "--json").returncode == 0
     # node3 holds nothing of grid-ops now (and runs no Ray): the home-as-remote_root case

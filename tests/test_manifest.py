@@ -36,8 +36,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def names(tmp_path: Path | None = None) -> dict[str, Any]:
     found = layout.as_vars()
-    if tmp_path is not None:  # the short dir in a temp dir of the test's own
-        found["short_dir"] = str(tmp_path / layout.SHORT_DIR)
+    # the short dir in a temp dir of the test's own; else one that is never made (the
+    # user's real /tmp/grid-ops-<uid> may exist, made by anything else run as this user)
+    where = tmp_path if tmp_path is not None else REPO / "tests" / "no-short-dir-here"
+    found["short_dir"] = str(where / layout.SHORT_DIR)
     return found
 
 
