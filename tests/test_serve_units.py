@@ -468,18 +468,37 @@ def test_hostile_bodies_get_422_or_413_never_a_500(down_server: serving.Server) 
         assert answer.status == 422, (what, answer.status, answer.body[:300])
         assert answer.json()["error"].startswith("Bad request"), what
         assert len(answer.body) < 2000, what  # the error does not echo the input back
-    big = json.dumps({**job, "command": ["x" * (2 * 2**20)]}).encode()
-    for data in (big, iter([big[i : i + 65536] for i in range(0, len(big), 65536)])):
-        answer = _quick(
-            down_server,
-            "POST",
-            "/api/jobs",
-            data=data,
-            token=down_server.token,
-            headers={"Content-Type": "application/json"},
-        )
-        assert answer.status == 413, answer.body[:300]
+    for chunked in (False, True):
+        status, body = _post_over_a_mebibyte(down_server, chunked)
+        assert status == 413, body[:300]
+        assert b"over 1024 KiB" in body
     assert _no_jobs(down_server)
+
+
+def _post_over_a_mebibyte(server: serving.Server, chunked: bool) -> tuple[int, bytes]:
+    """POST /api/jobs announcing 2 MiB (or sending it chunked), and read the answer after
+    sending only a little more than 1 MiB: the server answers without the rest (a client
+    that pushed on would find the connection closed)."""
+    import http.client
+
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.putrequest("POST", "/api/jobs")
+        conn.putheader("Authorization", f"Bearer {_token(server)}")
+        conn.putheader("Content-Type", "application/json")
+        if chunked:
+            conn.putheader("Transfer-Encoding", "chunked")
+        else:
+            conn.putheader("Content-Length", str(2 * 2**20))
+        conn.endheaders()
+        piece = b"x" * 65536
+        for _ in range(17 if chunked else 1):  # 1 MiB and 64 KiB; or 64 KiB
+            conn.send(b"10000\r\n" + piece + b"\r\n" if chunked else piece)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
 
 
 def test_another_local_user_cannot_read_the_token_nor_use_the_api(
