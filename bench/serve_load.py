@@ -87,7 +87,9 @@ def main() -> None:
             base, raw = raw_server(body, bench.work)
             for pattern, pause in PATTERNS.items():
                 before = server.get("/api/server").json()
-                ours = serving.load(server.url, ["/api/state"], CLIENTS, SECONDS, pause)
+                ours = serving.load(
+                    server.url, ["/api/state"], CLIENTS, SECONDS, pause, token=server.token
+                )
                 after = server.get("/api/server").json()
                 theirs = serving.load(base, ["/"], CLIENTS, SECONDS, pause)
                 results[pattern] = {
