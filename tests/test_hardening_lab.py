@@ -8,7 +8,9 @@ files directly (as root) to see what grid-ops left there."""
 from __future__ import annotations
 
 import json
+import os
 import pwd
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -89,3 +91,38 @@ def test_an_operators_drain_reason_cannot_pose_as_a_quarantine(cluster: Lab) -> 
             back = cluster.cli("node", "undrain", "node3", "-c", cfg, timeout=600)
             assert back.returncode == 0, back.stdout[-2000:] + back.stderr[-2000:]
     assert _drained(cluster)["node3"] is None
+
+
+def _modes(directory: Path) -> dict[str, str]:
+    """Each entry of ``directory`` and its kind and mode, e.g. {"state.json": "f600"}."""
+    found = {}
+    for entry in os.scandir(directory):
+        info = entry.stat(follow_symlinks=False)
+        kind = "s" if stat.S_ISSOCK(info.st_mode) else "f" if stat.S_ISREG(info.st_mode) else "?"
+        found[entry.name] = f"{kind}{stat.S_IMODE(info.st_mode):o}"
+    return found
+
+
+def test_the_controller_state_on_the_head_is_private_after_a_job(cluster: Lab) -> None:
+    """Left open by an older grid-ops (or a umask of 0): the next start closes the
+    controller's state dir to 0700 and every file in it to 0600; the job records kept
+    on this machine are 0600 in a 0700 dir."""
+    cfg = str(cluster.config)
+    state = _root("node1") / "state" / "controller"
+    os.chmod(state, 0o755)
+    for name in os.listdir(state):
+        os.chmod(state / name, 0o644)
+    started = cluster.cli("cluster", "start", "-c", cfg, timeout=600)
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    assert _job(cluster, "modes", "--", "true")["status"] == "SUCCEEDED"
+
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    modes = _modes(state)
+    assert {"state.json", "ensure.json", "ensure.lock", "ensure.log"} <= set(modes), modes
+    assert "control.sock" in modes  # the controller answers there
+    assert {name: mode[1:] for name, mode in modes.items()} == dict.fromkeys(modes, "600")
+
+    cluster_id = _json(cluster.cli("config", "validate", "--json", "-c", cfg))["id"]
+    store = cluster.state_dir / "jobs" / cluster_id
+    assert stat.S_IMODE(store.stat().st_mode) == 0o700
+    assert _modes(store)["modes.json"] == "f600"
