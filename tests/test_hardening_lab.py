@@ -7,18 +7,21 @@ files directly (as root) to see what grid-ops left there."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
 import stat
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from grid_ops import config
 from tests.conftest import Lab
 
 pytestmark = pytest.mark.lab
@@ -126,3 +129,51 @@ def test_the_controller_state_on_the_head_is_private_after_a_job(cluster: Lab) -
     store = cluster.state_dir / "jobs" / cluster_id
     assert stat.S_IMODE(store.stat().st_mode) == 0o700
     assert _modes(store)["modes.json"] == "f600"
+
+
+PROBE = (
+    "import hashlib, os; "
+    "print('token', hashlib.sha256(os.environ['SECRET_TOKEN'].encode()).hexdigest(), flush=True)"
+)
+READ_BACK = """
+import json, subprocess, sys
+from ray.job_submission import JobSubmissionClient
+address = "http://127.0.0.1:" + sys.argv[1]
+client = JobSubmissionClient(address)
+print("INFO", repr(client.get_job_info(sys.argv[2])))
+print("LIST", repr(client.list_jobs()))
+for argv in (["ray", "job", "list", "--address", address],
+             ["ray", "list", "jobs", "--detail", "--format", "json"]):
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    print("CLI", proc.returncode, proc.stdout, proc.stderr[-500:])
+from ray._raylet import GcsClient
+import os
+left = GcsClient(address=os.environ["RAY_ADDRESS"]).internal_kv_keys(b"", b"grid_ops_job_env")
+print("KEPT", left)
+"""
+
+
+def test_env_values_cannot_be_read_back_through_rays_job_api(cluster: Lab) -> None:
+    """Whoever holds the cluster's token reads every job's entrypoint, runtime_env and
+    metadata through Ray's job API (the dashboard, 'ray job list'): a job's --env values
+    must be in none of them, while every rank of the job has them."""
+    cfg = str(cluster.config)
+    secret = f"tok-{uuid.uuid4().hex}"
+    status = _job(cluster, "api-env", "--nodes", "2", "--env", f"SECRET_TOKEN={secret}",
+                  "--", "python", "-c", PROBE)  # fmt: skip
+    logs = cluster.cli("job", "logs", "api-env", "-c", cfg).stdout
+    assert status["status"] == "SUCCEEDED", logs[-3000:]
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    assert logs.count(f"token {digest}") == 2, logs[-3000:]  # every rank saw it
+
+    port = str(config.load(cluster.config).ray.dashboard_port)
+    read = cluster.cli("run", "--node", "node1", "-c", cfg, "--", "python", "-c", READ_BACK,
+                       port, status["submission_id"], timeout=300)  # fmt: skip
+    assert read.returncode == 0, read.stdout[-2000:] + read.stderr[-2000:]
+    seen = read.stdout
+    assert f"submission_id='{status['submission_id']}'" in seen  # the job was read back
+    assert "grid_ops_name" in seen  # its metadata too
+    assert all(line.startswith("CLI 0") for line in seen.splitlines() if line.startswith("CLI"))
+    assert status["submission_id"] in seen.split("LIST", 1)[1]  # 'ray job list' has it
+    assert "KEPT []" in seen  # taken by the entrypoint, nothing left on the head
+    assert secret not in seen + read.stderr
