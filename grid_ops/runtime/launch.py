@@ -200,7 +200,7 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
         ).remote(rank, env)
         refs[ref] = rank
     pending = list(refs)
-    code = 0
+    code, failure = 0, ""
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         rank = refs[done[0]]
@@ -210,11 +210,8 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
         except Exception as exc:  # a node or worker died under the rank
             rc, reason = 1, f"died: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         if rc != 0:
-            print(
-                f"grid-ops: rank {rank} (node {where.get(rank, '?')}) {reason}; "
-                "stopping the other ranks",
-                file=sys.stderr,
-            )
+            failure = f"grid-ops: rank {rank} (node {where.get(rank, '?')}) {reason}"
+            print(f"{failure}; stopping the other ranks", file=sys.stderr, flush=True)
             for ref in pending:
                 ray.cancel(ref)
             # The job ends only once the other ranks are down (each kills its command).
@@ -223,6 +220,11 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
             break
     time.sleep(0.2)
     remove_placement_group(group)
+    if failure:
+        # Ray's job message quotes only the log's last lines, and output of the other
+        # nodes keeps arriving while Ray is up: once it is down, the reason is the last line.
+        ray.shutdown()
+        print(f"{failure}; the job fails", file=sys.stderr, flush=True)
     return code
 
 
