@@ -1,8 +1,11 @@
 """The lab: N SSH nodes on one Linux box, as network namespaces on one bridge.
 
 Each node is a network namespace with its own veth into the bridge ``gridlab0``, its own
-sshd (own config, host key, pid file, ``AllowUsers``) running in its own UTS and mount
-namespace (own hostname and ``/etc/hosts``), and its own Unix user and home. The controller
+sshd (own config, host key, ``AllowUsers``) running in its own UTS, mount and PID
+namespace (own hostname, ``/etc/hosts`` and process table: sshd is the node's PID 1, so
+Ray's search for "the raylet on this host" finds only the node's own, as on a machine of
+its own, and killing sshd takes every process of the node down), and its own Unix user
+and home. The controller
 (this box's root namespace) gets a key and a known_hosts file that pins every node's host
 key, so host-key checking stays on. Addresses come from one private subnet that exists only
 on the lab's bridge and inside its namespaces.
@@ -302,17 +305,19 @@ def _kill_namespace(ns: str) -> None:
 
 
 def _sshd_pid(node: LabNode) -> int | None:
-    try:
-        pid = int((_node_dir(node.name) / "sshd.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return pid
+    """The node's sshd (this machine's pid of the node's PID 1), if it runs."""
+    listed = _sh("ip", "netns", "pids", node.namespace, check=False).stdout.split()
+    for pid in listed:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("NSpid", "").split()[-1:] == ["1"] and not fields.get(
+            "State", ""
+        ).strip().startswith("Z"):
+            return int(pid)
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -412,7 +417,7 @@ def _sshd_config(node: LabNode) -> str:
             "Port 22",
             f"ListenAddress {node.ip}",
             f"HostKey {d / 'ssh_host_ed25519_key'}",
-            f"PidFile {d / 'sshd.pid'}",
+            "PidFile none",
             f"AllowUsers {node.user}",
             "UsePAM no",
             "PasswordAuthentication no",
@@ -445,16 +450,20 @@ def _start_sshd(node: LabNode) -> None:
     check = _sh(SSHD, "-t", "-f", str(cfg), check=False)
     if check.returncode != 0:
         raise LabError(f"sshd rejects the config of lab node {node.name}: {check.stderr.strip()}.")
-    (d / "sshd.pid").unlink(missing_ok=True)
     script = (
         f"hostname {node.name} && mount --bind {d / 'hosts'} /etc/hosts && "
-        f"exec {SSHD} -f {cfg} -E {d / 'sshd.log'}"
+        f"exec {SSHD} -D -f {cfg} -E {d / 'sshd.log'}"
     )
-    _sh(
-        "ip", "netns", "exec", node.namespace,
+    # sshd -D is the PID 1 of the node's own PID namespace (it reaps what is orphaned
+    # there); setsid -f detaches it from this process, --kill-child ties it to unshare.
+    argv = [
+        "setsid", "-f", "ip", "netns", "exec", node.namespace,
         "unshare", "--uts", "--mount", "--propagation", "private",
+        "--pid", "--fork", "--mount-proc", "--kill-child",
         "sh", "-c", script,
-    )  # fmt: skip
+    ]  # fmt: skip
+    with open(d / "node.log", "ab") as log:  # what fails before sshd logs on its own
+        subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=False)
 
 
 def _wait_port(ip: str, port: int, timeout: float) -> bool:
@@ -635,7 +644,6 @@ def kill(name: str) -> LabNode:
     node = _require_state().node(name)
     _kill_namespace(node.namespace)
     _kill_user(node.user)
-    (_node_dir(node.name) / "sshd.pid").unlink(missing_ok=True)
     return node
 
 

@@ -142,6 +142,11 @@ def test_the_seeds_ssh_alias_config_runs_the_main_job(lab: Lab, tmp_path: Path) 
         assert run.stdout.strip() == f"{first.ip}:6379"  # an address, not the alias
         ray = lab.cli("run", "-c", str(seeds), "--node", "gpu2", "--", "ray", "status")
         assert ray.returncode == 0 and "Active:" in ray.stdout, ray.stderr[-2000:]
+        driver = lab.cli("run", "-c", str(seeds), "--node", "gpu2", "--", "python", "-c",
+                         "import ray; ray.init(logging_level='ERROR'); "
+                         "print(sum(n['Alive'] for n in ray.nodes()))")  # fmt: skip
+        assert driver.returncode == 0, driver.stderr[-2000:]  # a driver on another user's node
+        assert driver.stdout.strip().splitlines()[-1] == "2"
     finally:
         lab.cli("cluster", "stop", "-c", str(seeds))
         assert lab.cli("cluster", "start", "-c", str(lab.config)).returncode == 0

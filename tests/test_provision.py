@@ -131,6 +131,31 @@ def test_a_task_pinned_to_each_node_runs_there(provisioned: Lab) -> None:
     assert placed == [[n, f"gridlab{n[4:]}"] for n in provisioned.nodes]
 
 
+DRIVER = """
+import json, ray
+ray.init(logging_level="ERROR")
+me = ray.get_runtime_context().get_node_id()
+print(json.dumps({"ip": next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == me),
+                  "alive": sum(n["Alive"] for n in ray.nodes())}))
+"""
+
+
+def test_a_ray_driver_runs_on_every_node_as_that_node(provisioned: Lab) -> None:
+    """A plain ray.init() through 'run --node' joins the cluster from each node, whatever
+    the node's user and home, through that node's own raylet (its session dir is the
+    node's, not the head's)."""
+    from grid_ops import lab as lab_mod
+
+    state = lab_mod.load_state()
+    assert state is not None
+    for node in state.nodes:
+        proc = provisioned.cli("run", "-c", str(provisioned.config), "--node", node.name,
+                               "--", "python", "-c", DRIVER, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, f"{node.name}: {proc.stderr[-2000:]}"
+        seen = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert seen == {"ip": node.ip, "alive": len(state.nodes)}, node.name
+
+
 def test_cluster_start_repairs_only_the_dead_worker(provisioned: Lab) -> None:
     cfg = str(provisioned.config)
     victim = provisioned.nodes[-1]
