@@ -682,7 +682,7 @@ def fill(name: str, full: bool = True) -> LabNode:
         raise LabError(f"Lab node {name} is not running.", f"grid-ops lab revive {name}")
     root = node.home / REMOTE_ROOT
     real = node.home / ".grid-ops-real"
-    enter = ["nsenter", "-t", str(pid), "-m", "--"]
+    enter = ["nsenter", "-t", str(pid), "-m", "-p", "--"]  # its mounts, its /proc
     mounted = str(root) in _sh(*enter, "cat", "/proc/self/mounts").stdout
     if full and not mounted:
         if not root.is_dir():
