@@ -381,6 +381,19 @@ class HealthCheckConfig(Strict):
         default=True,
         description="drain a node a health round finds sick until a later round finds it well",
     )
+    repair: bool = Field(
+        default=True,
+        description="a watch round ('health --watch', 'serve') restarts Ray on a node where "
+        "it should run but does not",
+    )
+    repair_attempts: Annotated[int, Field(strict=True, ge=1, le=100)] = Field(
+        default=3, description="failed repairs in a row before the node is quarantined"
+    )
+    repair_backoff: Seconds = Field(
+        default=30,
+        description="seconds before the next try after a failed repair, doubled after each "
+        "one (at most an hour)",
+    )
     min_disk_free_gb: Gigabytes = Field(
         default=2.0, description="free space under remote_root below this: the node is sick"
     )

@@ -276,7 +276,7 @@ def _checks(name: str, rec: dict[str, Any], c: str) -> list[dict[str, str]]:
     if "clock" not in seen:
         offset = rec.get("clock_offset_s")
         out.append(_row(name, "clock", OK, "in step" if not offset else f"{offset:+.1f} s off"))
-    if "ray_version" not in seen and rec.get("ray_version"):
+    if not seen & {"ray_version", "ray_down"} and rec.get("ray_version"):
         running = "running" if rec.get("ray_running") else "not running"
         out.append(_row(name, "ray", OK, f"Ray {rec['ray_version']}, {running}"))
     drained = rec.get("drained")

@@ -54,6 +54,10 @@ WARNING = "warning"
 # The drain note's reason starts with this when a health round drained the node (only
 # such a drain is lifted by a later round that finds the node well).
 QUARANTINE = "quarantine: "
+# Sick checks that a restart of Ray mends: a watch round repairs such a node (restarts
+# its Ray, with backoff) instead of quarantining it, and quarantines it only once the
+# repairs keep failing (grid_ops.repair).
+REPAIRABLE = frozenset({"ray_down"})
 # What `health --json` shows of each GPU.
 GPU_FIELDS = ("index", "name", "memory_total_mib", "memory_used_mib", "utilization_gpu")
 
@@ -112,6 +116,18 @@ def quarantined(rec: dict[str, Any]) -> bool:
     return str(rec.get("drained") or "").startswith(QUARANTINE)
 
 
+def repairable(rec: dict[str, Any]) -> bool:
+    """Sick only for reasons a restart of Ray mends (left to repair, not quarantined)."""
+    found = sick(rec)
+    return bool(found) and all(c.get("check") in REPAIRABLE for c in found)
+
+
+def repair_quarantined(rec: dict[str, Any]) -> bool:
+    """Quarantined because repairs kept failing: only a repair that works lifts it."""
+    reason = str(rec.get("drained") or "")
+    return reason.startswith(QUARANTINE) and reason[len(QUARANTINE) :].split(":")[0] in REPAIRABLE
+
+
 def in_service(rec: dict[str, Any]) -> bool:
     """Reachable, not drained, not sick: work may go there."""
     return bool(rec["reachable"]) and not rec.get("drained") and not sick(rec)
@@ -129,13 +145,18 @@ def quarantine_plan(
     quarantine, [nodes] whose quarantine to lift). A sick node not yet drained is
     quarantined; a node a round drained is returned once it answers with no sick check.
     The head is never drained (that would stop the cluster), an operator's drain is never
-    lifted, an unreachable node is left as it is; ``enabled`` False: nothing is done."""
+    lifted, an unreachable node is left as it is; ``enabled`` False: nothing is done. A
+    node sick only for a REPAIRABLE check is left to repair (grid_ops.repair), and so is
+    one that repair quarantined: a round that merely finds it drained and quiet does
+    not lift it."""
     if not enabled:
         return {}, []
     drain: dict[str, str] = {}
     lift: list[str] = []
     for rec in records:
         if not rec["reachable"] or rec["name"] == head:
+            continue
+        if repairable(rec) or repair_quarantined(rec):
             continue
         if sick(rec) and not rec.get("drained"):
             drain[rec["name"]] = quarantine_reason(rec)
@@ -186,7 +207,7 @@ def round_checks(records: list[dict[str, Any]], head: str, max_clock_offset: flo
             rec["checks"].append(
                 _check(
                     "ray_down",
-                    WARNING,
+                    SICK,
                     "Ray is not running here while the head's is (it stopped or died): "
                     f"grid-ops cluster start --limit {rec['name']}",
                 )

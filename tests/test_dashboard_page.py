@@ -59,7 +59,13 @@ def state_document() -> dict[str, Any]:
     return {
         "cluster_name": "fifty", "head": "gpu01",
         "node_names": [n["name"] for n in nodes], "interval": 5, "rounds": 12, "now": now,
-        "errors": {}, "health": {"nodes": nodes, "cached": False}, "health_at": now - 1,
+        "errors": {}, "health_at": now - 1,
+        "health": {"nodes": nodes, "cached": False, "repairs": [
+            {"time": now - 90, "node": "gpu05", "action": "restart Ray", "ok": False,
+             "failures": 3, "detail": "ray start: " + HOSTILE, "quarantined": True},
+            {"time": now - 30, "node": "gpu06", "action": "restart Ray", "ok": True,
+             "failures": 0, "detail": "", "quarantined": False},
+        ]},
         "cluster": None, "jobs": jobs,
         "controller": {
             "reservations": [{"id": "boost-1", "kind": "boost", "node": "gpu02",
@@ -146,6 +152,10 @@ def test_fifty_nodes_of_eight_gpus_read_well_on_a_laptop_screen(page_server: str
         job = serving.text_of(browser, 'tr[data-job="train-big"]')
         assert "RUNNING" in job and "1m 1" in job and HOSTILE in job
         assert HOSTILE in serving.text_of(browser, "#memory")
+        repairs = serving.text_of(browser, "#repairs tbody")  # newest first
+        assert repairs.index("gpu06") < repairs.index("gpu05") and "repaired" in repairs
+        assert "failed, quarantined" in serving.text_of(browser, 'tr[data-repair="gpu05"]')
+        assert HOSTILE in repairs
         check_bars_and_token(browser)
         check_no_csp_violation(browser)
     finally:

@@ -91,6 +91,17 @@ def test_rows_of_a_cluster_with_one_of_each_problem(tmp_path: Path) -> None:
     assert {r["status"] for k, r in rows.items() if k[0] == "node1"} == {"ok"}
 
 
+def test_a_worker_whose_ray_died_is_one_failed_row(tmp_path: Path) -> None:
+    cluster = _cluster(tmp_path)
+    records = [_rec("node1"), _rec("node2", ray_running=False), _rec("node3")]
+    facts.round_checks(records, "node1", max_clock_offset=5.0)
+    rows = doctor.rows(cluster, records, None, None, "c.yaml")
+    mine = [r for r in rows if r["node"] == "node2" and r["check"] in ("ray", "ray_down")]
+    assert [(r["check"], r["status"]) for r in mine] == [("ray_down", "fail")]  # no "ok" beside
+    assert mine[0]["fix"] == "grid-ops cluster start -c c.yaml --limit node2"
+    assert [r["node"] for r in rows if r["status"] == "fail"] == ["node2"]  # doctor exits 1
+
+
 def test_rows_when_the_heads_ray_is_down_and_drivers_differ(tmp_path: Path) -> None:
     cluster = _cluster(tmp_path)
     gpu = {"index": 0, "name": "H100"}

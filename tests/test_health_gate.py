@@ -152,6 +152,23 @@ def test_quarantine_plan() -> None:
     assert [r["name"] for r in records if facts.in_service(r)] == ["warned"]
 
 
+def test_a_node_whose_ray_is_down_is_left_to_repair_not_quarantined() -> None:
+    down = {"check": "ray_down", "severity": "sick", "reason": "Ray is not running", "gpu": None}
+    given_up = "quarantine: ray_down: Ray did not start after 3 repair(s) in a row"
+    records = [
+        _rec("head"),
+        _rec("down", checks=[down]),  # repair restarts it, the gate does not drain it
+        _rec("both", checks=[down, SICK]),  # sick for another reason too: quarantined
+        _rec("given_up", drained=given_up),  # quiet because drained: only a repair lifts it
+    ]
+    drain, lift = facts.quarantine_plan(records, "head", enabled=True)
+    assert drain == {"both": "quarantine: ray_down: Ray is not running; gpu_count: 1 GPU(s) found"}
+    assert lift == []
+    assert [r["name"] for r in records if facts.repairable(r)] == ["down"]
+    assert [r["name"] for r in records if facts.repair_quarantined(r)] == ["given_up"]
+    assert not facts.in_service(records[1])  # run and the scheduler keep off it meanwhile
+
+
 def test_checks_of_the_whole_round() -> None:
     records = [
         _rec("head", ray_version="2.60.0", clock_offset_s=0.0),
@@ -165,7 +182,7 @@ def test_checks_of_the_whole_round() -> None:
     assert by == {
         "head": [],
         "old": [("clock", "warning"), ("ray_version", "sick")],
-        "down": [("ray_down", "warning")],
+        "down": [("ray_down", "sick")],  # a failure: health and doctor exit 1
         "drained": [],
         "fresh": [],
     }

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from grid_ops import metrics
+from grid_ops import facts, metrics
 from tests.conftest import REPO, Lab
 
 RULES = REPO / "grid_ops" / "prometheus" / "alerts.yml"
@@ -190,3 +190,13 @@ DESCRIPTION = (
     "grid-ops keeps work off {node} (quarantined when health_check.quarantine is on) until "
     "a health round finds it well; 'grid-ops health' gives the reason."
 )
+
+
+def test_a_worker_whose_ray_died_is_exposed_as_sick() -> None:
+    """ray_down is a sick check: GridNodeSick (tested above for any check) fires for it."""
+    records = [facts.record(name, {"ray_running": up}, 1.0, 3.0)
+               for name, up in (("n1", True), ("n2", False))]  # fmt: skip
+    facts.round_checks(records, "n1", max_clock_offset=5.0)
+    text = metrics.exposition("c1", records).decode()
+    assert _value(text, 'grid_node_sick{check="ray_down",node="n2"}') == 1
+    assert 'node="n1"' not in text.split("grid_node_sick")[-1]

@@ -48,7 +48,12 @@ def health(
     Ray's version against the head's, a raylet gone). A node failing a "sick" check is
     quarantined (health_check.quarantine, default on): drained as 'node drain' does,
     with the reason, until a later round finds it well; 'node undrain' returns it at
-    once. Exit code 1 if a node is unreachable or sick.
+    once. Exit code 1 if a node is unreachable or sick (a worker whose Ray is down while
+    the head's runs is sick).
+
+    --watch also repairs (health_check.repair, default on): it restarts Ray on a node
+    where it should run but does not, with backoff, and quarantines the node after
+    health_check.repair_attempts failed repairs in a row until a repair works.
 
     Later runs with an unchanged config skip loading the full CLI and the config.
     GRID_OPS_QUICK=0 turns that off.
@@ -88,7 +93,7 @@ def _watch(cfg: ClusterConfig, path: Path, seconds: float) -> None:
             while True:
                 nodes = health.ranked(health.probe_all(cfg))
                 health.save_cache(cfg, nodes)
-                nodes = enforce(cfg, path, nodes)
+                nodes = enforce(cfg, path, nodes, repair=True)
                 view = table(nodes, f"health of {cfg.name} at {time.strftime('%H:%M:%S')}")
                 if live is not None:
                     live.update(view, refresh=True)

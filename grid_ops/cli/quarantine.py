@@ -1,12 +1,13 @@
 """The health gate: after a health round, drain the nodes it found sick and return those
 it found well again (facts.quarantine_plan decides; cli.draining does it, as 'node
-drain' and 'node undrain' do). Progress and trouble go to stderr, so a --json document
-on stdout stays whole."""
+drain' and 'node undrain' do); in a watch round also repair the nodes whose Ray is down
+(grid_ops.repair decides; the restart is 'cluster start --limit NODE''s playbook run).
+Progress and trouble go to stderr, so a --json document on stdout stays whole."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from grid_ops.cli.output import err, info, safe
 
@@ -15,11 +16,15 @@ if TYPE_CHECKING:
 
     from grid_ops.config import ClusterConfig
     from grid_ops.health import NodeHealth
+    from grid_ops.repair import Policy
 
 
-def enforce(cfg: ClusterConfig, path: Path, nodes: list[NodeHealth]) -> list[NodeHealth]:
-    """Carry out the round's quarantine plan; the nodes with their drain state as it
-    now is, ranked again (and cached) when anything changed."""
+def enforce(
+    cfg: ClusterConfig, path: Path, nodes: list[NodeHealth], repair: bool = False
+) -> list[NodeHealth]:
+    """Carry out the round's quarantine plan (and, with ``repair``, its repairs: the
+    watch loops); the nodes with their drain state as it now is, ranked again (and
+    cached) when anything changed, probed again where a repair ran."""
     from grid_ops import facts, health
     from grid_ops.cli.draining import drain, undrain
     from grid_ops.errors import GridOpsError
@@ -27,6 +32,8 @@ def enforce(cfg: ClusterConfig, path: Path, nodes: list[NodeHealth]) -> list[Nod
     to_drain, to_lift = facts.quarantine_plan(
         [asdict(n) for n in nodes], cfg.head.name, cfg.health_check.quarantine
     )
+    if repair:
+        nodes = repair_round(cfg, path, nodes)
     if not to_drain and not to_lift:
         return nodes
     by_name = {n.name: n for n in nodes}
@@ -63,3 +70,75 @@ def enforce(cfg: ClusterConfig, path: Path, nodes: list[NodeHealth]) -> list[Nod
     ranked = health.ranked(list(by_name.values()))
     health.save_cache(cfg, ranked)
     return ranked
+
+
+def policy(cfg: ClusterConfig) -> Policy:
+    """The config's repair settings."""
+    from grid_ops.repair import Policy
+
+    check = cfg.health_check
+    return Policy(check.repair, check.repair_attempts, check.repair_backoff, check.quarantine)
+
+
+def repair_round(cfg: ClusterConfig, path: Path, nodes: list[NodeHealth]) -> list[NodeHealth]:
+    """Repair what grid_ops.repair plans for this round: restart Ray on a node in service
+    whose Ray is down; try a node that repair quarantined again (undrain, restart, and
+    quarantine it again if Ray still does not start). Each try is noted and logged. The
+    repaired nodes are probed again; the nodes, ranked, with what they now are."""
+    from grid_ops import facts, health, lifecycle, model, repair
+    from grid_ops.cli import playbook
+    from grid_ops.cli.draining import drain, undrain
+    from grid_ops.errors import GridOpsError
+    from grid_ops.log import logger
+
+    rules = policy(cfg)
+    state = repair.load(cfg.id)
+    todo = repair.plan([asdict(n) for n in nodes], cfg.head.name, state, rules, repair.now())
+    if not todo:
+        return nodes
+    for name, action in todo:
+        info(f"{name}: Ray should run there but does not: repairing (restarting its Ray)")
+        started = None
+        try:
+            if action == repair.LIFT:
+                answer, started = undrain(cfg, path, name, json_out=True, only_if=facts.QUARANTINE)
+                if not answer.get("cleared"):
+                    continue  # an operator's drain since: not ours to lift
+            else:
+                extravars = lifecycle.head_vars(model.of(cfg), [name])
+                started = playbook.run(
+                    "ray_start", cfg, path, title=f"repair {name}", json_out=True,
+                    limit=[name], extravars=extravars,
+                )  # fmt: skip
+            host = started.hosts.get(name) if started is not None else None
+            ok = host is not None and not host.failed and not host.unreachable
+            detail = "" if ok else _why(host)
+        except GridOpsError as exc:
+            ok, detail = False, exc.message
+        quarantine = repair.settle(state, name, ok, detail, rules, repair.now(), action)
+        repair.save(cfg.id, state)
+        failures = state["nodes"].get(name, {}).get("failures", 0)
+        if ok:
+            logger.info("repair of %s: Ray restarted", name)
+            info(f"{name}: repaired (Ray runs again)")
+            continue
+        logger.warning("repair of %s failed (%s in a row): %s", name, failures, detail)
+        err.print(f"[yellow]{safe(name)}: repair failed ({failures} in a row): {safe(detail)}[/]")
+        if quarantine or action == repair.LIFT:
+            reason = repair.quarantine_reason(failures, detail)
+            try:
+                drain(cfg, name, reason, evacuate=True, quarantine=True)
+                info(f"{name} is quarantined: {reason.removeprefix(facts.QUARANTINE)}")
+            except GridOpsError as exc:
+                err.print(f"[yellow]could not quarantine {safe(name)}: {safe(exc.message)}[/]")
+    fresh = health.ranked(health.probe_all(cfg))  # what the repairs changed, seen anew
+    health.save_cache(cfg, fresh)
+    return fresh
+
+
+def _why(host: Any) -> str:
+    """What the failed start said, in one line."""
+    if host is None:
+        return "the node was not in the run"
+    text = str(host.msg or host.failed_task or "the start failed").strip().splitlines()
+    return (text[0] if text else "the start failed")[:300]

@@ -132,6 +132,14 @@
     const drained = health.filter((n) => n.drained).length;
     document.getElementById("nodes-count").textContent = health.length + " of " + state.node_names.length;
 
+    const repairs = ((state.health && state.health.repairs) || []).slice().reverse().slice(0, 10);
+    fill("repairs", repairs.map((r) => el("tr", { "data-repair": r.node },
+      el("td", { text: clock(r.time) }), el("td", { text: r.node }), el("td", { text: r.action }),
+      el("td", {}, badge(r.ok ? "repaired" : r.quarantined ? "failed, quarantined" : "failed " + r.failures + "×",
+        r.ok ? "ok" : "bad")),
+      el("td", { text: r.detail || "" }))), 5, "none: every node that should run Ray does");
+    document.getElementById("repairs-count").textContent = repairs.length ? "latest " + repairs.length : "";
+
     const jobs = (state.jobs || []).slice().reverse().slice(0, 25);
     const running = jobs.filter((j) => j.status === "RUNNING" || j.status === "PENDING").length;
     fill("jobs", jobs.map((j) => jobRow(j, state.now)), 5, "no jobs launched from this machine yet");
