@@ -163,3 +163,7 @@ def parse_read(stdout: str) -> dict[str, Any]:
         "venv_id": os.path.basename("".join(sections[3]).strip().rstrip("/")),
         "cluster_id": "".join(sections[4]).strip(),
     }
+
+
+if __name__ == "__main__":  # on a node: the digest of the runtime it has (grid_ray's stamp)
+    print(runtime_digest())

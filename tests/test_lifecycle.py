@@ -62,9 +62,24 @@ def test_apply_adopts_the_running_cluster_then_a_no_change_apply_runs_no_playboo
     running: Lab,
 ) -> None:
     lab = running
-    first = lab.cli("apply", "-c", str(lab.config), "--json", timeout=900)
+    cfg = str(lab.config)
+    stamps = [_home(name) / "grid-ops" / layout.STAMP for name in lab.nodes]
+    # provision then 'cluster start' (the README's two steps) record what apply would
+    assert lab.cli("cluster", "stop", "-c", cfg).returncode == 0
+    for path in stamps:
+        path.unlink(missing_ok=True)
+    assert lab.cli("cluster", "start", "-c", cfg, timeout=600).returncode == 0
+    check = _json(lab.cli("apply", "-c", cfg, "--check", "--json"))
+    assert check["plan"]["current"] == lab.nodes, check["plan"]
+    doctor = _json(lab.cli("doctor", "-c", cfg, "--json", timeout=300))
+    runtime = {r["node"]: (r["status"], r["detail"]) for r in doctor["checks"]
+               if r["check"] == "runtime"}  # fmt: skip
+    assert runtime == dict.fromkeys(lab.nodes, ("ok", "this grid-ops' runtime"))
+    # nodes started before stamps existed carry none: adopted (Ray kept running)
+    for path in stamps:
+        path.unlink()
+    first = lab.cli("apply", "-c", cfg, "--json", timeout=900)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
-    # nodes started before apply existed carry no stamp: adopted (Ray kept running)
     assert _json(first)["start"]["hosts"].keys() == set(lab.nodes)
     assert all(row["ray"] == "alive" for row in _ray(lab).values())
 
