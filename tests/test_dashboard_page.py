@@ -60,12 +60,12 @@ def state_document() -> dict[str, Any]:
         "cluster_name": "fifty", "head": "gpu01",
         "node_names": [n["name"] for n in nodes], "interval": 5, "rounds": 12, "now": now,
         "errors": {}, "health_at": now - 1,
-        "health": {"nodes": nodes, "cached": False, "repairs": [
+        "health": {"nodes": nodes, "cached": False}, "repairs": [
             {"time": now - 90, "node": "gpu05", "action": "restart Ray", "ok": False,
              "failures": 3, "detail": "ray start: " + HOSTILE, "quarantined": True},
             {"time": now - 30, "node": "gpu06", "action": "restart Ray", "ok": True,
              "failures": 0, "detail": "", "quarantined": False},
-        ]},
+        ],
         "cluster": None, "jobs": jobs,
         "controller": {
             "reservations": [{"id": "boost-1", "kind": "boost", "node": "gpu02",

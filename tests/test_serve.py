@@ -8,6 +8,7 @@ user. The attacks that need no cluster are in tests/test_serve_units.py."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -387,6 +388,21 @@ def test_attacks_on_a_running_job_are_refused(
     finally:
         stopped = server.post("/api/jobs/victim/cancel")
     assert stopped.status == 200 and stopped.json()["status"] == "STOPPED"
+
+
+def test_the_refresher_restarts_a_worker_whose_raylet_died(server: serving.Server) -> None:
+    """The serve refresher is a watch loop: it repairs as 'health --watch' does, and the
+    page's document lists the repair."""
+    subprocess.run(["pkill", "-KILL", "-u", "gridlab3", "-x", "raylet"], check=False)
+
+    def repaired() -> list[dict[str, Any]]:
+        found = server.get("/api/state").json()["repairs"]
+        return [r for r in found if r["node"] == "node3" and r["ok"]]
+
+    assert _until(repaired, limit=240, step=2), server.get("/api/state").body[-3000:]
+    health = server.get("/api/health?refresh=1").json()
+    node3 = next(n for n in health["nodes"] if n["name"] == "node3")
+    assert node3["ray_running"] and not [c for c in node3["checks"] if c["check"] == "ray_down"]
 
 
 def test_a_stopped_cluster_answers_503(lab: Lab, gpu_config: Path, server: serving.Server) -> None:

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException
 
-from grid_ops import answers
+from grid_ops import answers, repair
 from grid_ops.errors import (
     Conflict,
     GridOpsError,
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from grid_ops.server.refresher import Refresher
 
 LOG_LINES = 8  # of each job shown on the page
+REPAIRS_SHOWN = 10  # the latest repairs the page lists
 REFRESH_WAIT = 120.0  # seconds ?refresh=1 waits for its round
 # The page's files (served without the token: they hold no data): path -> file, type.
 PAGE = {
@@ -249,6 +250,7 @@ def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: 
             if found.error is not None:
                 data["errors"][name] = {"error": found.error.message, "hint": found.error.hint}
         data["jobs"] = [job_view(r) for r in data["jobs"] or []]
+        data["repairs"] = repair.recent(config.id, REPAIRS_SHOWN)  # the watch's repairs
         return data
 
     def job_view(record: dict[str, Any]) -> dict[str, Any]:

@@ -183,13 +183,13 @@ class Refresher:
     # -- the parts of a round ----------------------------------------------------------
 
     def _health(self) -> dict[str, Any]:
-        from grid_ops import answers, health, repair
+        from grid_ops import answers, health
         from grid_ops.cli.quarantine import enforce
 
         nodes = health.ranked(health.probe_all(self.config))
         health.save_cache(self.config, nodes)
         nodes = enforce(self.config, self.path, nodes, repair=True)
-        return {**answers.health(nodes, cached=False), "repairs": repair.recent(self.config.id)}
+        return answers.health(nodes, cached=False)
 
     def _cluster(self) -> dict[str, Any]:
         from grid_ops.cli import cluster

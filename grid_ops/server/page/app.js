@@ -132,7 +132,7 @@
     const drained = health.filter((n) => n.drained).length;
     document.getElementById("nodes-count").textContent = health.length + " of " + state.node_names.length;
 
-    const repairs = ((state.health && state.health.repairs) || []).slice().reverse().slice(0, 10);
+    const repairs = (state.repairs || []).slice().reverse();
     fill("repairs", repairs.map((r) => el("tr", { "data-repair": r.node },
       el("td", { text: clock(r.time) }), el("td", { text: r.node }), el("td", { text: r.action }),
       el("td", {}, badge(r.ok ? "repaired" : r.quarantined ? "failed, quarantined" : "failed " + r.failures + "×",
