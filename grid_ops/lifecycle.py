@@ -234,12 +234,14 @@ def head_vars(cluster: ClusterModel, visit: list[str]) -> dict[str, Any]:
 
 def provisioned(cluster: ClusterModel, states: dict[str, NodeState]) -> list[str]:
     """The nodes whose stamp says their venv and runtime are what the config gives, on
-    the cluster's venv build ('provision' leaves them out of its walk)."""
+    the cluster's venv build ('provision' leaves them out of its walk). A node that
+    notes another cluster's id is never one: the walk's check refuses it."""
     want = stamp.stamps(cluster)
+    others = foreign(cluster, states)
     out = []
     for node in cluster.nodes:
         state = states.get(node.name)
-        if state is None or not state.reachable or state.stamp is None:
+        if state is None or not state.reachable or state.stamp is None or node.name in others:
             continue
         parts = stamp.differs(want[node.name], state.stamp)
         if not {"venv", "runtime"} & set(parts) and state.venv_id == cluster.venv_id:

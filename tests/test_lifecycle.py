@@ -68,6 +68,7 @@ def test_apply_adopts_the_running_cluster_then_a_no_change_apply_runs_no_playboo
     assert lab.cli("cluster", "stop", "-c", cfg).returncode == 0
     for path in stamps:
         path.unlink(missing_ok=True)
+    assert lab.cli("provision", "-c", cfg, timeout=900).returncode == 0  # Ray down: switches
     assert lab.cli("cluster", "start", "-c", cfg, timeout=600).returncode == 0
     check = _json(lab.cli("apply", "-c", cfg, "--check", "--json"))
     assert check["plan"]["current"] == lab.nodes, check["plan"]
@@ -242,6 +243,7 @@ def _builds(name: str) -> list[str]:
     return sorted(os.listdir(_home(name) / "grid-ops" / "venvs"))
 
 
+@pytest.mark.slow
 def test_an_upgrade_builds_beside_the_running_venv_and_rolls_back(
     running: Lab, tmp_path: Path
 ) -> None:
@@ -304,6 +306,7 @@ def test_an_upgrade_builds_beside_the_running_venv_and_rolls_back(
     assert again["plan"]["current"] == lab.nodes and "start" not in again
 
 
+@pytest.mark.slow
 def test_reset_then_a_killed_node_is_dropped_and_comes_back(running: Lab, tmp_path: Path) -> None:
     lab = running
     cfg = str(lab.config)

@@ -43,6 +43,13 @@ def _cli(lab: Lab, *args: str, quick: bool = True, config: Path | None = None) -
     return Run(proc.returncode, proc.stdout, proc.stderr, heavy)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def running(lab: Lab) -> Lab:
+    """The lab's cluster up on every node: a worker without Ray fails a health round."""
+    lab.start_cluster()
+    return lab
+
+
 def test_health_answers_without_the_full_cli_once_planned(lab: Lab) -> None:
     full = _cli(lab, "health", "--refresh", "--json", quick=False)
     assert full.returncode == 0, full.stderr[-2000:]
@@ -94,6 +101,7 @@ def test_killed_node_costs_the_connect_timeout_on_the_quick_path(lab: Lab) -> No
         assert f"did not answer: {victim}" in proc.stderr
     finally:
         assert lab.cli("lab", "revive", victim).returncode == 0
+        assert lab.cli("cluster", "start", "-c", str(lab.config), timeout=600).returncode == 0
 
 
 @pytest.fixture
