@@ -89,8 +89,8 @@ def grid_ops(
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that tear the whole lab down run last: the others keep its provisioned
     venvs and running cluster instead of building them again (minutes on this box)."""
-    last = [item for item in items if item.get_closest_marker("lab_rebuild")]
-    items[:] = [item for item in items if not item.get_closest_marker("lab_rebuild")] + last
+    last = [item for item in items if item.get_closest_marker("destroys")]
+    items[:] = [item for item in items if not item.get_closest_marker("destroys")] + last
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -60,6 +60,7 @@ def test_demo_without_root_runs_the_main_job_on_this_machine(tmp_path: Path) -> 
 
 
 @pytest.mark.lab
+@pytest.mark.slow
 def test_demo_as_root_brings_up_the_lab_and_ray_on_it(lab: Lab) -> None:
     proc = lab.cli("demo", "--nodes", str(len(lab.nodes)), "-o", str(lab.config), timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -103,6 +104,7 @@ ray: {dashboard_port: 8265, redis_port: 6379}
 
 
 @pytest.mark.lab
+@pytest.mark.slow
 def test_the_seeds_ssh_alias_config_runs_the_main_job(lab: Lab, tmp_path: Path) -> None:
     """The seeds' own shape: nodes by ssh alias only, hosts and users in an ssh config
     file that neither the controller's nor the head's resolver knows. Every step of the

@@ -156,7 +156,7 @@ def test_operator_path_plain_ansible_playbook(lab: Lab, tmp_path: Path) -> None:
     assert len(recap) == len(lab.nodes)
 
 
-@pytest.mark.lab_rebuild
+@pytest.mark.destroys
 def test_lab_down_leaves_nothing_and_up_clears_stale_state(lab: Lab) -> None:
     state = lab_mod.load_state()
     assert state is not None

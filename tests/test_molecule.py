@@ -35,6 +35,7 @@ def _molecule(lab: Lab, tmp_path: Path, scenario: str) -> str:
     return output
 
 
+@pytest.mark.slow
 def test_molecule_default_scenario_on_lab_nodes(lab: Lab, tmp_path: Path) -> None:
     output = _molecule(lab, tmp_path, "default")
     for step in ("syntax", "converge", "idempotence", "verify"):
@@ -42,6 +43,7 @@ def test_molecule_default_scenario_on_lab_nodes(lab: Lab, tmp_path: Path) -> Non
     assert "skipping: no hosts matched" not in output
 
 
+@pytest.mark.slow
 def test_molecule_lifecycle_scenario_removes_and_re_adds_a_worker(lab: Lab, tmp_path: Path) -> None:
     """After the default scenario's converge (a running cluster): remove_node.yml takes
     the last worker out and cleans it, scale.yml brings it back, verify sees all alive."""
