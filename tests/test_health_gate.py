@@ -57,6 +57,7 @@ def test_xid_events_of_this_nodes_gpus_in_the_last_hour() -> None:
     )
 
 
+@pytest.mark.root
 def test_the_kernel_log_is_read_as_it_is() -> None:
     """A record written to this machine's real /dev/kmsg comes back as an Xid event."""
     if os.geteuid() != 0:
@@ -84,6 +85,7 @@ def _module(args: dict[str, Any], path: str = "/usr/bin:/bin") -> dict[str, Any]
     return answer
 
 
+@pytest.mark.root
 def test_disk_free_below_the_threshold_is_sick_on_a_real_filesystem(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.fail("mounting a small filesystem needs root; run the suite as root", pytrace=False)

@@ -45,6 +45,7 @@ def shared(tmp_path: Path) -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+# the root tier (pytest -m root): a second uid to act as
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs a second uid (run as root)")
 
 
@@ -66,6 +67,7 @@ def test_a_link_or_a_file_in_place_of_the_private_dir_is_refused(tmp_path: Path)
         private.private_dir(tmp_path / "file")
 
 
+@pytest.mark.root
 @needs_root
 def test_a_dir_another_user_made_first_is_refused_not_reused(shared: Path) -> None:
     taken = shared / "grid-ops-taken"
@@ -87,6 +89,7 @@ def test_the_private_dir_command_says_why_it_refuses(
     assert capsys.readouterr().out.strip() == str(tmp_path / f"grid-ops-{os.getuid()}")
 
 
+@pytest.mark.root
 @needs_root
 def test_the_socket_refuses_a_peer_of_another_uid_both_ways(shared: Path) -> None:
     # our server: a client of another uid gets no answer

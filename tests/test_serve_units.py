@@ -501,6 +501,7 @@ def _post_over_a_mebibyte(server: serving.Server, chunked: bool) -> tuple[int, b
         conn.close()
 
 
+@pytest.mark.root
 def test_another_local_user_cannot_read_the_token_nor_use_the_api(
     down_server: serving.Server, down_env: dict[str, str]
 ) -> None:
