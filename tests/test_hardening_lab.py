@@ -164,7 +164,8 @@ def test_env_values_cannot_be_read_back_through_rays_job_api(cluster: Lab) -> No
     logs = cluster.cli("job", "logs", "api-env", "-c", cfg).stdout
     assert status["status"] == "SUCCEEDED", logs[-3000:]
     digest = hashlib.sha256(secret.encode()).hexdigest()
-    assert logs.count(f"token {digest}") == 2, logs[-3000:]  # every rank saw it
+    # every rank saw it (Ray's log forwarding may deliver a line twice: count ranks)
+    assert {r for r in (0, 1) if f"[rank {r}] token {digest}" in logs} == {0, 1}, logs[-3000:]
 
     port = str(config.load(cluster.config).ray.dashboard_port)
     read = cluster.cli("run", "--node", "node1", "-c", cfg, "--", "python", "-c", READ_BACK,
