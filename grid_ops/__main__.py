@@ -1,3 +1,3 @@
-from grid_ops.quick import main
+from grid_ops.cli.quick import main
 
 main()

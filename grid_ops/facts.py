@@ -11,7 +11,7 @@ those the node's fact module made (GPUs, Xid, disk; grid_gpu_health) and those o
 the whole round can make (``round_checks``: the node's clock against this machine's,
 Ray's version against the head's, a raylet gone while the head's runs).
 
-The quick path of ``grid-ops health`` (grid_ops.quick) works on these dicts before
+The quick path of ``grid-ops health`` (grid_ops.cli.quick) works on these dicts before
 anything heavy loads, so this module imports json only; grid_ops.health wraps the same
 records in NodeHealth for the rest of the CLI.
 """

@@ -1,7 +1,7 @@
 """Where grid-ops keeps its state and where it finds its playbooks and roles.
 
 Light on purpose (os only; pathlib on first use): the quick path of ``grid-ops health``
-and ``grid-ops sync`` (grid_ops.quick) reads the state dir before anything heavy loads.
+and ``grid-ops sync`` (grid_ops.cli.quick) reads the state dir before anything heavy loads.
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ def state_dir() -> Path:
     from pathlib import Path
 
     return Path(state_dir_name())
+
+
+def serve_token_file(key: str) -> Path:
+    """Where 'grid-ops serve' keeps the cluster's bearer token (grid_ops.server.token)."""
+    return state_dir() / "serve" / f"{key}.token"
 
 
 def ansible_root_name() -> str:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from grid_ops import config, doctor, facts, model
-from grid_ops.cli import doctor_deep
+from grid_ops.actions import doctor as doctor_deep
 from tests.conftest import Lab
 
 LAB_YAML = """

@@ -5,7 +5,7 @@ expects exit code 2, the offending field named, no traceback, and nothing run: a
 that would touch MARKER if anything ever evaluated it leaves no MARKER. The file-level
 cases (FIFO, device, size, nesting, aliases) and a sample of the value cases run it in a
 subprocess; the many value cases call the same console entry point in this process
-(``grid_ops.quick.main`` with its argv), which is the same code without the start-up.
+(``grid_ops.cli.quick.main`` with its argv), which is the same code without the start-up.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ Validate = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture
 def validate(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Validate:
     """``grid-ops config validate ARGS`` through the console entry point, in this process."""
-    from grid_ops import quick
+    from grid_ops.cli import quick
 
     monkeypatch.delenv("GRID_OPS_CONFIG", raising=False)
     monkeypatch.delenv("GRID_OPS_DEBUG", raising=False)

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from rich.console import Console, RenderableType
 
-from grid_ops import facts, quick
+from grid_ops import facts
+from grid_ops.cli import quick
 from grid_ops.cli.common import load_config
 from tests.conftest import REPO
 

@@ -53,13 +53,3 @@ def test_playbooks_pass_syntax_check(tmp_path: Path) -> None:
     for playbook in playbooks:
         proc = _run(str(BIN / "ansible-playbook"), "--syntax-check", "-i", str(inv), str(playbook))
         assert proc.returncode == 0, f"{playbook.name}: {proc.stdout}{proc.stderr}"
-
-
-def test_only_ansible_module_imports_ansible_runner_and_none_imports_ray() -> None:
-    for path in (REPO / "grid_ops").rglob("*.py"):
-        text = path.read_text()
-        rel = path.relative_to(REPO).as_posix()
-        if rel != "grid_ops/ansible.py":
-            assert "import ansible_runner" not in text, rel
-        if not rel.startswith("grid_ops/runtime/"):
-            assert "import ray" not in text and "from ray" not in text, rel

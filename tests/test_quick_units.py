@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from grid_ops import argspec, config, facts, health, model, quick, rsync, spawn
+from grid_ops import config, facts, health, model, rsync, spawn
+from grid_ops.cli import argspec, quick
 from grid_ops.cli.common import load_config
 
 CONFIG = """

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from grid_ops.cli import playbook
+from grid_ops.actions import playbooks
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
 from grid_ops.cli.output import err, error, info, out, print_json, safe
+from grid_ops.cli.progress import console
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -168,8 +169,8 @@ def _carry_out(
     ]
     failed: list[str] = []
     if build:
-        results["provision"] = playbook.run(
-            "provision", cfg, path, title="build", json_out=json_out, limit=build
+        results["provision"] = playbooks.run(
+            "provision", cfg, path, title="build", progress=console(json_out), limit=build
         )
         failed = results["provision"].failed_hosts
     if plan.restart_all and cluster.head in failed:
@@ -188,9 +189,9 @@ def _carry_out(
         start = [n for n in visit if n not in failed]
     window_started = time.monotonic()
     if start:
-        results["start"] = playbook.run(
+        results["start"] = playbooks.run(
             "ray_restart", cfg, path, title="ray restart" if restart else "ray start",
-            json_out=json_out, limit=start,
+            progress=console(json_out), limit=start,
             extravars={
                 "grid_ray_apply": True, "grid_ray_restart": restart,
                 **lifecycle.head_vars(cluster, start),
@@ -266,7 +267,8 @@ def _remove(
     """Drain, stop and clean the nodes to remove; drop the unreachable ones untouched.
     The controller evacuates each first (here, so the playbook finds nothing left to
     move; an operator running remove_node.yml by hand has the head do it)."""
-    from grid_ops.cli.evacuation import describe_move, evacuate
+    from grid_ops.actions.nodes import describe_move
+    from grid_ops.actions.nodes import evacuation as evacuate
     from grid_ops.cli.reset_cmd import node_files, print_kept
 
     reachable = [n for n in plan.remove if states[n].reachable]
@@ -282,12 +284,12 @@ def _remove(
     if reachable:
         for name in reachable:
             outcome["moved"][name] = evacuate(everyone, name)
-        result = playbook.run(
+        result = playbooks.run(
             "remove_node",
             everyone,
             path,
             title="remove",
-            json_out=json_out,
+            progress=console(json_out),
             limit=[everyone.head.name, *reachable],
             extravars={"grid_remove": reachable, "grid_ray_keep_files": keep_files},
         )

@@ -81,7 +81,11 @@ def _request(
 def _release(cfg: ClusterConfig, rid: str, kind: str, as_json: bool) -> None:
     from grid_ops import control
 
-    row = control.release(cfg, rid, kind)
+    show_released(rid, control.release(cfg, rid, kind), as_json)
+
+
+def show_released(rid: str, row: dict[str, Any], as_json: bool) -> None:
+    """A released reservation in a line (or JSON)."""
     if as_json:
         print_json(answers.reservation(row))
     else:
@@ -92,6 +96,11 @@ def _status(cfg: ClusterConfig, kind: str, as_json: bool, title: str) -> None:
     from grid_ops import control
 
     rows, _ = control.call(cfg, "reservations", {"kind": kind})
+    show_reservations(rows, title, as_json)
+
+
+def show_reservations(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:
+    """The live reservations of one kind as a table (or JSON)."""
     if as_json:
         print_json([answers.reservation(r) for r in rows])
     elif not rows:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
+from grid_ops.actions import playbooks
+from grid_ops.actions import status as status_action
+from grid_ops.actions.status import ray_status
 from grid_ops.cli import playbook
 from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_config
 from grid_ops.cli.output import cell, error, out, print_json, safe
-from grid_ops.cli.progress import LiveView
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from grid_ops.config import ClusterConfig
+from grid_ops.cli.progress import console
 
 app = typer.Typer(help="Start, stop and inspect the Ray cluster.", no_args_is_help=True)
 
@@ -30,14 +28,8 @@ def start(
     ('grid-ops node drain') stays off. --limit starts only those nodes (workers join the
     running head).
     """
-    from grid_ops import lifecycle, model
-
     cfg, path = load_config(config)
-    extravars = lifecycle.head_vars(model.of(cfg), limit) if limit else None
-    result = playbook.run(
-        "ray_start", cfg, path, title="ray start", json_out=json_out, limit=limit,
-        extravars=extravars,
-    )  # fmt: skip
+    result = playbooks.start(cfg, path, limit, console(json_out))
     playbook.finish(result, json_out, "cluster start")
 
 
@@ -47,7 +39,9 @@ def stop(
 ) -> None:
     """Stop Ray on every node (or the --limit ones), as each node's user."""
     cfg, path = load_config(config)
-    result = playbook.run("ray_stop", cfg, path, title="ray stop", json_out=json_out, limit=limit)
+    result = playbooks.run(
+        "ray_stop", cfg, path, title="ray stop", progress=console(json_out), limit=limit
+    )
     playbook.finish(result, json_out, "cluster stop")
 
 
@@ -55,7 +49,7 @@ def stop(
 def restart(config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Stop Ray everywhere, then start it again (head first), in one playbook run."""
     cfg, path = load_config(config)
-    result = playbook.run("ray_restart", cfg, path, title="ray restart", json_out=json_out)
+    result = playbooks.restart(cfg, path, progress=console(json_out))
     playbook.finish(result, json_out, "cluster restart")
 
 
@@ -66,7 +60,11 @@ def status(config: ConfigOption = None, json_out: JsonOption = False) -> None:
     Exit code 1 when a node cannot be reached.
     """
     cfg, path = load_config(config)
-    data = ray_status(cfg, path, json_out)
+    show_status(ray_status(cfg, path, console(json_out)), json_out)
+
+
+def show_status(data: dict[str, Any], json_out: bool) -> None:
+    """The Ray status table (or JSON); exit 1 when a node could not be reached."""
     if json_out:
         print_json(data)
     else:
@@ -75,20 +73,9 @@ def status(config: ConfigOption = None, json_out: JsonOption = False) -> None:
         raise typer.Exit(1)
 
 
-def ray_status(cfg: ClusterConfig, path: Path, json_out: bool) -> dict[str, Any]:
-    """The Ray state of every node (playbooks/ray_status.yml, read by cluster_status)."""
-    from grid_ops import ansible
-    from grid_ops.cluster_status import summarize
-
-    names = [n.name for n in cfg.nodes]
-    with LiveView("ray status", names, enabled=not json_out) as view:
-        result = ansible.run("ray_status", cfg, on_progress=view, source=str(path))
-    return summarize(cfg, result)
-
-
 def report_unreachable(data: dict[str, Any], json_out: bool) -> bool:
     """Name the nodes the status could not reach (not with --json); True if any."""
-    unreachable = [n["name"] for n in data["nodes"] if not n["reachable"]]
+    unreachable = status_action.unreachable(data)
     if unreachable and not json_out:
         error(
             f"Could not reach {', '.join(unreachable)}; their Ray state is what the head "

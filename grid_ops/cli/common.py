@@ -46,7 +46,7 @@ def load_config(path: Path | None, quick_plan: bool = False) -> tuple[ClusterCon
     """Load and validate the cluster config (errors exit 2 with the field named).
 
     ``quick_plan``: also keep its resolved model, keyed by the file's content, so that
-    grid_ops.quick answers the next call of this command without loading the config.
+    grid_ops.cli.quick answers the next call of this command without loading the config.
     """
     import os
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from grid_ops.cli.output import err, out, safe
+
+if TYPE_CHECKING:
+    from grid_ops.config import ClusterConfig
 
 LOCAL_CONFIG = """\
 # grid-ops demo cluster: this machine only (not root, so no lab).
@@ -52,12 +55,10 @@ def demo(
     'grid-ops cluster stop -c CONFIG' stops Ray and, for the lab, 'grid-ops lab down'
     removes it.
     """
-    from grid_ops.cli import cluster, health_cmd, ping, provision
+    from grid_ops.cli.common import load_config
     from grid_ops.fsutil import write_file
 
     if config is not None:
-        from grid_ops.cli.common import load_config
-
         load_config(config)  # a bad config stops here, before anything runs
         output = config
         _step(f"cluster of {config}")
@@ -71,22 +72,8 @@ def demo(
         _step("not root: this machine as a one-node cluster")
         write_file(output, LOCAL_CONFIG.format(root=Path.home() / "grid-ops-demo"))
     out.print(f"cluster config: {safe(output)}")
-    _step("ping: SSH and Python on every node")
-    ping.ping(config=output, json_out=False, limit=None)
-    _step("provision: node venvs with pinned Ray (wheels downloaded once, installed offline)")
-    provision.provision(config=output, limit=None, check=False, json_out=False)
-    _step("cluster start: Ray head, then workers")
-    cluster.start(config=output, json_out=False)
-    _step("cluster status")
-    cluster.status(config=output, json_out=False)
-    _step("health: load, memory, GPUs and a score per node, best first")
-    health_cmd.health(config=output, json_out=False, refresh=True, watch=None)
-    _step("job: a small training job on Ray Jobs, and the metrics it reported")
-    _demo_job(output)
-    _step("boost: reserve CPU on a node for the head's work, then release it")
-    _demo_boost(output)
-    _step("memory pool: store bytes on the cluster's nodes, read them back exactly")
-    _demo_memory(output)
+    cfg, path = load_config(output)
+    _steps(cfg, path)
     shown = safe(output)
     out.print(
         f"\nDone. Try: grid-ops job list -c {shown}   |   "
@@ -94,6 +81,34 @@ def demo(
         f"grid-ops cluster stop -c {shown}"
         + ("   |   grid-ops lab down" if os.geteuid() == 0 else "")
     )
+
+
+def _steps(cfg: ClusterConfig, path: Path) -> None:
+    """The demo's steps: each a use case (grid_ops.actions, the controller's calls) and
+    the view its command shows; a failed step stops the demo as its command would."""
+    from grid_ops.actions import health, playbooks
+    from grid_ops.actions.provision import provision as provision_nodes
+    from grid_ops.actions.status import ray_status
+    from grid_ops.cli import cluster, health_cmd, ping, playbook, provision
+    from grid_ops.cli.progress import console
+
+    progress = console()
+    _step("ping: SSH and Python on every node")
+    ping.show(cfg.name, playbooks.run("ping", cfg, path, title="ping", progress=progress), False)
+    _step("provision: node venvs with pinned Ray (wheels downloaded once, installed offline)")
+    provision.show(provision_nodes(cfg, path, progress=progress), False)
+    _step("cluster start: Ray head, then workers")
+    playbook.finish(playbooks.start(cfg, path, progress=progress), False, "cluster start")
+    _step("cluster status")
+    cluster.show_status(ray_status(cfg, path, progress), False)
+    _step("health: load, memory, GPUs and a score per node, best first")
+    health_cmd.show(cfg.name, health.check(cfg, path, refresh=True, progress=progress), False)
+    _step("job: a small training job on Ray Jobs, and the metrics it reported")
+    _demo_job(cfg)
+    _step("boost: reserve CPU on a node for the head's work, then release it")
+    _demo_boost(cfg)
+    _step("memory pool: store bytes on the cluster's nodes, read them back exactly")
+    _demo_memory(cfg)
 
 
 DEMO_JOB = (
@@ -106,14 +121,12 @@ DEMO_JOB = (
 )
 
 
-def _demo_job(config: Path) -> None:
+def _demo_job(cfg: ClusterConfig) -> None:
     import time
 
-    from grid_ops import jobs
+    from grid_ops import answers, jobs
     from grid_ops.cli import job_cmd
-    from grid_ops.cli.common import load_config
 
-    cfg, _ = load_config(config)
     name = f"demo-{time.strftime('%H%M%S')}"
     jobs.launch(cfg, name, ["python", "-c", DEMO_JOB])
     out.print(f"launched job {name}; waiting for it to finish")
@@ -122,46 +135,43 @@ def _demo_job(config: Path) -> None:
     while record.get("status") not in jobs.TERMINAL and time.monotonic() < deadline:
         time.sleep(1)
         record = jobs.refresh(cfg, [record])[0]
-    job_cmd.results(name=name, config=config, json_out=False)
+    data, record = answers.job_results(cfg, name)
+    job_cmd.show_results(name, data, record, json_out=False)
 
 
-def _demo_boost(config: Path) -> None:
+def _demo_boost(cfg: ClusterConfig) -> None:
     from grid_ops import control
     from grid_ops.cli import boost_cmd
-    from grid_ops.cli.common import load_config
 
-    cfg, _ = load_config(config)
     node = cfg.nodes[-1].name  # a worker when there is one
     row, _ = control.call(
         cfg, "reserve", {"kind": "boost", "node": node, "resource": "cpu", "amount": 0.5,
                          "priority": "normal", "ttl": 600},
     )  # fmt: skip
     out.print(f"boost {safe(row['id'])}: 0.5 CPU on {safe(node)} for 10 minutes")
-    boost_cmd.boost_status(config=config, as_json=False)
-    boost_cmd.boost_release(rid=row["id"], config=config, as_json=False)
+    rows, _ = control.call(cfg, "reservations", {"kind": "boost"})
+    boost_cmd.show_reservations(rows, "Boosts", as_json=False)
+    boost_cmd.show_released(row["id"], control.release(cfg, row["id"], "boost"), as_json=False)
 
 
-def _demo_memory(config: Path) -> None:
+def _demo_memory(cfg: ClusterConfig) -> None:
     import hashlib
     import os
-    import tempfile
 
     from grid_ops import control
     from grid_ops.cli import memory_cmd
-    from grid_ops.cli.common import load_config
     from grid_ops.errors import GridOpsError
 
-    cfg, _ = load_config(config)
     data = os.urandom(4 * 2**20)
     replicas = min(2, len(cfg.nodes))
     result, _ = control.call(cfg, "memory-store", {"key": "demo", "replicas": replicas},
                              payload=data)  # fmt: skip
     out.print(f"stored 'demo' (4 MiB) on {safe(', '.join(result['nodes']))}")
-    memory_cmd.list_objects(config=config, as_json=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        back = Path(tmp) / "demo.bin"
-        memory_cmd.retrieve(key="demo", config=config, output=back)
-        if back.read_bytes() != data:
-            raise GridOpsError("The memory pool returned other bytes than were stored.")
+    rows, _ = control.call(cfg, "memory-list")
+    memory_cmd.show_objects(rows, cfg.name, as_json=False)
+    _, back = control.call(cfg, "memory-retrieve", {"key": "demo"})
+    if back != data:
+        raise GridOpsError("The memory pool returned other bytes than were stored.")
     out.print(f"retrieved 'demo': byte-exact (sha256 {hashlib.sha256(data).hexdigest()[:16]}…)")
-    memory_cmd.delete(key="demo", config=config, as_json=False)
+    control.call(cfg, "memory-delete", {"key": "demo"})
+    out.print("deleted demo")

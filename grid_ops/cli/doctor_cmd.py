@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated
 
 import typer
 
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
-from grid_ops.cli.output import cell, error, info, out, print_json, safe
+from grid_ops.cli.output import cell, error, out, print_json, safe
 
 STYLE = {"ok": "green", "warning": "yellow", "fail": "red"}
 
@@ -36,36 +35,14 @@ def doctor(
 
     Exit code 1 if any check fails (warnings do not).
     """
-    from grid_ops import doctor as doc
-    from grid_ops import health, lifecycle, model
-    from grid_ops import stamp as stamps
+    from grid_ops.actions import doctor as doctor_action
+    from grid_ops.cli.progress import console
 
     cfg, path = load_config(config)
-    cluster = model.of(cfg)
-    info(f"checking {len(cluster.nodes)} node(s) of {cfg.name}")
-    ranked = health.ranked(health.probe_all(cfg))
-    health.save_cache(cfg, ranked)  # a doctor round is a health round: keep what it found
-    records = [asdict(n) for n in ranked]
-    up = [r["name"] for r in records if r["reachable"]]
-    states = lifecycle.read_states(cluster, [cluster.node(n) for n in up])
-    plan = lifecycle.plan(
-        cluster, stamps.stamps(cluster), states, lifecycle.read_applied(cfg.id), full=True
-    )
-    workers = [n for n in up if n != cluster.head]
-    reached = doc.reach(cluster, workers) if cluster.head in up and workers else None
-    builds = {n: s.venv_id for n, s in states.items() if s.reachable}
-    found = doc.rows(cluster, records, plan.to_json(), reached, str(path), builds)
-    deep_result = None
-    if deep:
-        from grid_ops.cli.doctor_deep import bandwidth
-
-        deep_result = bandwidth(cfg, up)
-        found.extend(deep_result["rows"])
+    document = doctor_action.run(cfg, path, deep, console(json_out))
+    found = document["checks"]
     failed = [r for r in found if r["status"] == "fail"]
     if json_out:
-        document = {"cluster": cfg.name, "ok": not failed, "checks": found}
-        if deep_result is not None:
-            document["bandwidth"] = deep_result["bandwidth"]
         print_json(document)
     else:
         _table(cfg.name, found)

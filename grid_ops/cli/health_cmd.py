@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from rich.table import Table
 
+    from grid_ops.actions.health import Round
     from grid_ops.config import ClusterConfig
     from grid_ops.health import NodeHealth
 
@@ -63,18 +64,22 @@ def health(
     if watch is not None:
         _watch(cfg, path, watch)
         return
-    from grid_ops.cli.quarantine import enforce
-    from grid_ops.health import collect
+    from grid_ops.actions import health as health_action
+    from grid_ops.cli.progress import console
 
-    nodes, cached = collect(cfg, refresh)
-    nodes = enforce(cfg, path, nodes)
+    found = health_action.check(cfg, path, refresh=refresh, progress=console(json_out))
+    show(cfg.name, found, json_out)
+
+
+def show(cluster: str, found: Round, json_out: bool) -> None:
+    """A health round's table (or JSON); exit 1 if a node is unreachable or sick."""
     if json_out:
         from grid_ops import answers
 
-        print_json(answers.health(nodes, cached))
+        print_json(answers.health(found.nodes, found.cached))
     else:
-        out.print(table(nodes, views.health_title(cfg.name, cached)))
-    if views.report_trouble([asdict(n) for n in nodes], json_out):
+        out.print(table(found.nodes, views.health_title(cluster, found.cached)))
+    if views.report_trouble([asdict(n) for n in found.nodes], json_out):
         raise typer.Exit(1)
 
 
@@ -84,16 +89,16 @@ def _watch(cfg: ClusterConfig, path: Path, seconds: float) -> None:
 
     from rich.live import Live
 
-    from grid_ops import health
-    from grid_ops.cli.quarantine import enforce
+    from grid_ops.actions import health
+    from grid_ops.cli.progress import console
 
     live = Live(console=out, auto_refresh=False) if out.is_terminal else None
     try:
         with live if live is not None else nullcontext():
             while True:
-                nodes = health.ranked(health.probe_all(cfg))
-                health.save_cache(cfg, nodes)
-                nodes = enforce(cfg, path, nodes, repair=True)
+                found = health.check(cfg, path, policy=health.REPAIR, refresh=True,
+                                     progress=console())  # fmt: skip
+                nodes = found.nodes
                 view = table(nodes, f"health of {cfg.name} at {time.strftime('%H:%M:%S')}")
                 if live is not None:
                     live.update(view, refresh=True)

@@ -175,13 +175,18 @@ def cancel(name: NameArg, config: ConfigOption = None) -> None:
 @app.command("results")
 def results(name: NameArg, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """The metrics a job reported (grid_ops.jobs.report), the final values and duration."""
-    from rich.table import Table
-
     from grid_ops import answers, jobs
 
     jobs.check_name(name)
     cfg, _ = load_config(config)
     data, record = answers.job_results(cfg, name)
+    show_results(name, data, record, json_out)
+
+
+def show_results(name: str, data: dict[str, Any], record: dict[str, Any], json_out: bool) -> None:
+    """A job's reported metrics as a table with its final values (or the JSON)."""
+    from rich.table import Table
+
     found = {"metrics": data["metrics"], "final": data["final"]}
     if json_out:
         print_json(data)

@@ -118,6 +118,11 @@ def list_objects(config: ConfigOption = None, as_json: JsonOption = False) -> No
 
     cfg, _ = load_config(config)
     rows, _ = control.call(cfg, "memory-list")
+    show_objects(rows, cfg.name, as_json)
+
+
+def show_objects(rows: list[dict[str, Any]], cluster: str, as_json: bool) -> None:
+    """The pool's objects as a table (or JSON)."""
     if as_json:
         from grid_ops import answers
 
@@ -126,7 +131,7 @@ def list_objects(config: ConfigOption = None, as_json: JsonOption = False) -> No
     if not rows:
         out.print("the memory pool is empty")
         return
-    out.print(objects_table(rows, cfg.name))
+    out.print(objects_table(rows, cluster))
 
 
 def objects_table(rows: list[dict[str, Any]], cluster: str) -> Table:

@@ -54,14 +54,11 @@ def metrics(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from grid_ops import health
     from grid_ops import metrics as m
+    from grid_ops.actions import health
 
-    cfg, _ = load_config(config)
-    nodes = None if refresh else health.load_cache(cfg, any_age=True)
-    if nodes is None:
-        nodes = health.probe_all(cfg)
-        health.save_cache(cfg, nodes)
+    cfg, path = load_config(config)
+    nodes = health.check(cfg, path, policy=health.REPORT, refresh=refresh, any_age=True).nodes
     sys.stdout.buffer.write(
         m.exposition(cfg.id, [n.to_json() for n in nodes], controller_numbers(cfg))
     )
@@ -82,16 +79,15 @@ def serve(
     """Serve /metrics over HTTP, probing the nodes every --interval seconds."""
     from prometheus_client import start_http_server
 
-    from grid_ops import health
     from grid_ops import metrics as m
+    from grid_ops.actions import health
     from grid_ops.errors import UsageError
 
-    cfg, _ = load_config(config)
+    cfg, path = load_config(config)
     collector = m.LiveCollector(cfg.id)
 
     def refresh() -> None:
-        nodes = health.probe_all(cfg)
-        health.save_cache(cfg, nodes)
+        nodes = health.check(cfg, path, policy=health.REPORT, refresh=True).nodes
         collector.nodes = [n.to_json() for n in nodes]
         collector.cluster = controller_numbers(cfg)
 

@@ -47,8 +47,8 @@ def drain(
             f"{node} is the head: draining it would take the whole cluster down.",
             "Stop the cluster with 'grid-ops cluster stop' for maintenance of the head.",
         )
-    from grid_ops.cli.draining import drain as drain_node
-    from grid_ops.cli.evacuation import describe_move
+    from grid_ops.actions.nodes import describe_move
+    from grid_ops.actions.nodes import drain as drain_node
 
     answer, moved = drain_node(cfg, node, reason)
     if json_out:
@@ -70,11 +70,12 @@ def drain(
 @app.command("undrain")
 def undrain(node: NodeArg, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Return a drained NODE to service: clear its note and start its Ray again."""
-    from grid_ops.cli.draining import undrain as undrain_node
+    from grid_ops.actions.nodes import undrain as undrain_node
+    from grid_ops.cli.progress import console
 
     cfg, path = load_config(config)
     cfg.node(node)
-    answer, started = undrain_node(cfg, path, node, json_out)
+    answer, started = undrain_node(cfg, path, node, console(json_out))
     if started is None:  # nothing was cleared
         if json_out:
             print_json({"node": node, "cleared": False})

@@ -163,15 +163,16 @@ def watch(
 
     from rich.live import Live
 
-    from grid_ops import control, health
+    from grid_ops import control
+    from grid_ops.actions import health
 
-    cfg, _ = load_config(config)
+    cfg, path = load_config(config)
     live = Live(console=out, auto_refresh=False) if out.is_terminal else None
     done = 0
     try:
         with live if live is not None else nullcontext():
             while True:
-                nodes = health.ranked(health.probe_all(cfg))
+                nodes = health.check(cfg, path, policy=health.REPORT, refresh=True).nodes
                 view, _ = control.call(cfg, "overview")
                 board = _dashboard(cfg, nodes, view)
                 if live is not None:

@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from grid_ops.cli import playbook
+from grid_ops.actions import playbooks
 from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_config
 from grid_ops.cli.output import cell, error, out, print_json, safe
-from grid_ops.cli.progress import STYLE
+from grid_ops.cli.progress import STYLE, console
+
+if TYPE_CHECKING:
+    from grid_ops.results import PlaybookResult
 
 
 def ping(
     config: ConfigOption = None, json_out: JsonOption = False, limit: LimitOption = None
 ) -> None:
     """Check that every node answers over SSH and runs Python (exit 1 if any does not)."""
+    cfg, path = load_config(config)
+    result = playbooks.run("ping", cfg, path, title="ping", progress=console(json_out), limit=limit)
+    show(cfg.name, result, json_out)
+
+
+def show(cluster: str, result: PlaybookResult, json_out: bool) -> None:
+    """The ping table (or JSON); exit 1 if a node did not answer."""
     from rich.table import Table
 
-    cfg, path = load_config(config)
-    result = playbook.run("ping", cfg, path, title="ping", json_out=json_out, limit=limit)
     if json_out:
         data = result.to_json()
         for name, host in result.hosts.items():
             data["hosts"][name]["python"] = host.facts.get("grid_node", {}).get("python_version")
         print_json(data)
     else:
-        table = Table(title=f"ping {safe(cfg.name)}: {result.seconds:.1f}s", title_justify="left")
+        table = Table(title=f"ping {safe(cluster)}: {result.seconds:.1f}s", title_justify="left")
         for col in ("node", "status", "python", "hostname", "user"):
             table.add_column(col)
         table.add_column("message", overflow="fold")

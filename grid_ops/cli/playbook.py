@@ -1,4 +1,5 @@
-"""Running a playbook from a command: live view, summary or JSON, exit code."""
+"""A playbook run's end in a command: summary or JSON, diffs of --check, exit code
+(grid_ops.actions.playbooks runs it)."""
 
 from __future__ import annotations
 
@@ -8,40 +9,10 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from grid_ops.cli.output import clean, err, error, out, print_json, safe
-from grid_ops.cli.progress import LiveView, print_summary
+from grid_ops.cli.progress import print_summary
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    from grid_ops.config import ClusterConfig
     from grid_ops.results import PlaybookResult
-
-
-def run(
-    playbook: str,
-    cfg: ClusterConfig,
-    path: Path,
-    *,
-    title: str,
-    json_out: bool,
-    limit: list[str] | None = None,
-    check: bool = False,
-    extravars: dict[str, Any] | None = None,
-) -> PlaybookResult:
-    """Run ``playbook`` with a live per-host view on a terminal (none with --json)."""
-    from grid_ops import ansible
-
-    names = limit or [n.name for n in cfg.nodes]
-    with LiveView(title, names, enabled=not json_out) as view:
-        return ansible.run(
-            playbook,
-            cfg,
-            limit=limit,
-            extravars=extravars,
-            check=check,
-            on_progress=view,
-            source=str(path),
-        )
 
 
 def print_diffs(result: PlaybookResult) -> None:

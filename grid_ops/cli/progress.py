@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 from rich.live import Live
 from rich.table import Table
 
-from grid_ops.cli.output import cell, err, out, safe
+from grid_ops.actions.progress import Progress
+from grid_ops.cli.output import cell, err, info, out, safe
 
 if TYPE_CHECKING:
     from grid_ops.results import PlaybookResult
@@ -104,3 +105,26 @@ def summary_table(result: PlaybookResult) -> Table:
 
 def print_summary(result: PlaybookResult) -> None:
     out.print(summary_table(result))
+
+
+class Console(Progress):
+    """A use case's progress on the terminal (stderr): notes dim, trouble yellow, a live
+    per-host view around each playbook run. ``quiet`` (--json): notes and trouble only,
+    no view and no run banner, so stdout's document stays whole and stderr stays short."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    def info(self, text: str) -> None:
+        info(text)
+
+    def warn(self, text: str) -> None:
+        err.print(f"[yellow]{safe(text)}[/]")
+
+    def playbook(self, title: str, hosts: list[str]) -> LiveView:
+        return LiveView(title, hosts, enabled=not self.quiet)
+
+
+def console(json_out: bool = False) -> Console:
+    """The progress a command passes to a use case (--json: no live view)."""
+    return Console(quiet=json_out)

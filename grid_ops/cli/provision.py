@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from grid_ops.cli import playbook
 from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_config
+from grid_ops.cli.output import err, print_json
+from grid_ops.cli.progress import console
+
+if TYPE_CHECKING:
+    from grid_ops.actions.provision import Provisioned
 
 CheckOption = Annotated[
     bool, typer.Option("--check", help="Show what would change, with diffs; change nothing.")
@@ -39,25 +44,24 @@ def provision(
 
     Also spelled 'grid-ops cluster install' (the earlier tools' name for it).
     """
-    cfg, path = load_config(config)
-    if not (limit or full or check):
-        from grid_ops import lifecycle, model
-        from grid_ops.cli.output import err, print_json
+    from grid_ops.actions.provision import provision as provision_nodes
 
-        cluster = model.of(cfg)
-        states = lifecycle.read_states(cluster, list(cluster.nodes))
-        current = lifecycle.provisioned(cluster, states)
-        if current and not json_out:
-            err.print(
-                f"{len(current)} node(s) current, not visited ({', '.join(current)}); "
-                "--full visits them."
-            )
-        limit = [n for n in cfg.node_names if n not in current]
-        if not limit:
-            if json_out:
-                print_json({"playbook": "provision", "hosts": {}, "current": current})
-            return
-    result = playbook.run(
-        "provision", cfg, path, title="provision", json_out=json_out, limit=limit, check=check
-    )
+    cfg, path = load_config(config)
+    progress = console(json_out)
+    done = provision_nodes(cfg, path, limit, check, full, progress)
+    show(done, json_out, check)
+
+
+def show(done: Provisioned, json_out: bool, check: bool = False) -> None:
+    """The provision run's summary (or JSON); exit 1 when a node failed."""
+    if done.current and not json_out:
+        err.print(
+            f"{len(done.current)} node(s) current, not visited ({', '.join(done.current)}); "
+            "--full visits them."
+        )
+    if done.result is None:
+        if json_out:
+            print_json({"playbook": "provision", "hosts": {}, "current": done.current})
+        return
+    result = done.result
     playbook.finish(result, json_out, "provision", check=check)

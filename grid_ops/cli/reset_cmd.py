@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from grid_ops.actions import playbooks
 from grid_ops.cli import playbook
 from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_config
 from grid_ops.cli.output import cell, err, error, out
+from grid_ops.cli.progress import console
 
 if TYPE_CHECKING:
     from grid_ops.results import PlaybookResult
@@ -66,12 +68,12 @@ def reset(
         if not typer.confirm(f"Stop Ray and remove grid-ops from {what}?", default=False):
             err.print("Nothing was changed.")
             raise typer.Exit(1)
-    result = playbook.run(
+    result = playbooks.run(
         "reset",
         cfg,
         path,
         title="reset",
-        json_out=json_out,
+        progress=console(json_out),
         limit=limit,
         extravars={"grid_facts_adopt": True} if adopt else None,
     )

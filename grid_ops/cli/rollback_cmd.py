@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
+from grid_ops.actions import playbooks
 from grid_ops.cli import playbook
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
 from grid_ops.cli.output import err, error, out, print_json, safe
+from grid_ops.cli.progress import console
 
 
 def rollback(
@@ -37,7 +39,7 @@ def rollback(
         if not typer.confirm("Restart the cluster on the previous venv builds?", default=False):
             err.print("Nothing was changed.")
             raise typer.Exit(1)
-    result = playbook.run("rollback", cfg, path, title="rollback", json_out=json_out)
+    result = playbooks.run("rollback", cfg, path, title="rollback", progress=console(json_out))
     cluster = model.of(cfg)
     states = lifecycle.read_states(cluster, list(cluster.nodes))
     builds = {name: state.venv_id for name, state in states.items()}

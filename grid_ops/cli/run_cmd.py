@@ -145,12 +145,11 @@ def _best_reachable(cfg: ClusterConfig, path: Path, retries: int) -> NodeConfig:
     from dataclasses import asdict
 
     from grid_ops import facts, remote
-    from grid_ops.cli.quarantine import enforce
+    from grid_ops.actions import health
+    from grid_ops.cli.progress import console
     from grid_ops.errors import GridOpsError
-    from grid_ops.health import collect
 
-    ranked, _ = collect(cfg, refresh=False)
-    ranked = enforce(cfg, path, ranked)
+    ranked = health.check(cfg, path, progress=console()).nodes
     candidates = [cfg.node(n.name) for n in ranked if facts.in_service(asdict(n))]
     if not candidates:
         out_of_service = [n.name for n in ranked if n.drained or facts.sick(asdict(n))]

@@ -15,7 +15,7 @@ UTF-8). So:
 - ``cell``: ``clean`` in a ``rich.text.Text``, which Rich never parses as markup: for a
   table cell.
 
-Standard library only at import: the quick path (grid_ops.quick) uses this before, or
+Standard library only at import: the quick path (grid_ops.cli.quick) uses this before, or
 without, loading Rich.
 """
 

@@ -90,9 +90,10 @@ def serve(
     hosts = Hosts.of(bind, port, allow_host or ())
     secret = tokens.ensure(_token_key(cfg))
     listener = _listen(bind, port)
+    from grid_ops.cli.progress import console
     from grid_ops.server.refresher import Refresher
 
-    refresher = Refresher(cfg, path, interval, cluster_interval)
+    refresher = Refresher(cfg, path, interval, cluster_interval, console())
     err.print(f"[dim]first refresh of {safe(cfg.name)} ...[/]")
     refresher.round()
     for name, found in refresher.sections.items():

@@ -22,14 +22,15 @@ def status(
     --json prints {"cluster": <cluster status --json>, "health": <health --json>}.
     Exit code 1 if a node is unreachable or sick.
     """
-    from grid_ops.cli.cluster import print_status, ray_status, report_unreachable
-    from grid_ops.cli.quarantine import enforce
-    from grid_ops.health import collect
+    from grid_ops.actions import health
+    from grid_ops.actions.status import ray_status
+    from grid_ops.cli.cluster import print_status, report_unreachable
+    from grid_ops.cli.progress import console
 
     cfg, path = load_config(config)
-    ray = ray_status(cfg, path, json_out)
-    nodes, cached = collect(cfg, refresh)
-    nodes = enforce(cfg, path, nodes)
+    ray = ray_status(cfg, path, console(json_out))
+    found = health.check(cfg, path, refresh=refresh, progress=console(json_out))
+    nodes, cached = found.nodes, found.cached
     if json_out:
         from grid_ops import answers
 

@@ -7,9 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
+from grid_ops.actions import playbooks
 from grid_ops.cli import playbook
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
 from grid_ops.cli.output import out
+from grid_ops.cli.progress import console
 from grid_ops.results import sync_document, sync_row
 
 SYNC_TASK = "Sync the source to the node (only changed files move)"
@@ -52,8 +54,8 @@ def sync(
             f"{src} has no name of its own to sync under.", "Pass a directory below '/'."
         )
     extravars = {"src": str(source), "delete": delete}
-    result = playbook.run(
-        "sync", cfg, path, title=f"sync {source.name}", json_out=json_out, limit=node,
+    result = playbooks.run(
+        "sync", cfg, path, title=f"sync {source.name}", progress=console(json_out), limit=node,
         check=dry_run, extravars=extravars,
     )  # fmt: skip
     stats: dict[str, dict[str, Any]] = {}

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from grid_ops.actions.progress import QUIET, Progress
 from grid_ops.errors import GridOpsError, bug_report
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class Refresher:
     path: Path
     interval: float
     cluster_interval: float
+    progress: Progress = QUIET  # what the health round says (the serve command's stderr)
     sections: dict[str, Section] = field(default_factory=lambda: {s: Section() for s in SECTIONS})
     logs: dict[str, JobLogs] = field(default_factory=dict)  # by job name
     rounds: int = 0
@@ -183,18 +185,18 @@ class Refresher:
     # -- the parts of a round ----------------------------------------------------------
 
     def _health(self) -> dict[str, Any]:
-        from grid_ops import answers, health
-        from grid_ops.cli.quarantine import enforce
+        from grid_ops import answers
+        from grid_ops.actions import health
 
-        nodes = health.ranked(health.probe_all(self.config))
-        health.save_cache(self.config, nodes)
-        nodes = enforce(self.config, self.path, nodes, repair=True)
-        return answers.health(nodes, cached=False)
+        found = health.check(
+            self.config, self.path, policy=health.REPAIR, refresh=True, progress=self.progress
+        )
+        return answers.health(found.nodes, cached=False)
 
     def _cluster(self) -> dict[str, Any]:
-        from grid_ops.cli import cluster
+        from grid_ops.actions.status import ray_status
 
-        return cluster.ray_status(self.config, self.path, json_out=True)
+        return ray_status(self.config, self.path)
 
     def _controller(self) -> dict[str, Any]:
         from grid_ops import control

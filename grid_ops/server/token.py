@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grid_ops.errors import GridOpsError, UsageError
-from grid_ops.paths import state_dir
+from grid_ops.paths import serve_token_file
 
 log = logging.getLogger("grid_ops.serve")
 
 
 def token_file(key: str) -> Path:
-    return state_dir() / "serve" / f"{key}.token"
+    return serve_token_file(key)
 
 
 def read(key: str) -> str | None:

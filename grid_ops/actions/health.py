@@ -1,15 +1,22 @@
-"""The health gate: after a health round, drain the nodes it found sick and return those
-it found well again (facts.quarantine_plan decides; cli.draining does it, as 'node
-drain' and 'node undrain' do); in a watch round also repair the nodes whose Ray is down
-(grid_ops.repair decides; the restart is 'cluster start --limit NODE''s playbook run).
-Progress and trouble go to stderr, so a --json document on stdout stays whole."""
+"""The health round: probe the nodes (or read the cache), rank them, and, by the policy,
+act on what was found. One implementation for 'health', 'health --watch', 'status',
+'run', 'doctor', 'metrics', the offload dashboard and the API server's refresher.
+
+The policy is the one switch:
+
+* ``REPORT``: change nothing (doctor, metrics, dashboards);
+* ``ENFORCE``: the health gate: drain the nodes found sick and return those found well
+  again (facts.quarantine_plan decides; actions.nodes drains, as 'node drain' does);
+* ``REPAIR``: the gate, and repair the nodes whose Ray is down (grid_ops.repair decides;
+  the restart is 'cluster start --limit NODE''s playbook run): the watch loops.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from grid_ops.cli.output import err, info, safe
+from grid_ops.actions.progress import QUIET, Progress
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -18,22 +25,64 @@ if TYPE_CHECKING:
     from grid_ops.health import NodeHealth
     from grid_ops.repair import Policy
 
+REPORT = "report"
+ENFORCE = "enforce"
+REPAIR = "repair"
+
+
+@dataclass
+class Round:
+    """What a round found: the nodes, best first, and whether they came from the cache."""
+
+    nodes: list[NodeHealth]
+    cached: bool
+
+
+def check(
+    cfg: ClusterConfig,
+    path: Path,
+    *,
+    policy: str = ENFORCE,
+    refresh: bool = False,
+    any_age: bool = False,
+    progress: Progress = QUIET,
+) -> Round:
+    """One health round. The nodes come from the cache when it is younger than
+    health_check.refresh_interval (``any_age``: of any age), else from probing them now
+    (``refresh``: always); what is probed is cached. Then ``policy`` acts."""
+    from grid_ops import health
+
+    if policy not in (REPORT, ENFORCE, REPAIR):
+        raise ValueError(f"unknown health policy {policy!r}")
+    found = health.load_cache(cfg, any_age=True) if any_age and not refresh else None
+    if found is not None:
+        nodes, cached = health.ranked(found), True
+    else:
+        nodes, cached = health.collect(cfg, refresh)
+    if policy != REPORT:
+        nodes = enforce(cfg, path, nodes, repair=policy == REPAIR, progress=progress)
+    return Round(nodes, cached)
+
 
 def enforce(
-    cfg: ClusterConfig, path: Path, nodes: list[NodeHealth], repair: bool = False
+    cfg: ClusterConfig,
+    path: Path,
+    nodes: list[NodeHealth],
+    repair: bool = False,
+    progress: Progress = QUIET,
 ) -> list[NodeHealth]:
-    """Carry out the round's quarantine plan (and, with ``repair``, its repairs: the
-    watch loops); the nodes with their drain state as it now is, ranked again (and
-    cached) when anything changed, probed again where a repair ran."""
+    """Carry out the round's quarantine plan (and, with ``repair``, its repairs); the
+    nodes with their drain state as it now is, ranked again (and cached) when anything
+    changed, probed again where a repair ran."""
     from grid_ops import facts, health
-    from grid_ops.cli.draining import drain, undrain
+    from grid_ops.actions.nodes import drain, undrain
     from grid_ops.errors import GridOpsError
 
     to_drain, to_lift = facts.quarantine_plan(
         [asdict(n) for n in nodes], cfg.head.name, cfg.health_check.quarantine
     )
     if repair:
-        nodes = repair_round(cfg, path, nodes)
+        nodes = repair_round(cfg, path, nodes, progress)
     if not to_drain and not to_lift:
         return nodes
     by_name = {n.name: n for n in nodes}
@@ -43,18 +92,16 @@ def enforce(
         try:
             answer, _ = drain(cfg, name, reason, evacuate=cluster_up, quarantine=True)
         except GridOpsError as exc:
-            err.print(f"[yellow]could not quarantine {safe(name)}: {safe(exc.message)}[/]")
+            progress.warn(f"could not quarantine {name}: {exc.message}")
             continue
         by_name[name].drained = str(answer.get("reason") or reason)
         why = reason.removeprefix(facts.QUARANTINE)
-        info(f"{name} is sick and quarantined (Ray: {answer.get('ray')}): {why}")
+        progress.info(f"{name} is sick and quarantined (Ray: {answer.get('ray')}): {why}")
     for name in to_lift:
         try:
-            answer, started = undrain(
-                cfg, path, name, json_out=True, only_if=facts.QUARANTINE, restart=cluster_up
-            )
+            answer, started = undrain(cfg, path, name, only_if=facts.QUARANTINE, restart=cluster_up)
         except GridOpsError as exc:
-            err.print(f"[yellow]could not return {safe(name)} to service: {safe(exc.message)}[/]")
+            progress.warn(f"could not return {name} to service: {exc.message}")
             continue
         if answer.get("cleared"):
             by_name[name].drained = None
@@ -64,7 +111,7 @@ def enforce(
                 how = ""
             else:
                 how = "; its Ray did not restart: grid-ops cluster start"
-            info(f"{name} is well again and back in service{how}")
+            progress.info(f"{name} is well again and back in service{how}")
         elif answer.get("reason"):
             by_name[name].drained = str(answer["reason"])  # an operator drained it since
     ranked = health.ranked(list(by_name.values()))
@@ -80,14 +127,16 @@ def policy(cfg: ClusterConfig) -> Policy:
     return Policy(check.repair, check.repair_attempts, check.repair_backoff, check.quarantine)
 
 
-def repair_round(cfg: ClusterConfig, path: Path, nodes: list[NodeHealth]) -> list[NodeHealth]:
+def repair_round(
+    cfg: ClusterConfig, path: Path, nodes: list[NodeHealth], progress: Progress = QUIET
+) -> list[NodeHealth]:
     """Repair what grid_ops.repair plans for this round: restart Ray on a node in service
     whose Ray is down; try a node that repair quarantined again (undrain, restart, and
     quarantine it again if Ray still does not start). Each try is noted and logged. The
     repaired nodes are probed again; the nodes, ranked, with what they now are."""
-    from grid_ops import facts, health, lifecycle, model, repair
-    from grid_ops.cli import playbook
-    from grid_ops.cli.draining import drain, undrain
+    from grid_ops import facts, health, repair
+    from grid_ops.actions import playbooks
+    from grid_ops.actions.nodes import drain, undrain
     from grid_ops.errors import GridOpsError
     from grid_ops.log import logger
 
@@ -97,19 +146,15 @@ def repair_round(cfg: ClusterConfig, path: Path, nodes: list[NodeHealth]) -> lis
     if not todo:
         return nodes
     for name, action in todo:
-        info(f"{name}: Ray should run there but does not: repairing (restarting its Ray)")
+        progress.info(f"{name}: Ray should run there but does not: repairing (restarting its Ray)")
         started = None
         try:
             if action == repair.LIFT:
-                answer, started = undrain(cfg, path, name, json_out=True, only_if=facts.QUARANTINE)
+                answer, started = undrain(cfg, path, name, only_if=facts.QUARANTINE)
                 if not answer.get("cleared"):
                     continue  # an operator's drain since: not ours to lift
             else:
-                extravars = lifecycle.head_vars(model.of(cfg), [name])
-                started = playbook.run(
-                    "ray_start", cfg, path, title=f"repair {name}", json_out=True,
-                    limit=[name], extravars=extravars,
-                )  # fmt: skip
+                started = playbooks.start(cfg, path, [name], title=f"repair {name}")
             host = started.hosts.get(name) if started is not None else None
             ok = host is not None and not host.failed and not host.unreachable
             detail = "" if ok else _why(host)
@@ -120,17 +165,17 @@ def repair_round(cfg: ClusterConfig, path: Path, nodes: list[NodeHealth]) -> lis
         failures = state["nodes"].get(name, {}).get("failures", 0)
         if ok:
             logger.info("repair of %s: Ray restarted", name)
-            info(f"{name}: repaired (Ray runs again)")
+            progress.info(f"{name}: repaired (Ray runs again)")
             continue
         logger.warning("repair of %s failed (%s in a row): %s", name, failures, detail)
-        err.print(f"[yellow]{safe(name)}: repair failed ({failures} in a row): {safe(detail)}[/]")
+        progress.warn(f"{name}: repair failed ({failures} in a row): {detail}")
         if quarantine or action == repair.LIFT:
             reason = repair.quarantine_reason(failures, detail)
             try:
                 drain(cfg, name, reason, evacuate=True, quarantine=True)
-                info(f"{name} is quarantined: {reason.removeprefix(facts.QUARANTINE)}")
+                progress.info(f"{name} is quarantined: {reason.removeprefix(facts.QUARANTINE)}")
             except GridOpsError as exc:
-                err.print(f"[yellow]could not quarantine {safe(name)}: {safe(exc.message)}[/]")
+                progress.warn(f"could not quarantine {name}: {exc.message}")
     fresh = health.ranked(health.probe_all(cfg))  # what the repairs changed, seen anew
     health.save_cache(cfg, fresh)
     return fresh

@@ -4,7 +4,7 @@ no-change `apply` without loading the full CLI, by calling the same functions it
 `grid-ops health`, `sync` and `apply` are run often, in loops and before every job, and
 the work they do on a warm cluster (one probe, rsync or stamp read per node over open SSH
 connections) takes tens of milliseconds: less than loading Typer, Rich and pydantic. So
-when the command line is one grid_ops.argspec knows and the config's resolved model is
+when the command line is one grid_ops.cli.argspec knows and the config's resolved model is
 cached for the file's current content (grid_ops.model: written by the full CLI when it
 last loaded that config for these commands), this module only dispatches:
 
@@ -60,7 +60,7 @@ def main() -> None:
 
 def attempt(args: list[str]) -> int | None:
     """The exit code of a command done here, or None to hand it to the full CLI."""
-    from grid_ops import argspec
+    from grid_ops.cli import argspec
 
     commands = {"health": _health, "sync": _sync, "apply": _apply}
     if not args or args[0] not in commands:

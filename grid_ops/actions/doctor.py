@@ -1,22 +1,61 @@
-"""doctor --deep: the bandwidth each node gets from a ring exchange through Ray (run on
-the head by grid_ops.runtime.bandwidth), as doctor rows; a node far below the others
-is flagged."""
+"""grid-ops doctor: every check of every node and of the cluster, as rows that say what
+to do (grid_ops.doctor writes the rows); ``deep`` adds each node's bandwidth from a ring
+exchange through Ray (run on the head by grid_ops.runtime.bandwidth). Nothing is changed:
+the health round it runs only reports."""
 
 from __future__ import annotations
 
 import statistics
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from grid_ops.actions.progress import QUIET, Progress
+
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from grid_ops.config import ClusterConfig
 
 # A node whose bandwidth is below this fraction of the median is flagged.
 SLOW_FRACTION = 0.5
 
 
+def run(
+    cfg: ClusterConfig, path: Path, deep: bool = False, progress: Progress = QUIET
+) -> dict[str, Any]:
+    """The document 'doctor --json' prints: ``{"cluster", "ok", "checks"}`` (and
+    ``"bandwidth"`` when ``deep``)."""
+    from grid_ops import doctor as doc
+    from grid_ops import lifecycle, model
+    from grid_ops import stamp as stamps
+    from grid_ops.actions import health
+
+    cluster = model.of(cfg)
+    progress.info(f"checking {len(cluster.nodes)} node(s) of {cfg.name}")
+    # a doctor round is a health round that reports: it keeps what it found in the cache
+    ranked = health.check(cfg, path, policy=health.REPORT, refresh=True).nodes
+    records = [asdict(n) for n in ranked]
+    up = [r["name"] for r in records if r["reachable"]]
+    states = lifecycle.read_states(cluster, [cluster.node(n) for n in up])
+    plan = lifecycle.plan(
+        cluster, stamps.stamps(cluster), states, lifecycle.read_applied(cfg.id), full=True
+    )
+    workers = [n for n in up if n != cluster.head]
+    reached = doc.reach(cluster, workers) if cluster.head in up and workers else None
+    builds = {n: s.venv_id for n, s in states.items() if s.reachable}
+    found = doc.rows(cluster, records, plan.to_json(), reached, str(path), builds)
+    document: dict[str, Any] = {"cluster": cfg.name, "ok": True, "checks": found}
+    if deep:
+        measured = bandwidth(cfg, up)
+        found.extend(measured["rows"])
+        document["bandwidth"] = measured["bandwidth"]
+    document["ok"] = not any(r["status"] == "fail" for r in found)
+    return document
+
+
 def bandwidth(cfg: ClusterConfig, nodes: list[str]) -> dict[str, Any]:
     """``{"bandwidth": the measurement (or its error), "rows": doctor rows}``."""
-    from grid_ops.cli.draining import on_node
+    from grid_ops.actions.nodes import on_node
     from grid_ops.errors import GridOpsError
 
     command = ["python", "-m", "grid_ops.runtime.bandwidth", "--nodes", ",".join(nodes)]

@@ -1,5 +1,6 @@
-"""Draining a node and returning it: one implementation for 'node drain/undrain' and the
-health gate's quarantine (a drain whose reason starts with facts.QUARANTINE; only the gate
+"""Draining a node and returning it, and evacuating what the controller keeps on it:
+one implementation for 'node drain/undrain', 'apply' (a removed node) and the health
+gate's quarantine (a drain whose reason starts with facts.QUARANTINE; only the gate
 writes such a note, and an operator's reason that would read so is refused: see
 grid_ops.runtime.drain)."""
 
@@ -9,7 +10,8 @@ import json
 import subprocess
 from typing import TYPE_CHECKING, Any
 
-from grid_ops.cli import playbook
+from grid_ops.actions import playbooks
+from grid_ops.actions.progress import QUIET, Progress
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -51,6 +53,30 @@ def on_node(
     return answer
 
 
+def evacuation(cfg: ClusterConfig, name: str) -> list[dict[str, Any]] | dict[str, str]:
+    """The controller moves what it keeps on ``name`` elsewhere; what it did (or
+    ``{"error": ...}`` when the controller could not be asked)."""
+    from grid_ops import control
+    from grid_ops.errors import GridOpsError
+
+    try:
+        moved, _ = control.call(cfg, "evacuate", {"node": name})
+        return list(moved.get("moved", []))
+    except GridOpsError as exc:
+        return {"error": exc.message}
+
+
+def describe_move(row: dict[str, Any]) -> str:
+    """One evacuation row in words."""
+    if row.get("kind") == "pool":
+        if row.get("state") == "copied":
+            return f"pool object '{row['key']}' copied to {', '.join(row.get('to') or [])}"
+        return f"pool object '{row['key']}' {row.get('state')}: {row.get('why', '')}"
+    if row.get("state") == "moved":
+        return f"{row['kind']} {row['id']} moved to {row.get('to')}"
+    return f"{row['kind']} {row['id']} released (it was on the removed node)"
+
+
 def drain(
     cfg: ClusterConfig, name: str, reason: str, evacuate: bool = True, quarantine: bool = False
 ) -> tuple[dict[str, Any], Any]:
@@ -61,14 +87,13 @@ def drain(
     ``quarantine``: the health gate's drain (its reason is noted as a quarantine, which a
     healthy round lifts). Otherwise an operator's: a reason that reads like a quarantine
     is a UsageError, before anything is moved."""
-    from grid_ops.cli import evacuation
     from grid_ops.errors import UsageError
     from grid_ops.runtime.drain import reason_problem
 
     problem = None if quarantine else reason_problem(reason)
     if problem is not None:
         raise UsageError(problem)
-    moved = evacuation.evacuate(cfg, name) if evacuate else []
+    moved = evacuation(cfg, name) if evacuate else []
     command = [*DRAIN, "set", "--node", name, "--reason", reason]
     answer = on_node(cfg, name, [*command, *(["--quarantine"] if quarantine else [])], 360)
     if "error" in answer:  # the node refused the reason (an older or other caller's check)
@@ -80,7 +105,7 @@ def undrain(
     cfg: ClusterConfig,
     path: Path,
     name: str,
-    json_out: bool,
+    progress: Progress = QUIET,
     only_if: str = "",
     restart: bool = True,
 ) -> tuple[dict[str, Any], PlaybookResult | None]:
@@ -91,11 +116,5 @@ def undrain(
     answer = on_node(cfg, name, command, timeout=60)
     if not answer.get("cleared") or not restart:
         return answer, None
-    from grid_ops import lifecycle, model
-
-    extravars = lifecycle.head_vars(model.of(cfg), [name])
-    started = playbook.run(
-        "ray_restart", cfg, path, title=f"ray restart {name}", json_out=json_out,
-        limit=[name], extravars=extravars,
-    )  # fmt: skip
+    started = playbooks.restart(cfg, path, [name], progress, title=f"ray restart {name}")
     return answer, started

@@ -1,0 +1,75 @@
+"""Running one of the project's playbooks on the cluster: the one call every use case
+that drives Ansible makes (grid_ops.ansible.run with the progress of the caller)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from grid_ops.actions.progress import QUIET, Progress
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from grid_ops.config import ClusterConfig
+    from grid_ops.results import PlaybookResult
+
+
+def run(
+    playbook: str,
+    cfg: ClusterConfig,
+    path: Path,
+    *,
+    title: str,
+    progress: Progress = QUIET,
+    limit: list[str] | None = None,
+    check: bool = False,
+    extravars: dict[str, Any] | None = None,
+) -> PlaybookResult:
+    """Run ``playbook`` on the cluster (``limit``: those nodes only); its result."""
+    from grid_ops import ansible
+
+    names = limit or [n.name for n in cfg.nodes]
+    with progress.playbook(title, names) as view:
+        return ansible.run(
+            playbook,
+            cfg,
+            limit=limit,
+            extravars=extravars,
+            check=check,
+            on_progress=view,
+            source=str(path),
+        )
+
+
+def start(
+    cfg: ClusterConfig,
+    path: Path,
+    limit: list[str] | None = None,
+    progress: Progress = QUIET,
+    title: str = "ray start",
+) -> PlaybookResult:
+    """Start Ray (the head first); with ``limit`` only those nodes, joining the head."""
+    from grid_ops import lifecycle, model
+
+    extravars = lifecycle.head_vars(model.of(cfg), limit) if limit else None
+    return run(
+        "ray_start", cfg, path, title=title, progress=progress, limit=limit,
+        extravars=extravars,
+    )  # fmt: skip
+
+
+def restart(
+    cfg: ClusterConfig,
+    path: Path,
+    limit: list[str] | None = None,
+    progress: Progress = QUIET,
+    title: str = "ray restart",
+) -> PlaybookResult:
+    """Stop Ray, then start it again (head first); ``limit``: those nodes, joining the head."""
+    from grid_ops import lifecycle, model
+
+    extravars = lifecycle.head_vars(model.of(cfg), limit) if limit else None
+    return run(
+        "ray_restart", cfg, path, title=title, progress=progress, limit=limit,
+        extravars=extravars,
+    )  # fmt: skip

@@ -1,0 +1,129 @@
+"""The house's rules, read from the source: who may import whom.
+
+Every ``import`` counts, those inside functions too (grid-ops imports lazily, so a rule
+checked only at module level would miss most of them). README.md's Architecture section
+says the same in words.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+PACKAGE = REPO / "grid_ops"
+# The entry point of 'python -m grid_ops': it starts the CLI, like the console script.
+ENTRY_POINTS = {"grid_ops.__main__"}
+
+
+def module_name(path: Path, root: Path = PACKAGE) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, name: str) -> set[str]:
+    """Every module ``path`` (module ``name``) imports, anywhere in it, as absolute
+    dotted names; ``from X import y`` gives X and X.y (y may be a module)."""
+    found: set[str] = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                source = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                source = node.module or ""
+            found.add(source)
+            found.update(f"{source}.{alias.name}" for alias in node.names)
+    return found
+
+
+def graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module name -> what it imports, for every module under ``root``."""
+    return {module_name(p, root): imports_of(p, module_name(p, root)) for p in root.rglob("*.py")}
+
+
+def inside(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def offenders(
+    edges: dict[str, set[str]],
+    importer: str,
+    imported: str,
+    allowed: frozenset[str] | set[str] = frozenset(),
+) -> list[str]:
+    """'A imports B' for each module A in package ``importer`` (but not in ``allowed``)
+    that imports B in package ``imported``."""
+    return sorted(
+        f"{source} imports {target}"
+        for source, targets in edges.items()
+        if inside(source, importer) and source not in allowed
+        for target in targets
+        if inside(target, imported)
+    )
+
+
+GRAPH = graph()
+
+
+def outside(package: str) -> dict[str, set[str]]:
+    return {k: v for k, v in GRAPH.items() if not inside(k, package) and k not in ENTRY_POINTS}
+
+
+def test_nothing_outside_the_cli_imports_it() -> None:
+    """The CLI parses and presents; what a command does is below it (grid_ops.actions),
+    so the server, the actions and the model never reach up into it."""
+    assert offenders(outside("grid_ops.cli"), "grid_ops", "grid_ops.cli") == []
+
+
+def test_the_actions_do_not_import_the_server() -> None:
+    assert offenders(GRAPH, "grid_ops.actions", "grid_ops.server") == []
+
+
+def test_nothing_below_the_server_imports_it() -> None:
+    """Only the CLI's 'serve' starts the server."""
+    below = {k: v for k, v in outside("grid_ops.server").items() if not inside(k, "grid_ops.cli")}
+    assert offenders(below, "grid_ops", "grid_ops.server") == []
+
+
+def test_only_the_ansible_module_imports_ansible_runner_and_only_the_runtime_ray() -> None:
+    runner = offenders(GRAPH, "grid_ops", "ansible_runner", {"grid_ops.ansible"})
+    ray = [
+        line
+        for line in offenders(GRAPH, "grid_ops", "ray")
+        if not inside(line.split()[0], "grid_ops.runtime")
+    ]
+    assert runner == [] and ray == []
+
+
+def test_the_graph_sees_imports_inside_functions(tmp_path: Path) -> None:
+    """The check can fail: a lazy import of the CLI inside a function of a model module,
+    and a relative one, are both found."""
+    package = tmp_path / "grid_ops"
+    (package / "cli").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "cli" / "__init__.py").write_text("")
+    (package / "cli" / "views.py").write_text("")
+    (package / "model.py").write_text(
+        "def f():\n    from grid_ops.cli import views\n    return views\n"
+    )
+    (package / "health.py").write_text("def g():\n    from .cli.views import x\n")
+    edges = graph(package)
+    assert offenders(edges, "grid_ops", "grid_ops.cli", {"grid_ops.cli", "grid_ops.cli.views"}) == [
+        "grid_ops.health imports grid_ops.cli.views",
+        "grid_ops.health imports grid_ops.cli.views.x",
+        "grid_ops.model imports grid_ops.cli",
+        "grid_ops.model imports grid_ops.cli.views",
+    ]
+
+
+@pytest.mark.parametrize("module", ["grid_ops.cli.app", "grid_ops.server.api"])
+def test_the_graph_knows_the_modules_it_checks(module: str) -> None:
+    """A renamed tree would leave the rules above checking nothing."""
+    assert GRAPH.get(module)
