@@ -8,7 +8,7 @@ This module decides (pure functions over health records and the repair state) an
 the state: per node, failed repairs in a row and when the next try is due; the latest
 events, newest last (``grid-ops health --json`` and the dashboard show them). The state
 lives under the state dir, per cluster id, 0600. Carrying a plan out (the restart, the
-quarantine) is the health gate's job (grid_ops.cli.quarantine).
+quarantine) is the health gate's job (grid_ops.actions.health).
 """
 
 from __future__ import annotations
