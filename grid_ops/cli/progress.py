@@ -109,14 +109,15 @@ def print_summary(result: PlaybookResult) -> None:
 
 class Console(Progress):
     """A use case's progress on the terminal (stderr): notes dim, trouble yellow, a live
-    per-host view around each playbook run. ``quiet`` (--json): notes and trouble only,
-    no view and no run banner, so stdout's document stays whole and stderr stays short."""
+    per-host view around each playbook run. ``quiet`` (--json): trouble only (the
+    document on stdout says the rest), no notes, no view and no run banner."""
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
 
     def info(self, text: str) -> None:
-        info(text)
+        if not self.quiet:
+            info(text)
 
     def warn(self, text: str) -> None:
         err.print(f"[yellow]{safe(text)}[/]")

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from grid_ops.actions import playbooks
 from grid_ops.cli import playbook
 from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_config
 from grid_ops.cli.output import cell, err, error, out
 from grid_ops.cli.progress import console
-
-if TYPE_CHECKING:
-    from grid_ops.results import PlaybookResult
 
 
 def reset(
@@ -47,17 +43,12 @@ def reset(
     provisioned (it notes that cluster's id) is refused before anything is deleted
     anywhere, unless --adopt.
     """
-    from grid_ops import lifecycle, model
+    from grid_ops.actions import reset as resetting
 
     cfg, path = load_config(config)
     names = limit or cfg.node_names
-    for name in names:
-        cfg.node(name)
+    resetting.check(cfg, names, adopt)
     what = ", ".join(names)
-    if not adopt:
-        cluster = model.of(cfg)
-        states = lifecycle.read_states(cluster, [cluster.node(n) for n in names])
-        lifecycle.refuse_foreign(cluster, lifecycle.foreign(cluster, states), "reset")
     if not yes:
         if json_out or not sys.stdin.isatty():
             error(
@@ -68,34 +59,10 @@ def reset(
         if not typer.confirm(f"Stop Ray and remove grid-ops from {what}?", default=False):
             err.print("Nothing was changed.")
             raise typer.Exit(1)
-    result = playbooks.run(
-        "reset",
-        cfg,
-        path,
-        title="reset",
-        progress=console(json_out),
-        limit=limit,
-        extravars={"grid_facts_adopt": True} if adopt else None,
-    )
-    lifecycle.forget(cfg.id, [n for n in names if n not in result.failed_hosts])
-    files = node_files(result)
+    done = resetting.reset(cfg, path, limit, adopt, console(json_out))
     if not json_out:
-        print_kept(files)
-    playbook.finish(result, json_out, "reset", extra={"files": files})
-
-
-def node_files(result: PlaybookResult) -> dict[str, dict[str, Any]]:
-    """Per node, what the reset tasks removed and what they kept and why (the fact
-    grid_reset: grid_ops/module_utils/grid_manifest.py's take_back)."""
-    files: dict[str, dict[str, Any]] = {}
-    for name, host in result.hosts.items():
-        done = host.facts.get("grid_reset")
-        if isinstance(done, dict):
-            files[name] = {
-                "removed": list(done.get("removed") or []),
-                "kept": list(done.get("kept") or []),
-            }
-    return files
+        print_kept(done.files)
+    playbook.finish(done.result, json_out, "reset", extra={"files": done.files})
 
 
 def print_kept(files: dict[str, dict[str, Any]]) -> None:
