@@ -223,7 +223,7 @@ def run(
     inv_dir = private / "inventory"
     inventory.render(config, inv_dir, source=source)
     collector = _Collector(on_progress)
-    from grid_ops.stamp import runtime_digest
+    from grid_ops.runtime.digest import runtime_digest
 
     # the digest of the runtime this grid-ops pushes: part of each node's stamp
     given = {RUNTIME_VAR: runtime_digest(), **(extravars or {})}

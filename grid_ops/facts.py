@@ -22,6 +22,8 @@ import json
 import os
 import time
 
+from grid_ops.layout import QUARANTINE as QUARANTINE  # the gate's drain notes (facts.QUARANTINE)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -51,9 +53,6 @@ FIELDS = (
 )
 SICK = "sick"
 WARNING = "warning"
-# The drain note's reason starts with this when a health round drained the node (only
-# such a drain is lifted by a later round that finds the node well).
-QUARANTINE = "quarantine: "
 # Sick checks that a restart of Ray mends: a watch round repairs such a node (restarts
 # its Ray, with backoff) instead of quarantining it, and quarantines it only once the
 # repairs keep failing (grid_ops.repair).

@@ -98,7 +98,8 @@ def of_source(source: str, name: str) -> str:
 def legacy_moves() -> list[Callable[[str], str]]:
     """Each piece of per-cluster state as a function of its key (the id now; the name
     before grid-ops knew ids)."""
-    from grid_ops import facts, inventory, jobs, lifecycle
+    from grid_ops import facts, inventory, lifecycle
+    from grid_ops.actions import jobs
     from grid_ops.paths import serve_token_file
 
     return [

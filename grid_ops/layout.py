@@ -62,11 +62,23 @@ WHEELHOUSE_MARKER = ".grid-ops-wheelhouse.json"
 SHARED_TMP = "/tmp"
 SHORT_DIR = "grid-ops-{uid}"
 
+# The node side of the grid_ops package: all that is pushed to the nodes as their
+# runtime (roles/grid_venv), and all that the runtime's digest in their stamp covers
+# (grid_ops.runtime.digest). The operator's side (the CLI, the server, the actions,
+# Ansible's driving, the config model) is not: editing it changes no node. What the
+# node side imports stays inside it (tests/test_architecture.py checks).
+NODE_PACKAGE = (
+    "__init__.py", "layout.py", "errors.py", "fsutil.py", "jobs.py", "runtime", "module_utils",
+)  # fmt: skip
+# Never pushed, never digested, and kept where a node made them.
+RUNTIME_EXCLUDE = ("__pycache__", "*.pyc")
+
+# A drain note whose reason starts so is the health gate's quarantine (lifted once the
+# node is well again); an operator's drain may not read so (grid_ops.runtime.drain).
+QUARANTINE = "quarantine: "
+
 # Bucket bounds (seconds) of the task-duration histogram: the runtime counts into them,
 # the metrics exporter names them.
-# What of the grid_ops package is not pushed to the nodes as their runtime.
-RUNTIME_EXCLUDE = ("__pycache__", "_ansible", "*.pyc")
-
 TASK_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 # Exit codes that cross the ssh connection: the controller client on the head, and a
@@ -94,6 +106,17 @@ def node_name(resources: Mapping[str, object]) -> str | None:
     return None
 
 
+def runtime_filters() -> list[str]:
+    """rsync's filter arguments for the runtime push: NODE_PACKAGE and nothing else,
+    without RUNTIME_EXCLUDE; what a node holds beyond them (an older grid-ops' push of
+    the whole package) is deleted, what it made itself (__pycache__) kept. Used with
+    --delete-excluded."""
+    protect = [f"--filter=P {p}" for p in RUNTIME_EXCLUDE]
+    skip = [f"--exclude={p}" for p in RUNTIME_EXCLUDE]
+    take = [f"--include=/{n}" + ("" if n.endswith(".py") else "/") for n in NODE_PACKAGE]
+    return [*protect, *skip, *take, "--exclude=/*"]
+
+
 def as_vars() -> dict[str, object]:
     """The layout and names for the roles (group_vars ``grid_layout``)."""
     return {
@@ -110,7 +133,7 @@ def as_vars() -> dict[str, object]:
         "stamp": STAMP,
         "drain_note": DRAIN_NOTE,
         "cluster_id": CLUSTER_ID,
-        "runtime_exclude": list(RUNTIME_EXCLUDE),
+        "runtime_filters": runtime_filters(),
         "lib": LIB,
         "jobs": JOBS,
         "wheelhouse": WHEELHOUSE,

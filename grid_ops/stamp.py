@@ -25,7 +25,7 @@ import shlex
 
 from grid_ops import layout
 from grid_ops.model import ClusterModel, NodeModel, root_expr
-from grid_ops.paths import package_dir_name
+from grid_ops.runtime.digest import runtime_digest
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,31 +35,6 @@ FORMAT = 1
 # What 'raylet' is called in the process table (the node's Ray is up when one runs).
 RAYLET = "raylet"
 _SEPARATOR = "--grid-ops-stamp--"
-
-
-def runtime_digest(package_dir: str | None = None) -> str:
-    """A digest of the grid-ops runtime files provision pushes to the nodes (the package
-    without what layout.RUNTIME_EXCLUDE leaves out): a change detector, so CRC-32 over
-    names and contents (zlib loads in a fraction of hashlib's time, on the quick path)."""
-    import fnmatch
-    import zlib
-
-    here = package_dir or package_dir_name()
-    crc, size = 0, 0
-    for top, dirs, files in os.walk(here):
-        dirs[:] = sorted(
-            d for d in dirs if not any(fnmatch.fnmatch(d, p) for p in layout.RUNTIME_EXCLUDE)
-        )
-        for name in sorted(files):
-            if any(fnmatch.fnmatch(name, p) for p in layout.RUNTIME_EXCLUDE):
-                continue
-            path = os.path.join(top, name)
-            crc = zlib.crc32(os.path.relpath(path, here).encode() + b"\0", crc)
-            with open(path, "rb") as handle:
-                data = handle.read()
-            crc = zlib.crc32(data + b"\0", crc)
-            size += len(data)
-    return f"{crc:08x}-{size:x}"
 
 
 def node_stamp(cluster: ClusterModel, node: NodeModel) -> dict[str, Any]:
@@ -163,7 +138,3 @@ def parse_read(stdout: str) -> dict[str, Any]:
         "venv_id": os.path.basename("".join(sections[3]).strip().rstrip("/")),
         "cluster_id": "".join(sections[4]).strip(),
     }
-
-
-if __name__ == "__main__":  # on a node: the digest of the runtime it has (grid_ray's stamp)
-    print(runtime_digest())

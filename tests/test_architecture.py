@@ -127,3 +127,42 @@ def test_the_graph_sees_imports_inside_functions(tmp_path: Path) -> None:
 def test_the_graph_knows_the_modules_it_checks(module: str) -> None:
     """A renamed tree would leave the rules above checking nothing."""
     assert GRAPH.get(module)
+
+
+def node_side() -> set[str]:
+    """The modules of layout.NODE_PACKAGE: what the nodes get."""
+    from grid_ops import layout
+
+    names = set()
+    for entry in layout.NODE_PACKAGE:
+        if entry == "__init__.py":
+            names.add("grid_ops")
+        else:
+            names |= {m for m in GRAPH if inside(m, f"grid_ops.{entry.removesuffix('.py')}")}
+    return names
+
+
+def test_the_node_side_imports_only_the_node_side() -> None:
+    """A node has only the node side of the package (the runtime push is that include
+    list), so an import of anything else would fail there, and only there."""
+    node = node_side()
+    assert {"grid_ops.runtime.controller", "grid_ops.jobs", "grid_ops.layout"} <= node
+    outside_node = [
+        f"{source} imports {target}"
+        for source in sorted(node)
+        for target in sorted(GRAPH[source])
+        if target in GRAPH and target not in node  # a module (not a name from one)
+    ]
+    assert outside_node == []
+
+
+def test_the_roles_run_node_side_modules_only() -> None:
+    """What the roles run on the nodes with ``python -m`` is in the node side."""
+    import re
+
+    node = node_side()
+    run = set()
+    for path in (REPO / "roles").rglob("*.yml"):
+        run |= set(re.findall(r"\bgrid_ops(?:\.[a-z_]+)+", path.read_text()))
+    assert "grid_ops.runtime.digest" in run
+    assert sorted(m for m in run if m not in node) == []

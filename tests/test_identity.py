@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from grid_ops import config, facts, identity, inventory, jobs, lifecycle, model
+from grid_ops import config, facts, identity, inventory, lifecycle, model
+from grid_ops.actions import jobs
 from grid_ops.errors import ConfigError, Conflict
 from grid_ops.server import token
 

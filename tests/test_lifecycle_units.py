@@ -137,15 +137,69 @@ def test_an_unreachable_or_drained_node_is_not_started() -> None:
     assert lifecycle.plan(cluster, want, states, {}, full=True).change == {"n1": [], "n3": []}
 
 
-def test_the_runtime_digest_follows_the_pushed_files(tmp_path: Path) -> None:
-    (tmp_path / "mod.py").write_text("x = 1\n")
-    (tmp_path / "__pycache__").mkdir()
-    (tmp_path / "__pycache__" / "mod.pyc").write_bytes(b"junk")
-    first = stamp.runtime_digest(str(tmp_path))
-    (tmp_path / "__pycache__" / "mod.pyc").write_bytes(b"other junk")
-    assert stamp.runtime_digest(str(tmp_path)) == first  # not pushed, not counted
-    (tmp_path / "mod.py").write_text("x = 2\n")
-    assert stamp.runtime_digest(str(tmp_path)) != first
+def _package(root: Path) -> Path:
+    """A grid_ops package of both sides, small."""
+    for rel in ("__init__.py", "layout.py", "jobs.py", "runtime/drain.py", "cli/app.py",
+                "config.py", "server/api.py", "module_utils/grid_manifest.py"):  # fmt: skip
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(f"# {rel}\n")
+    (root / "runtime" / "__pycache__").mkdir()
+    (root / "runtime" / "__pycache__" / "drain.pyc").write_bytes(b"junk")
+    return root
+
+
+def test_the_runtime_digest_covers_the_node_side_only(tmp_path: Path) -> None:
+    from grid_ops.runtime.digest import runtime_digest
+
+    here = str(_package(tmp_path))
+    first = runtime_digest(here)
+    (tmp_path / "runtime" / "__pycache__" / "drain.pyc").write_bytes(b"other junk")
+    (tmp_path / "cli" / "app.py").write_text("# the CLI, edited\n")
+    (tmp_path / "config.py").write_text("# the model, edited\n")
+    (tmp_path / "server" / "api.py").write_text("# the server, edited\n")
+    assert runtime_digest(here) == first  # the operator's side: no node changes
+    (tmp_path / "runtime" / "drain.py").write_text("# edited\n")
+    assert runtime_digest(here) != first
+    second = runtime_digest(here)
+    (tmp_path / "jobs.py").write_text("# report(), edited\n")
+    assert runtime_digest(here) != second
+
+
+def test_the_runtime_push_is_the_node_side_and_clears_an_older_whole_push(
+    tmp_path: Path,
+) -> None:
+    """The role's rsync filters (layout.runtime_filters) with real rsync: the node gets
+    exactly the files the digest covers; what an older grid-ops pushed (the whole
+    package) goes; the node's own __pycache__ stays."""
+    import subprocess
+
+    from grid_ops import layout
+    from grid_ops.runtime.digest import files, runtime_digest
+
+    source = _package(tmp_path / "src")
+    node = tmp_path / "node"
+    (node / "cli").mkdir(parents=True)
+    (node / "cli" / "old.py").write_text("# an older push\n")
+    (node / "config.py").write_text("# an older push\n")
+    (node / "__pycache__").mkdir()
+    (node / "__pycache__" / "layout.cpython-311.pyc").write_bytes(b"the node's own")
+
+    def push() -> str:
+        argv = ["rsync", "-a", "--delete", "--delete-excluded", "--itemize-changes",
+                *layout.runtime_filters(), "--", f"{source}/", f"{node}/"]  # fmt: skip
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+    push()
+    pushed = sorted(
+        str(p.relative_to(node))
+        for p in node.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
+    assert pushed == sorted(files(str(source)))
+    assert not (node / "cli").exists() and not (node / "config.py").exists()
+    assert (node / "__pycache__" / "layout.cpython-311.pyc").exists()
+    assert runtime_digest(str(node)) == runtime_digest(str(source))
+    assert push() == ""  # a second push changes nothing
 
 
 def _build(root: Path, build: str, requirements: str) -> None:

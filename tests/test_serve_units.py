@@ -137,7 +137,7 @@ def test_the_largest_command_the_api_takes_fits_one_ssh_argument() -> None:
     """A command at the schema's limits, of the characters quoting grows most, still
     fits the single ssh argument it travels in (Linux: 128 KiB), so the API never
     answers such a job with a 500 (E2BIG)."""
-    from grid_ops import jobs
+    from grid_ops.actions import jobs
     from grid_ops.config import parse
 
     cfg = parse({"name": "big", "nodes": [{"name": "n1", "host": "10.0.0.1", "user": "u"}]})

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from grid_ops.cli.output import err, out, safe
+from grid_ops.jobs import TERMINAL
 
 if TYPE_CHECKING:
     from grid_ops.config import ClusterConfig
@@ -124,7 +125,7 @@ DEMO_JOB = (
 def _demo_job(cfg: ClusterConfig) -> None:
     import time
 
-    from grid_ops import answers, jobs
+    from grid_ops.actions import jobs
     from grid_ops.cli import job_cmd
 
     name = f"demo-{time.strftime('%H%M%S')}"
@@ -132,10 +133,10 @@ def _demo_job(cfg: ClusterConfig) -> None:
     out.print(f"launched job {name}; waiting for it to finish")
     deadline = time.monotonic() + 300
     record = jobs.load(cfg, name)
-    while record.get("status") not in jobs.TERMINAL and time.monotonic() < deadline:
+    while record.get("status") not in TERMINAL and time.monotonic() < deadline:
         time.sleep(1)
         record = jobs.refresh(cfg, [record])[0]
-    data, record = answers.job_results(cfg, name)
+    data, record = jobs.outcome(cfg, name)
     job_cmd.show_results(name, data, record, json_out=False)
 
 

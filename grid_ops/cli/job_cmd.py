@@ -11,6 +11,7 @@ import typer
 
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
 from grid_ops.cli.output import cell, out, print_json, safe
+from grid_ops.jobs import TERMINAL
 
 app = typer.Typer(help="Training jobs on the cluster's Ray Jobs.", no_args_is_help=True)
 NameArg = Annotated[str, typer.Argument(help="The job's name (from job launch).")]
@@ -62,7 +63,7 @@ def launch(
     json_out: JsonOption = False,
 ) -> None:
     """Submit COMMAND as a job to Ray Jobs on the head; prints its name and id."""
-    from grid_ops import jobs
+    from grid_ops.actions import jobs
 
     jobs.check_name(name)
     variables = jobs.parse_env(env or [])  # checked before anything else happens
@@ -89,7 +90,7 @@ def status(
     json_out: JsonOption = False,
 ) -> None:
     """Status of one job (or all): PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED."""
-    from grid_ops import jobs
+    from grid_ops.actions import jobs
 
     if name is not None:
         jobs.check_name(name)
@@ -140,7 +141,7 @@ def logs(
     ),
 ) -> None:
     """Print a job's output (stdout and stderr of its command)."""
-    from grid_ops import jobs
+    from grid_ops.actions import jobs
 
     jobs.check_name(name)
     cfg, _ = load_config(config)
@@ -154,7 +155,7 @@ def logs(
         if not follow:
             return
         jobs.refresh(cfg, [record])
-        if record.get("status") in jobs.TERMINAL or not record.get("known_to_ray", True):
+        if record.get("status") in TERMINAL or not record.get("known_to_ray", True):
             text = jobs.head_call(cfg, "logs", record["submission_id"])["logs"] or ""
             sys.stdout.write(text[shown:])
             return
@@ -164,22 +165,22 @@ def logs(
 @app.command("cancel")
 def cancel(name: NameArg, config: ConfigOption = None) -> None:
     """Stop a job; it ends STOPPED."""
-    from grid_ops import answers, jobs
+    from grid_ops.actions import jobs
 
     jobs.check_name(name)
     cfg, _ = load_config(config)
-    stopped = answers.job_cancel(cfg, name)
+    stopped = jobs.cancel(cfg, name)
     out.print(f"Job {safe(name)}: {safe(stopped['status'])}.")
 
 
 @app.command("results")
 def results(name: NameArg, config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """The metrics a job reported (grid_ops.jobs.report), the final values and duration."""
-    from grid_ops import answers, jobs
+    from grid_ops.actions import jobs
 
     jobs.check_name(name)
     cfg, _ = load_config(config)
-    data, record = answers.job_results(cfg, name)
+    data, record = jobs.outcome(cfg, name)
     show_results(name, data, record, json_out)
 
 

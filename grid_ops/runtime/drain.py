@@ -8,7 +8,7 @@ once idle. While the note exists, 'cluster start' and 'apply' do not start Ray o
 node, the health ranking skips it, and the controller places nothing there.
 
 Who drained the node is in the note's reason: only ``--quarantine`` (the health gate)
-writes one that starts with ``facts.QUARANTINE``, and the gate lifts only such a note. Any
+writes one that starts with ``layout.QUARANTINE``, and the gate lifts only such a note. Any
 other reason that would read so (``reason_problem``: any case, any spacing) is refused,
 here and by 'grid-ops node drain' before it evacuates anything: an operator's drain can
 never pose as a quarantine that a healthy round lifts.
@@ -29,8 +29,8 @@ import time
 from typing import Any
 
 from grid_ops import layout
-from grid_ops.facts import QUARANTINE
 from grid_ops.fsutil import write_atomic
+from grid_ops.layout import QUARANTINE
 
 # A drained node's running work gets this long before 'apply' stops it anyway.
 DEFAULT_DEADLINE_S = 600

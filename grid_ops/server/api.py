@@ -205,7 +205,8 @@ def handle_errors(app: FastAPI) -> None:
 
 def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: str) -> None:
     """The API's endpoints, answering from ``refresher``."""
-    from grid_ops import control, jobs
+    from grid_ops import control
+    from grid_ops.actions import jobs
 
     started = time.time()
 
@@ -353,7 +354,7 @@ def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: 
     def job_cancel(name: str) -> dict[str, Any]:
         """Stop a job (it ends STOPPED), as 'grid-ops job cancel'."""
         job_record(name)
-        stopped = answers.job_cancel(config, name)
+        stopped = jobs.cancel(config, name)
         refresher.kick()
         return stopped
 
@@ -363,7 +364,7 @@ def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: 
         refresher read once the job ended, else from the head)."""
         job_record(name)
         logs = refresher.job_logs(name)
-        data, _ = answers.job_results(config, name, logs.text if logs and logs.final else None)
+        data, _ = jobs.outcome(config, name, logs.text if logs and logs.final else None)
         return data
 
     # -- the controller: boosts, memory pool, offload --------------------------------------

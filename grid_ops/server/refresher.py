@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from grid_ops.actions.progress import QUIET, Progress
 from grid_ops.errors import GridOpsError, bug_report
+from grid_ops.jobs import TERMINAL
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -205,7 +206,7 @@ class Refresher:
         return dict(view)
 
     def _jobs(self) -> list[dict[str, Any]]:
-        from grid_ops import jobs
+        from grid_ops.actions import jobs
 
         records = jobs.refresh(self.config, jobs.load_all(self.config))
         recent = time.time() - RECENT_S
@@ -214,7 +215,7 @@ class Refresher:
                 known = self.logs.get(record["name"])
             if (known is not None and known.final) or not record.get("known_to_ray", True):
                 continue
-            if record.get("status") in jobs.TERMINAL and (record.get("ended_at") or 0) < recent:
+            if record.get("status") in TERMINAL and (record.get("ended_at") or 0) < recent:
                 continue  # an old job: its logs are read when asked for (once)
             self.read_logs(record)
         return records
@@ -222,9 +223,9 @@ class Refresher:
     def read_logs(self, record: dict[str, Any]) -> JobLogs:
         """Read a job's logs from the head now and keep them; final when the job had
         ended before they were read."""
-        from grid_ops import jobs
+        from grid_ops.actions import jobs
 
-        ended = record.get("status") in jobs.TERMINAL
+        ended = record.get("status") in TERMINAL
         text = jobs.head_call(self.config, "logs", record["submission_id"])["logs"] or ""
         found = JobLogs(text, ended)
         with self._lock:
