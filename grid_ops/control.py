@@ -132,10 +132,13 @@ def call(
     op: str,
     args: dict[str, Any] | None = None,
     payload: bytes | None = None,
-    timeout: float = 180,
+    timeout: float | None = None,
 ) -> tuple[Any, bytes]:
-    """One controller operation on the head: its result and payload bytes."""
+    """One controller operation on the head: its result and payload bytes (``timeout``:
+    the controller deadline unless given)."""
     from grid_ops import model, remote
+
+    timeout = timeout or model.of(config).deadlines.controller
 
     command = ["python", "-m", "grid_ops.runtime.client", op, "--args", json.dumps(args or {})]
     if payload is not None:

@@ -22,7 +22,6 @@ from grid_ops import facts, probe, spawn
 from grid_ops.model import ClusterModel, NodeModel
 
 OK, WARN, FAIL = "ok", "warning", "fail"
-CONNECT_TIMEOUT_S = 3.0
 
 # What runs on a node (with grid_node_os): the head's raylet ports, or TCP connects.
 REACH = """
@@ -73,8 +72,9 @@ def reach(cluster: ClusterModel, workers: list[str]) -> dict[str, Any]:
     "ports": {port: what}, "raylet": bool, "workers": {name: {port: error or None}}}``,
     or ``{"error": why}`` when the head did not answer."""
     head = cluster.node(cluster.head)
-    address = head.known_address or head.host
-    limit = cluster.deadlines.command + CONNECT_TIMEOUT_S
+    address = head.ray_address
+    port_check = cluster.deadlines.port_check
+    limit = cluster.deadlines.command + port_check
     found = _answers(cluster, {head.name: {"mode": "ports"}}, limit)[head.name]
     if "error" in found:
         return {"error": str(found["error"])}
@@ -84,10 +84,8 @@ def reach(cluster: ClusterModel, workers: list[str]) -> dict[str, Any]:
     for port in found.get("ports") or []:
         ports.setdefault(int(port), "raylet")
     targets = [[address, port] for port in ports]
-    jobs = {
-        n: {"mode": "connect", "targets": targets, "timeout": CONNECT_TIMEOUT_S} for n in workers
-    }
-    answers = _answers(cluster, jobs, limit + CONNECT_TIMEOUT_S * len(targets))
+    jobs = {n: {"mode": "connect", "targets": targets, "timeout": port_check} for n in workers}
+    answers = _answers(cluster, jobs, limit + port_check * len(targets))
     result: dict[str, dict[int, str | None] | str] = {}
     for name, answer in answers.items():
         if "error" in answer:

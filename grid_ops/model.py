@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from grid_ops.config import ClusterConfig, NodeConfig
 
-FORMAT = 4  # of the JSON form; bump when its shape changes
+FORMAT = 5  # of the JSON form; bump when its shape changes
 CONTROL_DIR = "~/.ansible/cp"
 # One ControlMaster socket per node and cluster, shared by Ansible (the inventory's
 # ansible_control_path names the same file) and by grid-ops' own ssh/rsync: %C is ssh's
@@ -45,6 +45,15 @@ COMMAND_GRACE_S = 5
 PROBE_GRACE_S = 5
 # Beyond connect: an rsync dry run of a source tree (the quick sync's check).
 SYNC_CHECK_S = 60
+# Fixed limits (seconds) of calls whose work does not scale with a config setting.
+CONTROLLER_S = 180  # one call to the head's controller (it may place or move things)
+HEAD_CALL_S = 120  # one call to the head's Ray Jobs server
+DRAIN_S = 360  # a node's drain (evacuation and Ray's drain included)
+UNDRAIN_S = 60  # clearing a node's drain note
+BANDWIDTH_S = 300  # doctor --deep's ring exchange
+JOB_STOP_S = 30  # waiting for a cancelled job to end
+PORT_CHECK_S = 3.0  # one TCP connect in doctor's reachability check
+STOP_GRACE_S = 5  # between SIGTERM and SIGKILL of a stopped remote command
 MIB = 2**20
 GIB = 2**30
 
@@ -59,6 +68,14 @@ class Deadlines:
     probe: float  # connect + nvidia_smi + PROBE_GRACE_S: one node's health probe
     sync_check: float  # connect + SYNC_CHECK_S: the quick sync's rsync dry run
     run: float  # execution.timeout_seconds: the default of 'run --timeout'
+    controller: float = CONTROLLER_S
+    head_call: float = HEAD_CALL_S
+    drain: float = DRAIN_S
+    undrain: float = UNDRAIN_S
+    bandwidth: float = BANDWIDTH_S
+    job_stop: float = JOB_STOP_S
+    port_check: float = PORT_CHECK_S
+    stop_grace: float = STOP_GRACE_S
 
 
 @record
@@ -102,6 +119,13 @@ class NodeModel:
         """The node's address as grid-ops knows it: the config's, else the one its SSH
         connection arrived on when last probed (None: neither)."""
         return self.address or self.ssh_ip
+
+    @property
+    def ray_address(self) -> str:
+        """The address Ray uses for this node: the known one, else its host as the
+        config gives it. (The grid_ray role's grid_ray_head_ip and grid_ray_node_ip
+        follow the same order: the inventory's grid_node_ip, the fact ssh_ip, the host.)"""
+        return self.known_address or self.host
 
     @property
     def identity(self) -> list[Any]:
@@ -152,6 +176,11 @@ class ClusterModel:
     @property
     def head_node(self) -> NodeModel:
         return self.node(self.head)
+
+    @property
+    def head_address(self) -> str:
+        """The head's Ray address (GCS): its Ray address and the config's port."""
+        return f"{self.head_node.ray_address}:{self.ray['port']}"
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = as_dict(self)

@@ -29,7 +29,6 @@ from grid_ops.model import ClusterModel, NodeModel
 from grid_ops.runtime.jobs import env_problem
 
 MISSING_ROOT = layout.EXIT_MISSING_ROOT
-STOP_GRACE_S = 5
 _RUN_ID = re.compile(r"[0-9a-f]{8,64}")
 
 
@@ -67,8 +66,7 @@ def environment(cluster: ClusterModel) -> str:
     RAY_ADDRESS is the head's address as this node joined Ray ('cluster start' notes it
     in ``state/ray_address``); before any start, the head's address as the config or
     the last probe knows it."""
-    head = cluster.head_node
-    known = f"{head.known_address or head.host}:{cluster.ray['port']}"
+    known = cluster.head_address
     parts = [
         'GRID_OPS_ROOT="$PWD"',
         f'PATH="$PWD/{layout.VENV}/bin:$PATH"',
@@ -145,7 +143,7 @@ def _on(config: ClusterConfig, node: NodeConfig, script: str) -> list[str]:
 
 def stop(config: ClusterConfig, node: NodeConfig, run_id: str) -> None:
     """End the run ``run_id`` on ``node``: SIGTERM to its process group now, SIGKILL
-    after STOP_GRACE_S seconds if it is still there. Best effort: a node that does not
+    after the stop_grace deadline if it is still there. Best effort: a node that does not
     answer is left as it is."""
     pid_file = _pid_file(run_id)
     cluster = model.of(config)
@@ -156,7 +154,8 @@ def stop(config: ClusterConfig, node: NodeConfig, run_id: str) -> None:
         'p=$(head -c 20 "$f"); rm -f "$f"; '
         'case $p in ""|*[!0-9]*) exit 0;; esac; [ "$p" -gt 1 ] || exit 0; '
         'kill -TERM -- "-$p" 2>/dev/null || exit 0; '
-        f'(sleep {STOP_GRACE_S}; kill -KILL -- "-$p") >/dev/null 2>&1 </dev/null &'
+        f"(sleep {cluster.deadlines.stop_grace:g}; "
+        'kill -KILL -- "-$p") >/dev/null 2>&1 </dev/null &'
     )
     with contextlib.suppress(subprocess.TimeoutExpired):
         subprocess.run(

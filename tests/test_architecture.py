@@ -166,3 +166,72 @@ def test_the_roles_run_node_side_modules_only() -> None:
         run |= set(re.findall(r"\bgrid_ops(?:\.[a-z_]+)+", path.read_text()))
     assert "grid_ops.runtime.digest" in run
     assert sorted(m for m in run if m not in node) == []
+
+
+def fixed_time_limits(path: Path) -> list[str]:
+    """Numbers written in as a time limit: ``timeout=``/``wait=`` with a number, such a
+    parameter's numeric default, ``time.monotonic() + N``."""
+    names = {"timeout", "wait", "deadline", "timeout_s"}
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.keyword) and node.arg in names:
+            if isinstance(node.value, ast.Constant) and isinstance(node.value.value, int | float):
+                found.append(f"{node.arg}={node.value.value} (line {node.value.lineno})")
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            params = node.args.args + node.args.kwonlyargs
+            defaults = [None] * (len(node.args.args) - len(node.args.defaults))
+            defaults += [*node.args.defaults, *node.args.kw_defaults]
+            for param, default in zip(params, defaults, strict=True):
+                if (
+                    param.arg in names
+                    and isinstance(default, ast.Constant)
+                    and isinstance(default.value, int | float)
+                ):
+                    found.append(f"{node.name}({param.arg}={default.value})")
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            call = node.left
+            if (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "monotonic"
+                and isinstance(node.right, ast.Constant)
+            ):
+                found.append(f"monotonic() + {node.right.value} (line {node.lineno})")
+    return found
+
+
+# Limits that are not grid-ops' to set: a local pipe's last read after its process was
+# killed; the demo's patience with its own job.
+LOCAL_LIMITS = {
+    "grid_ops/remote.py": ["timeout=2 (line"],
+    "grid_ops/cli/demo.py": ["monotonic() + 300"],
+}
+
+
+def test_every_time_limit_of_the_operator_side_is_a_deadline() -> None:
+    """The operator's side takes its time limits from the model's Deadlines (config
+    keys, or the fixed limits named in grid_ops.model), not from numbers written in."""
+    node = {m.replace(".", "/") for m in node_side()}
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        if rel.removesuffix(".py").removesuffix("/__init__") in node or rel == "grid_ops/lab.py":
+            continue  # the nodes' own limits, and the lab's
+        allowed = LOCAL_LIMITS.get(rel, [])
+        left = [f for f in fixed_time_limits(path) if not any(f.startswith(a) for a in allowed)]
+        if left:
+            found[rel] = left
+    assert found == {}
+
+
+def test_the_time_limit_check_finds_numbers_written_in(tmp_path: Path) -> None:
+    source = tmp_path / "mod.py"
+    source.write_text(
+        "import subprocess, time\n"
+        "def call(x, timeout: float = 180):\n"
+        "    subprocess.run(x, timeout=60)\n"
+        "    return time.monotonic() + 30\n"
+    )
+    assert sorted(fixed_time_limits(source)) == [
+        "call(timeout=180)", "monotonic() + 30 (line 4)", "timeout=60 (line 3)"
+    ]  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from grid_ops import remote
+from grid_ops import model
 from tests.conftest import REPO, Lab
 
 pytestmark = pytest.mark.lab
@@ -146,7 +146,7 @@ def test_run_timeout_stops_the_command_on_the_node(ready: Lab) -> None:
     stubborn = ready.cli("run", "-c", cfg, "--node", "node3", "--timeout", "1", "--shell", "--",
                          'trap "" TERM; sleep 94.5')  # fmt: skip
     assert stubborn.returncode == 124
-    assert _left_running("sleep 94.5", remote.STOP_GRACE_S + 3) == []  # SIGKILL after grace
+    assert _left_running("sleep 94.5", model.STOP_GRACE_S + 3) == []  # SIGKILL after grace
     every = ready.cli("run", "-c", cfg, "--all", "--timeout", "1", "--", "sleep", "95.5")
     assert every.returncode == 1
     for name in ready.nodes:

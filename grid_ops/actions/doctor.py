@@ -55,12 +55,14 @@ def run(
 
 def bandwidth(cfg: ClusterConfig, nodes: list[str]) -> dict[str, Any]:
     """``{"bandwidth": the measurement (or its error), "rows": doctor rows}``."""
+    from grid_ops import model
     from grid_ops.actions.nodes import on_node
     from grid_ops.errors import GridOpsError
 
     command = ["python", "-m", "grid_ops.runtime.bandwidth", "--nodes", ",".join(nodes)]
     try:
-        found = on_node(cfg, cfg.head.name, command, timeout=300, what="measure bandwidth on")
+        limit = model.of(cfg).deadlines.bandwidth
+        found = on_node(cfg, cfg.head.name, command, timeout=limit, what="measure bandwidth on")
     except GridOpsError as exc:
         found = {"error": exc.message}
     return {"bandwidth": found, "rows": rows(found, nodes)}

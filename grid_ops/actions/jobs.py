@@ -176,11 +176,14 @@ def head_argv(config: ClusterConfig, args: list[str]) -> list[str]:
 
 
 def head_call(
-    config: ClusterConfig, *args: str, timeout: float = 120, stdin: str = ""
+    config: ClusterConfig, *args: str, timeout: float | None = None, stdin: str = ""
 ) -> dict[str, Any]:
     """Run ``grid_ops.runtime.jobs ARGS`` on the head, ``stdin`` on its standard input
     (the SSH connection: not visible in any process list); its JSON answer."""
+    from grid_ops import model
     from grid_ops.errors import Unavailable
+
+    timeout = timeout or model.of(config).deadlines.head_call
 
     argv = head_argv(config, list(args))
     try:
@@ -429,10 +432,12 @@ def outcome(
     }, record
 
 
-def cancel(config: ClusterConfig, name: str, wait: float = 30) -> dict[str, Any]:
-    """Stop job ``name`` on Ray Jobs and wait (up to ``wait`` s) until it has ended;
-    the job as ``job status --json`` shows it then."""
-    from grid_ops import answers
+def cancel(config: ClusterConfig, name: str) -> dict[str, Any]:
+    """Stop job ``name`` on Ray Jobs and wait (up to the job_stop deadline) until it
+    has ended; the job as ``job status --json`` shows it then."""
+    from grid_ops import answers, model
+
+    wait = model.of(config).deadlines.job_stop
 
     record = load(config, name)
     head_call(config, "stop", record["submission_id"])

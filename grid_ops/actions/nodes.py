@@ -10,6 +10,7 @@ import json
 import subprocess
 from typing import TYPE_CHECKING, Any
 
+from grid_ops import model
 from grid_ops.actions import playbooks
 from grid_ops.actions.progress import QUIET, Progress
 
@@ -30,7 +31,7 @@ def on_node(
     what: str = "drain or undrain",
 ) -> dict[str, Any]:
     """Run a grid-ops runtime call on the node; its one JSON line."""
-    from grid_ops import model, remote
+    from grid_ops import remote
     from grid_ops.errors import GridOpsError
 
     node = cfg.node(name)
@@ -95,7 +96,8 @@ def drain(
         raise UsageError(problem)
     moved = evacuation(cfg, name) if evacuate else []
     command = [*DRAIN, "set", "--node", name, "--reason", reason]
-    answer = on_node(cfg, name, [*command, *(["--quarantine"] if quarantine else [])], 360)
+    limit = model.of(cfg).deadlines.drain
+    answer = on_node(cfg, name, [*command, *(["--quarantine"] if quarantine else [])], limit)
     if "error" in answer:  # the node refused the reason (an older or other caller's check)
         raise UsageError(f"{name} refused the drain: {answer['error']}")
     return answer, moved
@@ -113,7 +115,7 @@ def undrain(
     when one was cleared and ``restart``, start its Ray again. Returns (the node's
     answer, the restart run or None)."""
     command = [*DRAIN, "clear", *(["--only-if", only_if] if only_if else [])]
-    answer = on_node(cfg, name, command, timeout=60)
+    answer = on_node(cfg, name, command, timeout=model.of(cfg).deadlines.undrain)
     if not answer.get("cleared") or not restart:
         return answer, None
     started = playbooks.restart(cfg, path, [name], progress, title=f"ray restart {name}")
