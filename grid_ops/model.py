@@ -408,7 +408,10 @@ def with_recorded(static: ClusterModel) -> ClusterModel:
 
 
 def _local_root(remote_root: str) -> str:
-    return os.path.expanduser(remote_root) if remote_root.startswith("~/") else remote_root
+    """remote_root on this machine, for a node of connection: local."""
+    from grid_ops.module_utils.grid_node_os import expand_root
+
+    return expand_root(remote_root)
 
 
 def of_cluster_again(cluster: ClusterModel) -> ClusterModel:

@@ -1032,3 +1032,17 @@ def test_extra_environment_names_are_checked_and_values_quoted(root: Path) -> No
     line = script(config, ["sh", "-c", 'printf %s "$V"'], env={"V": "$(id) `x`"})
     proc = bash(line)
     assert proc.returncode == 0 and proc.stdout == "$(id) `x`"
+
+
+def test_remote_root_expands_once_the_same_way_for_every_reader(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """grid_node_os.expand_root: the fact modules, the health probe and local nodes."""
+    from grid_ops import model
+    from grid_ops.module_utils.grid_node_os import expand_root
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert expand_root("~/grid-ops") == f"{tmp_path}/grid-ops"
+    assert expand_root("~") == str(tmp_path)
+    assert expand_root("/srv/~x") == "/srv/~x" and expand_root("~other/x") == "~other/x"
+    assert model._local_root("~/g") == f"{tmp_path}/g"

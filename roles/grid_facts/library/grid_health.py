@@ -96,6 +96,7 @@ from ansible.module_utils.grid_gpu_health import (
     xid_events,
 )
 from ansible.module_utils.grid_node_os import (
+    expand_root,
     gpu_facts,
     locate_nvidia_smi,
     nvidia_smi as run_smi,
@@ -107,7 +108,7 @@ from ansible.module_utils.grid_node_os import (
 
 
 def _disk_free(root):
-    path = os.path.expanduser(root)
+    path = root
     while path and not os.path.exists(path):
         parent = os.path.dirname(path)
         if parent == path:
@@ -124,7 +125,7 @@ def _drained(root, note):
     if not note:
         return None
     try:
-        with open(os.path.join(os.path.expanduser(root), note), encoding="utf-8") as handle:
+        with open(os.path.join(root, note), encoding="utf-8") as handle:
             return handle.readline(300).strip() or "drained"
     except OSError:
         return None
@@ -135,7 +136,7 @@ def _ray_version(root, venv):
     if not venv:
         return None
     pattern = os.path.join(
-        os.path.expanduser(root), venv, "lib", "python3*", "site-packages", "ray-*.dist-info"
+        root, venv, "lib", "python3*", "site-packages", "ray-*.dist-info"
     )
     for path in sorted(glob.glob(pattern)):
         return os.path.basename(path)[len("ray-") : -len(".dist-info")]
@@ -174,6 +175,7 @@ def collect(
     venv="",
 ):
     """Every health fact of this node."""
+    root = expand_root(remote_root)
     warnings = []
     try:
         load1, load5, load15 = parse_loadavg(read("/proc/loadavg"))
@@ -188,7 +190,7 @@ def collect(
     smi = locate_nvidia_smi(nvidia_smi)
     gpus, apps, gpu_warnings = gpu_facts(nvidia_smi_timeout, smi)
     checks, report = _gpu_checks(smi, nvidia_smi_timeout, expected_gpus, gpus, gpu_warnings)
-    disk_free = _disk_free(remote_root)
+    disk_free = _disk_free(root)
     if min_disk_free_bytes and disk_free is not None and disk_free < min_disk_free_bytes:
         checks.append(
             failed(
@@ -208,8 +210,8 @@ def collect(
         "mem_available_bytes": mem_available,
         "disk_free_bytes": disk_free,
         "ray_running": bool(raylets()),
-        "ray_version": _ray_version(remote_root, venv),
-        "drained": _drained(remote_root, drain_note),
+        "ray_version": _ray_version(root, venv),
+        "drained": _drained(root, drain_note),
         "gpus": gpus,
         "gpu_processes": apps,
         "driver_version": report.get("driver_version") or None,

@@ -82,6 +82,7 @@ import sys
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.grid_node_os import (
+    expand_root,
     RAY_LAST,
     RAYLET,
     gpu_count,
@@ -179,9 +180,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     home = os.path.expanduser("~")
-    root = module.params["remote_root"]
-    if root == "~" or root.startswith("~/"):
-        root = home + root[1:]
+    root = expand_root(module.params["remote_root"])
     uname = platform.uname()
     libc, libc_version = platform.libc_ver()
     nvidia_smi = locate_nvidia_smi(module.params["nvidia_smi"])
