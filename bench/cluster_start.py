@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import lab_bench, median, parse_args, report, run, timed
 
-from grid_ops import config, model
+from grid_ops import model
+from grid_ops.model import config
 
 
 def main() -> None:

@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grid_ops import config, lab
-from grid_ops.config import ClusterConfig
+from grid_ops import lab
+from grid_ops.model import config
+from grid_ops.model.config import ClusterConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -1,7 +1,7 @@
 """The cost of the health checks on one health round: this tree's probe vs an earlier one's.
 
 On a lab of N nodes (root), both versions of the probe (the grid_health module with its
-module_utils, as each version's grid_ops.probe builds it, with each version's own
+module_utils, as each version's grid_ops.drivers.probe builds it, with each version's own
 arguments) run one round on every node in parallel over the same warm, multiplexed ssh
 connections, alternately, ``--runs`` times each; the figure is the median wall time of a
 round. ``--rev`` names the earlier version (default: the commit before the checks came).
@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import lab_bench, median, parse_args, report
 
-from grid_ops import spawn
+from grid_ops.drivers import spawn
 
 REPO = Path(__file__).resolve().parent.parent
 BEFORE = "286f2ea"  # main before the health checks (issue 14, part 2)
@@ -35,7 +35,9 @@ FAKE = Path("/usr/local/bin/nvidia-smi")
 PROGRAM = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from grid_ops import config, model, probe
+from grid_ops import model
+from grid_ops.model import config
+from grid_ops.drivers import probe
 cluster = model.resolve(config.load(sys.argv[2]))
 print(json.dumps({"program": probe.program_path(),
                   "argv": [probe.argv(cluster, n) for n in cluster.nodes]}))

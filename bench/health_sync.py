@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import lab_bench, median, parse_args, report, run, timed
 
-from grid_ops import model, probe
+from grid_ops import model
+from grid_ops.drivers import probe
 
 FLOOR = """
 import json, os, sys

@@ -1,6 +1,6 @@
 """grid-ops doctor: every check of every node in one table, each failed row with the fix.
 
-The node-local facts come from one health round (grid_ops.probe: SSH and Python, GPUs
+The node-local facts come from one health round (grid_ops.drivers.probe: SSH and Python, GPUs
 and their checks, disk, clock, Ray's version) and one stamp read (grid_ops.lifecycle:
 the venv build and the grid-ops runtime against the config's); the rest is what only
 the cluster as a whole shows: Python, Ray, driver and CUDA versions that must agree, and
@@ -18,7 +18,8 @@ import json
 import shlex
 from typing import Any
 
-from grid_ops import facts, probe, spawn
+from grid_ops import facts
+from grid_ops.drivers import probe, spawn
 from grid_ops.model import ClusterModel, NodeModel
 
 OK, WARN, FAIL = "ok", "warning", "fail"

@@ -254,7 +254,7 @@ def probe(
     file on its stdin, ``parallel`` at a time, and read the answers into records, in the
     given order (each with its clock offset). A node that does not answer within
     ``limit`` seconds is unreachable."""
-    from grid_ops import spawn
+    from grid_ops.drivers import spawn
 
     jobs: list[tuple[list[str], str | None]] = [(argv, module) for argv in commands.values()]
     records = []

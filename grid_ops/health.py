@@ -14,7 +14,7 @@ from grid_ops import facts
 from grid_ops.facts import gpu_memory_used_fraction, score
 
 if TYPE_CHECKING:
-    from grid_ops.config import ClusterConfig
+    from grid_ops.model.config import ClusterConfig
 
 __all__ = ["NodeHealth", "best", "gpu_memory_used_fraction", "ranked", "score"]
 
@@ -62,7 +62,8 @@ def best(nodes: list[NodeHealth]) -> NodeHealth | None:
 
 def probe_all(config: ClusterConfig, names: list[str] | None = None) -> list[NodeHealth]:
     """Health of the nodes (all, or ``names``), in config order, probed now."""
-    from grid_ops import log, model, probe
+    from grid_ops import log, model
+    from grid_ops.drivers import probe
 
     found = [NodeHealth(**r) for r in probe.records(model.of(config), names)]
     for node in found:
@@ -76,7 +77,8 @@ def probe_all(config: ClusterConfig, names: list[str] | None = None) -> list[Nod
 
 def collect(config: ClusterConfig, refresh: bool) -> tuple[list[NodeHealth], bool]:
     """Health of every node, ranked; from the cache unless stale or ``refresh``."""
-    from grid_ops import model, probe
+    from grid_ops import model
+    from grid_ops.drivers import probe
 
     found, cached = probe.collect(model.of(config), refresh)
     return [NodeHealth(**r) for r in found], cached

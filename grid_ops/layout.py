@@ -27,7 +27,7 @@ RAY_TOKEN = "state/ray_auth_token"
 # The head's GCS address (host:port) as this node joined it, written by 'cluster start'.
 RAY_ADDRESS = "state/ray_address"
 CONTROLLER_STATE = "state/controller"
-# What grid-ops last applied to this node (grid_ops.stamp), and the drain note: a
+# What grid-ops last applied to this node (grid_ops.model.stamp), and the drain note: a
 # drained node's reason; while it exists Ray is not started there.
 STAMP = "state/applied.json"
 DRAIN_NOTE = "state/drained"

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import os
 
-from grid_ops import layout, stamp
-from grid_ops.model import ClusterModel, NodeModel, ensure_control_dir
+from grid_ops import layout
+from grid_ops.model import ClusterModel, NodeModel, ensure_control_dir, stamp
 from grid_ops.model import root_expr as model_root
 from grid_ops.paths import state_dir_name
 from grid_ops.record import factory, record
@@ -24,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from grid_ops.config import ClusterConfig
+    from grid_ops.model.config import ClusterConfig
 
 FORMAT = 1
 
@@ -122,7 +122,7 @@ def write_applied(
 def read_states(cluster: ClusterModel, nodes: list[NodeModel]) -> dict[str, NodeState]:
     """Each node's stamp, Ray process, drain note and cluster id, read over ssh in
     parallel (remote_root as the node reported it, else as the config says it)."""
-    from grid_ops import spawn
+    from grid_ops.drivers import spawn
 
     ensure_control_dir()
     out: dict[str, NodeState] = {}
@@ -346,7 +346,7 @@ def adopt(cluster: ClusterModel, names: list[str]) -> list[str]:
     run treats them as this cluster's. Returns the nodes where that failed."""
     import shlex
 
-    from grid_ops import spawn
+    from grid_ops.drivers import spawn
 
     note, draft = shlex.quote(layout.CLUSTER_ID), shlex.quote(layout.CLUSTER_ID + ".new")
     jobs: list[tuple[list[str], str | None]] = []

@@ -92,8 +92,33 @@ def test_nothing_below_the_server_imports_it() -> None:
     assert offenders(below, "grid_ops", "grid_ops.server") == []
 
 
+def test_only_the_cli_and_the_server_call_the_actions() -> None:
+    """The use cases sit below the CLI and the API server, and above everything else."""
+    below = {k: v for k, v in outside("grid_ops.cli").items() if not inside(k, "grid_ops.server")}
+    below = {k: v for k, v in below.items() if not inside(k, "grid_ops.actions")}
+    assert offenders(below, "grid_ops", "grid_ops.actions") == []
+
+
+@pytest.mark.parametrize(
+    ("package", "never"),
+    [
+        ("grid_ops.drivers", ["grid_ops.actions", "grid_ops.server", "grid_ops.lab"]),
+        ("grid_ops.model", ["grid_ops.drivers", "grid_ops.actions", "grid_ops.server"]),
+        ("grid_ops.lab", ["grid_ops.actions", "grid_ops.drivers", "grid_ops.server"]),
+    ],
+)
+def test_the_lower_packages_do_not_reach_up(package: str, never: list[str]) -> None:
+    """The drivers reach the nodes and know no use case; the model is data and rules
+    and reaches no node; the lab makes nodes and knows nothing of clusters' use."""
+    assert [o for target in never for o in offenders(GRAPH, package, target)] == []
+
+
+def test_only_the_cli_uses_the_lab() -> None:
+    assert offenders(outside("grid_ops.cli"), "grid_ops", "grid_ops.lab", {"grid_ops.lab"}) == []
+
+
 def test_only_the_ansible_module_imports_ansible_runner_and_only_the_runtime_ray() -> None:
-    runner = offenders(GRAPH, "grid_ops", "ansible_runner", {"grid_ops.ansible"})
+    runner = offenders(GRAPH, "grid_ops", "ansible_runner", {"grid_ops.drivers.ansible"})
     ray = [
         line
         for line in offenders(GRAPH, "grid_ops", "ray")
@@ -203,7 +228,7 @@ def fixed_time_limits(path: Path) -> list[str]:
 # Limits that are not grid-ops' to set: a local pipe's last read after its process was
 # killed; the demo's patience with its own job.
 LOCAL_LIMITS = {
-    "grid_ops/remote.py": ["timeout=2 (line"],
+    "grid_ops/drivers/remote.py": ["timeout=2 (line"],
     "grid_ops/cli/demo.py": ["monotonic() + 300"],
 }
 
@@ -215,7 +240,9 @@ def test_every_time_limit_of_the_operator_side_is_a_deadline() -> None:
     found = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(REPO).as_posix()
-        if rel.removesuffix(".py").removesuffix("/__init__") in node or rel == "grid_ops/lab.py":
+        if rel.removesuffix(".py").removesuffix("/__init__") in node or rel.startswith(
+            "grid_ops/lab/"
+        ):
             continue  # the nodes' own limits, and the lab's
         allowed = LOCAL_LIMITS.get(rel, [])
         left = [f for f in fixed_time_limits(path) if not any(f.startswith(a) for a in allowed)]

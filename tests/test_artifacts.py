@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from grid_ops import ansible, config
+from grid_ops.drivers import ansible
+from grid_ops.model import config
 
 SECRET = "grid-ops-test-secret-4c1d9e"
 

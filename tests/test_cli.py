@@ -44,7 +44,7 @@ def test_help_imports_no_ansible_or_ray(args: tuple[str, ...]) -> None:
     loaded = _imported_modules(*args)
     heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
     assert heavy == []
-    assert not {"grid_ops.config", "grid_ops.ansible", "grid_ops.lab"} & loaded
+    assert not {"grid_ops.model.config", "grid_ops.drivers.ansible", "grid_ops.lab"} & loaded
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grid_ops import config
 from grid_ops.cli.config_cmd import starter_text
 from grid_ops.errors import ConfigError
+from grid_ops.model import config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "configs"
 

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from grid_ops import config, doctor, facts, model
+from grid_ops import doctor, facts, model
 from grid_ops.actions import doctor as doctor_deep
+from grid_ops.model import config
 from tests.conftest import Lab
 
 LAB_YAML = """

@@ -12,7 +12,9 @@ from types import ModuleType
 
 import pytest
 
-from grid_ops import config, health, probe
+from grid_ops import health
+from grid_ops.drivers import probe
+from grid_ops.model import config
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "gpu-h100"

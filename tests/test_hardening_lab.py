@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from grid_ops import config
+from grid_ops.model import config
 from tests.conftest import Lab
 
 pytestmark = pytest.mark.lab

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from grid_ops import facts, layout, probe
+from grid_ops import facts, layout
+from grid_ops.drivers import probe
 from grid_ops.module_utils import grid_gpu_health as gpu
 from tests import gpu_variants
 from tests.conftest import grid_ops

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from grid_ops import config
 from grid_ops.errors import ConfigError
+from grid_ops.model import config
 
 
 def run_validate(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -414,8 +414,8 @@ def test_very_long_values_are_cut_and_say_so(screen: io.StringIO) -> None:
 def test_backslashes_before_markup_never_escape_it(
     screen: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from grid_ops import control
     from grid_ops.cli import boost_cmd
+    from grid_ops.drivers import control
 
     row = {"id": "b\\\\\\", "node": "n1[", "resource": "cpu", "amount": 1.0, "expires_at": None}
     monkeypatch.setattr(control, "call", lambda *args, **kwargs: (row, b""))

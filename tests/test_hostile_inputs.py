@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from grid_ops import config as config_mod
 from grid_ops.actions import jobs
 from grid_ops.errors import UsageError
+from grid_ops.model import config as config_mod
 from grid_ops.runtime import controller, launch, pool
 from grid_ops.runtime import jobs as runtime_jobs
 from grid_ops.runtime.nodes import Refused

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from grid_ops import config, facts, identity, inventory, lifecycle, model
+from grid_ops import facts, identity, lifecycle, model
 from grid_ops.actions import jobs
+from grid_ops.drivers import inventory
 from grid_ops.errors import ConfigError, Conflict
+from grid_ops.model import config
 from grid_ops.server import token
 
 CONFIG = "name: my-cluster\nnodes: [gpu1, gpu2]\n"
@@ -66,7 +68,7 @@ def test_a_config_sets_its_id_and_a_bad_one_is_refused(state: Path, tmp_path: Pa
 
 def test_processes_asking_at_once_get_one_id(state: Path, tmp_path: Path) -> None:
     path = _write(tmp_path / "cluster.yaml")
-    line = "from grid_ops import config; import sys; print(config.load(sys.argv[1]).id)"
+    line = "from grid_ops.model import config; import sys; print(config.load(sys.argv[1]).id)"
     children = [
         subprocess.Popen([sys.executable, "-c", line, str(path)], stdout=subprocess.PIPE, text=True)
         for _ in range(6)

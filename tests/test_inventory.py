@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from grid_ops import config, inventory
+from grid_ops.drivers import inventory
+from grid_ops.model import config
 from grid_ops.paths import ansible_root
 
 FIXTURES = Path(__file__).parent / "fixtures" / "configs"
@@ -395,7 +396,7 @@ def test_committed_example_inventory_is_the_render_of_the_starter_config(
 
 def test_every_config_string_reaches_ansible_marked_unsafe(tmp_path: Path) -> None:
     """A second wall behind validation: even a value that slipped past it would be data."""
-    from grid_ops import inventory as inv
+    from grid_ops.drivers import inventory as inv
 
     cfg = config.load(write(tmp_path / "cluster.yaml", MIXED))
     out = tmp_path / "inv"
@@ -422,7 +423,7 @@ def test_every_config_string_reaches_ansible_marked_unsafe(tmp_path: Path) -> No
 @pytest.mark.parametrize("text", ["", "123", "true", "yes", "null", "2.60", "1e3", "~", "0x1f"])
 def test_text_that_looks_like_another_type_stays_text(tmp_path: Path, text: str) -> None:
     """Ansible reads '!unsafe' scalars as plain ones; such text goes untagged instead."""
-    from grid_ops import inventory as inv
+    from grid_ops.drivers import inventory as inv
 
     hosts = tmp_path / "hosts.yml"
     hosts.write_text(f"all:\n  hosts:\n    h1:\n      v: {inv.to_yaml(text)}\n      "

@@ -103,7 +103,8 @@ def test_kill_unknown_node_is_a_clear_error(lab: Lab) -> None:
 
 
 def test_driver_reports_counts_facts_and_keeps_recent_runs(lab: Lab) -> None:
-    from grid_ops import ansible, config
+    from grid_ops.drivers import ansible
+    from grid_ops.model import config
 
     cfg = config.load(lab.config)
     seen: list[tuple[str, str, str | None]] = []
@@ -128,7 +129,8 @@ def test_driver_reports_counts_facts_and_keeps_recent_runs(lab: Lab) -> None:
 
 def test_host_key_checking_stays_on(lab: Lab, tmp_path: Path) -> None:
     """A node whose host key does not match known_hosts is refused, not trusted."""
-    from grid_ops import ansible, config
+    from grid_ops.drivers import ansible
+    from grid_ops.model import config
 
     cfg = config.load(lab.config)
     assert cfg.ssh.known_hosts_file is not None

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from grid_ops import config, layout, model
+from grid_ops import layout, model
+from grid_ops.model import config
 from grid_ops.runtime.private import short_dir_path
 from tests.conftest import Lab, grid_ops
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from grid_ops import layout, lifecycle, model, stamp
-from grid_ops.config import ClusterConfig
+from grid_ops import layout, lifecycle, model
+from grid_ops.model import stamp
+from grid_ops.model.config import ClusterConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CONFIG = {

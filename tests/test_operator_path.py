@@ -4,7 +4,7 @@ through a local connection: no lab, real Ansible.
 - roles/grid_validate checks the inventory's variables first and ends the play, naming
   the variable, before any node is touched (not even the read-only probe);
 - the playbook's sync and grid-ops' own rsync (the quick path, job --workdir) build one
-  command: the role's filter plugin, called through Ansible and through grid_ops.rsync;
+  command: the role's filter plugin, called through Ansible and through grid_ops.drivers.rsync;
 - every variable the roles read is rendered by grid-ops, and role defaults restate no
   config default.
 """
@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from grid_ops import ansible, config, inventory, layout, model, rsync
+from grid_ops import layout, model
+from grid_ops.drivers import ansible, inventory, rsync
+from grid_ops.model import config
 from tests.conftest import REPO, grid_ops
 
 
@@ -103,7 +105,7 @@ def test_the_rendered_inventory_passes_the_checks_and_the_play_goes_on(tmp_path:
 
 def test_playbook_and_grid_ops_build_the_same_rsync_command(tmp_path: Path) -> None:
     """The command the grid_sync role ran (through Ansible, its filter plugin fed from the
-    rendered group_vars) is the one grid_ops.rsync builds from the resolved model."""
+    rendered group_vars) is the one grid_ops.drivers.rsync builds from the resolved model."""
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(config.dump(_config(tmp_path)))
     src = tmp_path / "proj"

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from grid_ops import config, facts, health, model, rsync, spawn
+from grid_ops import facts, health, model
 from grid_ops.cli import argspec, quick
 from grid_ops.cli.common import load_config
+from grid_ops.drivers import rsync, spawn
+from grid_ops.model import config
 
 CONFIG = """
 name: unit

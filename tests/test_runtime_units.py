@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from grid_ops import control
+from grid_ops.drivers import control
 from grid_ops.errors import UsageError
 from grid_ops.runtime import nodes, offload, pool, protocol, reservations, store
 from grid_ops.runtime.nodes import NodeView, Refused

@@ -138,7 +138,7 @@ def test_the_largest_command_the_api_takes_fits_one_ssh_argument() -> None:
     fits the single ssh argument it travels in (Linux: 128 KiB), so the API never
     answers such a job with a 500 (E2BIG)."""
     from grid_ops.actions import jobs
-    from grid_ops.config import parse
+    from grid_ops.model.config import parse
 
     cfg = parse({"name": "big", "nodes": [{"name": "n1", "host": "10.0.0.1", "user": "u"}]})
     chars, args = api.COMMAND_CHARS, api.COMMAND_ARGS

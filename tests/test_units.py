@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
-from grid_ops import inventory, model, remote
-from grid_ops.ansible import HostResult, PlaybookResult, _Collector
-from grid_ops.cluster_status import summarize
-from grid_ops.config import ClusterConfig, parse
+from grid_ops import model
+from grid_ops.drivers import inventory, remote
+from grid_ops.drivers.ansible import HostResult, PlaybookResult, _Collector
+from grid_ops.drivers.cluster_status import summarize
+from grid_ops.model.config import ClusterConfig, parse
 
 REPO = Path(__file__).resolve().parent.parent
 WHEELHOUSE = REPO / "roles" / "grid_venv" / "library" / "grid_wheelhouse.py"
@@ -453,7 +454,7 @@ def test_wheelhouse_module_check_mode_dedupes_platforms_and_honours_markers(
 
 
 # ---------------------------------------------------------------------------------------
-# grid_ops.remote: the script is executed locally by bash, as the node's shell would
+# grid_ops.drivers.remote: the script is executed locally by bash, as the node's shell would
 
 
 PROBE = (
@@ -648,7 +649,7 @@ def test_argv_for_an_ssh_node(root: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# grid_ops.ansible._Collector
+# grid_ops.drivers.ansible._Collector
 
 
 def ev(kind: str, host: str | None = None, task: str = "", **data: Any) -> dict[str, Any]:
@@ -837,7 +838,7 @@ def test_collector_reports_progress_start_and_end() -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# grid_ops.inventory: ssh command and host vars
+# grid_ops.drivers.inventory: ssh command and host vars
 
 
 def inv_config() -> ClusterConfig:

@@ -19,10 +19,10 @@ from grid_ops.actions.progress import QUIET, Progress
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from grid_ops.config import ClusterConfig
+    from grid_ops.drivers.results import PlaybookResult
     from grid_ops.lifecycle import NodeState, Plan
     from grid_ops.model import ClusterModel
-    from grid_ops.results import PlaybookResult
+    from grid_ops.model.config import ClusterConfig
 
 
 @dataclass
@@ -71,7 +71,7 @@ def plan(cfg: ClusterConfig, full: bool = False) -> Planned:
     """Read every node's stamp (the removed ones' too) and plan; ``full``: visit every
     node, current or not."""
     from grid_ops import lifecycle, model
-    from grid_ops import stamp as stamps
+    from grid_ops.model import stamp as stamps
 
     started = time.monotonic()
     cluster = model.of(cfg)
@@ -156,7 +156,7 @@ def _with_removed(cfg: ClusterConfig, removed: list[dict[str, Any]]) -> ClusterC
     """``cfg`` with the nodes to remove added back (to reach them one last time)."""
     if not removed:
         return cfg
-    from grid_ops.config import NodeConfig
+    from grid_ops.model.config import NodeConfig
 
     extra = [NodeConfig.model_validate(n) for n in removed]
     return cfg.model_copy(update={"nodes": [*cfg.nodes, *extra]})
@@ -179,7 +179,7 @@ def _build_and_start(
     whose build failed is left as it runs. Returns the runs, the restarted nodes and
     the window (first stop to the end of the start) when any restarted."""
     from grid_ops import lifecycle
-    from grid_ops import stamp as stamps
+    from grid_ops.model import stamp as stamps
 
     results: dict[str, PlaybookResult] = {}
     everyone = [n for n in cfg.node_names if n not in blocked]
@@ -228,7 +228,8 @@ def _build_and_start(
 def _verify(cluster: ClusterModel, names: list[str]) -> list[str]:
     """The nodes (of ``names``) that do not now run what the config gives: stamp, venv
     build, Ray up (unless drained). One more round trip per node."""
-    from grid_ops import lifecycle, model, stamp
+    from grid_ops import lifecycle, model
+    from grid_ops.model import stamp
 
     fresh = model.of_cluster_again(cluster)
     want = stamp.stamps(fresh)
@@ -290,7 +291,7 @@ def _remove(planned: Planned, path: Path, keep_files: bool, progress: Progress) 
 
 def _configure(cfg: ClusterConfig, cluster: ClusterModel, progress: Progress) -> dict[str, Any]:
     """Give the running controller the cluster's new node set (no restart)."""
-    from grid_ops import control
+    from grid_ops.drivers import control
     from grid_ops.errors import GridOpsError
 
     try:

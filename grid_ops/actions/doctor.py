@@ -14,7 +14,7 @@ from grid_ops.actions.progress import QUIET, Progress
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from grid_ops.config import ClusterConfig
+    from grid_ops.model.config import ClusterConfig
 
 # A node whose bandwidth is below this fraction of the median is flagged.
 SLOW_FRACTION = 0.5
@@ -27,8 +27,8 @@ def run(
     ``"bandwidth"`` when ``deep``)."""
     from grid_ops import doctor as doc
     from grid_ops import lifecycle, model
-    from grid_ops import stamp as stamps
     from grid_ops.actions import health
+    from grid_ops.model import stamp as stamps
 
     cluster = model.of(cfg)
     progress.info(f"checking {len(cluster.nodes)} node(s) of {cfg.name}")

@@ -21,8 +21,8 @@ from grid_ops.actions.progress import QUIET, Progress
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from grid_ops.config import ClusterConfig
     from grid_ops.health import NodeHealth
+    from grid_ops.model.config import ClusterConfig
     from grid_ops.repair import Policy
 
 REPORT = "report"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from grid_ops.jobs import TERMINAL
 
 if TYPE_CHECKING:
-    from grid_ops.config import ClusterConfig
+    from grid_ops.model.config import ClusterConfig
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 NAME_HINT = "Use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit."
@@ -67,11 +67,11 @@ def _store(config: ClusterConfig) -> Path:
 def store_dir(key: str) -> Path:
     """Where the job records of the cluster kept under ``key`` (its id) lie."""
     from grid_ops.errors import UsageError
-    from grid_ops.paths import state_dir
+    from grid_ops.paths import job_store_dir
 
     if not valid_name(key):
         raise UsageError(f"Cluster id {_shown(key)} is not valid.", NAME_HINT)
-    return state_dir() / "jobs" / key
+    return job_store_dir(key)
 
 
 def _inside(store: Path, path: Path) -> bool:
@@ -168,7 +168,7 @@ def load_all(config: ClusterConfig) -> list[dict[str, Any]]:
 
 def head_argv(config: ClusterConfig, args: list[str]) -> list[str]:
     """The local argv that runs ``grid_ops.runtime.jobs ARGS`` on the head (pure)."""
-    from grid_ops import remote
+    from grid_ops.drivers import remote
 
     command = ["python", "-m", "grid_ops.runtime.jobs"]
     command += ["--dashboard-port", str(config.ray.dashboard_port), *args]
@@ -375,7 +375,8 @@ def launch(
 def _push_workdir(config: ClusterConfig, workdir: Path, rel: str) -> None:
     """Copy ``workdir`` to ``<remote_root>/<rel>`` on the head: the sync's own rsync
     command (its excludes and .gitignore), into a directory it makes."""
-    from grid_ops import model, rsync
+    from grid_ops import model
+    from grid_ops.drivers import rsync
     from grid_ops.errors import GridOpsError, UsageError
 
     if not workdir.is_dir():

@@ -17,8 +17,8 @@ from grid_ops.actions.progress import QUIET, Progress
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from grid_ops.config import ClusterConfig
-    from grid_ops.results import PlaybookResult
+    from grid_ops.drivers.results import PlaybookResult
+    from grid_ops.model.config import ClusterConfig
 
 DRAIN = ["python", "-m", "grid_ops.runtime.drain"]
 
@@ -31,7 +31,7 @@ def on_node(
     what: str = "drain or undrain",
 ) -> dict[str, Any]:
     """Run a grid-ops runtime call on the node; its one JSON line."""
-    from grid_ops import remote
+    from grid_ops.drivers import remote
     from grid_ops.errors import GridOpsError
 
     node = cfg.node(name)
@@ -57,7 +57,7 @@ def on_node(
 def evacuation(cfg: ClusterConfig, name: str) -> list[dict[str, Any]] | dict[str, str]:
     """The controller moves what it keeps on ``name`` elsewhere; what it did (or
     ``{"error": ...}`` when the controller could not be asked)."""
-    from grid_ops import control
+    from grid_ops.drivers import control
     from grid_ops.errors import GridOpsError
 
     try:

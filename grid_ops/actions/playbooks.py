@@ -1,5 +1,5 @@
 """Running one of the project's playbooks on the cluster: the one call every use case
-that drives Ansible makes (grid_ops.ansible.run with the progress of the caller)."""
+that drives Ansible makes (grid_ops.drivers.ansible.run with the progress of the caller)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from grid_ops.actions.progress import QUIET, Progress
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from grid_ops.config import ClusterConfig
-    from grid_ops.results import PlaybookResult
+    from grid_ops.drivers.results import PlaybookResult
+    from grid_ops.model.config import ClusterConfig
 
 
 def run(
@@ -26,7 +26,7 @@ def run(
     extravars: dict[str, Any] | None = None,
 ) -> PlaybookResult:
     """Run ``playbook`` on the cluster (``limit``: those nodes only); its result."""
-    from grid_ops import ansible
+    from grid_ops.drivers import ansible
 
     names = limit or [n.name for n in cfg.nodes]
     with progress.playbook(title, names) as view:

@@ -4,7 +4,7 @@ The CLI passes one that draws on the terminal (grid_ops.cli.progress.Console); t
 server, --json runs and tests pass :data:`QUIET` or their own. A use case says notes
 (``info``), trouble that does not stop it (``warn``), and each playbook run's per-host
 progress (``playbook``: a context around the run, giving the callback that
-grid_ops.ansible.run calls with host, task and status).
+grid_ops.drivers.ansible.run calls with host, task and status).
 """
 
 from __future__ import annotations

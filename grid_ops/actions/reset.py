@@ -12,8 +12,8 @@ from grid_ops.actions.progress import QUIET, Progress
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from grid_ops.config import ClusterConfig
-    from grid_ops.results import PlaybookResult
+    from grid_ops.drivers.results import PlaybookResult
+    from grid_ops.model.config import ClusterConfig
 
 
 @dataclass

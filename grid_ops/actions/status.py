@@ -9,14 +9,14 @@ from grid_ops.actions.progress import QUIET, Progress
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from grid_ops.config import ClusterConfig
+    from grid_ops.model.config import ClusterConfig
 
 
 def ray_status(cfg: ClusterConfig, path: Path, progress: Progress = QUIET) -> dict[str, Any]:
     """Every node's Ray (alive, dead, absent), its node id and resources, and the head's
     address: the document 'cluster status --json' prints."""
-    from grid_ops import ansible
-    from grid_ops.cluster_status import summarize
+    from grid_ops.drivers import ansible
+    from grid_ops.drivers.cluster_status import summarize
 
     names = [n.name for n in cfg.nodes]
     with progress.playbook("ray status", names) as view:

@@ -16,7 +16,7 @@ from grid_ops.cli.common import ConfigOption, JsonOption, load_config
 from grid_ops.cli.output import cell, out, print_json, safe
 
 if TYPE_CHECKING:
-    from grid_ops.config import ClusterConfig
+    from grid_ops.model.config import ClusterConfig
 
 boost_app = typer.Typer(
     help="Reserve CPU, GPU or memory on a node for the head's work (a Ray placement group).",
@@ -66,7 +66,7 @@ def _table(rows: list[dict[str, Any]], title: str) -> None:
 def _request(
     cfg: ClusterConfig, kind: str, resource: str, amount: str, as_json: bool, **more: Any
 ) -> None:
-    from grid_ops import control
+    from grid_ops.drivers import control
 
     row = control.reserve(cfg, kind, resource, amount, **more)
     if as_json:
@@ -79,7 +79,7 @@ def _request(
 
 
 def _release(cfg: ClusterConfig, rid: str, kind: str, as_json: bool) -> None:
-    from grid_ops import control
+    from grid_ops.drivers import control
 
     show_released(rid, control.release(cfg, rid, kind), as_json)
 
@@ -93,7 +93,7 @@ def show_released(rid: str, row: dict[str, Any], as_json: bool) -> None:
 
 
 def _status(cfg: ClusterConfig, kind: str, as_json: bool, title: str) -> None:
-    from grid_ops import control
+    from grid_ops.drivers import control
 
     rows, _ = control.call(cfg, "reservations", {"kind": kind})
     show_reservations(rows, title, as_json)

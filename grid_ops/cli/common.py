@@ -10,7 +10,7 @@ import typer
 from grid_ops.paths import default_config_path
 
 if TYPE_CHECKING:
-    from grid_ops.config import ClusterConfig
+    from grid_ops.model.config import ClusterConfig
 
 ConfigOption = Annotated[
     Path | None,
@@ -50,7 +50,8 @@ def load_config(path: Path | None, quick_plan: bool = False) -> tuple[ClusterCon
     """
     import os
 
-    from grid_ops import config, model
+    from grid_ops import model
+    from grid_ops.model import config
 
     resolved = config_path(path)
     config_abs = os.path.abspath(resolved)

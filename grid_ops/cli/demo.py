@@ -12,7 +12,7 @@ from grid_ops.cli.output import err, out, safe
 from grid_ops.jobs import TERMINAL
 
 if TYPE_CHECKING:
-    from grid_ops.config import ClusterConfig
+    from grid_ops.model.config import ClusterConfig
 
 LOCAL_CONFIG = """\
 # grid-ops demo cluster: this machine only (not root, so no lab).
@@ -141,8 +141,8 @@ def _demo_job(cfg: ClusterConfig) -> None:
 
 
 def _demo_boost(cfg: ClusterConfig) -> None:
-    from grid_ops import control
     from grid_ops.cli import boost_cmd
+    from grid_ops.drivers import control
 
     node = cfg.nodes[-1].name  # a worker when there is one
     row, _ = control.call(
@@ -159,8 +159,8 @@ def _demo_memory(cfg: ClusterConfig) -> None:
     import hashlib
     import os
 
-    from grid_ops import control
     from grid_ops.cli import memory_cmd
+    from grid_ops.drivers import control
     from grid_ops.errors import GridOpsError
 
     data = os.urandom(4 * 2**20)

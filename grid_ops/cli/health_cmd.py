@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from grid_ops.actions.health import Round
-    from grid_ops.config import ClusterConfig
     from grid_ops.health import NodeHealth
+    from grid_ops.model.config import ClusterConfig
 
 
 def table(nodes: list[NodeHealth], title: str) -> Table:

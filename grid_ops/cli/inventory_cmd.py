@@ -25,7 +25,7 @@ def render(
     json_out: JsonOption = False,
 ) -> None:
     """Write hosts.yml and group_vars/ for operators' ansible-playbook runs."""
-    from grid_ops import inventory
+    from grid_ops.drivers import inventory
 
     cfg, path = load_config(config)
     out_dir = output or inventory.default_dir(cfg)

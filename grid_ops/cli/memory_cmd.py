@@ -59,7 +59,7 @@ def store(
     Copies go to the nodes with most pool room (resource_sharing.memory_pool_gb each);
     with --replicas 2 or more the object outlives the loss of a node holding it.
     """
-    from grid_ops import control
+    from grid_ops.drivers import control
     from grid_ops.errors import UsageError
 
     _check_key(key)
@@ -90,7 +90,7 @@ def retrieve(
     ] = None,
 ) -> None:
     """Fetch KEY's bytes, exactly as stored (from the first holder that answers)."""
-    from grid_ops import control
+    from grid_ops.drivers import control
     from grid_ops.errors import UsageError
 
     _check_key(key)
@@ -114,7 +114,7 @@ def retrieve(
 @app.command("list-objects")
 def list_objects(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """The stored objects: key, size and the nodes that hold a copy now."""
-    from grid_ops import control
+    from grid_ops.drivers import control
 
     cfg, _ = load_config(config)
     rows, _ = control.call(cfg, "memory-list")
@@ -150,7 +150,7 @@ def objects_table(rows: list[dict[str, Any]], cluster: str) -> Table:
 @app.command("delete")
 def delete(key: KeyArg, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Delete KEY from every node holding it."""
-    from grid_ops import control
+    from grid_ops.drivers import control
 
     _check_key(key)
     cfg, _ = load_config(config)

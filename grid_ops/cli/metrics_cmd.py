@@ -12,7 +12,7 @@ from grid_ops.cli.common import ConfigOption, load_config
 from grid_ops.cli.output import err, safe
 
 if TYPE_CHECKING:
-    from grid_ops.config import ClusterConfig
+    from grid_ops.model.config import ClusterConfig
 
 app = typer.Typer(
     help="Prometheus metrics: node health gauges, run/sync counters. Without a "
@@ -23,7 +23,8 @@ app = typer.Typer(
 
 def controller_numbers(cfg: ClusterConfig) -> dict[str, Any] | None:
     """The controller's metrics, or None when it does not answer (grid_controller_up 0)."""
-    from grid_ops import control, model
+    from grid_ops import model
+    from grid_ops.drivers import control
     from grid_ops.errors import GridOpsError
 
     # a short call, but one that starts a Python on the head: the probe's deadline

@@ -13,8 +13,8 @@ from grid_ops.cli.output import cell, err, out, print_json, safe
 if TYPE_CHECKING:
     from rich.console import Group
 
-    from grid_ops.config import ClusterConfig
     from grid_ops.health import NodeHealth
+    from grid_ops.model.config import ClusterConfig
 
 app = typer.Typer(
     help="Move work that allows it off the head while the head is under pressure.",
@@ -61,7 +61,7 @@ def auto(
     submit(..., offload=True) go to the least loaded worker; each decision is recorded
     (--status shows the latest). --json: {"enabled", "thresholds", "pressure", "decisions"}.
     """
-    from grid_ops import control
+    from grid_ops.drivers import control
     from grid_ops.errors import UsageError
 
     if enable and disable:
@@ -163,8 +163,8 @@ def watch(
 
     from rich.live import Live
 
-    from grid_ops import control
     from grid_ops.actions import health
+    from grid_ops.drivers import control
 
     cfg, path = load_config(config)
     live = Live(console=out, auto_refresh=False) if out.is_terminal else None

@@ -12,7 +12,7 @@ from grid_ops.cli.output import cell, error, out, print_json, safe
 from grid_ops.cli.progress import STYLE, console
 
 if TYPE_CHECKING:
-    from grid_ops.results import PlaybookResult
+    from grid_ops.drivers.results import PlaybookResult
 
 
 def ping(

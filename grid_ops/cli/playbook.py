@@ -12,7 +12,7 @@ from grid_ops.cli.output import clean, err, error, out, print_json, safe
 from grid_ops.cli.progress import print_summary
 
 if TYPE_CHECKING:
-    from grid_ops.results import PlaybookResult
+    from grid_ops.drivers.results import PlaybookResult
 
 
 def print_diffs(result: PlaybookResult) -> None:

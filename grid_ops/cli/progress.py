@@ -14,7 +14,7 @@ from grid_ops.actions.progress import Progress
 from grid_ops.cli.output import cell, err, info, out, safe
 
 if TYPE_CHECKING:
-    from grid_ops.results import PlaybookResult
+    from grid_ops.drivers.results import PlaybookResult
 
 STYLE = {
     "ok": "green",

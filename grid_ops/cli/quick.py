@@ -8,13 +8,13 @@ when the command line is one grid_ops.cli.argspec knows and the config's resolve
 cached for the file's current content (grid_ops.model: written by the full CLI when it
 last loaded that config for these commands), this module only dispatches:
 
-- health: grid_ops.probe.collect on the model (the full CLI's own call), the same JSON,
+- health: grid_ops.drivers.probe.collect on the model (the full CLI's own call), the same JSON,
   the same table.
 - apply: grid_ops.lifecycle reads every node's stamp (one round trip each) and plans; when
   nothing is to be done it prints what the full CLI prints, else the full CLI carries
   the plan out (reading the stamps again).
-- sync: the rsync command of grid_ops.rsync (the role's own filter plugin) as a dry run
-  on every node. If nothing would move (or --dry-run was asked), grid_ops.results prints
+- sync: the rsync command of grid_ops.drivers.rsync (the role's own filter plugin) as a dry run
+  on every node. If nothing would move (or --dry-run was asked), grid_ops.drivers.results prints
   the same document the full CLI does; if something would move, a node's root is not
   recorded yet, or an rsync fails, the full CLI runs playbooks/sync.yml.
 
@@ -111,7 +111,8 @@ def _print_json(data: Any) -> None:
 
 
 def _health(cluster: ClusterModel, opts: dict[str, Any]) -> Callable[[], int] | None:
-    from grid_ops import facts, probe
+    from grid_ops import facts
+    from grid_ops.drivers import probe
 
     ranked, from_cache = probe.collect(cluster, bool(opts.get("refresh")))
     if any(facts.quarantine_plan(ranked, cluster.head, cluster.health["quarantine"])):
@@ -132,8 +133,9 @@ def _health(cluster: ClusterModel, opts: dict[str, Any]) -> Callable[[], int] | 
 
 
 def _sync(cluster: ClusterModel, opts: dict[str, Any]) -> Callable[[], int] | None:
-    from grid_ops import layout, model, rsync, spawn
-    from grid_ops.results import HostResult, PlaybookResult, sync_document, sync_row
+    from grid_ops import layout, model
+    from grid_ops.drivers import rsync, spawn
+    from grid_ops.drivers.results import HostResult, PlaybookResult, sync_document, sync_row
 
     src = os.path.realpath(os.path.expanduser(opts.get("src") or "."))
     if not os.path.isdir(src) or not rsync.source_name(src):
@@ -191,7 +193,8 @@ def _sync(cluster: ClusterModel, opts: dict[str, Any]) -> Callable[[], int] | No
 def _apply(cluster: ClusterModel, opts: dict[str, Any]) -> Callable[[], int] | None:
     import time
 
-    from grid_ops import lifecycle, stamp
+    from grid_ops import lifecycle
+    from grid_ops.model import stamp
 
     started = time.monotonic()
     applied = lifecycle.read_applied(cluster.id)

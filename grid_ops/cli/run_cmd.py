@@ -15,7 +15,7 @@ from grid_ops.cli.output import err, error, out, safe
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from grid_ops.config import ClusterConfig, NodeConfig
+    from grid_ops.model.config import ClusterConfig, NodeConfig
 
 
 def run(
@@ -82,7 +82,8 @@ def run(
     Examples: grid-ops run -c cluster.yaml -- python train.py --epochs 3
               grid-ops run "python train.py --epochs 3 && ls checkpoints/*.pt"
     """
-    from grid_ops import model, remote
+    from grid_ops import model
+    from grid_ops.drivers import remote
 
     if len(command) == 1 and any(c.isspace() for c in command[0]):
         shell = True  # one quoted command line: the node's shell reads it (ssh's way)
@@ -101,7 +102,7 @@ def run(
         raise typer.Exit(_run_all(cfg, command, shell, timeout))
     env: dict[str, str] = {}
     if boost:
-        from grid_ops.control import find
+        from grid_ops.drivers.control import find
 
         record = find(cfg, boost, "boost")
         env["GRID_OPS_BOOST"] = boost
@@ -144,9 +145,10 @@ def _best_reachable(cfg: ClusterConfig, path: Path, retries: int) -> NodeConfig:
     """Best-scored node that answers now; skips up to ``retries`` that do not."""
     from dataclasses import asdict
 
-    from grid_ops import facts, remote
+    from grid_ops import facts
     from grid_ops.actions import health
     from grid_ops.cli.progress import console
+    from grid_ops.drivers import remote
     from grid_ops.errors import GridOpsError
 
     ranked = health.check(cfg, path, progress=console()).nodes
@@ -174,7 +176,7 @@ def _best_reachable(cfg: ClusterConfig, path: Path, retries: int) -> NodeConfig:
 
 
 def _run_all(cfg: ClusterConfig, command: list[str], shell: bool, timeout: float | None) -> int:
-    from grid_ops import remote
+    from grid_ops.drivers import remote
 
     run_ids = {n.name: remote.new_run_id() for n in cfg.nodes}
 

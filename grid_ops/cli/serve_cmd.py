@@ -12,7 +12,7 @@ from grid_ops.cli.output import err, out, safe
 if TYPE_CHECKING:
     import socket
 
-    from grid_ops.config import ClusterConfig
+    from grid_ops.model.config import ClusterConfig
 
 DEFAULT_PORT = 8470
 

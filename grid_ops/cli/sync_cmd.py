@@ -12,7 +12,7 @@ from grid_ops.cli import playbook
 from grid_ops.cli.common import ConfigOption, JsonOption, load_config
 from grid_ops.cli.output import out
 from grid_ops.cli.progress import console
-from grid_ops.results import sync_document, sync_row
+from grid_ops.drivers.results import sync_document, sync_row
 
 SYNC_TASK = "Sync the source to the node (only changed files move)"
 
@@ -47,7 +47,7 @@ def sync(
     source = src.expanduser().resolve()
     if not source.is_dir():
         raise UsageError(f"{src} is not a directory.", "Pass the directory to sync as SRC.")
-    from grid_ops import rsync
+    from grid_ops.drivers import rsync
 
     if not rsync.source_name(str(source)):
         raise UsageError(

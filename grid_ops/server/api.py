@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from starlette.types import ASGIApp
 
-    from grid_ops.config import ClusterConfig
+    from grid_ops.model.config import ClusterConfig
     from grid_ops.server.guard import Hosts
     from grid_ops.server.refresher import Refresher
 
@@ -205,8 +205,8 @@ def handle_errors(app: FastAPI) -> None:
 
 def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: str) -> None:
     """The API's endpoints, answering from ``refresher``."""
-    from grid_ops import control
     from grid_ops.actions import jobs
+    from grid_ops.drivers import control
 
     started = time.time()
 
@@ -264,7 +264,7 @@ def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: 
     def server() -> dict[str, Any]:
         """The server's own numbers: refresh rounds, nodes probed (all SSH probes this
         process made), the interval, since when it runs."""
-        from grid_ops import probe
+        from grid_ops.drivers import probe
 
         return {
             "cluster_name": config.name,

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from grid_ops.config import ClusterConfig
+    from grid_ops.model.config import ClusterConfig
 
 SECTIONS = ("health", "cluster", "controller", "jobs")
 RECENT_S = 600.0  # a job that ended this recently gets its final logs read by a round
@@ -200,7 +200,7 @@ class Refresher:
         return ray_status(self.config, self.path)
 
     def _controller(self) -> dict[str, Any]:
-        from grid_ops import control
+        from grid_ops.drivers import control
 
         view, _ = control.call(self.config, "overview")
         return dict(view)

@@ -5,7 +5,7 @@ passive checks (GPU faults, Xid events, disk) that can find it sick.
 One module, two transports: Ansible runs it like any module (playbooks/health.yml), and
 ``grid-ops health`` sends this same file over plain OpenSSH to ``python3 -`` with
 GRID_OPS_STANDALONE=1, which prints the facts as JSON without Ansible on either side
-(grid_ops.probe sends the module_utils it imports ahead of it). /proc and nvidia-smi are
+(grid_ops.drivers.probe sends the module_utils it imports ahead of it). /proc and nvidia-smi are
 read by the shared grid_node_os, the GPU checks made by grid_gpu_health (both in
 grid_ops/module_utils). It needs only the node's own Python 3 standard library.
 """

@@ -3,7 +3,7 @@
 The grid_sync role uses these as Jinja filters (``grid_rsync_argv``, ``grid_rsync_dest``,
 ``grid_rsync_source_name``, ``grid_rsync_changes``, ``grid_rsync_stats``); grid-ops' quick
 path, ``job launch --workdir`` and the full CLI's sync import this very
-file (grid_ops.rsync) and calls the same functions, so both build the same argv and read
+file (grid_ops.drivers.rsync) and calls the same functions, so both build the same argv and read
 rsync's output the same way. Standard library only.
 """
 

@@ -36,7 +36,7 @@ UTILS = ("grid_node_os", "grid_gpu_health")
 
 _HEAD = """\
 # grid-ops node program: a script and the module_utils it imports, as one program for
-# 'python3 -' (written by grid_ops.probe; Ansible is not needed on the node).
+# 'python3 -' (written by grid_ops.drivers.probe; Ansible is not needed on the node).
 import sys, types
 for _name in ("ansible", "ansible.module_utils"):
     _package = types.ModuleType(_name)

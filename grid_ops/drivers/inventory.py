@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grid_ops import layout, model, probe
-from grid_ops.config import ClusterConfig
+from grid_ops import layout, model
+from grid_ops.drivers import probe
 from grid_ops.fsutil import write_file
 from grid_ops.model import NodeModel
+from grid_ops.model.config import ClusterConfig
 from grid_ops.paths import state_dir
 from grid_ops.record import as_dict
 
@@ -103,7 +104,7 @@ def groups(config: ClusterConfig) -> dict[str, list[str]]:
 
 def host_vars(config: ClusterConfig, node: NodeModel, stamp: dict[str, Any]) -> dict[str, Any]:
     """What Ansible needs to reach ``node``, plus the node's grid-ops settings and the
-    stamp it carries once they are applied (grid_ops.stamp)."""
+    stamp it carries once they are applied (grid_ops.model.stamp)."""
     out: dict[str, Any] = {"ansible_host": node.host}
     if node.local:
         out["ansible_connection"] = "local"
@@ -178,7 +179,7 @@ def _home_relative(path: Path) -> str:
 def render_text(config: ClusterConfig, source: str = "cluster.yaml") -> dict[str, str]:
     """The inventory files as ``{relative path: text}``."""
     env = _environment()
-    from grid_ops import stamp
+    from grid_ops.model import stamp
 
     resolved = model.resolve(config, recorded=False)
     context = {

@@ -19,12 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from grid_ops import inventory, model
-from grid_ops.config import ClusterConfig
+from grid_ops import model
+from grid_ops.drivers import inventory
+from grid_ops.drivers.results import COUNTERS, HostResult, PlaybookResult
 from grid_ops.errors import AnsibleRunError, UsageError
 from grid_ops.fsutil import write_atomic
+from grid_ops.model.config import ClusterConfig
 from grid_ops.paths import ansible_root, playbook_path, state_dir
-from grid_ops.results import COUNTERS, HostResult, PlaybookResult
 
 KEEP_RUNS = 10
 # The extra var every run passes: the digest of the runtime grid-ops pushes to the nodes

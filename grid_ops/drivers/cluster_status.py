@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 from grid_ops import layout
 
 if TYPE_CHECKING:
-    from grid_ops.config import ClusterConfig
-    from grid_ops.results import PlaybookResult
+    from grid_ops.drivers.results import PlaybookResult
+    from grid_ops.model.config import ClusterConfig
 
 
 def summarize(config: ClusterConfig, result: PlaybookResult) -> dict[str, Any]:

@@ -29,7 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from grid_ops.config import ClusterConfig, NodeConfig
+    from grid_ops.model.config import ClusterConfig, NodeConfig
 
 FORMAT = 5  # of the JSON form; bump when its shape changes
 CONTROL_DIR = "~/.ansible/cp"
@@ -487,8 +487,9 @@ def record_facts(config: ClusterConfig, reported: dict[str, Any]) -> None:
 
 
 def code_version() -> str:
-    """grid-ops' version, and for a source checkout the state of its modules (an edit
-    there must not be answered by a model an older code built)."""
+    """grid-ops' version, and for a source checkout the state of the modules that build
+    the model (this package's and the shared top-level ones: an edit there must not be
+    answered by a model an older code built)."""
     from grid_ops import __version__
     from grid_ops.paths import package_dir_name
 
@@ -496,8 +497,9 @@ def code_version() -> str:
     if not os.path.exists(os.path.join(os.path.dirname(here), ".git")):
         return __version__
     stamps = sorted(
-        f"{entry.name}:{entry.stat().st_size}:{entry.stat().st_mtime_ns}"
-        for entry in os.scandir(here)
+        f"{folder}/{entry.name}:{entry.stat().st_size}:{entry.stat().st_mtime_ns}"
+        for folder in ("", "model")
+        for entry in os.scandir(os.path.join(here, folder))
         if entry.name.endswith(".py")
     )
     return __version__ + "+" + ",".join(stamps)

@@ -18,7 +18,7 @@ from grid_ops.errors import GridOpsError, NotFound, Unavailable, UsageError
 from grid_ops.layout import EXIT_MISSING_ROOT, EXIT_SSH_FAILED
 
 if TYPE_CHECKING:
-    from grid_ops.config import ClusterConfig
+    from grid_ops.model.config import ClusterConfig
 
 
 _UNITS = {
@@ -136,7 +136,8 @@ def call(
 ) -> tuple[Any, bytes]:
     """One controller operation on the head: its result and payload bytes (``timeout``:
     the controller deadline unless given)."""
-    from grid_ops import model, remote
+    from grid_ops import model
+    from grid_ops.drivers import remote
 
     timeout = timeout or model.of(config).deadlines.controller
 

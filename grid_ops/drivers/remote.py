@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from grid_ops import layout, model
-from grid_ops.config import ClusterConfig, NodeConfig
 from grid_ops.errors import UsageError
 from grid_ops.model import ClusterModel, NodeModel
+from grid_ops.model.config import ClusterConfig, NodeConfig
 from grid_ops.runtime.jobs import env_problem
 
 MISSING_ROOT = layout.EXIT_MISSING_ROOT

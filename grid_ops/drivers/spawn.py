@@ -1,7 +1,7 @@
 """Children in parallel with the standard library only: posix_spawn, one select loop.
 
 Used by the health probes of both the quick path (grid_ops.cli.quick) and the full CLI
-(grid_ops.probe), and by the quick sync's rsync dry runs. No subprocess import: this
+(grid_ops.drivers.probe), and by the quick sync's rsync dry runs. No subprocess import: this
 runs at CLI start-up on the quick path.
 """
 
