@@ -90,8 +90,10 @@ def remote_script(
     env: Mapping[str, str] | None = None,
     run_id: str | None = None,
     in_code: bool = False,
+    cluster: ClusterModel | None = None,
 ) -> str:
-    """The shell line the node runs: cd to remote_root, the environment, the command.
+    """The shell line the node runs: cd to remote_root, the environment, the command
+    (``cluster``: the config's model, when the caller has it).
 
     ``in_code``: run in ``<remote_root>/code`` (a user's command) instead of remote_root.
     ``run_id``: note the shell's process group for ``stop`` (the shell then waits for the
@@ -103,7 +105,7 @@ def remote_script(
         if problem is not None:
             raise UsageError(f"Cannot pass {key[:80]!r} to the node: {problem}.")
         extra += f"export {key}={shlex.quote(value)}; "
-    cluster = model.of(config)
+    cluster = cluster or model.of(config)
     return (
         _cd_root(cluster, cluster.node(node.name))
         + environment(cluster)
@@ -134,11 +136,9 @@ def argv(
     in_code: bool = False,
 ) -> list[str]:
     """The local argv that runs ``command`` on ``node`` (``env``: extra variables)."""
-    return _on(config, node, remote_script(config, node, command, shell, env, run_id, in_code))
-
-
-def _on(config: ClusterConfig, node: NodeConfig, script: str) -> list[str]:
-    return model.of(config).node(node.name).argv(script)
+    cluster = model.of(config)
+    script = remote_script(config, node, command, shell, env, run_id, in_code, cluster)
+    return cluster.node(node.name).argv(script)
 
 
 def stop(config: ClusterConfig, node: NodeConfig, run_id: str) -> None:
