@@ -49,13 +49,7 @@ def start(
     title: str = "ray start",
 ) -> PlaybookResult:
     """Start Ray (the head first); with ``limit`` only those nodes, joining the head."""
-    from grid_ops import lifecycle, model
-
-    extravars = lifecycle.head_vars(model.of(cfg), limit) if limit else None
-    return run(
-        "ray_start", cfg, path, title=title, progress=progress, limit=limit,
-        extravars=extravars,
-    )  # fmt: skip
+    return _ray("ray_start", cfg, path, limit, progress, title)
 
 
 def restart(
@@ -66,10 +60,20 @@ def restart(
     title: str = "ray restart",
 ) -> PlaybookResult:
     """Stop Ray, then start it again (head first); ``limit``: those nodes, joining the head."""
+    return _ray("ray_restart", cfg, path, limit, progress, title)
+
+
+def _ray(
+    playbook: str,
+    cfg: ClusterConfig,
+    path: Path,
+    limit: list[str] | None,
+    progress: Progress,
+    title: str,
+) -> PlaybookResult:
+    """A Ray start or restart; a --limit run without the head gets its known address."""
     from grid_ops import lifecycle, model
 
     extravars = lifecycle.head_vars(model.of(cfg), limit) if limit else None
-    return run(
-        "ray_restart", cfg, path, title=title, progress=progress, limit=limit,
-        extravars=extravars,
-    )  # fmt: skip
+    return run(playbook, cfg, path, title=title, progress=progress, limit=limit,
+               extravars=extravars)  # fmt: skip
