@@ -143,6 +143,12 @@ def repair_round(
     rules = policy(cfg)
     state = repair.load(cfg.id)
     todo = repair.plan([asdict(n) for n in nodes], cfg.head.name, state, rules, repair.now())
+    if todo:
+        # The round's probe may be seconds old (the operator may be stopping the
+        # cluster): ask the head and those nodes again, and repair only what still holds.
+        again = health.probe_all(cfg, [cfg.head.name, *(name for name, _ in todo)])
+        still = repair.plan([asdict(n) for n in again], cfg.head.name, state, rules, repair.now())
+        todo = [item for item in todo if item in still]
     if not todo:
         return nodes
     for name, action in todo:
