@@ -1038,9 +1038,9 @@ def test_extra_environment_names_are_checked_and_values_quoted(root: Path) -> No
 def test_remote_root_expands_once_the_same_way_for_every_reader(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """grid_node_os.expand_root: the fact modules, the health probe and local nodes."""
+    """grid_root.expand_root: the fact modules, the health probe and local nodes."""
     from grid_ops import model
-    from grid_ops.module_utils.grid_node_os import expand_root
+    from grid_ops.module_utils.grid_root import expand_root
 
     monkeypatch.setenv("HOME", str(tmp_path))
     assert expand_root("~/grid-ops") == f"{tmp_path}/grid-ops"

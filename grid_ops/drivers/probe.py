@@ -31,7 +31,7 @@ def module_path() -> str:
 
 # The module_utils grid_health imports (/proc and nvidia-smi, shared with grid_node_info;
 # the GPU checks), in the order they load.
-UTILS = ("grid_node_os", "grid_gpu_health")
+UTILS = ("grid_root", "grid_node_os", "grid_gpu_health")
 
 
 _HEAD = """\

@@ -409,7 +409,7 @@ def with_recorded(static: ClusterModel) -> ClusterModel:
 
 def _local_root(remote_root: str) -> str:
     """remote_root on this machine, for a node of connection: local."""
-    from grid_ops.module_utils.grid_node_os import expand_root
+    from grid_ops.module_utils.grid_root import expand_root
 
     return expand_root(remote_root)
 

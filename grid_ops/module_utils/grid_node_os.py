@@ -30,15 +30,6 @@ GPU_FIELDS = (
 APP_FIELDS = ("gpu_uuid", "pid", "process_name", "used_memory")
 
 
-def expand_root(root: str) -> str:
-    """remote_root as a path on this node: a leading '~' is this user's home. The one
-    expansion of remote_root in Python (the fact modules, the health probe, and the
-    operator's own local nodes); a remote shell gets grid_ops.model.root_expr."""
-    if root == "~" or root.startswith("~/"):
-        return os.path.expanduser("~") + root[1:]
-    return root
-
-
 def number(text: str) -> int | float | None:
     """nvidia-smi numbers: '81559' -> 81559, '697.46' -> 697.46, '[N/A]' -> None."""
     text = text.strip()

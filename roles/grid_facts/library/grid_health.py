@@ -82,6 +82,7 @@ import subprocess
 import sys
 import time
 
+from ansible.module_utils.grid_root import expand_root
 from ansible.module_utils.grid_gpu_health import (
     SICK,
     SMI_ARGS,
@@ -96,7 +97,6 @@ from ansible.module_utils.grid_gpu_health import (
     xid_events,
 )
 from ansible.module_utils.grid_node_os import (
-    expand_root,
     gpu_facts,
     locate_nvidia_smi,
     nvidia_smi as run_smi,

@@ -81,8 +81,8 @@ import stat
 import sys
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.grid_root import expand_root
 from ansible.module_utils.grid_node_os import (
-    expand_root,
     RAY_LAST,
     RAYLET,
     gpu_count,
