@@ -14,7 +14,7 @@ from grid_ops import facts
 from grid_ops.facts import gpu_memory_used_fraction, score
 
 if TYPE_CHECKING:
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 __all__ = ["NodeHealth", "best", "gpu_memory_used_fraction", "ranked", "score"]
 
@@ -60,12 +60,12 @@ def best(nodes: list[NodeHealth]) -> NodeHealth | None:
     return order[0] if order and facts.in_service(asdict(order[0])) else None
 
 
-def probe_all(config: ClusterConfig, names: list[str] | None = None) -> list[NodeHealth]:
+def probe_all(cluster: ClusterModel, names: list[str] | None = None) -> list[NodeHealth]:
     """Health of the nodes (all, or ``names``), in config order, probed now."""
-    from grid_ops import log, model
+    from grid_ops import log
     from grid_ops.drivers import probe
 
-    found = [NodeHealth(**r) for r in probe.records(model.of(config), names)]
+    found = [NodeHealth(**r) for r in probe.records(cluster, names)]
     for node in found:
         log.logger.debug(
             "health of %s: %s", node.name,
@@ -75,33 +75,32 @@ def probe_all(config: ClusterConfig, names: list[str] | None = None) -> list[Nod
     return found
 
 
-def collect(config: ClusterConfig, refresh: bool) -> tuple[list[NodeHealth], bool]:
+def collect(cluster: ClusterModel, refresh: bool) -> tuple[list[NodeHealth], bool]:
     """Health of every node, ranked; from the cache unless stale or ``refresh``."""
-    from grid_ops import model
     from grid_ops.drivers import probe
 
-    found, cached = probe.collect(model.of(config), refresh)
+    found, cached = probe.collect(cluster, refresh)
     return [NodeHealth(**r) for r in found], cached
 
 
-def cache_file(config: ClusterConfig) -> Path:
-    return Path(facts.cache_name(config.id))
+def cache_file(cluster: ClusterModel) -> Path:
+    return Path(facts.cache_name(cluster.id))
 
 
 def load_cache(
-    config: ClusterConfig, now: float | None = None, any_age: bool = False
+    cluster: ClusterModel, now: float | None = None, any_age: bool = False
 ) -> list[NodeHealth] | None:
     """Cached results younger than ``health_check.refresh_interval`` (or of any age) for
     the same nodes."""
     records = facts.read_cache(
-        config.id,
-        [n.name for n in config.nodes],
-        config.health_check.refresh_interval,
+        cluster.id,
+        cluster.names,
+        cluster.health["refresh_interval"],
         now=now,
         any_age=any_age,
     )
     return None if records is None else [NodeHealth(**r) for r in records]
 
 
-def save_cache(config: ClusterConfig, nodes: list[NodeHealth], now: float | None = None) -> None:
-    facts.write_cache(config.id, [asdict(n) for n in nodes], now=now)
+def save_cache(cluster: ClusterModel, nodes: list[NodeHealth], now: float | None = None) -> None:
+    facts.write_cache(cluster.id, [asdict(n) for n in nodes], now=now)

@@ -24,7 +24,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from grid_ops.model.config import ClusterConfig
 
 FORMAT = 1
 
@@ -102,17 +101,16 @@ def read_applied(cluster: str) -> dict[str, Any]:
     return data
 
 
-def write_applied(
-    config: ClusterConfig, cluster: ClusterModel, applied: list[str], kept: dict[str, Any]
-) -> None:
+def write_applied(cluster: ClusterModel, applied: list[str], kept: dict[str, Any]) -> None:
     """Record the nodes now applied (``applied``, from the config) and ``kept``: nodes
     still to remove (their config as last applied), so a later apply finds them."""
     from grid_ops.fsutil import write_atomic
 
+    config = cluster.config
     nodes = {n.name: n.model_dump(mode="json") for n in config.nodes if n.name in applied}
     nodes.update(kept)
     data = {"format": FORMAT, "nodes": nodes, "controller": cluster.controller}
-    write_atomic(applied_file(config.id), json.dumps(data, indent=1) + "\n", mode=0o600)
+    write_atomic(applied_file(cluster.id), json.dumps(data, indent=1) + "\n", mode=0o600)
 
 
 # ---------------------------------------------------------------------------------------

@@ -262,3 +262,83 @@ def test_the_time_limit_check_finds_numbers_written_in(tmp_path: Path) -> None:
     assert sorted(fixed_time_limits(source)) == [
         "call(timeout=180)", "monotonic() + 30 (line 4)", "timeout=60 (line 3)"
     ]  # fmt: skip
+
+
+# Where a ClusterModel may be made outside grid_ops.model: the CLI's loader (once per
+# command: the static model, then what the nodes reported), and apply's model of the
+# node set with the removed nodes added back (another cluster: it reaches them once more).
+BUILDERS = {"of", "resolve", "with_recorded", "ClusterModel"}
+MODEL_MADE = {
+    "grid_ops/cli/common.py": ["load_cluster: resolve", "load_cluster: with_recorded"],
+    "grid_ops/actions/apply.py": ["plan: of"],
+}
+
+
+def model_builds(path: Path) -> list[str]:
+    """``function: builder`` for each call in ``path`` that makes a ClusterModel from a
+    config (``model.of(...)``, ``resolve``, ``with_recorded``, ``ClusterModel(...)``)."""
+    found = []
+    tree = ast.parse(path.read_text(), str(path))
+    for func in ast.walk(tree):
+        if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(func):
+            if not isinstance(node, ast.Call):
+                continue
+            callee = node.func
+            if isinstance(callee, ast.Attribute) and isinstance(callee.value, ast.Name):
+                if callee.value.id == "model" and callee.attr in BUILDERS:
+                    found.append(f"{func.name}: {callee.attr}")
+            elif isinstance(callee, ast.Name) and callee.id == "ClusterModel":
+                found.append(f"{func.name}: ClusterModel")
+    return sorted(set(found))
+
+
+def test_the_model_is_built_once_per_command_and_passed() -> None:
+    """Below the CLI's loader, the actions, drivers and server take the ClusterModel
+    they are given: none resolves the config again."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        if rel.startswith("grid_ops/model/"):
+            continue
+        builds = model_builds(path)
+        if builds:
+            found[rel] = builds
+    assert found == MODEL_MADE
+
+
+def test_the_build_check_finds_a_second_resolution(tmp_path: Path) -> None:
+    source = tmp_path / "mod.py"
+    source.write_text(
+        "from grid_ops import model\n"
+        "def call(cfg):\n"
+        "    return model.of(cfg).deadlines\n"
+        "def make(**kw):\n"
+        "    from grid_ops.model import ClusterModel\n"
+        "    return ClusterModel(**kw)\n"
+    )
+    assert model_builds(source) == ["call: of", "make: ClusterModel"]
+
+
+def test_below_the_cli_nothing_takes_the_raw_config() -> None:
+    """The actions, the server and the drivers speak the resolved model; the config
+    behind it is ``cluster.config`` (for the inventory, which renders it, and apply's
+    plan). Only the inventory's renderers read a ClusterConfig."""
+    takes = {}
+    for package in ("actions", "server", "drivers"):
+        for path in sorted((PACKAGE / package).rglob("*.py")):
+            for func in ast.walk(ast.parse(path.read_text(), str(path))):
+                if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                for arg in [*func.args.args, *func.args.kwonlyargs]:
+                    if arg.annotation is not None and "ClusterConfig" in ast.unparse(
+                        arg.annotation
+                    ):
+                        takes.setdefault(path.relative_to(REPO).as_posix(), []).append(func.name)
+    assert takes == {
+        "grid_ops/actions/apply.py": ["_with_removed"],
+        "grid_ops/drivers/inventory.py": [
+            "groups", "host_vars", "cluster_vars", "wheelhouse_dir", "default_dir"
+        ],
+    }  # fmt: skip

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from grid_ops import model
 from grid_ops.drivers import ansible
 from grid_ops.model import config
 
@@ -27,7 +28,7 @@ def test_a_run_leaves_no_environment_value_in_its_files(
             "nodes": [{"name": "here", "host": "localhost", "connection": "local"}],
         }
     )
-    result = ansible.run("ping", cfg, keep_runs=5)
+    result = ansible.run("ping", model.of(cfg), keep_runs=5)
     assert result.rc == 0, result.hosts
     files = [p for p in result.private_data_dir.rglob("*") if p.is_file()]
     assert any(p.name == "command" for p in files)  # the note is kept, its values are not

@@ -22,7 +22,7 @@ from rich.console import Console, RenderableType
 
 from grid_ops import facts
 from grid_ops.cli import quick
-from grid_ops.cli.common import load_config
+from grid_ops.cli.common import load_cluster
 from tests.conftest import REPO
 
 ESC = "\x1b"
@@ -144,7 +144,7 @@ def _planned_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("GRID_OPS_STATE_DIR", str(tmp_path / "state"))
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(CONFIG)
-    load_config(cfg_path, quick_plan=True)
+    load_cluster(cfg_path, quick_plan=True)
     facts.write_cache("unit-cluster", _records())
     return cfg_path
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from grid_ops import model
 from grid_ops.actions import jobs
 from grid_ops.errors import UsageError
 from grid_ops.model import config as config_mod
@@ -173,9 +174,9 @@ def test_the_store_never_reads_or_writes_outside_it(user: Env, decoys: dict[str,
     cfg = user.cfg()
     for name in ("../../x", "../x", "/etc/passwd", "..", "x\n"):
         with pytest.raises(UsageError, match="is not valid"):
-            jobs.load(cfg, name)
+            jobs.load(model.of(cfg), name)
         with pytest.raises(UsageError, match="is not valid"):
-            jobs.save(cfg, _record(name))
+            jobs.save(model.of(cfg), _record(name))
     assert _tree(user.root) == decoys
 
 
@@ -187,11 +188,11 @@ def test_a_record_that_is_a_link_out_of_the_store_is_refused(
     (user.store / "evil.json").symlink_to(outside)
     cfg = user.cfg()
     with pytest.raises(UsageError, match="leads outside"):
-        jobs.load(cfg, "evil")
+        jobs.load(model.of(cfg), "evil")
     with pytest.raises(UsageError, match="leads outside"):
-        jobs.save(cfg, _record("evil", status="FAILED"))
+        jobs.save(model.of(cfg), _record("evil", status="FAILED"))
     assert json.loads(outside.read_text())["status"] == "SUCCEEDED"
-    assert jobs.load_all(cfg) == []
+    assert jobs.load_all(model.of(cfg)) == []
 
 
 def test_list_skips_records_with_a_bad_name_or_id(user: Env) -> None:
@@ -273,7 +274,7 @@ def test_the_submit_call_puts_no_env_value_in_argv(user: Env, nodes: int) -> Non
     cfg.nodes = [*cfg.nodes, cfg.nodes[1].model_copy(update={"name": "w2", "port": 3})]
     env = {"SECRET_TOKEN": SECRET}
     args, stdin = jobs.submit_call("ok", "ok-1", ["python", "t.py"], env, 1, nodes, "jobs/ok-1")
-    argv = jobs.head_argv(cfg, args)
+    argv = jobs.head_argv(model.of(cfg), args)
     assert SECRET not in " ".join(argv)
     assert json.loads(stdin) == env and "--env-stdin" in args
     entry = args[args.index("--entrypoint") + 1]
@@ -541,7 +542,7 @@ def test_job_records_are_0600_in_a_store_closed_to_0700(user: Env) -> None:
     user.store.mkdir(parents=True, mode=0o755)
     os.chmod(user.store, 0o755)  # as an older grid-ops left it
     cfg = user.cfg()
-    jobs.save(cfg, _record("mine"))
+    jobs.save(model.of(cfg), _record("mine"))
     assert user.store.stat().st_mode & 0o777 == 0o700
     assert (user.store / "mine.json").stat().st_mode & 0o777 == 0o600
-    assert jobs.load(cfg, "mine")["name"] == "mine"
+    assert jobs.load(model.of(cfg), "mine")["name"] == "mine"

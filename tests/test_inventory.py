@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from grid_ops import model
 from grid_ops.drivers import inventory
 from grid_ops.model import config
 from grid_ops.paths import ansible_root
@@ -121,7 +122,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
     """The mixed config (in conf/), rendered into out/ and listed by ansible-inventory."""
     root = tmp_path_factory.mktemp("mixed")
     cfg = config.load(write(root / "conf" / "cluster.yaml", MIXED))
-    hosts = inventory.render(cfg, root / "out")
+    hosts = inventory.render(model.of(cfg), root / "out")
     return root, ansible_list(hosts)
 
 
@@ -129,7 +130,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
 def alias_form(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("alias")
     cfg = config.load(FIXTURES / "grid_cluster.yaml")
-    return ansible_list(inventory.render(cfg, root / "out"))
+    return ansible_list(inventory.render(model.of(cfg), root / "out"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -164,7 +165,7 @@ def test_group_name_sanitizes_tags() -> None:
 
 def test_single_node_cluster_has_empty_worker_and_gpu_groups(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path / "one.yaml", "nodes: [solo]\n"))
-    data = ansible_list(inventory.render(cfg, tmp_path / "out"))
+    data = ansible_list(inventory.render(model.of(cfg), tmp_path / "out"))
     assert members(data, "grid_head") == ["solo"]
     assert members(data, "grid_workers") == []
     assert members(data, "grid_gpu") == []
@@ -243,7 +244,7 @@ def test_cluster_vars_reach_every_host(mixed: tuple[Path, dict[str, Any]]) -> No
 
 def test_without_known_hosts_new_keys_are_accepted(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path / "c.yaml", "nodes: [a, b]\n"))
-    data = ansible_list(inventory.render(cfg, tmp_path / "out"))
+    data = ansible_list(inventory.render(model.of(cfg), tmp_path / "out"))
     for name, host in data["_meta"]["hostvars"].items():
         args = host["ansible_ssh_common_args"]
         assert "StrictHostKeyChecking=accept-new" in args, name
@@ -273,7 +274,7 @@ def test_alias_form_leaves_user_and_port_to_ssh_config(alias_form: dict[str, Any
 
 def test_distributed_grid_form(tmp_path: Path) -> None:
     cfg = config.load(FIXTURES / "distributed_grid_roles.yaml")
-    data = ansible_list(inventory.render(cfg, tmp_path / "out"))
+    data = ansible_list(inventory.render(model.of(cfg), tmp_path / "out"))
     hostvars = data["_meta"]["hostvars"]
     assert hostvars["node-01"]["ansible_host"] == "192.168.1.100"
     assert hostvars["node-01"]["ansible_port"] == 22
@@ -288,7 +289,7 @@ def test_distributed_grid_form(tmp_path: Path) -> None:
 def test_key_file_home_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     cfg = config.load(write(tmp_path / "c.yaml", "nodes: [a]\nssh: {key_file: ~/.ssh/id}\n"))
-    data = ansible_list(inventory.render(cfg, tmp_path / "out"))
+    data = ansible_list(inventory.render(model.of(cfg), tmp_path / "out"))
     key = data["_meta"]["hostvars"]["a"]["ansible_ssh_private_key_file"]
     assert key == str(tmp_path / "home" / ".ssh" / "id")
 
@@ -305,7 +306,7 @@ def test_local_connection_node(tmp_path: Path) -> None:
             """,
         )
     )
-    data = ansible_list(inventory.render(cfg, tmp_path / "out"))
+    data = ansible_list(inventory.render(model.of(cfg), tmp_path / "out"))
     here = data["_meta"]["hostvars"]["here"]
     assert here["ansible_connection"] == "local"
     # Nothing SSH-specific on a local node.
@@ -390,7 +391,7 @@ def test_committed_example_inventory_is_the_render_of_the_starter_config(
     cfg = config.parse(yaml.safe_load(starter_text(STARTER_ID)))
     source = "grid_ops/templates/cluster.example.yaml"
     repo = Path(__file__).resolve().parent.parent
-    for rel, text in inventory.render_text(cfg, source=source).items():
+    for rel, text in inventory.render_text(model.of(cfg), source=source).items():
         assert (repo / "inventory" / "example" / rel).read_text() == text, rel
 
 
@@ -400,7 +401,7 @@ def test_every_config_string_reaches_ansible_marked_unsafe(tmp_path: Path) -> No
 
     cfg = config.load(write(tmp_path / "cluster.yaml", MIXED))
     out = tmp_path / "inv"
-    inv.render(cfg, out)
+    inv.render(model.of(cfg), out)
     # bypass validation on purpose: a template in a value must stay text
     text = (out / "hosts.yml").read_text()
     text = text.replace('"w2.example.org"', "\"{{ lookup('pipe', 'touch INJECTED') }}\"")

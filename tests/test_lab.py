@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from grid_ops import lab as lab_mod
+from grid_ops import model
 from grid_ops.errors import LabError
 from tests.conftest import Lab
 
@@ -110,7 +111,11 @@ def test_driver_reports_counts_facts_and_keeps_recent_runs(lab: Lab) -> None:
     seen: list[tuple[str, str, str | None]] = []
     for _ in range(3):
         result = ansible.run(
-            "ping", cfg, limit=["node1"], keep_runs=2, on_progress=lambda *e: seen.append(e)
+            "ping",
+            model.of(cfg),
+            limit=["node1"],
+            keep_runs=2,
+            on_progress=lambda *e: seen.append(e),
         )
     assert result.rc == 0
     assert list(result.hosts) == ["node1"]
@@ -141,7 +146,7 @@ def test_host_key_checking_stays_on(lab: Lab, tmp_path: Path) -> None:
     cfg.ssh.known_hosts_file = wrong
     # Close multiplexed connections so the check happens on a fresh one.
     lab_mod._kill(lab_mod._controller_ssh_pids({cfg.node("node1").host}))
-    result = ansible.run("ping", cfg, limit=["node1"])
+    result = ansible.run("ping", model.of(cfg), limit=["node1"])
     assert result.rc != 0
     assert result.hosts["node1"].unreachable == 1
     assert "host key" in (result.hosts["node1"].msg or "").lower()

@@ -85,7 +85,7 @@ def test_a_hand_edited_inventory_fails_before_any_node_is_touched(
     tmp_path: Path, where: str, change: Any, named: str
 ) -> None:
     inv = tmp_path / "inv"
-    inventory.render(_config(tmp_path), inv)
+    inventory.render(model.of(_config(tmp_path)), inv)
     _edit(inv / where, change)
     proc = _playbook(inv, "ray_status")
     out = proc.stdout + proc.stderr
@@ -97,7 +97,7 @@ def test_a_hand_edited_inventory_fails_before_any_node_is_touched(
 
 def test_the_rendered_inventory_passes_the_checks_and_the_play_goes_on(tmp_path: Path) -> None:
     inv = tmp_path / "inv"
-    inventory.render(_config(tmp_path), inv)
+    inventory.render(model.of(_config(tmp_path)), inv)
     proc = _playbook(inv, "ping")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "Probe the node" in proc.stdout

@@ -14,7 +14,7 @@ import pytest
 
 from grid_ops import facts, health, model
 from grid_ops.cli import argspec, quick
-from grid_ops.cli.common import load_config
+from grid_ops.cli.common import load_cluster
 from grid_ops.drivers import rsync, spawn
 from grid_ops.model import config
 
@@ -116,7 +116,7 @@ def test_other_commands_and_uncached_configs_go_to_the_full_cli(state: Path) -> 
 def _cached(state: Path) -> Path:
     cfg_path = state / "c.yaml"
     cfg_path.write_text(CONFIG)
-    load_config(cfg_path, quick_plan=True)  # what the full CLI does for health and sync
+    load_cluster(cfg_path, quick_plan=True)  # what the full CLI does for health and sync
     return cfg_path
 
 
@@ -125,7 +125,9 @@ def test_the_cached_model_holds_until_the_config_or_home_changes(
 ) -> None:
     cfg_path = _cached(state)
     found = model.load_cache(str(cfg_path))
-    assert found == model.resolve(config.load(cfg_path))  # the same model, from JSON
+    # the same model, from JSON (which has no config behind it)
+    assert found is not None and found.source is None
+    assert found.to_json() == model.resolve(config.load(cfg_path)).to_json()
     assert [n.name for n in found.nodes] == ["head", "gpu2"]
     assert found.head_node.target == "ops@10.0.0.1" and found.head_node.ssh[0] == "ssh"
     cfg_path.write_text(CONFIG.replace("10.0.0.1", "10.0.0.9"))  # same size, new content
@@ -140,7 +142,7 @@ def test_the_cached_model_holds_until_the_config_or_home_changes(
 def test_a_model_cached_after_a_concurrent_edit_does_not_hold(state: Path) -> None:
     cfg_path = state / "c.yaml"
     cfg_path.write_text(CONFIG)
-    raw = model.read_config_bytes(str(cfg_path))  # read before loading, as load_config does
+    raw = model.read_config_bytes(str(cfg_path))  # read before loading, as load_cluster does
     assert raw is not None
     loaded = config.load(cfg_path)
     cfg_path.write_text(CONFIG.replace("unit", "edited"))
@@ -154,7 +156,7 @@ def test_node_facts_are_recorded_per_node_and_kept_only_for_the_same_node(state:
     cfg_path.write_text(CONFIG)
     cfg = config.load(cfg_path)
     model.record_facts(
-        cfg,
+        model.of(cfg),
         {"head": {"root": "/home/ops/grid-ops", "ssh_ip": "10.0.0.1"},
          "gpu2": {"root": "/home/x/grid-ops", "ssh_ip": "10.0.0.2"}, "gone": {"root": "/r"}},
     )  # fmt: skip

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from grid_ops import model
 from grid_ops.errors import UsageError
 from grid_ops.server import api, guard
 from grid_ops.server import token as tokens
@@ -153,7 +154,7 @@ def test_the_largest_command_the_api_takes_fits_one_ssh_argument() -> None:
         args_, _ = jobs.submit_call(
             request.name, "a" * 63 + "-20261205-120000", request.command, request.env, 1.5, 2
         )
-        longest = max(len(a.encode()) for a in jobs.head_argv(cfg, args_))
+        longest = max(len(a.encode()) for a in jobs.head_argv(model.of(cfg), args_))
         assert longest < 128 * 1024, (shape, longest)
     with pytest.raises(ValueError, match="characters in all"):
         api.JobRequest(name="a", command=["x" * chars, "y"])

@@ -117,7 +117,7 @@ def test_status_all_alive() -> None:
         node2=ray_facts("10.0.0.2", True, node_id=W2),
         node3=ray_facts("10.0.0.3", True, node_id=W3),
     )
-    summary = summarize(three_nodes(), result)
+    summary = summarize(model.of(three_nodes()), result)
     assert summary["head"] == "node1"
     assert summary["address"] == "10.0.0.1:6379"
     by_name = rows(summary)
@@ -149,7 +149,7 @@ def test_status_raylet_gone_but_gcs_still_alive_is_dead() -> None:
         node2=ray_facts("10.0.0.2", False),  # raylet killed a second ago
         node3=ray_facts("10.0.0.3", True, node_id=W3),
     )
-    by_name = rows(summarize(three_nodes(), result))
+    by_name = rows(summarize(model.of(three_nodes()), result))
     assert by_name["node2"]["ray"] == "dead"
     assert by_name["node2"]["reachable"] is True
     assert by_name["node2"]["node_id"] == W2  # the GCS's record of what died
@@ -163,7 +163,7 @@ def test_status_gcs_dead_and_no_raylet_is_dead() -> None:
         node2=ray_facts("10.0.0.2", False),
         node3=ray_facts("10.0.0.3", True, node_id=W3),
     )
-    by_name = rows(summarize(three_nodes(), result))
+    by_name = rows(summarize(model.of(three_nodes()), result))
     assert by_name["node2"]["ray"] == "dead"
     assert by_name["node2"]["node_id"] == W2
     # node3 runs a raylet the GCS does not know (started against another head?): dead
@@ -179,7 +179,7 @@ def test_status_no_raylet_and_unknown_to_gcs_is_absent() -> None:
         node2=ray_facts("10.0.0.2", True, node_id=W2),
         node3=ray_facts("10.0.0.3", False),
     )
-    by_name = rows(summarize(three_nodes(), result))
+    by_name = rows(summarize(model.of(three_nodes()), result))
     assert by_name["node3"]["ray"] == "absent"
     assert by_name["node3"]["node_id"] is None
     assert by_name["node3"]["resources"] == {}
@@ -194,7 +194,7 @@ def test_status_head_down_workers_with_raylets_are_dead() -> None:
         node2=ray_facts("10.0.0.2", True, node_id=W2),
         node3=ray_facts("10.0.0.3", False),
     )
-    summary = summarize(three_nodes(), result)
+    summary = summarize(model.of(three_nodes()), result)
     assert summary["address"] is None
     by_name = rows(summary)
     assert by_name["node1"]["ray"] == "absent"
@@ -205,7 +205,7 @@ def test_status_head_down_workers_with_raylets_are_dead() -> None:
 
 def test_status_head_missing_from_results_gives_no_address() -> None:
     result = playbook(node2=ray_facts("10.0.0.2", True, node_id=W2))
-    summary = summarize(three_nodes(), result)
+    summary = summarize(model.of(three_nodes()), result)
     assert summary["address"] is None
     by_name = rows(summary)
     assert by_name["node1"]["reachable"] is False
@@ -237,7 +237,7 @@ def test_status_unreachable_host_uses_gcs_view_and_carries_error() -> None:
         node2=ray_facts("10.0.0.2", True, node_id=W2),
         node3=node3,
     )
-    by_name = rows(summarize(three_nodes(), result))
+    by_name = rows(summarize(model.of(three_nodes()), result))
     row = by_name["node3"]
     assert row["reachable"] is False
     assert row["ray"] == "alive"
@@ -251,7 +251,7 @@ def test_status_unreachable_host_unknown_to_gcs_is_absent() -> None:
     gcs = [gcs_entry(H1, "10.0.0.1", True)]
     node3 = HostResult(name="node3", unreachable=1, msg=UNREACHABLE_MSG)
     result = playbook(node1=head_facts(node_id=H1, gcs=gcs), node2={}, node3=node3)
-    row = rows(summarize(three_nodes(), result))["node3"]
+    row = rows(summarize(model.of(three_nodes()), result))["node3"]
     assert row["reachable"] is False
     assert row["ray"] == "absent"
     assert row["error"] == UNREACHABLE_MSG
@@ -270,7 +270,7 @@ def test_status_unreachable_host_without_facts_still_gets_gcs_state() -> None:
         node2=ray_facts("10.0.0.2", True, node_id=W2),
         node3=node3,
     )
-    row = rows(summarize(three_nodes(), result))["node3"]
+    row = rows(summarize(model.of(three_nodes()), result))["node3"]
     assert row["reachable"] is False
     assert row["error"] == UNREACHABLE_MSG
     assert row["ray"] == "alive"
@@ -287,7 +287,7 @@ def test_status_failed_host_carries_its_error() -> None:
         facts=ray_facts("10.0.0.2", True, node_id=W2),
     )
     result = playbook(node1=head_facts(node_id=H1, gcs=gcs), node2=node2, node3={})
-    by_name = rows(summarize(three_nodes(), result))
+    by_name = rows(summarize(model.of(three_nodes()), result))
     assert by_name["node2"]["reachable"] is True
     assert by_name["node2"]["ray"] == "alive"
     assert by_name["node2"]["error"] == "non-zero return code boom"
@@ -305,7 +305,7 @@ def test_status_node_id_picks_the_current_entry_when_ips_repeat(dead_first: bool
         node2=ray_facts("10.0.0.2", True, node_id=W2),
         node3=ray_facts("10.0.0.3", False),
     )
-    row = rows(summarize(three_nodes(), result))["node2"]
+    row = rows(summarize(model.of(three_nodes()), result))["node2"]
     assert row["ray"] == "alive"
     assert row["node_id"] == W2
     assert row["resources"] == {"CPU": 6}
@@ -320,7 +320,7 @@ def test_status_raylet_id_not_among_alive_entries_is_dead() -> None:
         node2=ray_facts("10.0.0.2", True, node_id=W2),
         node3=ray_facts("10.0.0.3", False),
     )
-    row = rows(summarize(three_nodes(), result))["node2"]
+    row = rows(summarize(model.of(three_nodes()), result))["node2"]
     assert row["ray"] == "dead"
 
 
@@ -482,7 +482,7 @@ def remote_config(root: str, nodes: list[dict[str, Any]] | None = None, **extra:
 
 def script(config: Any, *args: Any, **kwargs: Any) -> str:
     """The head's remote script (the nodes of these configs differ only in address)."""
-    return remote.remote_script(config, config.head, *args, **kwargs)
+    return remote.remote_script(model.of(config), config.head.name, *args, **kwargs)
 
 
 def bash(script: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -547,7 +547,7 @@ def test_remote_ray_address_is_the_one_the_node_joined_with(
     assert probe(config)["ray"] == "gpu1:7001"  # nothing known yet: the name itself
     from grid_ops import model
 
-    model.record_facts(config, {"gpu1": {"root": str(root), "ssh_ip": "10.7.0.1"}})
+    model.record_facts(model.of(config), {"gpu1": {"root": str(root), "ssh_ip": "10.7.0.1"}})
     assert probe(config)["ray"] == "10.7.0.1:7001"
     (root / "state").mkdir()
     (root / "state" / "ray_address").write_text("10.7.0.9:7001\n")
@@ -621,7 +621,7 @@ def test_argv_for_a_local_node_is_bash_and_runs(root: Path) -> None:
     config = remote_config(
         str(root), nodes=[{"name": "here", "host": "localhost", "connection": "local"}]
     )
-    argv = remote.argv(config, config.nodes[0], [sys.executable, "-c", PROBE, "a b"])
+    argv = remote.argv(model.of(config), config.nodes[0].name, [sys.executable, "-c", PROBE, "a b"])
     assert argv[:2] == ["bash", "-c"]
     assert len(argv) == 3
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
@@ -634,15 +634,15 @@ def test_argv_for_a_local_node_is_bash_and_runs(root: Path) -> None:
 def test_argv_for_an_ssh_node(root: Path) -> None:
     config = remote_config(str(root), ssh={"key_file": "/keys/id_ed25519"})
     node2 = config.node("node2")
-    argv = remote.argv(config, node2, ["ray", "status"])
+    argv = remote.argv(model.of(config), node2.name, ["ray", "status"])
     assert argv[0] == "ssh"
     i = argv.index("-i")
     assert argv[i + 1] == "/keys/id_ed25519"
     assert argv[-2] == "ops@10.0.0.2"
-    assert argv[-1] == remote.remote_script(config, node2, ["ray", "status"])
+    assert argv[-1] == remote.remote_script(model.of(config), node2.name, ["ray", "status"])
     # no user: the bare host is the target; no key: no -i
     plain = remote_config(str(root))
-    argv = remote.argv(plain, plain.node("node1"), ["true"])
+    argv = remote.argv(model.of(plain), "node1", ["true"])
     assert argv[0] == "ssh"
     assert argv[-2] == "10.0.0.1"
     assert "-i" not in argv
@@ -979,20 +979,20 @@ def test_stop_signals_only_a_plain_note_of_ours(root: Path, tmp_path: Path) -> N
         target = tmp_path / "elsewhere.pid"
         target.write_text(str(victim.pid), encoding="utf-8")
         (notes / "dd44dd44.pid").symlink_to(target)
-        remote.stop(config, here, "dd44dd44")
+        remote.stop(model.of(config), here.name, "dd44dd44")
         time.sleep(0.3)
         assert victim.poll() is None
         # a note that holds more than a number is ignored, never run
         (notes / "ee55ee55.pid").write_text(
             f"{victim.pid}; touch {tmp_path}/MARK", encoding="utf-8"
         )
-        remote.stop(config, here, "ee55ee55")
+        remote.stop(model.of(config), here.name, "ee55ee55")
         time.sleep(0.3)
         assert victim.poll() is None
         assert not (tmp_path / "MARK").exists()
         # the real note stops the group, and is removed
         (notes / "ff66ff66.pid").write_text(str(victim.pid), encoding="utf-8")
-        remote.stop(config, here, "ff66ff66")
+        remote.stop(model.of(config), here.name, "ff66ff66")
         assert victim.wait(timeout=10) != 0
         assert not (notes / "ff66ff66.pid").exists()
     finally:
@@ -1003,7 +1003,9 @@ def test_stop_signals_only_a_plain_note_of_ours(root: Path, tmp_path: Path) -> N
 def test_user_commands_run_in_the_code_directory(root: Path) -> None:
     (root / "code").mkdir()
     config = _local(root)
-    argv = remote.argv(config, config.nodes[0], [sys.executable, "-c", PROBE], in_code=True)
+    argv = remote.argv(
+        model.of(config), config.nodes[0].name, [sys.executable, "-c", PROBE], in_code=True
+    )
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     data = json.loads(proc.stdout)
     assert Path(data["cwd"]) == (root / "code").resolve()
@@ -1012,13 +1014,13 @@ def test_user_commands_run_in_the_code_directory(root: Path) -> None:
 
 def test_ssh_argv_ends_options_before_the_target(root: Path) -> None:
     config = remote_config(str(root))
-    argv = remote.argv(config, config.node("node2"), ["true"])
+    argv = remote.argv(model.of(config), "node2", ["true"])
     assert argv[-3:-1] == ["--", "ops@10.0.0.2"]
 
 
 def test_a_user_command_without_the_code_directory_says_to_provision(root: Path) -> None:
     config = _local(root)
-    argv = remote.argv(config, config.nodes[0], ["true"], in_code=True)
+    argv = remote.argv(model.of(config), config.nodes[0].name, ["true"], in_code=True)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == remote.MISSING_ROOT
     assert f"{root}/code does not exist" in proc.stderr and "grid-ops provision" in proc.stderr

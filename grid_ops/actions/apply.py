@@ -29,9 +29,8 @@ if TYPE_CHECKING:
 class Planned:
     """What apply found and means to do."""
 
-    cfg: ClusterConfig
     cluster: ClusterModel
-    everyone: ClusterConfig  # the config with the nodes to remove added back
+    everyone: ClusterModel  # the cluster with the nodes to remove added back
     removed: list[dict[str, Any]]  # the config of each node to remove, as last applied
     applied: dict[str, Any]
     states: dict[str, NodeState]
@@ -41,20 +40,20 @@ class Planned:
     @property
     def blocked(self) -> list[str]:
         """The config's nodes that could not be reached."""
-        return [n for n in self.plan.unreachable if n in self.cfg.node_names]
+        return [n for n in self.plan.unreachable if n in self.cluster.names]
 
     def nothing_to_do(self, check: bool) -> bool:
         """Every node is current and the applied state says so (a --check needs only
         the former)."""
         if not self.plan.empty or self.blocked:
             return False
-        return check or applied_matches(self.cfg, self.cluster, self.applied)
+        return check or applied_matches(self.cluster, self.applied)
 
     def lines(self) -> list[str]:
         """The plan as text, one line per node with something to say."""
         from grid_ops import lifecycle
 
-        return lifecycle.plan_lines(self.cluster, self.plan, self.states, self.cfg.node_names)
+        return lifecycle.plan_lines(self.cluster, self.plan, self.states, self.cluster.names)
 
 
 @dataclass
@@ -67,23 +66,22 @@ class Applied:
     failed: list[str]
 
 
-def plan(cfg: ClusterConfig, full: bool = False) -> Planned:
+def plan(cluster: ClusterModel, full: bool = False) -> Planned:
     """Read every node's stamp (the removed ones' too) and plan; ``full``: visit every
     node, current or not."""
     from grid_ops import lifecycle, model
     from grid_ops.model import stamp as stamps
 
     started = time.monotonic()
-    cluster = model.of(cfg)
-    applied = lifecycle.read_applied(cfg.id)
+    applied = lifecycle.read_applied(cluster.id)
     removed = lifecycle.removed_configs(
-        applied, [n for n in (applied.get("nodes") or {}) if n not in cfg.node_names]
+        applied, [n for n in (applied.get("nodes") or {}) if n not in cluster.names]
     )
-    everyone = _with_removed(cfg, removed)
-    whole = model.of(everyone)
-    states = lifecycle.read_states(whole, list(whole.nodes))
+    # the removed nodes, reached one last time, make another model (of another node set)
+    everyone = model.of(_with_removed(cluster.config, removed)) if removed else cluster
+    states = lifecycle.read_states(everyone, list(everyone.nodes))
     found = lifecycle.plan(cluster, stamps.stamps(cluster), states, applied, full=full)
-    return Planned(cfg, cluster, everyone, removed, applied, states, found, started)
+    return Planned(cluster, everyone, removed, applied, states, found, started)
 
 
 def take_foreign(
@@ -91,13 +89,13 @@ def take_foreign(
 ) -> None:
     """Nodes that note another cluster's id: refused (a Conflict, nothing changed)
     unless ``adopt``, which notes this cluster's id on them (not when ``check``)."""
-    from grid_ops import lifecycle, model
+    from grid_ops import lifecycle
 
     plan, cluster = planned.plan, planned.cluster
     if not adopt:
         lifecycle.refuse_foreign(cluster, plan.foreign, "apply")
     if plan.foreign and not check:
-        failed = lifecycle.adopt(model.of(planned.everyone), sorted(plan.foreign))
+        failed = lifecycle.adopt(planned.everyone, sorted(plan.foreign))
         if failed:
             lifecycle.refuse_foreign(cluster, {n: plan.foreign[n] for n in failed}, "adopt")
         progress.info(f"adopted {', '.join(sorted(plan.foreign))} into cluster {cluster.id}")
@@ -118,17 +116,17 @@ def carry_out(
     """Remove, build, restart, verify and record (see the module's docstring)."""
     from grid_ops import lifecycle
 
-    cfg, cluster, plan = planned.cfg, planned.cluster, planned.plan
+    cluster, plan = planned.cluster, planned.plan
     report: dict[str, Any] = {"plan": plan.to_json(), "check": False}
     if plan.remove:
         report["remove"] = _remove(planned, path, keep_files, progress)
     blocked = planned.blocked
     results, report["restarted"], report["window_s"] = _build_and_start(
-        cfg, path, cluster, plan, blocked, full, progress
+        path, cluster, plan, blocked, full, progress
     )
     start = results.get("start")
     if plan.controller and not (start and cluster.head in start.hosts):
-        report["controller"] = _configure(cfg, cluster, progress)
+        report["controller"] = _configure(cluster, progress)
     started_ok = [n for n in start.hosts if n not in start.failed_hosts] if start else []
     behind = _verify(cluster, started_ok) if started_ok else []
     report["not_current"] = behind
@@ -138,7 +136,7 @@ def carry_out(
         for n, c in zip(plan.remove, planned.removed, strict=False)
         if n in (report.get("remove") or {}).get("failed", [])
     }
-    lifecycle.write_applied(cfg, cluster, done, kept)
+    lifecycle.write_applied(cluster, done, kept)
     report.update({k: v.to_json() for k, v in results.items()})
     report["seconds"] = round(seconds(planned), 3)
     failed = sorted({n for r in results.values() for n in r.failed_hosts} | {*blocked, *behind})
@@ -146,16 +144,14 @@ def carry_out(
     return Applied(report, results, failed)
 
 
-def applied_matches(cfg: ClusterConfig, cluster: ClusterModel, applied: dict[str, Any]) -> bool:
+def applied_matches(cluster: ClusterModel, applied: dict[str, Any]) -> bool:
     """Does the applied state already record this config's nodes and controller?"""
     nodes = applied.get("nodes") or {}
-    return set(nodes) == set(cfg.node_names) and applied.get("controller") == cluster.controller
+    return set(nodes) == set(cluster.names) and applied.get("controller") == cluster.controller
 
 
 def _with_removed(cfg: ClusterConfig, removed: list[dict[str, Any]]) -> ClusterConfig:
     """``cfg`` with the nodes to remove added back (to reach them one last time)."""
-    if not removed:
-        return cfg
     from grid_ops.model.config import NodeConfig
 
     extra = [NodeConfig.model_validate(n) for n in removed]
@@ -163,7 +159,6 @@ def _with_removed(cfg: ClusterConfig, removed: list[dict[str, Any]]) -> ClusterC
 
 
 def _build_and_start(
-    cfg: ClusterConfig,
     path: Path,
     cluster: ClusterModel,
     plan: Plan,
@@ -182,7 +177,7 @@ def _build_and_start(
     from grid_ops.model import stamp as stamps
 
     results: dict[str, PlaybookResult] = {}
-    everyone = [n for n in cfg.node_names if n not in blocked]
+    everyone = [n for n in cluster.names if n not in blocked]
     visit = everyone if plan.restart_all else plan.visit
     build = [
         n
@@ -194,7 +189,7 @@ def _build_and_start(
     failed: list[str] = []
     if build:
         results["provision"] = playbooks.run(
-            "provision", cfg, path, title="build", progress=progress, limit=build
+            "provision", cluster, path, title="build", progress=progress, limit=build
         )
         failed = results["provision"].failed_hosts
     if plan.restart_all and cluster.head in failed:
@@ -214,7 +209,7 @@ def _build_and_start(
     window_started = time.monotonic()
     if start:
         results["start"] = playbooks.run(
-            "ray_restart", cfg, path, title="ray restart" if restart else "ray start",
+            "ray_restart", cluster, path, title="ray restart" if restart else "ray start",
             progress=progress, limit=start,
             extravars={
                 "grid_ray_apply": True, "grid_ray_restart": restart,
@@ -275,7 +270,7 @@ def _remove(planned: Planned, path: Path, keep_files: bool, progress: Progress) 
             path,
             title="remove",
             progress=progress,
-            limit=[everyone.head.name, *reachable],
+            limit=[everyone.head, *reachable],
             extravars={"grid_remove": reachable, "grid_ray_keep_files": keep_files},
         )
         outcome["run"] = result.to_json()
@@ -289,13 +284,13 @@ def _remove(planned: Planned, path: Path, keep_files: bool, progress: Progress) 
     return outcome
 
 
-def _configure(cfg: ClusterConfig, cluster: ClusterModel, progress: Progress) -> dict[str, Any]:
+def _configure(cluster: ClusterModel, progress: Progress) -> dict[str, Any]:
     """Give the running controller the cluster's new node set (no restart)."""
     from grid_ops.drivers import control
     from grid_ops.errors import GridOpsError
 
     try:
-        result, _ = control.call(cfg, "configure", {"settings": cluster.controller})
+        result, _ = control.call(cluster, "configure", {"settings": cluster.controller})
         return dict(result)
     except GridOpsError as exc:
         progress.warn(

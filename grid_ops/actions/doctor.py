@@ -14,55 +14,54 @@ from grid_ops.actions.progress import QUIET, Progress
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 # A node whose bandwidth is below this fraction of the median is flagged.
 SLOW_FRACTION = 0.5
 
 
 def run(
-    cfg: ClusterConfig, path: Path, deep: bool = False, progress: Progress = QUIET
+    cluster: ClusterModel, path: Path, deep: bool = False, progress: Progress = QUIET
 ) -> dict[str, Any]:
     """The document 'doctor --json' prints: ``{"cluster", "ok", "checks"}`` (and
     ``"bandwidth"`` when ``deep``)."""
     from grid_ops import doctor as doc
-    from grid_ops import lifecycle, model
+    from grid_ops import lifecycle
     from grid_ops.actions import health
     from grid_ops.model import stamp as stamps
 
-    cluster = model.of(cfg)
-    progress.info(f"checking {len(cluster.nodes)} node(s) of {cfg.name}")
+    cluster = cluster
+    progress.info(f"checking {len(cluster.nodes)} node(s) of {cluster.name}")
     # a doctor round is a health round that reports: it keeps what it found in the cache
-    ranked = health.check(cfg, path, policy=health.REPORT, refresh=True).nodes
+    ranked = health.check(cluster, path, policy=health.REPORT, refresh=True).nodes
     records = [asdict(n) for n in ranked]
     up = [r["name"] for r in records if r["reachable"]]
     states = lifecycle.read_states(cluster, [cluster.node(n) for n in up])
     plan = lifecycle.plan(
-        cluster, stamps.stamps(cluster), states, lifecycle.read_applied(cfg.id), full=True
+        cluster, stamps.stamps(cluster), states, lifecycle.read_applied(cluster.id), full=True
     )
     workers = [n for n in up if n != cluster.head]
     reached = doc.reach(cluster, workers) if cluster.head in up and workers else None
     builds = {n: s.venv_id for n, s in states.items() if s.reachable}
     found = doc.rows(cluster, records, plan.to_json(), reached, str(path), builds)
-    document: dict[str, Any] = {"cluster": cfg.name, "ok": True, "checks": found}
+    document: dict[str, Any] = {"cluster": cluster.name, "ok": True, "checks": found}
     if deep:
-        measured = bandwidth(cfg, up)
+        measured = bandwidth(cluster, up)
         found.extend(measured["rows"])
         document["bandwidth"] = measured["bandwidth"]
     document["ok"] = not any(r["status"] == "fail" for r in found)
     return document
 
 
-def bandwidth(cfg: ClusterConfig, nodes: list[str]) -> dict[str, Any]:
+def bandwidth(cluster: ClusterModel, nodes: list[str]) -> dict[str, Any]:
     """``{"bandwidth": the measurement (or its error), "rows": doctor rows}``."""
-    from grid_ops import model
     from grid_ops.actions.nodes import on_node
     from grid_ops.errors import GridOpsError
 
     command = ["python", "-m", "grid_ops.runtime.bandwidth", "--nodes", ",".join(nodes)]
     try:
-        limit = model.of(cfg).deadlines.bandwidth
-        found = on_node(cfg, cfg.head.name, command, timeout=limit, what="measure bandwidth on")
+        limit = cluster.deadlines.bandwidth
+        found = on_node(cluster, cluster.head, command, timeout=limit, what="measure bandwidth on")
     except GridOpsError as exc:
         found = {"error": exc.message}
     return {"bandwidth": found, "rows": rows(found, nodes)}

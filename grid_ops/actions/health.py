@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from grid_ops.health import NodeHealth
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
     from grid_ops.repair import Policy
 
 REPORT = "report"
@@ -39,7 +39,7 @@ class Round:
 
 
 def check(
-    cfg: ClusterConfig,
+    cluster: ClusterModel,
     path: Path,
     *,
     policy: str = ENFORCE,
@@ -54,18 +54,18 @@ def check(
 
     if policy not in (REPORT, ENFORCE, REPAIR):
         raise ValueError(f"unknown health policy {policy!r}")
-    found = health.load_cache(cfg, any_age=True) if any_age and not refresh else None
+    found = health.load_cache(cluster, any_age=True) if any_age and not refresh else None
     if found is not None:
         nodes, cached = health.ranked(found), True
     else:
-        nodes, cached = health.collect(cfg, refresh)
+        nodes, cached = health.collect(cluster, refresh)
     if policy != REPORT:
-        nodes = enforce(cfg, path, nodes, repair=policy == REPAIR, progress=progress)
+        nodes = enforce(cluster, path, nodes, repair=policy == REPAIR, progress=progress)
     return Round(nodes, cached)
 
 
 def enforce(
-    cfg: ClusterConfig,
+    cluster: ClusterModel,
     path: Path,
     nodes: list[NodeHealth],
     repair: bool = False,
@@ -79,18 +79,18 @@ def enforce(
     from grid_ops.errors import GridOpsError
 
     to_drain, to_lift = facts.quarantine_plan(
-        [asdict(n) for n in nodes], cfg.head.name, cfg.health_check.quarantine
+        [asdict(n) for n in nodes], cluster.head, cluster.health["quarantine"]
     )
     if repair:
-        nodes = repair_round(cfg, path, nodes, progress)
+        nodes = repair_round(cluster, path, nodes, progress)
     if not to_drain and not to_lift:
         return nodes
     by_name = {n.name: n for n in nodes}
-    head = by_name.get(cfg.head.name)
+    head = by_name.get(cluster.head)
     cluster_up = bool(head and head.ray_running)  # else a returned node's Ray stays off
     for name, reason in to_drain.items():
         try:
-            answer, _ = drain(cfg, name, reason, evacuate=cluster_up, quarantine=True)
+            answer, _ = drain(cluster, name, reason, evacuate=cluster_up, quarantine=True)
         except GridOpsError as exc:
             progress.warn(f"could not quarantine {name}: {exc.message}")
             continue
@@ -99,7 +99,9 @@ def enforce(
         progress.info(f"{name} is sick and quarantined (Ray: {answer.get('ray')}): {why}")
     for name in to_lift:
         try:
-            answer, started = undrain(cfg, path, name, only_if=facts.QUARANTINE, restart=cluster_up)
+            answer, started = undrain(
+                cluster, path, name, only_if=facts.QUARANTINE, restart=cluster_up
+            )
         except GridOpsError as exc:
             progress.warn(f"could not return {name} to service: {exc.message}")
             continue
@@ -115,20 +117,20 @@ def enforce(
         elif answer.get("reason"):
             by_name[name].drained = str(answer["reason"])  # an operator drained it since
     ranked = health.ranked(list(by_name.values()))
-    health.save_cache(cfg, ranked)
+    health.save_cache(cluster, ranked)
     return ranked
 
 
-def policy(cfg: ClusterConfig) -> Policy:
+def policy(cluster: ClusterModel) -> Policy:
     """The config's repair settings."""
     from grid_ops.repair import Policy
 
-    check = cfg.health_check
+    check = cluster.config.health_check
     return Policy(check.repair, check.repair_attempts, check.repair_backoff, check.quarantine)
 
 
 def repair_round(
-    cfg: ClusterConfig, path: Path, nodes: list[NodeHealth], progress: Progress = QUIET
+    cluster: ClusterModel, path: Path, nodes: list[NodeHealth], progress: Progress = QUIET
 ) -> list[NodeHealth]:
     """Repair what grid_ops.repair plans for this round: restart Ray on a node in service
     whose Ray is down; try a node that repair quarantined again (undrain, restart, and
@@ -140,14 +142,14 @@ def repair_round(
     from grid_ops.errors import GridOpsError
     from grid_ops.log import logger
 
-    rules = policy(cfg)
-    state = repair.load(cfg.id)
-    todo = repair.plan([asdict(n) for n in nodes], cfg.head.name, state, rules, repair.now())
+    rules = policy(cluster)
+    state = repair.load(cluster.id)
+    todo = repair.plan([asdict(n) for n in nodes], cluster.head, state, rules, repair.now())
     if todo:
         # The round's probe may be seconds old (the operator may be stopping the
         # cluster): ask the head and those nodes again, and repair only what still holds.
-        again = health.probe_all(cfg, [cfg.head.name, *(name for name, _ in todo)])
-        still = repair.plan([asdict(n) for n in again], cfg.head.name, state, rules, repair.now())
+        again = health.probe_all(cluster, [cluster.head, *(name for name, _ in todo)])
+        still = repair.plan([asdict(n) for n in again], cluster.head, state, rules, repair.now())
         todo = [item for item in todo if item in still]
     if not todo:
         return nodes
@@ -156,18 +158,18 @@ def repair_round(
         started = None
         try:
             if action == repair.LIFT:
-                answer, started = undrain(cfg, path, name, only_if=facts.QUARANTINE)
+                answer, started = undrain(cluster, path, name, only_if=facts.QUARANTINE)
                 if not answer.get("cleared"):
                     continue  # an operator's drain since: not ours to lift
             else:
-                started = playbooks.start(cfg, path, [name], title=f"repair {name}")
+                started = playbooks.start(cluster, path, [name], title=f"repair {name}")
             host = started.hosts.get(name) if started is not None else None
             ok = host is not None and not host.failed and not host.unreachable
             detail = "" if ok else _why(host)
         except GridOpsError as exc:
             ok, detail = False, exc.message
         quarantine = repair.settle(state, name, ok, detail, rules, repair.now(), action)
-        repair.save(cfg.id, state)
+        repair.save(cluster.id, state)
         failures = state["nodes"].get(name, {}).get("failures", 0)
         if ok:
             logger.info("repair of %s: Ray restarted", name)
@@ -178,12 +180,12 @@ def repair_round(
         if quarantine or action == repair.LIFT:
             reason = repair.quarantine_reason(failures, detail)
             try:
-                drain(cfg, name, reason, evacuate=True, quarantine=True)
+                drain(cluster, name, reason, evacuate=True, quarantine=True)
                 progress.info(f"{name} is quarantined: {reason.removeprefix(facts.QUARANTINE)}")
             except GridOpsError as exc:
                 progress.warn(f"could not quarantine {name}: {exc.message}")
-    fresh = health.ranked(health.probe_all(cfg))  # what the repairs changed, seen anew
-    health.save_cache(cfg, fresh)
+    fresh = health.ranked(health.probe_all(cluster))  # what the repairs changed, seen anew
+    health.save_cache(cluster, fresh)
     return fresh
 
 

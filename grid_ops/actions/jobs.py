@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from grid_ops.jobs import TERMINAL
 
 if TYPE_CHECKING:
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 NAME_HINT = "Use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit."
@@ -59,9 +59,9 @@ def check_name(name: object) -> str:
     return str(name)
 
 
-def _store(config: ClusterConfig) -> Path:
+def _store(cluster: ClusterModel) -> Path:
     """``<state>/jobs/<cluster id>``: every record of this cluster, nothing else."""
-    return store_dir(config.id)
+    return store_dir(cluster.id)
 
 
 def store_dir(key: str) -> Path:
@@ -79,12 +79,12 @@ def _inside(store: Path, path: Path) -> bool:
     return path.resolve().parent == store.resolve()
 
 
-def _record_path(config: ClusterConfig, name: str) -> Path:
+def _record_path(cluster: ClusterModel, name: str) -> Path:
     """Where job ``name``'s record lives; UsageError for a bad name or a path that
     leads out of the store (e.g. a symbolic link)."""
     from grid_ops.errors import UsageError
 
-    store = _store(config)
+    store = _store(cluster)
     path = store / f"{check_name(name)}.json"
     if not _inside(store, path):
         raise UsageError(
@@ -105,11 +105,11 @@ def _valid_record(data: object, name: str) -> bool:
     )
 
 
-def save(config: ClusterConfig, record: dict[str, Any]) -> None:
+def save(cluster: ClusterModel, record: dict[str, Any]) -> None:
     """Write a job's record: 0600, in the cluster's store made (or closed to) 0700."""
     from grid_ops.fsutil import write_atomic
 
-    path = _record_path(config, record["name"])
+    path = _record_path(cluster, record["name"])
     _private_store(path.parent)
     write_atomic(path, json.dumps(record, indent=2) + "\n", mode=0o600)
 
@@ -138,20 +138,20 @@ def _read(path: Path) -> Any:
         return None
 
 
-def load(config: ClusterConfig, name: str) -> dict[str, Any]:
+def load(cluster: ClusterModel, name: str) -> dict[str, Any]:
     from grid_ops.errors import NotFound
 
-    data = _read(_record_path(config, name))
+    data = _read(_record_path(cluster, name))
     if not _valid_record(data, name):
-        known = ", ".join(r["name"] for r in load_all(config)) or "none yet"
+        known = ", ".join(r["name"] for r in load_all(cluster)) or "none yet"
         raise NotFound(f"No job named '{name}'.", f"Known jobs: {known}.")
     record: dict[str, Any] = data
     return record
 
 
-def load_all(config: ClusterConfig) -> list[dict[str, Any]]:
+def load_all(cluster: ClusterModel) -> list[dict[str, Any]]:
     """Every valid record of the cluster; files with a bad name or content are skipped."""
-    store = _store(config)
+    store = _store(cluster)
     records = []
     for path in sorted(store.glob("*.json")):
         if not valid_name(path.stem) or not _inside(store, path):
@@ -166,58 +166,55 @@ def load_all(config: ClusterConfig) -> list[dict[str, Any]]:
 # talking to the head
 
 
-def head_argv(config: ClusterConfig, args: list[str]) -> list[str]:
+def head_argv(cluster: ClusterModel, args: list[str]) -> list[str]:
     """The local argv that runs ``grid_ops.runtime.jobs ARGS`` on the head (pure)."""
     from grid_ops.drivers import remote
 
     command = ["python", "-m", "grid_ops.runtime.jobs"]
-    command += ["--dashboard-port", str(config.ray.dashboard_port), *args]
-    return remote.argv(config, config.head, command)
+    command += ["--dashboard-port", str(cluster.ray["dashboard_port"]), *args]
+    return remote.argv(cluster, cluster.head, command)
 
 
 def head_call(
-    config: ClusterConfig, *args: str, timeout: float | None = None, stdin: str = ""
+    cluster: ClusterModel, *args: str, timeout: float | None = None, stdin: str = ""
 ) -> dict[str, Any]:
     """Run ``grid_ops.runtime.jobs ARGS`` on the head, ``stdin`` on its standard input
     (the SSH connection: not visible in any process list); its JSON answer."""
-    from grid_ops import model
     from grid_ops.errors import Unavailable
 
-    timeout = timeout or model.of(config).deadlines.head_call
+    timeout = timeout or cluster.deadlines.head_call
 
-    argv = head_argv(config, list(args))
+    argv = head_argv(cluster, list(args))
     try:
         proc = subprocess.run(
             argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired:
-        raise Unavailable(
-            f"The head ({config.head.name}) did not answer in {timeout:g} s."
-        ) from None
+        raise Unavailable(f"The head ({cluster.head}) did not answer in {timeout:g} s.") from None
     try:
         data: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         detail = (proc.stderr or proc.stdout).strip().splitlines()
         raise Unavailable(
-            f"Could not reach Ray Jobs on the head ({config.head.name}): "
+            f"Could not reach Ray Jobs on the head ({cluster.head}): "
             f"{detail[-1] if detail else f'exit {proc.returncode}'}.",
             "Is the cluster provisioned and started? Try 'grid-ops cluster status'.",
         ) from None
     if "error" in data:
         raise Unavailable(
-            f"Ray Jobs on the head ({config.head.name}) refused: {data['error']}.",
+            f"Ray Jobs on the head ({cluster.head}) refused: {data['error']}.",
             "Check that Ray runs there ('grid-ops cluster status'; 'grid-ops cluster start').",
         )
     return data
 
 
-def refresh(config: ClusterConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def refresh(cluster: ClusterModel, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Update records that are not finished from the head; mark those Ray no longer knows."""
     open_ids = [r["submission_id"] for r in records if r.get("status") not in TERMINAL]
     if not open_ids:
         return records
     try:
-        answer = head_call(config, "info", "--", *open_ids)
+        answer = head_call(cluster, "info", "--", *open_ids)
         infos = {j["submission_id"]: j for j in answer["jobs"]}
     except Exception:  # the head is down: keep what we knew, say Ray does not answer
         infos = {}
@@ -229,7 +226,7 @@ def refresh(config: ClusterConfig, records: list[dict[str, Any]]) -> list[dict[s
             record["known_to_ray"] = False
         else:
             _apply(record, info)
-        save(config, record)
+        save(cluster, record)
     return records
 
 
@@ -312,7 +309,7 @@ def submit_call(
 
 
 def launch(
-    config: ClusterConfig,
+    cluster: ClusterModel,
     name: str,
     command: list[str],
     workdir: Path | None = None,
@@ -331,30 +328,30 @@ def launch(
 
     check_name(name)
     variables = check_env(env or {})
-    gpus = config.execution.default_gpus_per_node if gpus is None else gpus
-    nodes = config.execution.default_nodes if nodes is None else nodes
+    gpus = cluster.config.execution.default_gpus_per_node if gpus is None else gpus
+    nodes = cluster.config.execution.default_nodes if nodes is None else nodes
     try:
-        previous = load(config, name)
+        previous = load(cluster, name)
     except NotFound:
         previous = None
     if previous is not None:
-        refresh(config, [previous])
+        refresh(cluster, [previous])
         if previous.get("status") not in TERMINAL and previous.get("known_to_ray", True):
             raise Conflict(
                 f"A job named '{name}' is still {previous.get('status', 'live').lower()}.",
                 f"Pick another name, or stop it with 'grid-ops job cancel {name}'.",
             )
-    if nodes > len(config.nodes):
+    if nodes > len(cluster.nodes):
         raise UsageError(
-            f"--nodes {nodes} asks for more nodes than the cluster has ({len(config.nodes)})."
+            f"--nodes {nodes} asks for more nodes than the cluster has ({len(cluster.nodes)})."
         )
     submission_id = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     rel = None
     if workdir is not None:
         rel = f"{layout.JOBS}/{submission_id}"
-        _push_workdir(config, workdir, rel)
+        _push_workdir(cluster, workdir, rel)
     args, stdin = submit_call(name, submission_id, command, variables, gpus, nodes, rel)
-    head_call(config, *args, stdin=stdin)
+    head_call(cluster, *args, stdin=stdin)
     record = {
         "name": name,
         "submission_id": submission_id,
@@ -368,11 +365,11 @@ def launch(
         "exit_code": None,
         "known_to_ray": True,
     }
-    save(config, record)
+    save(cluster, record)
     return record
 
 
-def _push_workdir(config: ClusterConfig, workdir: Path, rel: str) -> None:
+def _push_workdir(cluster: ClusterModel, workdir: Path, rel: str) -> None:
     """Copy ``workdir`` to ``<remote_root>/<rel>`` on the head: the sync's own rsync
     command (its excludes and .gitignore), into a directory it makes."""
     from grid_ops import model
@@ -381,7 +378,6 @@ def _push_workdir(config: ClusterConfig, workdir: Path, rel: str) -> None:
 
     if not workdir.is_dir():
         raise UsageError(f"--workdir {workdir} is not a directory.")
-    cluster = model.of(config)
     head = cluster.head_node
     # The node's own expansion of remote_root when recorded; else rsync's remote shell
     # expands a leading ~/ (a local head: this machine's home).
@@ -398,7 +394,7 @@ def _push_workdir(config: ClusterConfig, workdir: Path, rel: str) -> None:
 
 
 def outcome(
-    config: ClusterConfig, name: str, final_logs: str | None = None
+    cluster: ClusterModel, name: str, final_logs: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``job results --json`` of job ``name`` (its reported metrics, the final values,
     the duration), and the record it came from. Reads the logs on the head once more
@@ -407,20 +403,20 @@ def outcome(
     from grid_ops.errors import GridOpsError
     from grid_ops.jobs import results
 
-    record = refresh(config, [load(config, name)])[0]
+    record = refresh(cluster, [load(cluster, name)])[0]
     if final_logs is not None and record.get("status") in TERMINAL:
         record["results"] = results(final_logs)
-        save(config, record)
+        save(cluster, record)
     elif record.get("known_to_ray", True):
         try:
-            logs_text = head_call(config, "logs", record["submission_id"])["logs"] or ""
+            logs_text = head_call(cluster, "logs", record["submission_id"])["logs"] or ""
         except GridOpsError:
             if record.get("results") is None:
                 raise
             record["known_to_ray"] = False  # e.g. the cluster was restarted: keep what we had
         else:
             record["results"] = results(logs_text)
-        save(config, record)
+        save(cluster, record)
     found = record.get("results") or {"metrics": [], "final": {}}
     started, ended = record.get("started_at"), record.get("ended_at")
     return {
@@ -429,22 +425,22 @@ def outcome(
         "metrics": found["metrics"],
         "final": found["final"],
         "duration_s": round(ended - started, 3) if started and ended else None,
-        "logs": f"grid-ops job logs {name} (Ray Jobs on {config.head.name})",
+        "logs": f"grid-ops job logs {name} (Ray Jobs on {cluster.head})",
     }, record
 
 
-def cancel(config: ClusterConfig, name: str) -> dict[str, Any]:
+def cancel(cluster: ClusterModel, name: str) -> dict[str, Any]:
     """Stop job ``name`` on Ray Jobs and wait (up to the job_stop deadline) until it
     has ended; the job as ``job status --json`` shows it then."""
-    from grid_ops import answers, model
+    from grid_ops import answers
 
-    wait = model.of(config).deadlines.job_stop
+    wait = cluster.deadlines.job_stop
 
-    record = load(config, name)
-    head_call(config, "stop", record["submission_id"])
+    record = load(cluster, name)
+    head_call(cluster, "stop", record["submission_id"])
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        refresh(config, [record])
+        refresh(cluster, [record])
         if record.get("status") in TERMINAL:
             break
         time.sleep(0.5)

@@ -18,13 +18,13 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from grid_ops.drivers.results import PlaybookResult
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 DRAIN = ["python", "-m", "grid_ops.runtime.drain"]
 
 
 def on_node(
-    cfg: ClusterConfig,
+    cluster: ClusterModel,
     name: str,
     command: list[str],
     timeout: float,
@@ -34,11 +34,10 @@ def on_node(
     from grid_ops.drivers import remote
     from grid_ops.errors import GridOpsError
 
-    node = cfg.node(name)
     model.ensure_control_dir()
     try:
         proc = subprocess.run(
-            remote.argv(cfg, node, command),
+            remote.argv(cluster, name, command),
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
@@ -54,14 +53,14 @@ def on_node(
     return answer
 
 
-def evacuation(cfg: ClusterConfig, name: str) -> list[dict[str, Any]] | dict[str, str]:
+def evacuation(cluster: ClusterModel, name: str) -> list[dict[str, Any]] | dict[str, str]:
     """The controller moves what it keeps on ``name`` elsewhere; what it did (or
     ``{"error": ...}`` when the controller could not be asked)."""
     from grid_ops.drivers import control
     from grid_ops.errors import GridOpsError
 
     try:
-        moved, _ = control.call(cfg, "evacuate", {"node": name})
+        moved, _ = control.call(cluster, "evacuate", {"node": name})
         return list(moved.get("moved", []))
     except GridOpsError as exc:
         return {"error": exc.message}
@@ -79,7 +78,7 @@ def describe_move(row: dict[str, Any]) -> str:
 
 
 def drain(
-    cfg: ClusterConfig, name: str, reason: str, evacuate: bool = True, quarantine: bool = False
+    cluster: ClusterModel, name: str, reason: str, evacuate: bool = True, quarantine: bool = False
 ) -> tuple[dict[str, Any], Any]:
     """Evacuate ``name`` (the controller moves its pool copies, shares and boosts; not
     when ``evacuate`` is False: the cluster's Ray is down), write its drain note and drain
@@ -94,17 +93,17 @@ def drain(
     problem = None if quarantine else reason_problem(reason)
     if problem is not None:
         raise UsageError(problem)
-    moved = evacuation(cfg, name) if evacuate else []
+    moved = evacuation(cluster, name) if evacuate else []
     command = [*DRAIN, "set", "--node", name, "--reason", reason]
-    limit = model.of(cfg).deadlines.drain
-    answer = on_node(cfg, name, [*command, *(["--quarantine"] if quarantine else [])], limit)
+    limit = cluster.deadlines.drain
+    answer = on_node(cluster, name, [*command, *(["--quarantine"] if quarantine else [])], limit)
     if "error" in answer:  # the node refused the reason (an older or other caller's check)
         raise UsageError(f"{name} refused the drain: {answer['error']}")
     return answer, moved
 
 
 def undrain(
-    cfg: ClusterConfig,
+    cluster: ClusterModel,
     path: Path,
     name: str,
     progress: Progress = QUIET,
@@ -115,8 +114,8 @@ def undrain(
     when one was cleared and ``restart``, start its Ray again. Returns (the node's
     answer, the restart run or None)."""
     command = [*DRAIN, "clear", *(["--only-if", only_if] if only_if else [])]
-    answer = on_node(cfg, name, command, timeout=model.of(cfg).deadlines.undrain)
+    answer = on_node(cluster, name, command, timeout=cluster.deadlines.undrain)
     if not answer.get("cleared") or not restart:
         return answer, None
-    started = playbooks.restart(cfg, path, [name], progress, title=f"ray restart {name}")
+    started = playbooks.restart(cluster, path, [name], progress, title=f"ray restart {name}")
     return answer, started

@@ -11,12 +11,12 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from grid_ops.drivers.results import PlaybookResult
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 
 def run(
     playbook: str,
-    cfg: ClusterConfig,
+    cluster: ClusterModel,
     path: Path,
     *,
     title: str,
@@ -28,11 +28,11 @@ def run(
     """Run ``playbook`` on the cluster (``limit``: those nodes only); its result."""
     from grid_ops.drivers import ansible
 
-    names = limit or [n.name for n in cfg.nodes]
+    names = limit or cluster.names
     with progress.playbook(title, names) as view:
         return ansible.run(
             playbook,
-            cfg,
+            cluster,
             limit=limit,
             extravars=extravars,
             check=check,
@@ -42,38 +42,38 @@ def run(
 
 
 def start(
-    cfg: ClusterConfig,
+    cluster: ClusterModel,
     path: Path,
     limit: list[str] | None = None,
     progress: Progress = QUIET,
     title: str = "ray start",
 ) -> PlaybookResult:
     """Start Ray (the head first); with ``limit`` only those nodes, joining the head."""
-    return _ray("ray_start", cfg, path, limit, progress, title)
+    return _ray("ray_start", cluster, path, limit, progress, title)
 
 
 def restart(
-    cfg: ClusterConfig,
+    cluster: ClusterModel,
     path: Path,
     limit: list[str] | None = None,
     progress: Progress = QUIET,
     title: str = "ray restart",
 ) -> PlaybookResult:
     """Stop Ray, then start it again (head first); ``limit``: those nodes, joining the head."""
-    return _ray("ray_restart", cfg, path, limit, progress, title)
+    return _ray("ray_restart", cluster, path, limit, progress, title)
 
 
 def _ray(
     playbook: str,
-    cfg: ClusterConfig,
+    cluster: ClusterModel,
     path: Path,
     limit: list[str] | None,
     progress: Progress,
     title: str,
 ) -> PlaybookResult:
     """A Ray start or restart; a --limit run without the head gets its known address."""
-    from grid_ops import lifecycle, model
+    from grid_ops import lifecycle
 
-    extravars = lifecycle.head_vars(model.of(cfg), limit) if limit else None
-    return run(playbook, cfg, path, title=title, progress=progress, limit=limit,
+    extravars = lifecycle.head_vars(cluster, limit) if limit else None
+    return run(playbook, cluster, path, title=title, progress=progress, limit=limit,
                extravars=extravars)  # fmt: skip

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from grid_ops.drivers.results import PlaybookResult
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Provisioned:
 
 
 def provision(
-    cfg: ClusterConfig,
+    cluster: ClusterModel,
     path: Path,
     limit: list[str] | None = None,
     check: bool = False,
@@ -37,15 +37,15 @@ def provision(
     visited (one SSH round trip each tells)."""
     current: list[str] = []
     if not (limit or full or check):
-        from grid_ops import lifecycle, model
+        from grid_ops import lifecycle
 
-        cluster = model.of(cfg)
+        cluster = cluster
         states = lifecycle.read_states(cluster, list(cluster.nodes))
         current = lifecycle.provisioned(cluster, states)
-        limit = [n for n in cfg.node_names if n not in current]
+        limit = [n for n in cluster.names if n not in current]
         if not limit:
             return Provisioned(None, current)
     result = playbooks.run(
-        "provision", cfg, path, title="provision", progress=progress, limit=limit, check=check
+        "provision", cluster, path, title="provision", progress=progress, limit=limit, check=check
     )
     return Provisioned(result, current)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from grid_ops.drivers.results import PlaybookResult
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 
 @dataclass
@@ -24,21 +24,21 @@ class Reset:
     files: dict[str, dict[str, Any]]
 
 
-def check(cfg: ClusterConfig, names: list[str], adopt: bool) -> None:
+def check(cluster: ClusterModel, names: list[str], adopt: bool) -> None:
     """Before anything is deleted: the names are the config's nodes, and (unless
     ``adopt``) none notes another cluster's id (a Conflict naming them)."""
-    from grid_ops import lifecycle, model
+    from grid_ops import lifecycle
 
     for name in names:
-        cfg.node(name)
+        cluster.node(name)
     if not adopt:
-        cluster = model.of(cfg)
+        cluster = cluster
         states = lifecycle.read_states(cluster, [cluster.node(n) for n in names])
         lifecycle.refuse_foreign(cluster, lifecycle.foreign(cluster, states), "reset")
 
 
 def reset(
-    cfg: ClusterConfig,
+    cluster: ClusterModel,
     path: Path,
     limit: list[str] | None = None,
     adopt: bool = False,
@@ -48,17 +48,17 @@ def reset(
     that were reset."""
     from grid_ops import lifecycle
 
-    names = limit or cfg.node_names
+    names = limit or cluster.names
     result = playbooks.run(
         "reset",
-        cfg,
+        cluster,
         path,
         title="reset",
         progress=progress,
         limit=limit,
         extravars={"grid_facts_adopt": True} if adopt else None,
     )
-    lifecycle.forget(cfg.id, [n for n in names if n not in result.failed_hosts])
+    lifecycle.forget(cluster.id, [n for n in names if n not in result.failed_hosts])
     return Reset(result, node_files(result))
 
 

@@ -9,19 +9,19 @@ from grid_ops.actions.progress import QUIET, Progress
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 
-def ray_status(cfg: ClusterConfig, path: Path, progress: Progress = QUIET) -> dict[str, Any]:
+def ray_status(cluster: ClusterModel, path: Path, progress: Progress = QUIET) -> dict[str, Any]:
     """Every node's Ray (alive, dead, absent), its node id and resources, and the head's
     address: the document 'cluster status --json' prints."""
     from grid_ops.drivers import ansible
     from grid_ops.drivers.cluster_status import summarize
 
-    names = [n.name for n in cfg.nodes]
+    names = cluster.names
     with progress.playbook("ray status", names) as view:
-        result = ansible.run("ray_status", cfg, on_progress=view, source=str(path))
-    return summarize(cfg, result)
+        result = ansible.run("ray_status", cluster, on_progress=view, source=str(path))
+    return summarize(cluster, result)
 
 
 def unreachable(data: dict[str, Any]) -> list[str]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, load_cluster
 from grid_ops.cli.output import err, error, info, out, print_json
 from grid_ops.cli.progress import console
 
@@ -58,9 +58,9 @@ def apply(
     """
     from grid_ops.actions import apply as applying
 
-    cfg, path = load_config(config, quick_plan=True)
+    cluster, path = load_cluster(config, quick_plan=True)
     progress = console(json_out)
-    planned = applying.plan(cfg, full=full)
+    planned = applying.plan(cluster, full=full)
     if not json_out:
         for line in planned.lines():
             out.print(line, markup=False, highlight=False)

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from grid_ops import answers
-from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, load_cluster
 from grid_ops.cli.output import cell, out, print_json, safe
 
 if TYPE_CHECKING:
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 boost_app = typer.Typer(
     help="Reserve CPU, GPU or memory on a node for the head's work (a Ray placement group).",
@@ -64,11 +64,11 @@ def _table(rows: list[dict[str, Any]], title: str) -> None:
 
 
 def _request(
-    cfg: ClusterConfig, kind: str, resource: str, amount: str, as_json: bool, **more: Any
+    cluster: ClusterModel, kind: str, resource: str, amount: str, as_json: bool, **more: Any
 ) -> None:
     from grid_ops.drivers import control
 
-    row = control.reserve(cfg, kind, resource, amount, **more)
+    row = control.reserve(cluster, kind, resource, amount, **more)
     if as_json:
         print_json(answers.reservation(row))
         return
@@ -78,10 +78,10 @@ def _request(
     )
 
 
-def _release(cfg: ClusterConfig, rid: str, kind: str, as_json: bool) -> None:
+def _release(cluster: ClusterModel, rid: str, kind: str, as_json: bool) -> None:
     from grid_ops.drivers import control
 
-    show_released(rid, control.release(cfg, rid, kind), as_json)
+    show_released(rid, control.release(cluster, rid, kind), as_json)
 
 
 def show_released(rid: str, row: dict[str, Any], as_json: bool) -> None:
@@ -92,10 +92,10 @@ def show_released(rid: str, row: dict[str, Any], as_json: bool) -> None:
         out.print(f"released {safe(rid)} ({safe(row['resource'])} on {safe(row['node'])})")
 
 
-def _status(cfg: ClusterConfig, kind: str, as_json: bool, title: str) -> None:
+def _status(cluster: ClusterModel, kind: str, as_json: bool, title: str) -> None:
     from grid_ops.drivers import control
 
-    rows, _ = control.call(cfg, "reservations", {"kind": kind})
+    rows, _ = control.call(cluster, "reservations", {"kind": kind})
     show_reservations(rows, title, as_json)
 
 
@@ -131,15 +131,15 @@ def boost_request(
     changing nothing, when NODE does not have that much free (the error says what is).
     Example: grid-ops boost request node2 cpu 1 --ttl 30m
     """
-    cfg, _ = load_config(config)
-    _request(cfg, "boost", resource, amount, as_json, node=node, priority=priority, ttl=ttl)
+    cluster, _ = load_cluster(config)
+    _request(cluster, "boost", resource, amount, as_json, node=node, priority=priority, ttl=ttl)
 
 
 @boost_app.command("release")
 def boost_release(rid: IdArg, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Release a boost now (its resources are free again)."""
-    cfg, _ = load_config(config)
-    _release(cfg, rid, "boost", as_json)
+    cluster, _ = load_cluster(config)
+    _release(cluster, rid, "boost", as_json)
 
 
 @boost_app.command("status")
@@ -149,8 +149,8 @@ def boost_status(config: ConfigOption = None, as_json: JsonOption = False) -> No
     State is active, pending (waiting to be placed again after a restart) or node-lost
     (its node left the Ray cluster; Ray places it again when the node returns).
     """
-    cfg, _ = load_config(config)
-    _status(cfg, "boost", as_json, "Boosts")
+    cluster, _ = load_cluster(config)
+    _status(cluster, "boost", as_json, "Boosts")
 
 
 @sharing_app.command("request")
@@ -167,19 +167,19 @@ def sharing_request(
 
     A node shares at most resource_sharing.max_share_fraction of its total.
     """
-    cfg, _ = load_config(config)
-    _request(cfg, "share", resource, amount, as_json, node=node)
+    cluster, _ = load_cluster(config)
+    _request(cluster, "share", resource, amount, as_json, node=node)
 
 
 @sharing_app.command("release")
 def sharing_release(rid: IdArg, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Release a shared allocation."""
-    cfg, _ = load_config(config)
-    _release(cfg, rid, "share", as_json)
+    cluster, _ = load_cluster(config)
+    _release(cluster, rid, "share", as_json)
 
 
 @sharing_app.command("status")
 def sharing_status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """The live shared allocations."""
-    cfg, _ = load_config(config)
-    _status(cfg, "share", as_json, "Shared allocations")
+    cluster, _ = load_cluster(config)
+    _status(cluster, "share", as_json, "Shared allocations")

@@ -10,7 +10,7 @@ from grid_ops.actions import playbooks
 from grid_ops.actions import status as status_action
 from grid_ops.actions.status import ray_status
 from grid_ops.cli import playbook
-from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_cluster
 from grid_ops.cli.output import cell, error, out, print_json, safe
 from grid_ops.cli.progress import console
 
@@ -28,8 +28,8 @@ def start(
     ('grid-ops node drain') stays off. --limit starts only those nodes (workers join the
     running head).
     """
-    cfg, path = load_config(config)
-    result = playbooks.start(cfg, path, limit, console(json_out))
+    cluster, path = load_cluster(config)
+    result = playbooks.start(cluster, path, limit, console(json_out))
     playbook.finish(result, json_out, "cluster start")
 
 
@@ -38,9 +38,9 @@ def stop(
     config: ConfigOption = None, limit: LimitOption = None, json_out: JsonOption = False
 ) -> None:
     """Stop Ray on every node (or the --limit ones), as each node's user."""
-    cfg, path = load_config(config)
+    cluster, path = load_cluster(config)
     result = playbooks.run(
-        "ray_stop", cfg, path, title="ray stop", progress=console(json_out), limit=limit
+        "ray_stop", cluster, path, title="ray stop", progress=console(json_out), limit=limit
     )
     playbook.finish(result, json_out, "cluster stop")
 
@@ -48,8 +48,8 @@ def stop(
 @app.command("restart")
 def restart(config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Stop Ray everywhere, then start it again (head first), in one playbook run."""
-    cfg, path = load_config(config)
-    result = playbooks.restart(cfg, path, progress=console(json_out))
+    cluster, path = load_cluster(config)
+    result = playbooks.restart(cluster, path, progress=console(json_out))
     playbook.finish(result, json_out, "cluster restart")
 
 
@@ -59,8 +59,8 @@ def status(config: ConfigOption = None, json_out: JsonOption = False) -> None:
 
     Exit code 1 when a node cannot be reached.
     """
-    cfg, path = load_config(config)
-    show_status(ray_status(cfg, path, console(json_out)), json_out)
+    cluster, path = load_cluster(config)
+    show_status(ray_status(cluster, path, console(json_out)), json_out)
 
 
 def show_status(data: dict[str, Any], json_out: bool) -> None:

@@ -10,6 +10,7 @@ import typer
 from grid_ops.paths import default_config_path
 
 if TYPE_CHECKING:
+    from grid_ops.model import ClusterModel
     from grid_ops.model.config import ClusterConfig
 
 ConfigOption = Annotated[
@@ -42,10 +43,18 @@ def config_path(path: Path | None) -> Path:
     return path if path is not None else default_config_path()
 
 
-def load_config(path: Path | None, quick_plan: bool = False) -> tuple[ClusterConfig, Path]:
-    """Load and validate the cluster config (errors exit 2 with the field named).
+def load_config(path: Path | None) -> tuple[ClusterConfig, Path]:
+    """Load and validate the cluster config (errors exit 2 with the field named), for a
+    command that only reads the config (``config show``, ``inventory``)."""
+    cluster, resolved = load_cluster(path)
+    return cluster.config, resolved
 
-    ``quick_plan``: also keep its resolved model, keyed by the file's content, so that
+
+def load_cluster(path: Path | None, quick_plan: bool = False) -> tuple[ClusterModel, Path]:
+    """Load and validate the cluster config (errors exit 2 with the field named) and
+    resolve it: the one model of this command, which the actions and drivers get.
+
+    ``quick_plan``: also keep the resolved model, keyed by the file's content, so that
     grid_ops.cli.quick answers the next call of this command without loading the config.
     """
     import os
@@ -60,13 +69,12 @@ def load_config(path: Path | None, quick_plan: bool = False) -> tuple[ClusterCon
     from grid_ops import log
 
     log.configure(cfg.logging.level, cfg.logging.format)
+    static = model.resolve(cfg, recorded=False)
     if raw is not None:
-        model.save_cache(
-            model.resolve(cfg, recorded=False), config_abs, model.cache_key(raw, config_abs)
-        )
+        model.save_cache(static, config_abs, model.cache_key(raw, config_abs))
     if cfg.deprecations:
         from grid_ops.cli.output import warn
 
         for line in cfg.deprecations:
             warn(line)
-    return cfg, resolved
+    return model.with_recorded(static), resolved

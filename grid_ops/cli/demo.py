@@ -12,7 +12,7 @@ from grid_ops.cli.output import err, out, safe
 from grid_ops.jobs import TERMINAL
 
 if TYPE_CHECKING:
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 LOCAL_CONFIG = """\
 # grid-ops demo cluster: this machine only (not root, so no lab).
@@ -56,11 +56,11 @@ def demo(
     'grid-ops cluster stop -c CONFIG' stops Ray and, for the lab, 'grid-ops lab down'
     removes it.
     """
-    from grid_ops.cli.common import load_config
+    from grid_ops.cli.common import load_cluster
     from grid_ops.fsutil import write_file
 
     if config is not None:
-        load_config(config)  # a bad config stops here, before anything runs
+        load_cluster(config)  # a bad config stops here, before anything runs
         output = config
         _step(f"cluster of {config}")
     elif os.geteuid() == 0:
@@ -73,8 +73,8 @@ def demo(
         _step("not root: this machine as a one-node cluster")
         write_file(output, LOCAL_CONFIG.format(root=Path.home() / "grid-ops-demo"))
     out.print(f"cluster config: {safe(output)}")
-    cfg, path = load_config(output)
-    _steps(cfg, path)
+    cluster, path = load_cluster(output)
+    _steps(cluster, path)
     shown = safe(output)
     out.print(
         f"\nDone. Try: grid-ops job list -c {shown}   |   "
@@ -84,32 +84,37 @@ def demo(
     )
 
 
-def _steps(cfg: ClusterConfig, path: Path) -> None:
+def _steps(cluster: ClusterModel, path: Path) -> None:
     """The demo's steps: each a use case (grid_ops.actions, the controller's calls) and
     the view its command shows; a failed step stops the demo as its command would."""
     from grid_ops.actions import health, playbooks
     from grid_ops.actions.provision import provision as provision_nodes
     from grid_ops.actions.status import ray_status
-    from grid_ops.cli import cluster, health_cmd, ping, playbook, provision
+    from grid_ops.cli import health_cmd, ping, playbook, provision
+    from grid_ops.cli.cluster import show_status
     from grid_ops.cli.progress import console
 
     progress = console()
     _step("ping: SSH and Python on every node")
-    ping.show(cfg.name, playbooks.run("ping", cfg, path, title="ping", progress=progress), False)
+    ping.show(
+        cluster.name, playbooks.run("ping", cluster, path, title="ping", progress=progress), False
+    )
     _step("provision: node venvs with pinned Ray (wheels downloaded once, installed offline)")
-    provision.show(provision_nodes(cfg, path, progress=progress), False)
+    provision.show(provision_nodes(cluster, path, progress=progress), False)
     _step("cluster start: Ray head, then workers")
-    playbook.finish(playbooks.start(cfg, path, progress=progress), False, "cluster start")
+    playbook.finish(playbooks.start(cluster, path, progress=progress), False, "cluster start")
     _step("cluster status")
-    cluster.show_status(ray_status(cfg, path, progress), False)
+    show_status(ray_status(cluster, path, progress), False)
     _step("health: load, memory, GPUs and a score per node, best first")
-    health_cmd.show(cfg.name, health.check(cfg, path, refresh=True, progress=progress), False)
+    health_cmd.show(
+        cluster.name, health.check(cluster, path, refresh=True, progress=progress), False
+    )
     _step("job: a small training job on Ray Jobs, and the metrics it reported")
-    _demo_job(cfg)
+    _demo_job(cluster)
     _step("boost: reserve CPU on a node for the head's work, then release it")
-    _demo_boost(cfg)
+    _demo_boost(cluster)
     _step("memory pool: store bytes on the cluster's nodes, read them back exactly")
-    _demo_memory(cfg)
+    _demo_memory(cluster)
 
 
 DEMO_JOB = (
@@ -122,40 +127,40 @@ DEMO_JOB = (
 )
 
 
-def _demo_job(cfg: ClusterConfig) -> None:
+def _demo_job(cluster: ClusterModel) -> None:
     import time
 
     from grid_ops.actions import jobs
     from grid_ops.cli import job_cmd
 
     name = f"demo-{time.strftime('%H%M%S')}"
-    jobs.launch(cfg, name, ["python", "-c", DEMO_JOB])
+    jobs.launch(cluster, name, ["python", "-c", DEMO_JOB])
     out.print(f"launched job {name}; waiting for it to finish")
     deadline = time.monotonic() + 300
-    record = jobs.load(cfg, name)
+    record = jobs.load(cluster, name)
     while record.get("status") not in TERMINAL and time.monotonic() < deadline:
         time.sleep(1)
-        record = jobs.refresh(cfg, [record])[0]
-    data, record = jobs.outcome(cfg, name)
+        record = jobs.refresh(cluster, [record])[0]
+    data, record = jobs.outcome(cluster, name)
     job_cmd.show_results(name, data, record, json_out=False)
 
 
-def _demo_boost(cfg: ClusterConfig) -> None:
+def _demo_boost(cluster: ClusterModel) -> None:
     from grid_ops.cli import boost_cmd
     from grid_ops.drivers import control
 
-    node = cfg.nodes[-1].name  # a worker when there is one
+    node = cluster.nodes[-1].name  # a worker when there is one
     row, _ = control.call(
-        cfg, "reserve", {"kind": "boost", "node": node, "resource": "cpu", "amount": 0.5,
+        cluster, "reserve", {"kind": "boost", "node": node, "resource": "cpu", "amount": 0.5,
                          "priority": "normal", "ttl": 600},
     )  # fmt: skip
     out.print(f"boost {safe(row['id'])}: 0.5 CPU on {safe(node)} for 10 minutes")
-    rows, _ = control.call(cfg, "reservations", {"kind": "boost"})
+    rows, _ = control.call(cluster, "reservations", {"kind": "boost"})
     boost_cmd.show_reservations(rows, "Boosts", as_json=False)
-    boost_cmd.show_released(row["id"], control.release(cfg, row["id"], "boost"), as_json=False)
+    boost_cmd.show_released(row["id"], control.release(cluster, row["id"], "boost"), as_json=False)
 
 
-def _demo_memory(cfg: ClusterConfig) -> None:
+def _demo_memory(cluster: ClusterModel) -> None:
     import hashlib
     import os
 
@@ -164,15 +169,15 @@ def _demo_memory(cfg: ClusterConfig) -> None:
     from grid_ops.errors import GridOpsError
 
     data = os.urandom(4 * 2**20)
-    replicas = min(2, len(cfg.nodes))
-    result, _ = control.call(cfg, "memory-store", {"key": "demo", "replicas": replicas},
+    replicas = min(2, len(cluster.nodes))
+    result, _ = control.call(cluster, "memory-store", {"key": "demo", "replicas": replicas},
                              payload=data)  # fmt: skip
     out.print(f"stored 'demo' (4 MiB) on {safe(', '.join(result['nodes']))}")
-    rows, _ = control.call(cfg, "memory-list")
-    memory_cmd.show_objects(rows, cfg.name, as_json=False)
-    _, back = control.call(cfg, "memory-retrieve", {"key": "demo"})
+    rows, _ = control.call(cluster, "memory-list")
+    memory_cmd.show_objects(rows, cluster.name, as_json=False)
+    _, back = control.call(cluster, "memory-retrieve", {"key": "demo"})
     if back != data:
         raise GridOpsError("The memory pool returned other bytes than were stored.")
     out.print(f"retrieved 'demo': byte-exact (sha256 {hashlib.sha256(data).hexdigest()[:16]}…)")
-    control.call(cfg, "memory-delete", {"key": "demo"})
+    control.call(cluster, "memory-delete", {"key": "demo"})
     out.print("deleted demo")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, load_cluster
 from grid_ops.cli.output import cell, error, out, print_json, safe
 
 STYLE = {"ok": "green", "warning": "yellow", "fail": "red"}
@@ -38,14 +38,14 @@ def doctor(
     from grid_ops.actions import doctor as doctor_action
     from grid_ops.cli.progress import console
 
-    cfg, path = load_config(config)
-    document = doctor_action.run(cfg, path, deep, console(json_out))
+    cluster, path = load_cluster(config)
+    document = doctor_action.run(cluster, path, deep, console(json_out))
     found = document["checks"]
     failed = [r for r in found if r["status"] == "fail"]
     if json_out:
         print_json(document)
     else:
-        _table(cfg.name, found)
+        _table(cluster.name, found)
     if failed:
         if not json_out:
             nodes = sorted({r["node"] for r in failed})

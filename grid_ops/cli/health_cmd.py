@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from grid_ops.cli import views
-from grid_ops.cli.common import ConfigOption, JsonOption, RefreshOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, RefreshOption, load_cluster
 from grid_ops.cli.output import err, out, print_json
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from grid_ops.actions.health import Round
     from grid_ops.health import NodeHealth
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 
 def table(nodes: list[NodeHealth], title: str) -> Table:
@@ -60,15 +60,15 @@ def health(
     GRID_OPS_QUICK=0 turns that off.
     """
 
-    cfg, path = load_config(config, quick_plan=True)
+    cluster, path = load_cluster(config, quick_plan=True)
     if watch is not None:
-        _watch(cfg, path, watch)
+        _watch(cluster, path, watch)
         return
     from grid_ops.actions import health as health_action
     from grid_ops.cli.progress import console
 
-    found = health_action.check(cfg, path, refresh=refresh, progress=console(json_out))
-    show(cfg.name, found, json_out)
+    found = health_action.check(cluster, path, refresh=refresh, progress=console(json_out))
+    show(cluster.name, found, json_out)
 
 
 def show(cluster: str, found: Round, json_out: bool) -> None:
@@ -83,7 +83,7 @@ def show(cluster: str, found: Round, json_out: bool) -> None:
         raise typer.Exit(1)
 
 
-def _watch(cfg: ClusterConfig, path: Path, seconds: float) -> None:
+def _watch(cluster: ClusterModel, path: Path, seconds: float) -> None:
     """Redraw in place on a terminal; otherwise print one table per round (for logs)."""
     from contextlib import nullcontext
 
@@ -96,10 +96,10 @@ def _watch(cfg: ClusterConfig, path: Path, seconds: float) -> None:
     try:
         with live if live is not None else nullcontext():
             while True:
-                found = health.check(cfg, path, policy=health.REPAIR, refresh=True,
+                found = health.check(cluster, path, policy=health.REPAIR, refresh=True,
                                      progress=console())  # fmt: skip
                 nodes = found.nodes
-                view = table(nodes, f"health of {cfg.name} at {time.strftime('%H:%M:%S')}")
+                view = table(nodes, f"health of {cluster.name} at {time.strftime('%H:%M:%S')}")
                 if live is not None:
                     live.update(view, refresh=True)
                 else:

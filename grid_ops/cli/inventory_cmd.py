@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, load_cluster
 from grid_ops.cli.output import out, print_json, safe
 
 app = typer.Typer(help="Ansible inventory from the cluster config.", no_args_is_help=True)
@@ -27,9 +27,10 @@ def render(
     """Write hosts.yml and group_vars/ for operators' ansible-playbook runs."""
     from grid_ops.drivers import inventory
 
-    cfg, path = load_config(config)
+    cluster, path = load_cluster(config)
+    cfg = cluster.config
     out_dir = output or inventory.default_dir(cfg)
-    hosts = inventory.render(cfg, out_dir, source=str(path))
+    hosts = inventory.render(cluster, out_dir, source=str(path))
     groups = inventory.groups(cfg)
     if json_out:
         print_json({"hosts_file": str(hosts), "groups": groups})

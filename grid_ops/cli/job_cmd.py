@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, load_cluster
 from grid_ops.cli.output import cell, out, print_json, safe
 from grid_ops.jobs import TERMINAL
 
@@ -67,9 +67,9 @@ def launch(
 
     jobs.check_name(name)
     variables = jobs.parse_env(env or [])  # checked before anything else happens
-    cfg, _ = load_config(config)
+    cluster, _ = load_cluster(config)
     record = jobs.launch(
-        cfg, name, command, workdir=workdir, env=variables, gpus=gpus_per_node, nodes=nodes
+        cluster, name, command, workdir=workdir, env=variables, gpus=gpus_per_node, nodes=nodes
     )
     if json_out:
         from grid_ops import answers
@@ -94,9 +94,9 @@ def status(
 
     if name is not None:
         jobs.check_name(name)
-    cfg, _ = load_config(config)
-    records = [jobs.load(cfg, name)] if name is not None else jobs.load_all(cfg)
-    records = jobs.refresh(cfg, records)
+    cluster, _ = load_cluster(config)
+    records = [jobs.load(cluster, name)] if name is not None else jobs.load_all(cluster)
+    records = jobs.refresh(cluster, records)
     if json_out:
         from grid_ops import answers
 
@@ -144,19 +144,19 @@ def logs(
     from grid_ops.actions import jobs
 
     jobs.check_name(name)
-    cfg, _ = load_config(config)
-    record = jobs.load(cfg, name)
+    cluster, _ = load_cluster(config)
+    record = jobs.load(cluster, name)
     shown = 0
     while True:
-        text = jobs.head_call(cfg, "logs", record["submission_id"])["logs"] or ""
+        text = jobs.head_call(cluster, "logs", record["submission_id"])["logs"] or ""
         sys.stdout.write(text[shown:])
         sys.stdout.flush()
         shown = len(text)
         if not follow:
             return
-        jobs.refresh(cfg, [record])
+        jobs.refresh(cluster, [record])
         if record.get("status") in TERMINAL or not record.get("known_to_ray", True):
-            text = jobs.head_call(cfg, "logs", record["submission_id"])["logs"] or ""
+            text = jobs.head_call(cluster, "logs", record["submission_id"])["logs"] or ""
             sys.stdout.write(text[shown:])
             return
         time.sleep(1.0)
@@ -168,8 +168,8 @@ def cancel(name: NameArg, config: ConfigOption = None) -> None:
     from grid_ops.actions import jobs
 
     jobs.check_name(name)
-    cfg, _ = load_config(config)
-    stopped = jobs.cancel(cfg, name)
+    cluster, _ = load_cluster(config)
+    stopped = jobs.cancel(cluster, name)
     out.print(f"Job {safe(name)}: {safe(stopped['status'])}.")
 
 
@@ -179,8 +179,8 @@ def results(name: NameArg, config: ConfigOption = None, json_out: JsonOption = F
     from grid_ops.actions import jobs
 
     jobs.check_name(name)
-    cfg, _ = load_config(config)
-    data, record = jobs.outcome(cfg, name)
+    cluster, _ = load_cluster(config)
+    data, record = jobs.outcome(cluster, name)
     show_results(name, data, record, json_out)
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, load_cluster
 from grid_ops.cli.output import cell, err, out, print_json, safe
 
 if TYPE_CHECKING:
@@ -63,15 +63,15 @@ def store(
     from grid_ops.errors import UsageError
 
     _check_key(key)
-    cfg, _ = load_config(config)
+    cluster, _ = load_cluster(config)
     if node:
-        cfg.node(node)
+        cluster.node(node)
     try:
         data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
     except OSError as exc:
         raise UsageError(f"Cannot read {file}: {exc.strerror or exc}.") from None
     args = {"key": key, "replicas": replicas, "node": node}
-    result, _ = control.call(cfg, "memory-store", args, payload=data)
+    result, _ = control.call(cluster, "memory-store", args, payload=data)
     if as_json:
         print_json(result)
     else:
@@ -94,8 +94,8 @@ def retrieve(
     from grid_ops.errors import UsageError
 
     _check_key(key)
-    cfg, _ = load_config(config)
-    result, data = control.call(cfg, "memory-retrieve", {"key": key})
+    cluster, _ = load_cluster(config)
+    result, data = control.call(cluster, "memory-retrieve", {"key": key})
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -116,9 +116,9 @@ def list_objects(config: ConfigOption = None, as_json: JsonOption = False) -> No
     """The stored objects: key, size and the nodes that hold a copy now."""
     from grid_ops.drivers import control
 
-    cfg, _ = load_config(config)
-    rows, _ = control.call(cfg, "memory-list")
-    show_objects(rows, cfg.name, as_json)
+    cluster, _ = load_cluster(config)
+    rows, _ = control.call(cluster, "memory-list")
+    show_objects(rows, cluster.name, as_json)
 
 
 def show_objects(rows: list[dict[str, Any]], cluster: str, as_json: bool) -> None:
@@ -153,8 +153,8 @@ def delete(key: KeyArg, config: ConfigOption = None, as_json: JsonOption = False
     from grid_ops.drivers import control
 
     _check_key(key)
-    cfg, _ = load_config(config)
-    result, _ = control.call(cfg, "memory-delete", {"key": key})
+    cluster, _ = load_cluster(config)
+    result, _ = control.call(cluster, "memory-delete", {"key": key})
     if as_json:
         print_json(result)
     else:

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from grid_ops.cli.common import ConfigOption, load_config
+from grid_ops.cli.common import ConfigOption, load_cluster
 from grid_ops.cli.output import err, safe
 
 if TYPE_CHECKING:
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 app = typer.Typer(
     help="Prometheus metrics: node health gauges, run/sync counters. Without a "
@@ -21,15 +21,14 @@ app = typer.Typer(
 )
 
 
-def controller_numbers(cfg: ClusterConfig) -> dict[str, Any] | None:
+def controller_numbers(cluster: ClusterModel) -> dict[str, Any] | None:
     """The controller's metrics, or None when it does not answer (grid_controller_up 0)."""
-    from grid_ops import model
     from grid_ops.drivers import control
     from grid_ops.errors import GridOpsError
 
     # a short call, but one that starts a Python on the head: the probe's deadline
     try:
-        result, _ = control.call(cfg, "metrics", timeout=model.of(cfg).deadlines.probe)
+        result, _ = control.call(cluster, "metrics", timeout=cluster.deadlines.probe)
     except GridOpsError:
         return None
     return dict(result)
@@ -58,10 +57,10 @@ def metrics(
     from grid_ops import metrics as m
     from grid_ops.actions import health
 
-    cfg, path = load_config(config)
-    nodes = health.check(cfg, path, policy=health.REPORT, refresh=refresh, any_age=True).nodes
+    cluster, path = load_cluster(config)
+    nodes = health.check(cluster, path, policy=health.REPORT, refresh=refresh, any_age=True).nodes
     sys.stdout.buffer.write(
-        m.exposition(cfg.id, [n.to_json() for n in nodes], controller_numbers(cfg))
+        m.exposition(cluster.id, [n.to_json() for n in nodes], controller_numbers(cluster))
     )
     sys.stdout.flush()
 
@@ -84,13 +83,13 @@ def serve(
     from grid_ops.actions import health
     from grid_ops.errors import UsageError
 
-    cfg, path = load_config(config)
-    collector = m.LiveCollector(cfg.id)
+    cluster, path = load_cluster(config)
+    collector = m.LiveCollector(cluster.id)
 
     def refresh() -> None:
-        nodes = health.check(cfg, path, policy=health.REPORT, refresh=True).nodes
+        nodes = health.check(cluster, path, policy=health.REPORT, refresh=True).nodes
         collector.nodes = [n.to_json() for n in nodes]
-        collector.cluster = controller_numbers(cfg)
+        collector.cluster = controller_numbers(cluster)
 
     refresh()
     try:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from grid_ops.cli import playbook
-from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, load_cluster
 from grid_ops.cli.output import err, info, out, print_json, safe
 
 app = typer.Typer(help="Drain a node for maintenance, and return it.", no_args_is_help=True)
@@ -40,9 +40,9 @@ def drain(
     """
     from grid_ops.errors import UsageError
 
-    cfg, _ = load_config(config)
-    cfg.node(node)
-    if node == cfg.head.name:
+    cluster, _ = load_cluster(config)
+    cluster.node(node)
+    if node == cluster.head:
         raise UsageError(
             f"{node} is the head: draining it would take the whole cluster down.",
             "Stop the cluster with 'grid-ops cluster stop' for maintenance of the head.",
@@ -50,7 +50,7 @@ def drain(
     from grid_ops.actions.nodes import describe_move
     from grid_ops.actions.nodes import drain as drain_node
 
-    answer, moved = drain_node(cfg, node, reason)
+    answer, moved = drain_node(cluster, node, reason)
     if json_out:
         print_json({"node": node, **answer, "moved": moved})
         return
@@ -73,9 +73,9 @@ def undrain(node: NodeArg, config: ConfigOption = None, json_out: JsonOption = F
     from grid_ops.actions.nodes import undrain as undrain_node
     from grid_ops.cli.progress import console
 
-    cfg, path = load_config(config)
-    cfg.node(node)
-    answer, started = undrain_node(cfg, path, node, console(json_out))
+    cluster, path = load_cluster(config)
+    cluster.node(node)
+    answer, started = undrain_node(cluster, path, node, console(json_out))
     if started is None:  # nothing was cleared
         if json_out:
             print_json({"node": node, "cleared": False})

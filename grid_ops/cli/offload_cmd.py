@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, load_cluster
 from grid_ops.cli.output import cell, err, out, print_json, safe
 
 if TYPE_CHECKING:
     from rich.console import Group
 
     from grid_ops.health import NodeHealth
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 app = typer.Typer(
     help="Move work that allows it off the head while the head is under pressure.",
@@ -69,18 +69,20 @@ def auto(
     if threshold and not enable:
         raise UsageError("--threshold goes with --enable.", "Example: --enable --threshold 70.")
     thresholds = control.parse_thresholds(threshold or [])
-    cfg, _ = load_config(config)
+    cluster, _ = load_cluster(config)
     if enable or disable:
-        result, _ = control.call(cfg, "offload-set", {"enabled": enable, "thresholds": thresholds})
+        result, _ = control.call(
+            cluster, "offload-set", {"enabled": enable, "thresholds": thresholds}
+        )
     else:
-        result, _ = control.call(cfg, "offload-status")
+        result, _ = control.call(cluster, "offload-status")
     if as_json:
         print_json(result)
     else:
         _print_status(result)
 
 
-def _dashboard(cfg: ClusterConfig, nodes: list[NodeHealth], view: dict[str, Any]) -> Group:
+def _dashboard(cluster: ClusterModel, nodes: list[NodeHealth], view: dict[str, Any]) -> Group:
     from rich.console import Group
     from rich.table import Table
 
@@ -94,7 +96,8 @@ def _dashboard(cfg: ClusterConfig, nodes: list[NodeHealth], view: dict[str, Any]
         return f"[red]{text}[/]" if value is not None and value > limit else text
 
     nodes_table = Table(
-        title=f"pressure on {safe(cfg.name)} at {time.strftime('%H:%M:%S')}", title_justify="left"
+        title=f"pressure on {safe(cluster.name)} at {time.strftime('%H:%M:%S')}",
+        title_justify="left",
     )
     for column in ("node", "cpu", "memory", "gpu", "state"):
         nodes_table.add_column(column)
@@ -166,15 +169,15 @@ def watch(
     from grid_ops.actions import health
     from grid_ops.drivers import control
 
-    cfg, path = load_config(config)
+    cluster, path = load_cluster(config)
     live = Live(console=out, auto_refresh=False) if out.is_terminal else None
     done = 0
     try:
         with live if live is not None else nullcontext():
             while True:
-                nodes = health.check(cfg, path, policy=health.REPORT, refresh=True).nodes
-                view, _ = control.call(cfg, "overview")
-                board = _dashboard(cfg, nodes, view)
+                nodes = health.check(cluster, path, policy=health.REPORT, refresh=True).nodes
+                view, _ = control.call(cluster, "overview")
+                board = _dashboard(cluster, nodes, view)
                 if live is not None:
                     live.update(board, refresh=True)
                 else:

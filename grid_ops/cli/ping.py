@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from grid_ops.actions import playbooks
-from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_cluster
 from grid_ops.cli.output import cell, error, out, print_json, safe
 from grid_ops.cli.progress import STYLE, console
 
@@ -19,9 +19,11 @@ def ping(
     config: ConfigOption = None, json_out: JsonOption = False, limit: LimitOption = None
 ) -> None:
     """Check that every node answers over SSH and runs Python (exit 1 if any does not)."""
-    cfg, path = load_config(config)
-    result = playbooks.run("ping", cfg, path, title="ping", progress=console(json_out), limit=limit)
-    show(cfg.name, result, json_out)
+    cluster, path = load_cluster(config)
+    result = playbooks.run(
+        "ping", cluster, path, title="ping", progress=console(json_out), limit=limit
+    )
+    show(cluster.name, result, json_out)
 
 
 def show(cluster: str, result: PlaybookResult, json_out: bool) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from grid_ops.cli import playbook
-from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_cluster
 from grid_ops.cli.output import err, print_json
 from grid_ops.cli.progress import console
 
@@ -46,9 +46,9 @@ def provision(
     """
     from grid_ops.actions.provision import provision as provision_nodes
 
-    cfg, path = load_config(config)
+    cluster, path = load_cluster(config)
     progress = console(json_out)
-    done = provision_nodes(cfg, path, limit, check, full, progress)
+    done = provision_nodes(cluster, path, limit, check, full, progress)
     show(done, json_out, check)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from grid_ops.cli import playbook
-from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, LimitOption, load_cluster
 from grid_ops.cli.output import cell, err, error, out
 from grid_ops.cli.progress import console
 
@@ -45,9 +45,9 @@ def reset(
     """
     from grid_ops.actions import reset as resetting
 
-    cfg, path = load_config(config)
-    names = limit or cfg.node_names
-    resetting.check(cfg, names, adopt)
+    cluster, path = load_cluster(config)
+    names = limit or cluster.names
+    resetting.check(cluster, names, adopt)
     what = ", ".join(names)
     if not yes:
         if json_out or not sys.stdin.isatty():
@@ -59,7 +59,7 @@ def reset(
         if not typer.confirm(f"Stop Ray and remove grid-ops from {what}?", default=False):
             err.print("Nothing was changed.")
             raise typer.Exit(1)
-    done = resetting.reset(cfg, path, limit, adopt, console(json_out))
+    done = resetting.reset(cluster, path, limit, adopt, console(json_out))
     if not json_out:
         print_kept(done.files)
     playbook.finish(done.result, json_out, "reset", extra={"files": done.files})

@@ -9,7 +9,7 @@ import typer
 
 from grid_ops.actions import playbooks
 from grid_ops.cli import playbook
-from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, load_cluster
 from grid_ops.cli.output import err, error, out, print_json, safe
 from grid_ops.cli.progress import console
 
@@ -26,9 +26,9 @@ def rollback(
     and starts Ray again (head first). Put the config back as well, or the next apply
     upgrades again. Asks first unless --yes.
     """
-    from grid_ops import lifecycle, model
+    from grid_ops import lifecycle
 
-    cfg, path = load_config(config)
+    cluster, path = load_cluster(config)
     if not yes:
         if json_out or not sys.stdin.isatty():
             error(
@@ -39,8 +39,7 @@ def rollback(
         if not typer.confirm("Restart the cluster on the previous venv builds?", default=False):
             err.print("Nothing was changed.")
             raise typer.Exit(1)
-    result = playbooks.run("rollback", cfg, path, title="rollback", progress=console(json_out))
-    cluster = model.of(cfg)
+    result = playbooks.run("rollback", cluster, path, title="rollback", progress=console(json_out))
     states = lifecycle.read_states(cluster, list(cluster.nodes))
     builds = {name: state.venv_id for name, state in states.items()}
     on_config = sorted(n for n, b in builds.items() if b == cluster.venv_id)

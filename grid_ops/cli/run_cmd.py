@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from grid_ops.cli.common import ConfigOption, load_config
+from grid_ops.cli.common import ConfigOption, load_cluster
 from grid_ops.cli.output import err, error, out, safe
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from grid_ops.model.config import ClusterConfig, NodeConfig
+    from grid_ops.model import ClusterModel, NodeModel
 
 
 def run(
@@ -82,14 +82,13 @@ def run(
     Examples: grid-ops run -c cluster.yaml -- python train.py --epochs 3
               grid-ops run "python train.py --epochs 3 && ls checkpoints/*.pt"
     """
-    from grid_ops import model
     from grid_ops.drivers import remote
 
     if len(command) == 1 and any(c.isspace() for c in command[0]):
         shell = True  # one quoted command line: the node's shell reads it (ssh's way)
-    cfg, path = load_config(config)
+    cluster, path = load_cluster(config)
     if timeout is None:
-        timeout = model.of(cfg).deadlines.run
+        timeout = cluster.deadlines.run
     if node and all_nodes:
         from grid_ops.errors import UsageError
 
@@ -99,35 +98,37 @@ def run(
 
         raise UsageError("--boost runs on the head; it excludes --node and --all.")
     if all_nodes:
-        raise typer.Exit(_run_all(cfg, command, shell, timeout))
+        raise typer.Exit(_run_all(cluster, command, shell, timeout))
     env: dict[str, str] = {}
     if boost:
         from grid_ops.drivers.control import find
 
-        record = find(cfg, boost, "boost")
+        record = find(cluster, boost, "boost")
         env["GRID_OPS_BOOST"] = boost
-        target = cfg.head
+        target = cluster.head_node
         err.print(
             f"[dim]boost {safe(boost)}: {safe(record['resource'])} {record['amount']:g} "
             f"on {safe(record['node'])}[/]"
         )
     elif node:
-        target = cfg.node(node)
+        target = cluster.node(node)
     else:
         target = _best_reachable(
-            cfg, path, retries if retries is not None else cfg.execution.retry_attempts
+            cluster,
+            path,
+            retries if retries is not None else cluster.config.execution.retry_attempts,
         )
     err.print(f"[dim]running on {safe(target.name)}[/]")
     started = time.monotonic()
-    outcome = remote.run(cfg, target, command, shell=shell, timeout=timeout, env=env)
+    outcome = remote.run(cluster, target.name, command, shell=shell, timeout=timeout, env=env)
     rc = outcome.rc
-    _record(cfg.id, rc, time.monotonic() - started)
+    _record(cluster.id, rc, time.monotonic() - started)
     if outcome.timed_out:
         error(
             f"The command on {target.name} did not finish within {timeout:g} s; "
             "it was stopped there."
         )
-    elif rc == 255 and target.connection != "local":
+    elif rc == 255 and not target.local:
         error(
             f"ssh to {target.name} ({target.host}) failed or the command exited 255.",
             "Check the node with 'grid-ops ping'.",
@@ -141,7 +142,7 @@ def _record(cluster: str, rc: int, seconds: float) -> None:
     metrics.record_task(cluster, "succeeded" if rc == 0 else "failed", seconds)
 
 
-def _best_reachable(cfg: ClusterConfig, path: Path, retries: int) -> NodeConfig:
+def _best_reachable(cluster: ClusterModel, path: Path, retries: int) -> NodeModel:
     """Best-scored node that answers now; skips up to ``retries`` that do not."""
     from dataclasses import asdict
 
@@ -151,8 +152,8 @@ def _best_reachable(cfg: ClusterConfig, path: Path, retries: int) -> NodeConfig:
     from grid_ops.drivers import remote
     from grid_ops.errors import GridOpsError
 
-    ranked = health.check(cfg, path, progress=console()).nodes
-    candidates = [cfg.node(n.name) for n in ranked if facts.in_service(asdict(n))]
+    ranked = health.check(cluster, path, progress=console()).nodes
+    candidates = [cluster.node(n.name) for n in ranked if facts.in_service(asdict(n))]
     if not candidates:
         out_of_service = [n.name for n in ranked if n.drained or facts.sick(asdict(n))]
         raise GridOpsError(
@@ -162,7 +163,7 @@ def _best_reachable(cfg: ClusterConfig, path: Path, retries: int) -> NodeConfig:
         )
     delay = 0.5
     for attempt, candidate in enumerate(candidates[: retries + 1]):
-        if remote.reachable(cfg, candidate):
+        if remote.reachable(cluster, candidate.name):
             return candidate
         err.print(f"[yellow]{safe(candidate.name)} does not answer; trying the next best node[/]")
         if attempt < retries:
@@ -175,14 +176,19 @@ def _best_reachable(cfg: ClusterConfig, path: Path, retries: int) -> NodeConfig:
     )
 
 
-def _run_all(cfg: ClusterConfig, command: list[str], shell: bool, timeout: float | None) -> int:
+def _run_all(cluster: ClusterModel, command: list[str], shell: bool, timeout: float | None) -> int:
     from grid_ops.drivers import remote
 
-    run_ids = {n.name: remote.new_run_id() for n in cfg.nodes}
+    run_ids = {n.name: remote.new_run_id() for n in cluster.nodes}
 
-    def one(target: NodeConfig) -> tuple[str, int, str]:
+    def one(target: NodeModel) -> tuple[str, int, str]:
         outcome = remote.capture(
-            cfg, target, command, shell=shell, timeout=timeout, run_id=run_ids[target.name]
+            cluster,
+            target.name,
+            command,
+            shell=shell,
+            timeout=timeout,
+            run_id=run_ids[target.name],
         )
         text = outcome.output
         if outcome.timed_out:
@@ -190,17 +196,21 @@ def _run_all(cfg: ClusterConfig, command: list[str], shell: bool, timeout: float
         return target.name, outcome.rc, text
 
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=max(1, len(cfg.nodes))) as pool:
-        futures = [pool.submit(one, n) for n in cfg.nodes]
+    with ThreadPoolExecutor(max_workers=max(1, len(cluster.nodes))) as pool:
+        futures = [pool.submit(one, n) for n in cluster.nodes]
         try:
             results = [f.result() for f in futures]
         except KeyboardInterrupt:  # only this thread sees Ctrl-C: stop every node's run
-            with ThreadPoolExecutor(max_workers=max(1, len(cfg.nodes))) as stopper:
-                list(stopper.map(lambda n: remote.stop(cfg, n, run_ids[n.name]), cfg.nodes))
+            with ThreadPoolExecutor(max_workers=max(1, len(cluster.nodes))) as stopper:
+                list(
+                    stopper.map(
+                        lambda n: remote.stop(cluster, n.name, run_ids[n.name]), cluster.nodes
+                    )
+                )
             raise
     elapsed = time.monotonic() - started
     for _, rc, _ in results:
-        _record(cfg.id, rc, elapsed)
+        _record(cluster.id, rc, elapsed)
     for name, rc, text in results:
         style = "green" if rc == 0 else "red"
         out.print(f"[bold]── {safe(name)}[/] [{style}](exit {rc})[/]")

@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from grid_ops.cli.common import ConfigOption, load_config
+from grid_ops.cli.common import ConfigOption, load_cluster
 from grid_ops.cli.output import err, out, safe
 
 if TYPE_CHECKING:
     import socket
 
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 DEFAULT_PORT = 8470
 
@@ -86,15 +86,15 @@ def serve(
     from grid_ops.server import token as tokens
     from grid_ops.server.guard import Hosts
 
-    cfg, path = load_config(config)
+    cluster, path = load_cluster(config)
     hosts = Hosts.of(bind, port, allow_host or ())
-    secret = tokens.ensure(_token_key(cfg))
+    secret = tokens.ensure(_token_key(cluster))
     listener = _listen(bind, port)
     from grid_ops.cli.progress import console
     from grid_ops.server.refresher import Refresher
 
-    refresher = Refresher(cfg, path, interval, cluster_interval, console())
-    err.print(f"[dim]first refresh of {safe(cfg.name)} ...[/]")
+    refresher = Refresher(cluster, path, interval, cluster_interval, console())
+    err.print(f"[dim]first refresh of {safe(cluster.name)} ...[/]")
     refresher.round()
     for name, found in refresher.sections.items():
         if found.error is not None:
@@ -104,10 +104,10 @@ def serve(
 
     from grid_ops.server import api
 
-    app_ = api.create(cfg, refresher, tokens.Watch(_token_key(cfg)).current, hosts, bind)
+    app_ = api.create(cluster, refresher, tokens.Watch(_token_key(cluster)).current, hosts, bind)
     base = f"http://{hosts.reach()}:{port}/"
     err.print(
-        f"serving {safe(cfg.name)} on {safe(base)} (bearer token required; Ctrl-C "
+        f"serving {safe(cluster.name)} on {safe(base)} (bearer token required; Ctrl-C "
         "stops); open this address (its #token never reaches the server):",
         soft_wrap=True,
     )
@@ -154,9 +154,9 @@ def _listen(bind: str, port: int) -> socket.socket:
     return sock
 
 
-def _token_key(cfg: ClusterConfig) -> str:
+def _token_key(cluster: ClusterModel) -> str:
     """What the cluster's serve token is kept under: its id (grid_ops.identity)."""
-    return cfg.id
+    return cluster.id
 
 
 @app.command("token")
@@ -174,5 +174,5 @@ def token(
     """
     from grid_ops.server import token as tokens
 
-    cfg, _ = load_config(config)
-    out.print(tokens.ensure(_token_key(cfg), rotate), markup=False)
+    cluster, _ = load_cluster(config)
+    out.print(tokens.ensure(_token_key(cluster), rotate), markup=False)

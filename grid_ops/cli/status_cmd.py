@@ -7,7 +7,7 @@ from dataclasses import asdict
 import typer
 
 from grid_ops.cli import views
-from grid_ops.cli.common import ConfigOption, JsonOption, RefreshOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, RefreshOption, load_cluster
 from grid_ops.cli.output import out, print_json
 
 
@@ -27,9 +27,9 @@ def status(
     from grid_ops.cli.cluster import print_status, report_unreachable
     from grid_ops.cli.progress import console
 
-    cfg, path = load_config(config)
-    ray = ray_status(cfg, path, console(json_out))
-    found = health.check(cfg, path, refresh=refresh, progress=console(json_out))
+    cluster, path = load_cluster(config)
+    ray = ray_status(cluster, path, console(json_out))
+    found = health.check(cluster, path, refresh=refresh, progress=console(json_out))
     nodes, cached = found.nodes, found.cached
     if json_out:
         from grid_ops import answers
@@ -38,7 +38,7 @@ def status(
     else:
         print_status(ray)
         out.print(
-            views.health_table([asdict(n) for n in nodes], views.health_title(cfg.name, cached))
+            views.health_table([asdict(n) for n in nodes], views.health_title(cluster.name, cached))
         )
     down = report_unreachable(ray, json_out)
     if views.report_trouble([asdict(n) for n in nodes], json_out) or down:

@@ -9,7 +9,7 @@ import typer
 
 from grid_ops.actions import playbooks
 from grid_ops.cli import playbook
-from grid_ops.cli.common import ConfigOption, JsonOption, load_config
+from grid_ops.cli.common import ConfigOption, JsonOption, load_cluster
 from grid_ops.cli.output import out
 from grid_ops.cli.progress import console
 from grid_ops.drivers.results import sync_document, sync_row
@@ -43,7 +43,7 @@ def sync(
     """
     from grid_ops.errors import UsageError
 
-    cfg, path = load_config(config, quick_plan=True)
+    cluster, path = load_cluster(config, quick_plan=True)
     source = src.expanduser().resolve()
     if not source.is_dir():
         raise UsageError(f"{src} is not a directory.", "Pass the directory to sync as SRC.")
@@ -55,7 +55,7 @@ def sync(
         )
     extravars = {"src": str(source), "delete": delete}
     result = playbooks.run(
-        "sync", cfg, path, title=f"sync {source.name}", progress=console(json_out), limit=node,
+        "sync", cluster, path, title=f"sync {source.name}", progress=console(json_out), limit=node,
         check=dry_run, extravars=extravars,
     )  # fmt: skip
     stats: dict[str, dict[str, Any]] = {}
@@ -68,7 +68,7 @@ def sync(
         from grid_ops import metrics
 
         seconds = [r["seconds"] for r in stats.values() if r["seconds"] is not None]
-        metrics.record_sync(cfg.id, seconds)
+        metrics.record_sync(cluster.id, seconds)
     if json_out:
         from grid_ops.cli.output import print_json
 

@@ -24,7 +24,6 @@ from grid_ops.drivers import inventory
 from grid_ops.drivers.results import COUNTERS, HostResult, PlaybookResult
 from grid_ops.errors import AnsibleRunError, UsageError
 from grid_ops.fsutil import write_atomic
-from grid_ops.model.config import ClusterConfig
 from grid_ops.paths import ansible_root, playbook_path, state_dir
 
 KEEP_RUNS = 10
@@ -182,7 +181,7 @@ def _forget_environment(private: Path) -> None:
             write_atomic(note, json.dumps(data, indent=2) + "\n", mode=0o600)
 
 
-def _envvars(config: ClusterConfig) -> dict[str, str]:
+def _envvars(forks: int) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     return {
         # ansible-runner runs the bare ansible-playbook from PATH: ours first.
@@ -190,14 +189,14 @@ def _envvars(config: ClusterConfig) -> dict[str, str]:
         "ANSIBLE_CONFIG": str(ansible_root() / "ansible.cfg"),
         # ansible-runner turns host-key checking off unless told; we keep it on.
         "ANSIBLE_HOST_KEY_CHECKING": "True",
-        "ANSIBLE_FORKS": str(config.forks),
+        "ANSIBLE_FORKS": str(forks),
         "ANSIBLE_NOCOLOR": "1",
     }
 
 
 def run(
     playbook: str,
-    config: ClusterConfig,
+    cluster: model.ClusterModel,
     limit: list[str] | str | None = None,
     extravars: dict[str, Any] | None = None,
     check: bool = False,
@@ -212,7 +211,7 @@ def run(
     if isinstance(limit, str):
         limit = [limit]
     for name in limit or []:
-        config.node(name)
+        cluster.node(name)
     try:
         import ansible_runner
     except ImportError as exc:
@@ -222,7 +221,7 @@ def run(
         ) from None
     private = _new_private_dir(playbook)
     inv_dir = private / "inventory"
-    inventory.render(config, inv_dir, source=source)
+    inventory.render(cluster, inv_dir, source=source)
     collector = _Collector(on_progress)
     from grid_ops.runtime.digest import runtime_digest
 
@@ -243,7 +242,7 @@ def run(
             private_data_dir=str(private),
             playbook=str(path),
             inventory=str(inv_dir / "hosts.yml"),
-            envvars=_envvars(config),
+            envvars=_envvars(cluster.forks),
             limit=",".join(limit) if limit else None,
             cmdline=shlex.join(cmdline),
             event_handler=collector,
@@ -268,7 +267,7 @@ def run(
     hosts = collector.finish()
     # What only the nodes know (remote_root expanded, the address SSH arrived on): the
     # model's record, for the commands that do not run a playbook.
-    model.record_facts(config, {name: host.facts.get("grid_node") for name, host in hosts.items()})
+    model.record_facts(cluster, {name: host.facts.get("grid_node") for name, host in hosts.items()})
     rc = int(runner.rc if runner.rc is not None else 1)
     log.logger.info(
         "playbook %s: exit %s in %.1f s; %s", playbook, rc, seconds,

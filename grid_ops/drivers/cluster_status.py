@@ -8,26 +8,26 @@ from grid_ops import layout
 
 if TYPE_CHECKING:
     from grid_ops.drivers.results import PlaybookResult
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 
-def summarize(config: ClusterConfig, result: PlaybookResult) -> dict[str, Any]:
+def summarize(cluster: ClusterModel, result: PlaybookResult) -> dict[str, Any]:
     """``{"head", "address", "nodes": [{"name", "ray", "reachable", "node_id", "ip",
     "resources", "drained"}]}`` (drained: the reason in the node's drain note). ray is
     ``alive`` when the node's raylet runs and the head's GCS has it alive; ``dead`` when
     the GCS knows it but its raylet is gone (or the raylet runs unregistered, e.g. with
     the head down); ``absent`` when neither knows of Ray there. For an unreachable node
     only the GCS view counts."""
-    head = config.head.name
+    head = cluster.head
     head_facts = result.hosts.get(head)
-    cluster = (head_facts.facts.get("grid_ray_cluster") if head_facts else None) or {}
-    gcs_nodes: list[dict[str, Any]] = cluster.get("nodes") or []
+    gcs = (head_facts.facts.get("grid_ray_cluster") if head_facts else None) or {}
+    gcs_nodes: list[dict[str, Any]] = gcs.get("nodes") or []
     head_running = bool(head_facts and head_facts.facts.get("grid_ray_node", {}).get("head"))
     address = None
     if head_facts and head_running:
         address = head_facts.facts.get("grid_ray_head_address")
     rows = []
-    for node in config.nodes:
+    for node in cluster.nodes:
         host = result.hosts.get(node.name)
         reachable = bool(host) and not (host.unreachable if host else True)
         facts = host.facts if host else {}

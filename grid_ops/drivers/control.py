@@ -18,7 +18,7 @@ from grid_ops.errors import GridOpsError, NotFound, Unavailable, UsageError
 from grid_ops.layout import EXIT_MISSING_ROOT, EXIT_SSH_FAILED
 
 if TYPE_CHECKING:
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 
 _UNITS = {
@@ -86,7 +86,7 @@ def parse_thresholds(values: list[str]) -> dict[str, float]:
 
 
 def reserve(
-    config: ClusterConfig,
+    cluster: ClusterModel,
     kind: str,
     resource: str,
     amount: str,
@@ -97,7 +97,7 @@ def reserve(
     """Reserve ``amount`` (text: 2, 0.5, 4GiB) of ``resource`` as a boost on ``node`` or
     a shared allocation (``kind`` boost or share); the controller's row for it."""
     if node is not None:
-        config.node(node)
+        cluster.node(node)
     args: dict[str, Any] = {
         "kind": kind,
         "node": node,
@@ -107,13 +107,13 @@ def reserve(
     if kind == "boost":
         args["priority"] = priority or "normal"
         args["ttl"] = parse_duration(ttl) if ttl else None
-    row, _ = call(config, "reserve", args)
+    row, _ = call(cluster, "reserve", args)
     return dict(row)
 
 
-def find(config: ClusterConfig, rid: str, kind: str) -> dict[str, Any]:
+def find(cluster: ClusterModel, rid: str, kind: str) -> dict[str, Any]:
     """The live reservation ``rid`` of ``kind`` (NotFound naming the live ones)."""
-    rows, _ = call(config, "reservations", {"kind": kind})
+    rows, _ = call(cluster, "reservations", {"kind": kind})
     for row in rows:
         if row["id"] == rid:
             return dict(row)
@@ -121,14 +121,14 @@ def find(config: ClusterConfig, rid: str, kind: str) -> dict[str, Any]:
     raise NotFound(f"No live {kind} '{rid}'.", f"Live ones: {known}.")
 
 
-def release(config: ClusterConfig, rid: str, kind: str) -> dict[str, Any]:
+def release(cluster: ClusterModel, rid: str, kind: str) -> dict[str, Any]:
     """Release reservation ``rid`` (NotFound when there is no live one of that id)."""
-    row, _ = call(config, "release", {"id": rid, "kind": kind})
+    row, _ = call(cluster, "release", {"id": rid, "kind": kind})
     return dict(row)
 
 
 def call(
-    config: ClusterConfig,
+    cluster: ClusterModel,
     op: str,
     args: dict[str, Any] | None = None,
     payload: bytes | None = None,
@@ -139,16 +139,16 @@ def call(
     from grid_ops import model
     from grid_ops.drivers import remote
 
-    timeout = timeout or model.of(config).deadlines.controller
+    timeout = timeout or cluster.deadlines.controller
 
     command = ["python", "-m", "grid_ops.runtime.client", op, "--args", json.dumps(args or {})]
     if payload is not None:
         command.append("--stdin")
     model.ensure_control_dir()
-    head = config.head.name
+    head = cluster.head
     try:
         proc = subprocess.run(
-            remote.argv(config, config.head, command),
+            remote.argv(cluster, head, command),
             input=payload if payload is not None else b"",
             capture_output=True,
             timeout=timeout,
@@ -165,7 +165,7 @@ def call(
     except ValueError:
         answer = {}
     if not answer:
-        raise _transport_error(config, proc.returncode, proc.stderr.decode(errors="replace"))
+        raise _transport_error(head, proc.returncode, proc.stderr.decode(errors="replace"))
     if answer.get("down"):
         why = str(answer.get("error") or "")
         detail = f" ({why})" if why.startswith("its last start failed") else ""
@@ -182,8 +182,7 @@ def call(
     return answer.get("result"), rest
 
 
-def _transport_error(config: ClusterConfig, code: int, stderr: str) -> GridOpsError:
-    head = config.head.name
+def _transport_error(head: str, code: int, stderr: str) -> GridOpsError:
     last = (stderr.strip().splitlines() or [f"exit {code}"])[-1]
     if code == EXIT_SSH_FAILED:
         return Unavailable(

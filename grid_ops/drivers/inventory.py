@@ -176,12 +176,13 @@ def _home_relative(path: Path) -> str:
     return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
 
 
-def render_text(config: ClusterConfig, source: str = "cluster.yaml") -> dict[str, str]:
-    """The inventory files as ``{relative path: text}``."""
+def render_text(cluster: model.ClusterModel, source: str = "cluster.yaml") -> dict[str, str]:
+    """The inventory files of ``cluster`` as ``{relative path: text}`` (what the config
+    gives: nothing the nodes reported is in them)."""
     env = _environment()
     from grid_ops.model import stamp
 
-    resolved = model.resolve(config, recorded=False)
+    config, resolved = cluster.config, cluster
     context = {
         "config": config,
         "source": source,
@@ -202,8 +203,8 @@ def default_dir(config: ClusterConfig, root: Path | None = None) -> Path:
     return (root or Path.cwd()) / "inventory" / config.name
 
 
-def render(config: ClusterConfig, out_dir: Path, source: str = "cluster.yaml") -> Path:
+def render(cluster: model.ClusterModel, out_dir: Path, source: str = "cluster.yaml") -> Path:
     """Write the inventory into ``out_dir``; returns the path of ``hosts.yml``."""
-    for rel, text in render_text(config, source).items():
+    for rel, text in render_text(cluster, source).items():
         write_file(out_dir / rel, text)
     return out_dir / "hosts.yml"

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from grid_ops import layout, model
 from grid_ops.errors import UsageError
 from grid_ops.model import ClusterModel, NodeModel
-from grid_ops.model.config import ClusterConfig, NodeConfig
 from grid_ops.runtime.jobs import env_problem
 
 MISSING_ROOT = layout.EXIT_MISSING_ROOT
@@ -83,17 +82,15 @@ def environment(cluster: ClusterModel) -> str:
 
 
 def remote_script(
-    config: ClusterConfig,
-    node: NodeConfig,
+    cluster: ClusterModel,
+    node: str,
     command: Sequence[str],
     shell: bool = False,
     env: Mapping[str, str] | None = None,
     run_id: str | None = None,
     in_code: bool = False,
-    cluster: ClusterModel | None = None,
 ) -> str:
-    """The shell line the node runs: cd to remote_root, the environment, the command
-    (``cluster``: the config's model, when the caller has it).
+    """The shell line ``node`` runs: cd to remote_root, the environment, the command.
 
     ``in_code``: run in ``<remote_root>/code`` (a user's command) instead of remote_root.
     ``run_id``: note the shell's process group for ``stop`` (the shell then waits for the
@@ -105,13 +102,12 @@ def remote_script(
         if problem is not None:
             raise UsageError(f"Cannot pass {key[:80]!r} to the node: {problem}.")
         extra += f"export {key}={shlex.quote(value)}; "
-    cluster = cluster or model.of(config)
     return (
-        _cd_root(cluster, cluster.node(node.name))
+        _cd_root(cluster, cluster.node(node))
         + environment(cluster)
         + extra
         + _registration(run_id)
-        + (_cd(layout.CODE, f"{config.remote_root.rstrip('/')}/{layout.CODE}") if in_code else "")
+        + (_cd(layout.CODE, f"{cluster.remote_root.rstrip('/')}/{layout.CODE}") if in_code else "")
         + f"{'' if shell or run_id else 'exec '}{body}"
     )
 
@@ -127,8 +123,8 @@ def _registration(run_id: str | None) -> str:
 
 
 def argv(
-    config: ClusterConfig,
-    node: NodeConfig,
+    cluster: ClusterModel,
+    node: str,
     command: Sequence[str],
     shell: bool = False,
     env: Mapping[str, str] | None = None,
@@ -136,20 +132,18 @@ def argv(
     in_code: bool = False,
 ) -> list[str]:
     """The local argv that runs ``command`` on ``node`` (``env``: extra variables)."""
-    cluster = model.of(config)
-    script = remote_script(config, node, command, shell, env, run_id, in_code, cluster)
-    return cluster.node(node.name).argv(script)
+    script = remote_script(cluster, node, command, shell, env, run_id, in_code)
+    return cluster.node(node).argv(script)
 
 
-def stop(config: ClusterConfig, node: NodeConfig, run_id: str) -> None:
+def stop(cluster: ClusterModel, node: str, run_id: str) -> None:
     """End the run ``run_id`` on ``node``: SIGTERM to its process group now, SIGKILL
     after the stop_grace deadline if it is still there. Best effort: a node that does not
     answer is left as it is."""
     pid_file = _pid_file(run_id)
-    cluster = model.of(config)
     # Only a plain file of ours (not a link) holding a number above 1 is signalled.
     script = (
-        _cd_root(cluster, cluster.node(node.name))
+        _cd_root(cluster, cluster.node(node))
         + f"f={pid_file}; [ -f $f ] && [ ! -L $f ] && [ -O $f ] || exit 0; "
         'p=$(head -c 20 "$f"); rm -f "$f"; '
         'case $p in ""|*[!0-9]*) exit 0;; esac; [ "$p" -gt 1 ] || exit 0; '
@@ -159,22 +153,21 @@ def stop(config: ClusterConfig, node: NodeConfig, run_id: str) -> None:
     )
     with contextlib.suppress(subprocess.TimeoutExpired):
         subprocess.run(
-            cluster.node(node.name).argv(script),
+            cluster.node(node).argv(script),
             capture_output=True,
             timeout=cluster.deadlines.command,
             check=False,
         )
 
 
-def reachable(config: ClusterConfig, node: NodeConfig) -> bool:
+def reachable(cluster: ClusterModel, node: str) -> bool:
     """Does ``node`` accept an SSH session right now? (Opens the multiplexed master.)"""
-    if node.connection == "local":
+    if cluster.node(node).local:
         return True
     model.ensure_control_dir()
-    cluster = model.of(config)
     try:
         proc = subprocess.run(
-            cluster.node(node.name).argv("true"),
+            cluster.node(node).argv("true"),
             capture_output=True,
             timeout=cluster.deadlines.command,
             check=False,
@@ -195,8 +188,8 @@ class Outcome:
 
 
 def run(
-    config: ClusterConfig,
-    node: NodeConfig,
+    cluster: ClusterModel,
+    node: str,
     command: Sequence[str],
     shell: bool = False,
     timeout: float | None = None,
@@ -204,12 +197,12 @@ def run(
 ) -> Outcome:
     """Run ``command`` on ``node`` with output streamed to ours. A time-out or Ctrl-C
     also stops it on the node."""
-    return _run(config, node, command, shell, timeout, env, new_run_id(), capture=False)
+    return _run(cluster, node, command, shell, timeout, env, new_run_id(), capture=False)
 
 
 def capture(
-    config: ClusterConfig,
-    node: NodeConfig,
+    cluster: ClusterModel,
+    node: str,
     command: Sequence[str],
     shell: bool = False,
     timeout: float | None = None,
@@ -218,12 +211,12 @@ def capture(
     """``run`` with stdout and stderr collected in ``Outcome.output``. ``run_id`` lets a
     caller that runs several at once ``stop`` them itself (Ctrl-C reaches only its
     main thread)."""
-    return _run(config, node, command, shell, timeout, None, run_id or new_run_id(), capture=True)
+    return _run(cluster, node, command, shell, timeout, None, run_id or new_run_id(), capture=True)
 
 
 def _run(
-    config: ClusterConfig,
-    node: NodeConfig,
+    cluster: ClusterModel,
+    node: str,
     command: Sequence[str],
     shell: bool,
     timeout: float | None,
@@ -232,25 +225,25 @@ def _run(
     capture: bool,
 ) -> Outcome:
     model.ensure_control_dir()
-    line = argv(config, node, command, shell, env, run_id, in_code=True)
+    line = argv(cluster, node, command, shell, env, run_id, in_code=True)
     from grid_ops import log
 
-    log.logger.debug("on %s: %s", node.name, shlex.join(line))
+    log.logger.debug("on %s: %s", node, shlex.join(line))
     proc = subprocess.Popen(
         line,
         stdout=subprocess.PIPE if capture else None,
         stderr=subprocess.STDOUT if capture else None,
         text=True,
         # a local run gets its own process group, as sshd gives a remote one
-        start_new_session=node.connection == "local",
+        start_new_session=cluster.node(node).local,
     )
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        stop(config, node, run_id)
+        stop(cluster, node, run_id)
         return Outcome(124, timed_out=True, output=_drain(proc))
     except KeyboardInterrupt:
-        stop(config, node, run_id)
+        stop(cluster, node, run_id)
         _drain(proc)
         raise
     return Outcome(proc.returncode, output=output or "")

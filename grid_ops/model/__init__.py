@@ -157,6 +157,16 @@ class ClusterModel:
     ray: dict[str, Any]  # version, port, dashboard_host, dashboard_port, auth
     requirements: tuple[str, ...]  # the node venv's: Ray pinned, then provision.packages
     controller: dict[str, Any] = factory(dict)  # the controller's settings
+    # The validated config this model was resolved from (None: rebuilt from the quick
+    # path's JSON, which has none). Not part of the JSON form.
+    source: ClusterConfig | None = None
+
+    @property
+    def config(self) -> ClusterConfig:
+        """The validated config behind this model (what the inventory and the plans read)."""
+        if self.source is None:
+            raise RuntimeError("this model was rebuilt from JSON and has no config")
+        return self.source
 
     @property
     def venv_id(self) -> str:
@@ -168,10 +178,21 @@ class ClusterModel:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def node(self, name: str) -> NodeModel:
+        """The node called ``name``; a clear error naming the known nodes otherwise."""
         for node in self.nodes:
             if node.name == name:
                 return node
-        raise KeyError(name)
+        from grid_ops.errors import NotFound
+
+        raise NotFound(
+            f"Unknown node '{name}'.",
+            f"This cluster has: {', '.join(n.name for n in self.nodes)}.",
+        )
+
+    @property
+    def names(self) -> list[str]:
+        """The nodes' names, in config order."""
+        return [n.name for n in self.nodes]
 
     @property
     def head_node(self) -> NodeModel:
@@ -183,7 +204,8 @@ class ClusterModel:
         return f"{self.head_node.ray_address}:{self.ray['port']}"
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = as_dict(self)
+        data: dict[str, Any] = as_dict(replace(self, source=None))
+        del data["source"]
         return {"format": FORMAT, **data}
 
     @classmethod
@@ -384,6 +406,7 @@ def _static(config: ClusterConfig) -> ClusterModel:
         },
         requirements=(f"ray[default]=={config.ray.version}", *config.provision.packages),
         controller=_controller(config),
+        source=config,
     )
 
 
@@ -421,7 +444,8 @@ def of_cluster_again(cluster: ClusterModel) -> ClusterModel:
 
 
 def of(config: ClusterConfig) -> ClusterModel:
-    """The model of ``config`` with what its nodes reported (for the commands)."""
+    """The model of ``config`` with what its nodes reported: what a command builds once,
+    when it has loaded the config, and passes to the actions and drivers it calls."""
     return resolve(config)
 
 
@@ -459,19 +483,19 @@ def read_facts(cluster: str) -> dict[str, dict[str, Any]]:
     return data if isinstance(data, dict) else {}
 
 
-def record_facts(config: ClusterConfig, reported: dict[str, Any]) -> None:
+def record_facts(cluster: ClusterModel, reported: dict[str, Any]) -> None:
     """Record each node's ``grid_node`` facts (from a playbook run) that the model keeps:
     remote_root as the node expanded it, and the address SSH arrived on."""
     from grid_ops.fsutil import write_atomic
 
-    known = read_facts(config.id)
+    known = read_facts(cluster.id)
     before = json.dumps(known, sort_keys=True)
-    for node in config.nodes:
+    for node in cluster.nodes:
         facts = reported.get(node.name)
         if not isinstance(facts, dict) or not isinstance(facts.get("root"), str):
             continue
         known[node.name] = {
-            "identity": [node.host, node.port, node.user, config.remote_root],
+            "identity": [*node.identity, cluster.remote_root],
             "root": facts["root"],
             "ssh_ip": facts.get("ssh_ip") or None,
         }
@@ -479,7 +503,7 @@ def record_facts(config: ClusterConfig, reported: dict[str, Any]) -> None:
     if text != before:
         # a note for later commands: the run itself has worked, whatever happens here
         with contextlib.suppress(OSError):
-            write_atomic(facts_file(config.id), text + "\n", mode=0o600)
+            write_atomic(facts_file(cluster.id), text + "\n", mode=0o600)
 
 
 # ---------------------------------------------------------------------------------------

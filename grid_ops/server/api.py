@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from starlette.types import ASGIApp
 
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
     from grid_ops.server.guard import Hosts
     from grid_ops.server.refresher import Refresher
 
@@ -141,7 +141,7 @@ def page_files() -> dict[str, tuple[bytes, str]]:
 
 
 def create(
-    config: ClusterConfig,
+    cluster: ClusterModel,
     refresher: Refresher,
     token: Callable[[], str | None],
     hosts: Hosts,
@@ -150,7 +150,7 @@ def create(
     """The app for one cluster, behind its guard. ``token`` gives the bearer token as it
     is now (grid_ops.server.token.Watch); ``hosts``, the names it answers to."""
     app = FastAPI(
-        title=f"grid-ops: {config.name}",
+        title=f"grid-ops: {cluster.name}",
         description="The REST API of grid-ops serve: the same documents as the CLI's --json.",
         version="1",
         docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN: /openapi.json only
@@ -158,7 +158,7 @@ def create(
     )
     handle_errors(app)
     serve_page(app)
-    add_routes(app, config, refresher, bind)
+    add_routes(app, cluster, refresher, bind)
     return Guard(app, hosts, token, public=PAGE)
 
 
@@ -203,7 +203,7 @@ def handle_errors(app: FastAPI) -> None:
         return JSONResponse({"error": message, "hint": hint}, status_code=500)
 
 
-def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: str) -> None:
+def add_routes(app: FastAPI, resolved: ClusterModel, refresher: Refresher, bind: str) -> None:
     """The API's endpoints, answering from ``refresher``."""
     from grid_ops.actions import jobs
     from grid_ops.drivers import control
@@ -227,7 +227,7 @@ def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: 
         for record in refresher.section("jobs").data or []:
             if record["name"] == name:
                 return dict(record)
-        return jobs.load(config, name)  # launched since the last round, or NotFound
+        return jobs.load(resolved, name)  # launched since the last round, or NotFound
 
     # -- the page's document and the server itself ------------------------------------
 
@@ -236,9 +236,9 @@ def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: 
         """Everything the page shows, from the last round; a section that failed is
         null with its error under "errors"."""
         data: dict[str, Any] = {
-            "cluster_name": config.name,
-            "head": config.head.name,
-            "node_names": [n.name for n in config.nodes],
+            "cluster_name": resolved.name,
+            "head": resolved.head,
+            "node_names": resolved.names,
             "interval": refresher.interval,
             "rounds": refresher.rounds,
             "now": time.time(),
@@ -251,7 +251,7 @@ def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: 
             if found.error is not None:
                 data["errors"][name] = {"error": found.error.message, "hint": found.error.hint}
         data["jobs"] = [job_view(r) for r in data["jobs"] or []]
-        data["repairs"] = repair.recent(config.id, REPAIRS_SHOWN)  # the watch's repairs
+        data["repairs"] = repair.recent(resolved.id, REPAIRS_SHOWN)  # the watch's repairs
         return data
 
     def job_view(record: dict[str, Any]) -> dict[str, Any]:
@@ -267,7 +267,7 @@ def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: 
         from grid_ops.drivers import probe
 
         return {
-            "cluster_name": config.name,
+            "cluster_name": resolved.name,
             "bind": bind,
             "interval": refresher.interval,
             "cluster_interval": refresher.cluster_interval,
@@ -299,7 +299,7 @@ def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: 
     @app.get("/api/nodes/{name}", tags=["cluster"])
     def node(name: str) -> dict[str, Any]:
         """One node: its health record and its row of the Ray view."""
-        config.node(name)
+        resolved.node(name)
         found = refresher.section("health").data or {"nodes": []}
         return answers.node(name, refresher.section("cluster").data, found["nodes"])
 
@@ -314,7 +314,7 @@ def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: 
     def job_launch(request: JobRequest) -> dict[str, Any]:
         """Launch a job, as 'grid-ops job launch' (409 while a job of that name lives)."""
         record = jobs.launch(
-            config,
+            resolved,
             request.name,
             request.command,
             env=request.env,
@@ -354,7 +354,7 @@ def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: 
     def job_cancel(name: str) -> dict[str, Any]:
         """Stop a job (it ends STOPPED), as 'grid-ops job cancel'."""
         job_record(name)
-        stopped = jobs.cancel(config, name)
+        stopped = jobs.cancel(resolved, name)
         refresher.kick()
         return stopped
 
@@ -364,7 +364,7 @@ def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: 
         refresher read once the job ended, else from the head)."""
         job_record(name)
         logs = refresher.job_logs(name)
-        data, _ = jobs.outcome(config, name, logs.text if logs and logs.final else None)
+        data, _ = jobs.outcome(resolved, name, logs.text if logs and logs.final else None)
         return data
 
     # -- the controller: boosts, memory pool, offload --------------------------------------
@@ -380,7 +380,7 @@ def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: 
         """Reserve resources on a node, as 'grid-ops boost request'."""
         amount = request.amount if isinstance(request.amount, str) else f"{request.amount:g}"
         row = control.reserve(
-            config,
+            resolved,
             "boost",
             request.resource,
             amount,
@@ -394,7 +394,7 @@ def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: 
     @app.delete("/api/boosts/{rid}", tags=["controller"])
     def boost_release(rid: str) -> dict[str, Any]:
         """Release a boost, as 'grid-ops boost release'."""
-        row = control.release(config, rid, "boost")
+        row = control.release(resolved, rid, "boost")
         refresher.kick()
         return answers.reservation(row)
 
@@ -417,6 +417,6 @@ def add_routes(app: FastAPI, config: ClusterConfig, refresher: Refresher, bind: 
 
         nodes = (refresher.section("health").data or {"nodes": []})["nodes"]
         numbers = refresher.section("controller")
-        cluster = None if numbers.error or not numbers.data else numbers.data.get("metrics")
-        text = m.exposition(config.id, nodes, cluster)
+        counted = None if numbers.error or not numbers.data else numbers.data.get("metrics")
+        text = m.exposition(resolved.id, nodes, counted)
         return Response(text, media_type="text/plain; version=0.0.4")

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from grid_ops.model.config import ClusterConfig
+    from grid_ops.model import ClusterModel
 
 SECTIONS = ("health", "cluster", "controller", "jobs")
 RECENT_S = 600.0  # a job that ended this recently gets its final logs read by a round
@@ -74,7 +74,7 @@ def _set_done(done: asyncio.Future[None]) -> None:
 
 @dataclass
 class Refresher:
-    config: ClusterConfig
+    cluster: ClusterModel  # built once, when the server starts
     path: Path
     interval: float
     cluster_interval: float
@@ -190,25 +190,25 @@ class Refresher:
         from grid_ops.actions import health
 
         found = health.check(
-            self.config, self.path, policy=health.REPAIR, refresh=True, progress=self.progress
+            self.cluster, self.path, policy=health.REPAIR, refresh=True, progress=self.progress
         )
         return answers.health(found.nodes, cached=False)
 
     def _cluster(self) -> dict[str, Any]:
         from grid_ops.actions.status import ray_status
 
-        return ray_status(self.config, self.path)
+        return ray_status(self.cluster, self.path)
 
     def _controller(self) -> dict[str, Any]:
         from grid_ops.drivers import control
 
-        view, _ = control.call(self.config, "overview")
+        view, _ = control.call(self.cluster, "overview")
         return dict(view)
 
     def _jobs(self) -> list[dict[str, Any]]:
         from grid_ops.actions import jobs
 
-        records = jobs.refresh(self.config, jobs.load_all(self.config))
+        records = jobs.refresh(self.cluster, jobs.load_all(self.cluster))
         recent = time.time() - RECENT_S
         for record in records:
             with self._lock:
@@ -226,7 +226,7 @@ class Refresher:
         from grid_ops.actions import jobs
 
         ended = record.get("status") in TERMINAL
-        text = jobs.head_call(self.config, "logs", record["submission_id"])["logs"] or ""
+        text = jobs.head_call(self.cluster, "logs", record["submission_id"])["logs"] or ""
         found = JobLogs(text, ended)
         with self._lock:
             self.logs[record["name"]] = found
