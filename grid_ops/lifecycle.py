@@ -223,13 +223,6 @@ def forget(cluster: str, names: list[str]) -> None:
     write_atomic(applied_file(cluster), json.dumps(data, indent=1) + "\n", mode=0o600)
 
 
-def head_vars(cluster: ClusterModel, visit: list[str]) -> dict[str, Any]:
-    """Extra vars of a Ray start without the head: its address as the model knows it
-    (the role reads it from the head's facts when the head is in the run)."""
-    known = cluster.head_node.known_address
-    return {"grid_ray_head_ip": known} if known and cluster.head not in visit else {}
-
-
 def provisioned(cluster: ClusterModel, states: dict[str, NodeState]) -> list[str]:
     """The nodes whose stamp says their venv and runtime are what the config gives, on
     the cluster's venv build ('provision' leaves them out of its walk). A node that

@@ -944,6 +944,33 @@ def test_host_vars_node_ip_without_dns(monkeypatch: pytest.MonkeyPatch) -> None:
     assert hv["here"]["grid_node_ip"] == "127.0.0.1"
     assert hv["head"]["grid_role"] == "head"
     assert {hv[n]["grid_role"] for n in ("gpu2", "w3", "here")} == {"worker"}
+    # Ray's address of each node: the known one, else the host as written (no lookup)
+    assert {n: v["grid_ray_address"] for n, v in hv.items()} == {
+        "head": "10.0.0.1", "gpu2": "gpu2", "w3": "192.168.50.3", "here": "127.0.0.1"
+    }  # fmt: skip
+
+
+def test_the_inventory_carries_each_nodes_ray_address_as_the_model_knows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The roles read grid_ray_address (and grid_node_ip) from the inventory; what a node
+    reported (the address its SSH connection arrived on) is in the next render."""
+    monkeypatch.setenv("GRID_OPS_STATE_DIR", str(tmp_path / "state"))
+    config = inv_config()
+    before = model.of(config)
+    model.record_facts(before, {"gpu2": {"root": "/home/x/grid-ops", "ssh_ip": "10.9.0.2"}})
+    after = model.of_cluster_again(before)
+    files = inventory.render_text(after)
+    import yaml
+
+    hosts = yaml.safe_load(files["hosts.yml"].replace("!unsafe ", ""))
+    gpu2 = hosts["all"]["hosts"]["gpu2"]
+    assert (gpu2["grid_ray_address"], gpu2["grid_node_ip"]) == ("10.9.0.2", "10.9.0.2")
+    assert after.node("gpu2").ray_address == "10.9.0.2"  # the same function's answer
+    assert before.node("gpu2").ray_address == "gpu2"  # nothing reported yet: the host
+    for role in (REPO / "roles").rglob("*.yml"):  # the roles derive no address
+        text = role.read_text()
+        assert "ssh_ip" not in text and "ansible_host" not in text, role
 
 
 def test_remote_run_notes_its_process_group_for_stop_and_removes_the_note(root: Path) -> None:

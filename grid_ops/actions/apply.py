@@ -173,7 +173,6 @@ def _build_and_start(
     and start again on the new build, in one run (playbooks/ray_restart.yml). A node
     whose build failed is left as it runs. Returns the runs, the restarted nodes and
     the window (first stop to the end of the start) when any restarted."""
-    from grid_ops import lifecycle
     from grid_ops.model import stamp as stamps
 
     results: dict[str, PlaybookResult] = {}
@@ -211,10 +210,7 @@ def _build_and_start(
         results["start"] = playbooks.run(
             "ray_restart", cluster, path, title="ray restart" if restart else "ray start",
             progress=progress, limit=start,
-            extravars={
-                "grid_ray_apply": True, "grid_ray_restart": restart,
-                **lifecycle.head_vars(cluster, start),
-            },
+            extravars={"grid_ray_apply": True, "grid_ray_restart": restart},
         )  # fmt: skip
     window = round(time.monotonic() - window_started, 3) if restart else None
     return results, restart, window

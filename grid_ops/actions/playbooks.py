@@ -71,9 +71,5 @@ def _ray(
     progress: Progress,
     title: str,
 ) -> PlaybookResult:
-    """A Ray start or restart; a --limit run without the head gets its known address."""
-    from grid_ops import lifecycle
-
-    extravars = lifecycle.head_vars(cluster, limit) if limit else None
-    return run(playbook, cluster, path, title=title, progress=progress, limit=limit,
-               extravars=extravars)  # fmt: skip
+    """A Ray start or restart (the head's address is in the inventory, run or not)."""
+    return run(playbook, cluster, path, title=title, progress=progress, limit=limit)

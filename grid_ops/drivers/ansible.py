@@ -221,7 +221,8 @@ def run(
         ) from None
     private = _new_private_dir(playbook)
     inv_dir = private / "inventory"
-    inventory.render(cluster, inv_dir, source=source)
+    # with what the nodes reported up to now (an earlier run of this command included)
+    inventory.render(model.of_cluster_again(cluster), inv_dir, source=source)
     collector = _Collector(on_progress)
     from grid_ops.runtime.digest import runtime_digest
 

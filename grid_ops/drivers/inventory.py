@@ -121,8 +121,12 @@ def host_vars(config: ClusterConfig, node: NodeModel, stamp: dict[str, Any]) -> 
         if config.python_interpreter:
             out["ansible_python_interpreter"] = config.python_interpreter
     out.update(grid_rsync_rsh=node.rsh, grid_rsync_dest=node.dest_prefix)
-    if node.address:
-        out["grid_node_ip"] = node.address
+    # The node's Ray address, as the model gives it (NodeModel.ray_address: the one
+    # function): the roles read these and derive none. grid_node_ip (Ray's
+    # --node-ip-address) only where an address is known; else Ray picks its own.
+    if node.known_address:
+        out["grid_node_ip"] = node.known_address
+    out["grid_ray_address"] = node.ray_address
     out.update(grid_role=node.role, grid_gpu_count=node.gpu_count, grid_ray_start=node.ray_start)
     out["grid_stamp"] = stamp
     return out
@@ -177,8 +181,9 @@ def _home_relative(path: Path) -> str:
 
 
 def render_text(cluster: model.ClusterModel, source: str = "cluster.yaml") -> dict[str, str]:
-    """The inventory files of ``cluster`` as ``{relative path: text}`` (what the config
-    gives: nothing the nodes reported is in them)."""
+    """The inventory files of ``cluster`` as ``{relative path: text}``: what the config
+    gives, and each node's addresses as the model knows them (the config's, else the
+    one its SSH connection arrived on when last reached)."""
     env = _environment()
     from grid_ops.model import stamp
 

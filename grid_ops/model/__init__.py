@@ -123,8 +123,8 @@ class NodeModel:
     @property
     def ray_address(self) -> str:
         """The address Ray uses for this node: the known one, else its host as the
-        config gives it. (The grid_ray role's grid_ray_head_ip and grid_ray_node_ip
-        follow the same order: the inventory's grid_node_ip, the fact ssh_ip, the host.)"""
+        config gives it. The inventory carries it (grid_ray_address, and grid_node_ip
+        for the known one), so the grid_ray role reads it and derives nothing."""
         return self.known_address or self.host
 
     @property
