@@ -18,18 +18,33 @@ RESERVATION_FIELDS = (
 
 
 def job(record: dict[str, Any]) -> dict[str, Any]:
-    """One job as ``job status --json`` shows it."""
+    """One job as ``job status --json`` shows it: the queue's record (what it needs, its
+    retry rules, every attempt), with the last attempt's times, exit code, Ray's message
+    and submission id at the top."""
+    attempts = [dict(a) for a in record.get("attempts") or []]
+    last = attempts[-1] if attempts else {}
     return {
         "name": record["name"],
+        "id": record.get("id"),
         "status": record.get("status"),
+        "reason": record.get("reason") or "",
+        "priority": record.get("priority"),
+        "submitter": record.get("submitter"),
         "submitted_at": record.get("submitted_at"),
-        "started_at": record.get("started_at"),
-        "ended_at": record.get("ended_at"),
+        "started_at": last.get("started_at"),
+        "ended_at": last.get("ended_at"),
         "nodes": record.get("nodes", 1),
-        "exit_code": record.get("exit_code"),
-        "message": record.get("message"),
-        "known_to_ray": record.get("known_to_ray", True),
-        "submission_id": record.get("submission_id"),
+        "gpus_per_node": record.get("gpus_per_node"),
+        "cpus_per_node": record.get("cpus_per_node"),
+        "exit_code": last.get("exit_code"),
+        "message": last.get("message") or record.get("reason") or "",
+        "submission_id": last.get("submission_id"),
+        "attempt": len(attempts),
+        "attempts": attempts,
+        "max_retries": record.get("max_retries"),
+        "retry_on_exit": record.get("retry_on_exit") or [],
+        "timeout": record.get("timeout"),
+        "command": record.get("command") or [],
     }
 
 

@@ -100,11 +100,10 @@ def legacy_moves() -> list[Callable[[str], str]]:
     before grid-ops knew ids)."""
     from grid_ops import facts, lifecycle
     from grid_ops.drivers import inventory
-    from grid_ops.paths import job_store_dir, serve_token_file
+    from grid_ops.paths import serve_token_file
 
     return [
         lambda key: os.path.dirname(lifecycle.applied_file(key)),
-        lambda key: str(job_store_dir(key)),
         lambda key: str(inventory.ray_token_file(key).parent),
         facts.cache_name,
         lambda key: str(serve_token_file(key)),

@@ -35,7 +35,13 @@ DRAIN_NOTE = "state/drained"
 # refuse a node of another cluster.
 CLUSTER_ID = "state/cluster_id"
 LIB = "lib"
+# Queued jobs' own files, on every node that runs a rank: JOBS/<job id>/ holds the
+# shipped workdir (on the head), the checkpoints (the same path on every attempt) and
+# each attempt's per-rank logs (job_file).
 JOBS = "jobs"
+JOB_WORK = "work"
+JOB_CHECKPOINTS = "checkpoints"
+JOB_LOGS = "logs"
 WHEELHOUSE = "wheelhouse"
 REQUIREMENTS = "requirements.txt"  # in a build
 RAY_TEMP = "ray"  # Ray's temp dir (sessions, logs) when remote_root is short enough
@@ -115,6 +121,16 @@ def runtime_filters() -> list[str]:
     skip = [f"--exclude={p}" for p in RUNTIME_EXCLUDE]
     take = [f"--include=/{n}" + ("" if n.endswith(".py") else "/") for n in NODE_PACKAGE]
     return [*protect, *skip, *take, "--exclude=/*"]
+
+
+def job_file(root: str, job_id: str, *parts: str) -> str:
+    """``<root>/jobs/<job id>/<parts…>`` (the caller checked ``job_id``: one path part)."""
+    return "/".join([root.rstrip("/"), JOBS, job_id, *parts])
+
+
+def rank_log(attempt: int, rank: int) -> str:
+    """A rank's log, relative to its job's directory."""
+    return f"{JOB_LOGS}/attempt-{attempt}/rank-{rank}.log"
 
 
 def as_vars() -> dict[str, object]:

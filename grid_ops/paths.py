@@ -43,12 +43,6 @@ def serve_token_file(key: str) -> Path:
     return state_dir() / "serve" / f"{key}.token"
 
 
-def job_store_dir(key: str) -> Path:
-    """Where the job records of the cluster kept under ``key`` lie (grid_ops.actions.jobs
-    checks the key first)."""
-    return state_dir() / "jobs" / key
-
-
 def ansible_root_name() -> str:
     """The directory holding ``playbooks/``, ``roles/`` and ``ansible.cfg``.
 

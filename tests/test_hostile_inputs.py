@@ -20,12 +20,13 @@ from typing import Any
 
 import pytest
 
-from grid_ops import model
 from grid_ops.actions import jobs
 from grid_ops.errors import UsageError
 from grid_ops.model import config as config_mod
 from grid_ops.runtime import controller, launch, pool
 from grid_ops.runtime import jobs as runtime_jobs
+from grid_ops.runtime.jobboard import Board, Seen
+from grid_ops.runtime.jobqueue import Job
 from grid_ops.runtime.nodes import Refused
 from tests.conftest import REPO
 
@@ -170,50 +171,6 @@ def test_a_bad_name_error_shows_the_name_escaped_and_short(user: Env) -> None:
     assert "\x1b" not in proc.stderr and "y" * 81 not in proc.stderr
 
 
-def test_the_store_never_reads_or_writes_outside_it(user: Env, decoys: dict[str, str]) -> None:
-    cfg = user.cfg()
-    for name in ("../../x", "../x", "/etc/passwd", "..", "x\n"):
-        with pytest.raises(UsageError, match="is not valid"):
-            jobs.load(model.of(cfg), name)
-        with pytest.raises(UsageError, match="is not valid"):
-            jobs.save(model.of(cfg), _record(name))
-    assert _tree(user.root) == decoys
-
-
-def test_a_record_that_is_a_link_out_of_the_store_is_refused(
-    user: Env, decoys: dict[str, str]
-) -> None:
-    outside = user.root / "outside.json"
-    outside.write_text(json.dumps(_record("evil")))
-    (user.store / "evil.json").symlink_to(outside)
-    cfg = user.cfg()
-    with pytest.raises(UsageError, match="leads outside"):
-        jobs.load(model.of(cfg), "evil")
-    with pytest.raises(UsageError, match="leads outside"):
-        jobs.save(model.of(cfg), _record("evil", status="FAILED"))
-    assert json.loads(outside.read_text())["status"] == "SUCCEEDED"
-    assert jobs.load_all(model.of(cfg)) == []
-
-
-def test_list_skips_records_with_a_bad_name_or_id(user: Env) -> None:
-    user.store.mkdir(parents=True)
-    good = _record("good")
-    (user.store / "good.json").write_text(json.dumps(good))
-    (user.store / "bad.json").write_text(json.dumps(_record("../../x")))
-    (user.store / "other.json").write_text(json.dumps(_record("good")))  # name != file
-    (user.store / "flag.json").write_text(
-        json.dumps(_record("flag", submission_id="--dashboard-port=1"))
-    )
-    (user.store / "a b.json").write_text(json.dumps(_record("a b")))
-    (user.store / "list.json").write_text("[1, 2]")
-    proc = user.cli("job", "list", "--json")
-    assert proc.returncode == 0, proc.stderr
-    assert [r["name"] for r in json.loads(proc.stdout)] == ["good"]
-    status = user.cli("job", "status", "flag")
-    assert status.returncode == 2 and "No job named 'flag'" in status.stderr
-    assert user.ssh_calls() == []  # finished records: nothing to ask the head
-
-
 # ---------------------------------------------------------------------------------------
 # --env: checked names, values only on the SSH connection's stdin
 
@@ -253,35 +210,33 @@ def test_env_values_with_nul_or_bad_names_are_refused_by_the_api() -> None:
 
 
 def test_job_launch_sends_env_values_on_stdin_never_in_argv(tmp_path: Path) -> None:
-    """The whole CLI path: the fake ssh sees the argv and the stdin the head would get."""
-    user = Env(tmp_path, answer='{"submission_id": "ok"}', code=0)
+    """The whole CLI path: the fake ssh sees the argv and the stdin the head would get
+    (it answers as the controller's client does, with the queued job)."""
+    queued = {"id": "ok-1", "name": "ok", "status": "QUEUED", "reason": "queued"}
+    answer = json.dumps({"ok": True, "result": queued}).replace("\\", "\\\\")
+    user = Env(tmp_path, answer=answer, code=0)
     proc = user.cli("job", "launch", "--name", "ok", "--env", f"SECRET_TOKEN={SECRET}",
                     "--env", "SEED=7", "--", "python", "train.py")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert "is QUEUED: queued" in proc.stdout
     (call,) = user.ssh_calls()
     assert not any(SECRET in arg for arg in call), call
     script = call[-1]  # the remote shell line
-    assert "--env-stdin" in script and "grid_ops.runtime.jobs" in script
-    assert "--job-env ok-" in script  # the entrypoint takes the variables the head kept
+    assert "grid_ops.runtime.client job-submit" in script and "--stdin" in script
     assert json.loads(user.ssh_stdin()) == {"SECRET_TOKEN": SECRET, "SEED": "7"}
-    record = json.loads((user.store / "ok.json").read_text())
-    assert SECRET not in json.dumps(record)  # nor kept on disk
+    kept = [p for p in user.state.rglob("*") if p.is_file() and SECRET in p.read_text()]
+    assert kept == []  # nor kept on this machine
 
 
-@pytest.mark.parametrize("nodes", [1, 3])
-def test_the_submit_call_puts_no_env_value_in_argv(user: Env, nodes: int) -> None:
-    cfg = user.cfg().model_copy()
-    cfg.nodes = [*cfg.nodes, cfg.nodes[1].model_copy(update={"name": "w2", "port": 3})]
-    env = {"SECRET_TOKEN": SECRET}
-    args, stdin = jobs.submit_call("ok", "ok-1", ["python", "t.py"], env, 1, nodes, "jobs/ok-1")
-    argv = jobs.head_argv(model.of(cfg), args)
+def test_the_launch_line_of_an_attempt_holds_no_env_value() -> None:
+    job = Job(id="ok-1", submitter="u", submitted_at=1.0, nodes=3, command=("python", "t.py"))
+    argv = runtime_jobs.launch_argv(job, "ok-1-2", 2, ("a", "b", "c"), with_env=True)
     assert SECRET not in " ".join(argv)
-    assert json.loads(stdin) == env and "--env-stdin" in args
-    entry = args[args.index("--entrypoint") + 1]
-    assert "--job-env ok-1" in entry and ("--nodes 3" in entry) == (nodes == 3)
-    plain, no_input = jobs.submit_call("ok", "ok-1", ["true"], {}, 0, 1, None)
-    assert no_input == "" and "--env-stdin" not in plain
-    assert plain[plain.index("--entrypoint") + 1] == "true"  # no wrapper without variables
+    line = " ".join(argv)
+    assert "--job-env ok-1-2" in line and "--on a,b,c" in line and "--nodes 3" in line
+    assert "--job ok-1 --attempt 2" in line and argv[-3:] == ["--", "python", "t.py"]
+    plain = runtime_jobs.launch_argv(job, "ok-1-1", 1, ("a", "b", "c"), with_env=False)
+    assert "--job-env" not in plain
 
 
 class _Gcs:
@@ -303,31 +258,38 @@ class _Gcs:
         return 1 if self.kv.pop((namespace, key), None) is not None else 0
 
 
+class _JobClient:
+    """A stand-in for Ray's JobSubmissionClient: notes what it was given."""
+
+    def __init__(self) -> None:
+        self.submitted: dict[str, Any] = {}
+        self.stopped: list[str] = []
+
+    def submit_job(self, **kwargs: Any) -> str:
+        self.submitted.update(kwargs)
+        return str(kwargs["submission_id"])
+
+    def stop_job(self, submission_id: str) -> bool:
+        self.stopped.append(submission_id)
+        return True
+
+
 def test_the_head_keeps_env_for_the_entrypoint_outside_the_jobs_fields(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """grid_ops.runtime.jobs submit --env-stdin, with stand-ins for Ray's job client and
-    GCS: the values are in no field of the job (what Ray's job API gives back), only in
-    the GCS until the entrypoint takes them; a stopped or finished job has them dropped."""
-    seen: dict[str, Any] = {}
+    """The queue's Ray Jobs runner, with stand-ins for Ray's job client and GCS: the
+    values are in no field of the Ray job (what Ray's job API gives back), only in the
+    GCS until the entrypoint takes them; a stopped job has them dropped."""
     gcs = _Gcs()
-
-    class Client:
-        def submit_job(self, **kwargs: Any) -> str:
-            seen.update(kwargs)
-            return str(kwargs["submission_id"])
-
-        def stop_job(self, submission_id: str) -> bool:
-            return True
-
-    monkeypatch.setattr(runtime_jobs, "_client", lambda port: Client())
+    client = _JobClient()
     monkeypatch.setattr(runtime_jobs, "_gcs", lambda environ: gcs)
-    monkeypatch.setattr(sys, "stdin", _Stdin(json.dumps({"SECRET_TOKEN": SECRET})))
-    argv = ["submit", "--submission-id", "ok-1", "--entrypoint", "true", "--env-stdin"]
-    assert runtime_jobs.main(argv) == 0
-    assert json.loads(capsys.readouterr().out) == {"submission_id": "ok-1"}
-    assert seen["runtime_env"] is None  # Ray would put env_vars on its workers' argv
-    assert SECRET not in json.dumps(seen)  # entrypoint, metadata: nothing of it
+    runner = runtime_jobs.Runner(8265, str(tmp_path), "127.0.0.1:6379")
+    runner._job_client = client
+    job = Job(id="ok", submitter="u", submitted_at=1.0, command=("true",))
+    runner.submit(job, "ok-1", 1, ("head1",), {"SECRET_TOKEN": SECRET})
+    assert client.submitted["runtime_env"] is None  # Ray would put env_vars on workers' argv
+    assert SECRET not in json.dumps(client.submitted)  # entrypoint, metadata: nothing of it
+    assert "--job-env ok-1" in client.submitted["entrypoint"]
     assert [json.loads(v) for v in gcs.kv.values()] == [{"SECRET_TOKEN": SECRET}]
     assert launch.job_env("ok-1") == {"SECRET_TOKEN": SECRET}  # as the entrypoint takes it
     assert gcs.kv == {}
@@ -336,12 +298,10 @@ def test_the_head_keeps_env_for_the_entrypoint_outside_the_jobs_fields(
     assert taken.value.code == 2 and "taken already" in capsys.readouterr().err
     assert launch.job_env("") == {}
 
-    assert runtime_jobs.main(argv) == 0 and gcs.kv  # submitted again, then stopped
-    assert runtime_jobs.main(["stop", "ok-1"]) == 0 and gcs.kv == {}
-    monkeypatch.setattr(sys, "stdin", _Stdin('{"BAD-KEY": "x"}'))
-    assert runtime_jobs.main(argv) == 1
-    assert "not an environment variable name" in capsys.readouterr().out
-    assert gcs.kv == {}
+    runner.submit(job, "ok-2", 2, ("head1",), {"SECRET_TOKEN": SECRET})
+    assert gcs.kv
+    runner.stop("ok-2")  # stopped before its entrypoint took them: dropped
+    assert gcs.kv == {} and client.stopped == ["ok-2"]
 
     # the entrypoint's GCS address: RAY_ADDRESS as Ray sets it for a job, nothing else
     monkeypatch.undo()
@@ -349,14 +309,6 @@ def test_the_head_keeps_env_for_the_entrypoint_outside_the_jobs_fields(
         runtime_jobs.take_env("ok-1", {"RAY_ADDRESS": "http://127.0.0.1:8265"})
     with pytest.raises(ValueError, match="does not name the head's GCS"):
         runtime_jobs.take_env("ok-1", {})
-
-
-class _Stdin:
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def read(self) -> str:
-        return self.text
 
 
 def test_the_entrypoint_wrapper_runs_no_command_without_its_env(tmp_path: Path) -> None:
@@ -538,11 +490,75 @@ def test_the_wheelhouse_module_fails_before_touching_dest(
     assert not dest.exists() and not (tmp_path / "tmp").exists()
 
 
-def test_job_records_are_0600_in_a_store_closed_to_0700(user: Env) -> None:
-    user.store.mkdir(parents=True, mode=0o755)
-    os.chmod(user.store, 0o755)  # as an older grid-ops left it
-    cfg = user.cfg()
-    jobs.save(model.of(cfg), _record("mine"))
-    assert user.store.stat().st_mode & 0o777 == 0o700
-    assert (user.store / "mine.json").stat().st_mode & 0o777 == 0o600
-    assert jobs.load(model.of(cfg), "mine")["name"] == "mine"
+class _Ray:
+    """The queue's Ray Jobs, for the board's file tests: takes every submit."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Any] = {}
+
+    def submit(self, job: Any, sid: str, attempt: int, nodes: Any, env: Any) -> None:
+        self.jobs[sid] = env
+
+    def seen(self, submission_id: str) -> Any:
+        return Seen("RUNNING")
+
+    def stop(self, submission_id: str) -> None:
+        self.jobs.pop(submission_id, None)
+
+
+def _spec(**extra: Any) -> dict[str, Any]:
+    return {"id": "ok-1", "name": "ok", "submitter": "u", "command": ["true"], **extra}
+
+
+def test_the_queue_keeps_env_values_apart_in_private_files(tmp_path: Path) -> None:
+    state = tmp_path / "controller"
+    state.mkdir(mode=0o700)
+    board = Board(state, _Ray())
+    board.submit(_spec(), {"SECRET_TOKEN": SECRET}, 1.0)
+    queue = state / "jobs.json"
+    assert SECRET not in queue.read_text()
+    kept = state / "job-env" / "ok-1.json"
+    assert json.loads(kept.read_text()) == {"SECRET_TOKEN": SECRET}
+    assert queue.stat().st_mode & 0o777 == 0o600 and kept.stat().st_mode & 0o777 == 0o600
+    assert (state / "job-env").stat().st_mode & 0o777 == 0o700
+    board.cancel("ok")  # ended: its variables are gone
+    assert not kept.exists()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        _spec(id="../../x"),
+        _spec(id="a/b"),
+        _spec(name="../x"),
+        _spec(name="-rf"),
+        _spec(id="x" * 200),
+        _spec(status="SUCCEEDED"),
+        _spec(has_env=True),
+        _spec(attempts=[]),
+        _spec(command=[]),
+        _spec(nodes=0),
+        _spec(priority="urgent"),
+    ],
+    ids=repr,
+)
+def test_the_queue_refuses_a_hostile_job_before_writing_anything(
+    tmp_path: Path, spec: dict[str, Any]
+) -> None:
+    board = Board(tmp_path, _Ray())
+    with pytest.raises(Refused):
+        board.submit(spec, {"A": "1"}, 1.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_an_unreadable_queue_is_kept_aside_not_lost(tmp_path: Path) -> None:
+    (tmp_path / "jobs.json").write_text("{not json")
+    board = Board(tmp_path, _Ray())
+    assert board.rows() == [] and "could not be read" in board.problems[0]
+    (aside,) = tmp_path.glob("jobs.json.unreadable-*")
+    assert aside.read_text() == "{not json"
+    bad = {"jobs": [_spec(status="QUEUED", submitted_at=1.0), {"id": 7}]}
+    (tmp_path / "jobs.json").write_text(json.dumps(bad))
+    board = Board(tmp_path, _Ray())
+    assert [r["id"] for r in board.rows()] == ["ok-1"]
+    assert "job #1" in board.problems[0]

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from grid_ops import facts, identity, lifecycle, model
-from grid_ops.actions import jobs
 from grid_ops.drivers import inventory
 from grid_ops.errors import ConfigError, Conflict
 from grid_ops.model import config
@@ -88,18 +87,14 @@ def test_state_an_older_grid_ops_kept_under_the_name_moves_to_the_first_id(
     applied = Path(lifecycle.applied_file(old))
     applied.parent.mkdir(parents=True)
     applied.write_text(json.dumps({"format": 1, "nodes": {}}))
-    records = jobs.store_dir(old)
-    records.mkdir(parents=True)
-    (records / "train.json").write_text("{}")
     serve = token.token_file(old)
     serve.parent.mkdir(parents=True)
     serve.write_text("s" * 40)
     first = config.load(_write(tmp_path / "one.yaml"))
     assert inventory.ray_token_file(first.id).read_text() == "t" * 64
     assert lifecycle.read_applied(first.id) == {"format": 1, "nodes": {}}
-    assert (jobs.store_dir(first.id) / "train.json").exists()
     assert token.token_file(first.id).read_text() == "s" * 40
-    assert not ray_token.exists() and not records.exists()
+    assert not ray_token.exists()
     # a second config of that name starts clean: the name's state went to the first
     second = config.load(_write(tmp_path / "two.yaml"))
     assert not inventory.ray_token_file(second.id).exists()

@@ -139,6 +139,7 @@ def test_the_largest_command_the_api_takes_fits_one_ssh_argument() -> None:
     fits the single ssh argument it travels in (Linux: 128 KiB), so the API never
     answers such a job with a 500 (E2BIG)."""
     from grid_ops.actions import jobs
+    from grid_ops.drivers import control, remote
     from grid_ops.model.config import parse
 
     cfg = parse({"name": "big", "nodes": [{"name": "n1", "host": "10.0.0.1", "user": "u"}]})
@@ -151,10 +152,10 @@ def test_the_largest_command_the_api_takes_fits_one_ssh_argument() -> None:
     }
     for shape, command in shapes.items():
         request = api.JobRequest(name="a" * 63, command=command, env={"A": "1"})
-        args_, _ = jobs.submit_call(
-            request.name, "a" * 63 + "-20261205-120000", request.command, request.env, 1.5, 2
-        )
-        longest = max(len(a.encode()) for a in jobs.head_argv(model.of(cfg), args_))
+        cluster = model.of(cfg)
+        spec = jobs.job_spec(cluster, request.name, request.command, gpus=1.5, nodes=1)
+        line = control.command_line("job-submit", {"job": spec}, with_payload=True)
+        longest = max(len(a.encode()) for a in remote.argv(cluster, cluster.head, line))
         assert longest < 128 * 1024, (shape, longest)
     with pytest.raises(ValueError, match="characters in all"):
         api.JobRequest(name="a", command=["x" * chars, "y"])
@@ -243,9 +244,11 @@ def _token(server: serving.Server) -> str:
 
 
 def _no_jobs(server: serving.Server) -> bool:
+    """The job list lives in the head's queue, which this server cannot reach: it says so
+    (a request that reached the queue would have waited HANG_S on the head first)."""
     answer = server.get("/api/jobs")
-    assert answer.status == 200, answer.body
-    return bool(answer.json() == [])
+    assert answer.status == 503, answer.body
+    return "Cannot reach the head (gone1)" in answer.json()["error"]
 
 
 def test_a_server_for_an_unreachable_cluster_answers_with_clear_errors(
@@ -271,7 +274,7 @@ def test_a_server_for_an_unreachable_cluster_answers_with_clear_errors(
     assert down_server.get("/api/health?refresh=maybe").status == 422
     assert down_server.get("/api/nodes/nope").status == 404
     assert "gone1" in down_server.get("/api/nodes/nope").json()["hint"]
-    assert down_server.get("/api/jobs/nope").status == 404
+    assert down_server.get("/api/jobs/nope").status == 503  # the queue is on the head
     assert down_server.delete("/api/boosts/b-1").status == 503
     missing = down_server.get("/api/no-such-thing")
     assert missing.status == 404 and missing.json()["error"]
@@ -367,8 +370,8 @@ def test_a_rebinding_host_is_refused_and_nothing_launches(down_server: serving.S
 
 def test_a_cross_site_form_post_is_refused(down_server: serving.Server) -> None:
     """What a page of another site can send: a form (text/plain or urlencoded, no
-    custom header) with its Origin. Were it let through, cancel would answer 404 (no
-    such job) and the launch 503 after HANG_S (the head does not answer)."""
+    custom header) with its Origin. Were it let through, cancel and launch would answer
+    503 after HANG_S (the head, which holds the queue, does not answer)."""
     form = {
         "text/plain": b'{"name": "x", "command": ["id"]}',
         "application/x-www-form-urlencoded": b"name=x",
@@ -395,15 +398,12 @@ def test_a_cross_site_form_post_is_refused(down_server: serving.Server) -> None:
         assert answer.status == 415, (kind, answer.body)
     assert _no_jobs(down_server)
     own = f"http://127.0.0.1:{_port(down_server)}"
-    same = _quick(
-        down_server,
-        "POST",
-        "/api/jobs/victim/cancel",
-        body={},
-        headers={"Origin": own},
-        token=down_server.token,
-    )
-    assert same.status == 404  # the page's own origin reaches the API
+    same = serving.request(
+        down_server.url + "/api/jobs/victim/cancel", "POST", {}, down_server.token,
+        timeout=60, headers={"Origin": own},
+    )  # fmt: skip
+    assert same.status == 503  # the page's own origin reaches the API, and the head's queue
+    assert "gone1" in same.json()["error"]
 
 
 def test_every_answer_carries_the_security_headers(down_server: serving.Server) -> None:

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from grid_ops.cli.output import err, out, safe
-from grid_ops.jobs import TERMINAL
 
 if TYPE_CHECKING:
     from grid_ops.model import ClusterModel
@@ -136,11 +135,7 @@ def _demo_job(cluster: ClusterModel) -> None:
     name = f"demo-{time.strftime('%H%M%S')}"
     jobs.launch(cluster, name, ["python", "-c", DEMO_JOB])
     out.print(f"launched job {name}; waiting for it to finish")
-    deadline = time.monotonic() + 300
-    record = jobs.load(cluster, name)
-    while record.get("status") not in TERMINAL and time.monotonic() < deadline:
-        time.sleep(1)
-        record = jobs.refresh(cluster, [record])[0]
+    jobs.wait(cluster, name, 300)
     data, record = jobs.outcome(cluster, name)
     job_cmd.show_results(name, data, record, json_out=False)
 

@@ -1,4 +1,5 @@
-"""grid-ops job: training jobs on Ray Jobs (launch, status, logs, list, cancel, results)."""
+"""grid-ops job: training jobs in the head's queue (launch, status, logs, list, cancel,
+results)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,16 @@ from grid_ops.cli.common import ConfigOption, JsonOption, load_cluster
 from grid_ops.cli.output import cell, out, print_json, safe
 from grid_ops.jobs import TERMINAL
 
-app = typer.Typer(help="Training jobs on the cluster's Ray Jobs.", no_args_is_help=True)
+app = typer.Typer(
+    help="Training jobs: a queue on the head (priorities, fair share, retries) that starts "
+    "each job on Ray Jobs once its ranks fit.",
+    no_args_is_help=True,
+)
 NameArg = Annotated[str, typer.Argument(help="The job's name (from job launch).")]
-STYLE = {"SUCCEEDED": "green", "FAILED": "red", "STOPPED": "yellow", "RUNNING": "cyan"}
+STYLE = {
+    "SUCCEEDED": "green", "FAILED": "red", "STOPPED": "yellow", "RUNNING": "cyan",
+    "QUEUED": "magenta",
+}  # fmt: skip
 
 
 def _when(stamp: float | None) -> str:
@@ -60,24 +68,63 @@ def launch(
             show_default=False,
         ),
     ] = None,
+    cpus_per_node: Annotated[
+        float, typer.Option("--cpus-per-node", help="CPUs reserved per rank.", min=0)
+    ] = 1.0,
+    priority: Annotated[
+        str,
+        typer.Option(
+            "--priority",
+            help="low, normal or high: the queue offers the cluster to higher first, then "
+            "to the submitter with fewer recent GPU-hours, then to the older job.",
+        ),
+    ] = "normal",
+    max_retries: Annotated[
+        int | None,
+        typer.Option(
+            "--max-retries",
+            help="Attempts after a lost node, a restarted head or a --retry-on-exit code "
+            "(a plain failure is never retried). Default: execution.job_max_retries (2).",
+            min=0,
+            show_default=False,
+        ),
+    ] = None,
+    retry_on_exit: Annotated[
+        list[int] | None,
+        typer.Option("--retry-on-exit", help="An exit code that retries the job (repeat).", min=1),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            help="Seconds an attempt may run; then it ends FAILED (timeout).",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Submit COMMAND as a job to Ray Jobs on the head; prints its name and id."""
+    """Queue COMMAND on the head; it starts once its ranks fit on healthy, undrained nodes.
+    Prints its name and id at once ('job status' says why it waits)."""
     from grid_ops.actions import jobs
 
     jobs.check_name(name)
     variables = jobs.parse_env(env or [])  # checked before anything else happens
     cluster, _ = load_cluster(config)
     record = jobs.launch(
-        cluster, name, command, workdir=workdir, env=variables, gpus=gpus_per_node, nodes=nodes
-    )
+        cluster, name, command, workdir=workdir, env=variables, gpus=gpus_per_node,
+        nodes=nodes, cpus=cpus_per_node, priority=priority, max_retries=max_retries,
+        retry_on_exit=tuple(retry_on_exit or ()), timeout=timeout,
+    )  # fmt: skip
     if json_out:
         from grid_ops import answers
 
         print_json(answers.job(record))
     else:
         shown = safe(name)
-        out.print(f"Launched job {shown} ({safe(record['submission_id'])}).")
+        state = safe(record["status"])
+        why = f": {safe(record['reason'])}" if record["status"] == "QUEUED" else ""
+        out.print(f"Job {shown} ({safe(record['id'])}) is {state}{why}.")
         out.print(
             f"Follow it: grid-ops job logs {shown} --follow   |   grid-ops job status {shown}"
         )
@@ -89,14 +136,14 @@ def status(
     config: ConfigOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Status of one job (or all): PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED."""
+    """Status of one job (or all): QUEUED (and why it waits), RUNNING, SUCCEEDED, FAILED
+    or STOPPED, with its attempts."""
     from grid_ops.actions import jobs
 
     if name is not None:
-        jobs.check_name(name)
+        jobs.check_key(name)
     cluster, _ = load_cluster(config)
     records = [jobs.load(cluster, name)] if name is not None else jobs.load_all(cluster)
-    records = jobs.refresh(cluster, records)
     if json_out:
         from grid_ops import answers
 
@@ -108,26 +155,33 @@ def status(
 
 @app.command("list")
 def list_jobs(config: ConfigOption = None, json_out: JsonOption = False) -> None:
-    """Every job launched on this cluster from here, newest last."""
+    """Every job in the head's queue (whoever launched it), newest last."""
     status(name=None, config=config, json_out=json_out)
 
 
 def _table(records: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
+    from grid_ops import answers
+
     table = Table(title="jobs", title_justify="left")
-    for col in ("name", "status", "submitted", "started", "ended", "exit", "note"):
+    for col in ("name", "status", "pri", "by", "try", "submitted", "started", "ended", "exit",
+                "note"):  # fmt: skip
         table.add_column(col)
-    for r in records:
-        state = str(r.get("status"))
+    for record in records:
+        r = answers.job(record)
+        state = str(r["status"])
         table.add_row(
             cell(r["name"]),
             cell(state, style=STYLE.get(state, "")),
-            _when(r.get("submitted_at")),
-            _when(r.get("started_at")),
-            _when(r.get("ended_at")),
-            cell("" if r.get("exit_code") is None else r["exit_code"]),
-            "" if r.get("known_to_ray", True) else "no longer known to Ray",
+            cell(r["priority"]),
+            cell(r["submitter"]),
+            cell(r["attempt"] or ""),
+            _when(r["submitted_at"]),
+            _when(r["started_at"]),
+            _when(r["ended_at"]),
+            cell("" if r["exit_code"] is None else r["exit_code"]),
+            cell(r["reason"]),
         )
     out.print(table)
 
@@ -140,34 +194,34 @@ def logs(
         False
     ),
 ) -> None:
-    """Print a job's output (stdout and stderr of its command)."""
+    """Print a job's output (its last attempt's ranks): from Ray Jobs while the head knows
+    the attempt, else from each rank's log on its own node."""
     from grid_ops.actions import jobs
 
-    jobs.check_name(name)
+    jobs.check_key(name)
     cluster, _ = load_cluster(config)
     record = jobs.load(cluster, name)
     shown = 0
     while True:
-        text = jobs.head_call(cluster, "logs", record["submission_id"])["logs"] or ""
+        text = jobs.logs(cluster, record)
         sys.stdout.write(text[shown:])
         sys.stdout.flush()
         shown = len(text)
-        if not follow:
-            return
-        jobs.refresh(cluster, [record])
-        if record.get("status") in TERMINAL or not record.get("known_to_ray", True):
-            text = jobs.head_call(cluster, "logs", record["submission_id"])["logs"] or ""
-            sys.stdout.write(text[shown:])
+        if not follow or record.get("status") in TERMINAL:
             return
         time.sleep(1.0)
+        before = record.get("attempts") or []
+        record = jobs.load(cluster, record["id"])
+        if len(record.get("attempts") or []) != len(before):
+            shown = 0  # a new attempt: its own output from the start
 
 
 @app.command("cancel")
 def cancel(name: NameArg, config: ConfigOption = None) -> None:
-    """Stop a job; it ends STOPPED."""
+    """Stop a job, queued or running; it ends STOPPED."""
     from grid_ops.actions import jobs
 
-    jobs.check_name(name)
+    jobs.check_key(name)
     cluster, _ = load_cluster(config)
     stopped = jobs.cancel(cluster, name)
     out.print(f"Job {safe(name)}: {safe(stopped['status'])}.")
@@ -178,7 +232,7 @@ def results(name: NameArg, config: ConfigOption = None, json_out: JsonOption = F
     """The metrics a job reported (grid_ops.jobs.report), the final values and duration."""
     from grid_ops.actions import jobs
 
-    jobs.check_name(name)
+    jobs.check_key(name)
     cluster, _ = load_cluster(config)
     data, record = jobs.outcome(cluster, name)
     show_results(name, data, record, json_out)

@@ -14,7 +14,7 @@ import re
 import subprocess
 from typing import TYPE_CHECKING, Any
 
-from grid_ops.errors import GridOpsError, NotFound, Unavailable, UsageError
+from grid_ops.errors import Conflict, GridOpsError, NotFound, Unavailable, UsageError
 from grid_ops.layout import EXIT_MISSING_ROOT, EXIT_SSH_FAILED
 
 if TYPE_CHECKING:
@@ -127,6 +127,12 @@ def release(cluster: ClusterModel, rid: str, kind: str) -> dict[str, Any]:
     return dict(row)
 
 
+def command_line(op: str, args: dict[str, Any] | None, with_payload: bool) -> list[str]:
+    """What ``call`` runs on the head for ``op`` (pure); the payload goes on stdin."""
+    command = ["python", "-m", "grid_ops.runtime.client", op, "--args", json.dumps(args or {})]
+    return [*command, "--stdin"] if with_payload else command
+
+
 def call(
     cluster: ClusterModel,
     op: str,
@@ -141,9 +147,7 @@ def call(
 
     timeout = timeout or cluster.deadlines.controller
 
-    command = ["python", "-m", "grid_ops.runtime.client", op, "--args", json.dumps(args or {})]
-    if payload is not None:
-        command.append("--stdin")
+    command = command_line(op, args, payload is not None)
     model.ensure_control_dir()
     head = cluster.head
     try:
@@ -174,7 +178,11 @@ def call(
             "Start the cluster with 'grid-ops cluster start' (it starts the controller too).",
         )
     if not answer.get("ok"):
-        refused = NotFound if answer.get("missing") else UsageError
+        refused: type[GridOpsError] = UsageError
+        if answer.get("missing"):
+            refused = NotFound
+        elif answer.get("conflict"):
+            refused = Conflict
         raise refused(str(answer.get("error")), str(answer.get("hint") or "") or None)
     size = int(answer.get("payload") or 0)
     if len(rest) != size:

@@ -335,6 +335,11 @@ def _controller(config: ClusterConfig) -> dict[str, Any]:
         "sharing": sharing.enabled,
         "offload": config.offload.model_dump(mode="json"),
         "nvidia_smi": config.health_check.nvidia_smi,
+        "dashboard_port": config.ray.dashboard_port,
+        "jobs": {
+            "reserve_after": config.execution.job_reserve_after,
+            "usage_half_life": config.execution.job_usage_half_life,
+        },
     }
 
 

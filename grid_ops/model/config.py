@@ -493,6 +493,20 @@ class ExecutionConfig(Strict):
     )
     timeout_seconds: Seconds = Field(default=1800, description="'run --timeout' default")
     retry_attempts: Retries = 3
+    job_max_retries: Retries = Field(
+        default=2,
+        description="'job launch --max-retries' default: attempts after a lost node or a "
+        "restarted head (a plain failure is never retried)",
+    )
+    job_reserve_after: Seconds = Field(
+        default=600,
+        description="a high-priority job queued this long holds the nodes it needs "
+        "(smaller jobs stop taking them)",
+    )
+    job_usage_half_life: Seconds = Field(
+        default=86_400,
+        description="fair share: a submitter's GPU-hours count half after this long",
+    )
 
 
 class ResourceSharingConfig(Strict):

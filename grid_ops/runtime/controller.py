@@ -32,8 +32,18 @@ from pathlib import Path
 from typing import Any
 
 from grid_ops import layout
-from grid_ops.runtime import nodes, offload, pool, private, protocol, reservations, store
-from grid_ops.runtime.nodes import Missing, Refused
+from grid_ops.runtime import (
+    jobboard,
+    nodes,
+    offload,
+    pool,
+    private,
+    protocol,
+    reservations,
+    store,
+)
+from grid_ops.runtime.jobs import Runner
+from grid_ops.runtime.nodes import Conflicting, Missing, Refused
 from grid_ops.runtime.taskstats import Totals
 
 NAMESPACE = layout.CONTROLLER_NAMESPACE
@@ -67,6 +77,7 @@ class Controller:
         self.sampler = offload.Sampler(str(settings.get("nvidia_smi") or ""))
         self._save()
         self._restore()
+        self.board = jobboard.Board(self.dir, self._runner())
         self._server = self._serve()
         threading.Thread(target=self._maintain, name="grid-maintain", daemon=True).start()
 
@@ -84,6 +95,14 @@ class Controller:
 
     def _save(self) -> None:
         store.save(self.dir, self.state)
+
+    def _runner(self) -> Runner:
+        """Ray Jobs on this head, for the job queue."""
+        import ray
+
+        root = os.environ.get("GRID_OPS_ROOT") or str(self.dir.parents[1])
+        port = int(self.settings.get("dashboard_port") or 8265)
+        return Runner(port, root, ray.get_runtime_context().gcs_address)
 
     def _serve(self) -> socketserver.BaseServer:
         path = protocol.socket_path(self.dir)
@@ -109,6 +128,8 @@ class Controller:
                     answer = {"ok": False, "error": str(exc), "hint": exc.hint}
                     if isinstance(exc, Missing):
                         answer["missing"] = True
+                    if isinstance(exc, Conflicting):
+                        answer["conflict"] = True
                     protocol.write_message(self.wfile, answer)
                 except Exception as exc:  # answer the caller; the controller stays up
                     protocol.write_message(
@@ -139,6 +160,19 @@ class Controller:
                 self._retry_pending()
             except Exception:  # keep maintaining; each step is retried next tick
                 pass
+            with contextlib.suppress(Exception):  # Ray Jobs not up yet: next tick
+                self._jobs_tick()
+
+    def _jobs_tick(self) -> None:
+        if not self.board.live():
+            return
+        policy = self.settings.get("jobs") or {}
+        self.board.tick(
+            self._views(),
+            time.time(),
+            float(policy.get("reserve_after", 600)),
+            float(policy.get("usage_half_life", 86_400)),
+        )
 
     # -- actor methods -------------------------------------------------------------------
 
@@ -433,6 +467,37 @@ class Controller:
                 continue
         return {"key": key, "deleted": True, "nodes": entry["nodes"]}, b""
 
+    # -- the job queue -----------------------------------------------------------------
+
+    def _job_submit(self, args: dict[str, Any], payload: bytes) -> tuple[Any, bytes]:
+        from grid_ops.runtime.jobs import parse_env
+
+        try:
+            env = parse_env(payload.decode("utf-8")) if payload else {}
+        except ValueError as exc:
+            raise Refused(f"The job's environment is not valid: {exc}.") from None
+        spec = args.get("job")
+        if not isinstance(spec, dict):
+            raise Refused("job-submit needs the job.")
+        job = self.board.submit(spec, env, time.time())
+        with contextlib.suppress(Exception):  # it starts now if it fits (else next tick)
+            self._jobs_tick()
+        return self.board.find(job.id).to_json(), b""
+
+    def _job_list(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+        held = self.board.reservation
+        return {
+            "jobs": self.board.rows(),
+            "reservation": {"job": held.job_id, "nodes": list(held.nodes)} if held else None,
+            "problems": list(self.board.problems),
+        }, b""
+
+    def _job_get(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+        return self.board.find(str(args.get("name") or "")).to_json(), b""
+
+    def _job_cancel(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+        return self.board.cancel(str(args.get("name") or "")).to_json(), b""
+
     # -- status and metrics --------------------------------------------------------------
 
     def _ping(self) -> dict[str, Any]:
@@ -567,6 +632,10 @@ OPS: dict[str, Any] = {
     "overview": Controller._overview,
     "configure": Controller._configure,
     "evacuate": Controller._evacuate,
+    "job-submit": Controller._job_submit,
+    "job-list": Controller._job_list,
+    "job-get": Controller._job_get,
+    "job-cancel": Controller._job_cancel,
 }
 
 

@@ -36,6 +36,8 @@ class Attempt:
     ended_at: float | None = None
     exit_code: int | None = None
     reason: str = ""
+    submission_id: str = ""  # its Ray job (one per attempt)
+    message: str = ""  # what Ray Jobs said of it when it ended
 
     def __post_init__(self) -> None:
         if self.number < 1:
@@ -69,6 +71,10 @@ class Job:
     retry_on_exit: tuple[int, ...] = ()
     timeout: float | None = None
     avoid: tuple[str, ...] = ()  # nodes its next attempt may not use
+    command: tuple[str, ...] = ()  # what each rank runs (argv)
+    workdir: str = ""  # where it runs, relative to the head's remote root ("": synced code)
+    has_env: bool = False  # its --env variables are kept beside the queue, never in it
+    stop_requested: bool = False  # 'job cancel' of a running job: its attempt is stopping
 
     def __post_init__(self) -> None:
         problems = []
@@ -392,7 +398,12 @@ def apply_outcome(job: Job, outcome: Outcome) -> Job:
     """The job with ``outcome`` recorded (its last attempt closed)."""
     attempts = job.attempts if outcome.ended is None else (*job.attempts[:-1], outcome.ended)
     return replace(
-        job, status=outcome.status, reason=outcome.reason, avoid=outcome.avoid, attempts=attempts
+        job,
+        status=outcome.status,
+        reason=outcome.reason,
+        avoid=outcome.avoid,
+        attempts=attempts,
+        stop_requested=False,
     )
 
 
@@ -417,6 +428,12 @@ Reader = Callable[[object, str], Any]
 def _text(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{where}: expected a string, not {type(value).__name__}")
+    return value
+
+
+def _bool(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}: expected true or false, not {type(value).__name__}")
     return value
 
 
@@ -466,6 +483,7 @@ def _read(data: object, where: str, cls: type[Attempt | Job]) -> dict[str, Any]:
 # By the annotations' text (``from __future__ import annotations`` keeps them strings).
 _READERS: dict[str, Reader] = {
     "str": _text,
+    "bool": _bool,
     "int": _int,
     "float": _number,
     "int | None": _optional(_int),

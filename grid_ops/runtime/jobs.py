@@ -28,7 +28,6 @@ import re
 import shlex
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from grid_ops import layout
@@ -153,48 +152,91 @@ def _details(job: Any) -> dict[str, Any]:
     }
 
 
-def _submit(client: Any, args: argparse.Namespace, env_text: str) -> str:
-    runtime_env: dict[str, Any] = {}
-    entrypoint = args.entrypoint
-    if args.working_dir:
-        runtime_env["working_dir"] = args.working_dir
-    else:  # no --workdir: the job starts where 'grid-ops sync' puts code, as 'run' does
-        code = Path.cwd() / layout.CODE
-        entrypoint = f"cd -- {shlex.quote(str(code))} && {entrypoint}"
-    metadata = json.loads(args.metadata)
-    env = parse_env(env_text)
-    if env:  # kept for the entrypoint (launch --job-env), never in the job's own fields
-        stash_env(args.submission_id, env, os.environ)
-    try:
-        sid: str = client.submit_job(
-            entrypoint=entrypoint,
-            submission_id=args.submission_id,
-            runtime_env=runtime_env or None,
-            metadata=metadata,
-            entrypoint_num_gpus=args.num_gpus or None,
-        )
-    except BaseException:
-        if env:
-            drop_env(args.submission_id, os.environ)
-        raise
-    return sid
+def launch_argv(
+    job: Any, submission_id: str, attempt: int, nodes: tuple[str, ...], with_env: bool
+) -> list[str]:
+    """What Ray Jobs runs for an attempt of a queued job (a ``jobqueue.Job``): one rank
+    per node of ``nodes`` through grid_ops.runtime.launch, pinned there; only the
+    submission id of its variables is on this line, never a value (pure)."""
+    argv = ["python", "-m", "grid_ops.runtime.launch", "--nodes", str(len(nodes))]
+    argv += ["--gpus-per-node", f"{job.gpus_per_node:g}", "--cpus-per-node",
+             f"{job.cpus_per_node:g}", "--on", ",".join(nodes), "--job", job.id,
+             "--attempt", str(attempt)]  # fmt: skip
+    argv += ["--job-env", submission_id] if with_env else []
+    return [*argv, "--", *job.command]
+
+
+class Runner:
+    """Ray Jobs as the job queue sees it (``jobboard.Runner``), from the controller on
+    the head: the dashboard on loopback, the GCS at ``gcs_address``."""
+
+    def __init__(self, port: int, root: str, gcs_address: str) -> None:
+        self.port = port
+        self.root = root
+        self.environ = {"RAY_ADDRESS": gcs_address}
+        self._job_client: Any = None
+
+    def _client(self) -> Any:
+        if self._job_client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            self._job_client = JobSubmissionClient(DASHBOARD.format(port=self.port))
+        return self._job_client
+
+    def submit(
+        self, job: Any, submission_id: str, attempt: int, nodes: tuple[str, ...],
+        env: dict[str, str],
+    ) -> None:  # fmt: skip
+        entry = shlex.join(launch_argv(job, submission_id, attempt, nodes, bool(env)))
+        runtime_env: dict[str, Any] = {}
+        if job.workdir:  # shipped by the client to the job's own dir on the head
+            runtime_env["working_dir"] = layout.job_file(self.root, job.id, layout.JOB_WORK)
+        else:  # it starts where 'grid-ops sync' puts code, as 'run' does
+            code = os.path.join(self.root, layout.CODE)
+            entry = f"cd -- {shlex.quote(code)} && {entry}"
+        if env:  # kept for the entrypoint (launch --job-env), never in the job's own fields
+            stash_env(submission_id, env, self.environ)
+        try:
+            self._client().submit_job(
+                entrypoint=entry,
+                submission_id=submission_id,
+                runtime_env=runtime_env or None,
+                metadata={"grid_ops_job": job.id, "grid_ops_name": job.name},
+            )
+        except BaseException:
+            self._job_client = None  # a new client next time (the dashboard may be back)
+            if env:
+                drop_env(submission_id, self.environ)
+            raise
+
+    def seen(self, submission_id: str) -> Any:
+        from grid_ops.runtime.jobboard import Seen
+
+        try:
+            job = self._client().get_job_info(submission_id)
+        except RuntimeError as exc:
+            if "does not exist" in str(exc):
+                return None
+            raise
+        except Exception:
+            self._job_client = None
+            raise
+        details = _details(job)
+        if details["status"] in TERMINAL:
+            drop_env(submission_id, self.environ)  # its entrypoint never took them
+        code = details["exit_code"]
+        return Seen(details["status"], int(code) if code is not None else None,
+                    str(details["message"] or ""))  # fmt: skip
+
+    def stop(self, submission_id: str) -> None:
+        self._client().stop_job(submission_id)
+        drop_env(submission_id, self.environ)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dashboard-port", type=int, default=8265)
     sub = parser.add_subparsers(dest="command", required=True)
-    submit = sub.add_parser("submit")
-    submit.add_argument("--submission-id", required=True)
-    submit.add_argument("--entrypoint", required=True)
-    submit.add_argument("--working-dir")
-    submit.add_argument(
-        "--env-stdin",
-        action="store_true",
-        help="read the job's environment variables from stdin (a JSON object)",
-    )
-    submit.add_argument("--metadata", default="{}", help="JSON object of strings")
-    submit.add_argument("--num-gpus", type=float, default=0)
     info = sub.add_parser("info")
     info.add_argument("submission_ids", nargs="+")
     logs = sub.add_parser("logs")
@@ -206,10 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = _client(args.dashboard_port)
         out: Any
-        if args.command == "submit":
-            env_text = sys.stdin.read() if args.env_stdin else ""
-            out = {"submission_id": _submit(client, args, env_text)}
-        elif args.command == "info":
+        if args.command == "info":
             out = {"jobs": []}
             for sid in args.submission_ids:
                 try:

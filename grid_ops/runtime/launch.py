@@ -17,6 +17,7 @@ becomes CMD (exec).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ from grid_ops import layout
 
 PLACEMENT_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
+PIN = 0.001
 
 
 def _free_port() -> int:
@@ -56,6 +58,25 @@ def rank_env(
         "RANK": str(rank),
         "LOCAL_RANK": "0",
     }
+
+
+def job_dirs(job_id: str, attempt: int, rank: int) -> tuple[dict[str, str], str | None]:
+    """On the rank's node, for a queued job: ``GRID_OPS_CHECKPOINT_DIR`` (the job's
+    checkpoints under this node's remote root: the same path on every attempt), the job's
+    id and attempt, and the file this rank's output is kept in; made private (0700)."""
+    root = os.environ.get("GRID_OPS_ROOT")
+    if not job_id or not root:
+        return {}, None
+    checkpoints = layout.job_file(root, job_id, layout.JOB_CHECKPOINTS)
+    log = layout.job_file(root, job_id, layout.rank_log(attempt, rank))
+    for folder in (checkpoints, os.path.dirname(log)):
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    env = {
+        "GRID_OPS_CHECKPOINT_DIR": checkpoints,
+        "GRID_OPS_JOB_ID": job_id,
+        "GRID_OPS_ATTEMPT": str(attempt),
+    }
+    return env, log
 
 
 def job_env(submission_id: str) -> dict[str, str]:
@@ -96,26 +117,44 @@ def _in_code_dir() -> bool:
     return code is not None and os.path.realpath(os.getcwd()) == os.path.realpath(code)
 
 
-def _rank(command: list[str], env: dict[str, str], rank: int, in_code: bool = False) -> int:
+def _rank(
+    command: list[str], env: dict[str, str], rank: int, in_code: bool = False,
+    job: tuple[str, int] = ("", 0),
+) -> int:  # fmt: skip
     """Run one rank, streaming its output with a rank prefix; its exit code. ``in_code``:
-    in this node's synced code directory, as the job's entrypoint on the head."""
-    proc = subprocess.Popen(
-        command,
-        cwd=_code_dir() if in_code else None,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=_die_with_parent,
-    )
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            print(f"[rank {rank}] {line}", end="", flush=True)
-        return proc.wait()
-    except BaseException:  # cancelled: take the rank down with us
-        proc.kill()
-        raise
+    in this node's synced code directory, as the job's entrypoint on the head. ``job``
+    (a queued job's id and attempt): its checkpoint dir is set, and the output is also
+    kept in the rank's log on this node (``job_dirs``)."""
+    extra, log_path = job_dirs(job[0], job[1], rank)
+    with contextlib.ExitStack() as stack:
+        log = None
+        if log_path:
+            log = stack.enter_context(open(log_path, "a", encoding="utf-8", opener=_private))
+        proc = subprocess.Popen(
+            command,
+            cwd=_code_dir() if in_code else None,
+            env={**os.environ, **env, **extra},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            preexec_fn=_die_with_parent,
+        )
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                print(f"[rank {rank}] {line}", end="", flush=True)
+                if log is not None:
+                    log.write(line)
+                    log.flush()
+            return proc.wait()
+        except BaseException:  # cancelled: take the rank down with us
+            proc.kill()
+            raise
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW, 0o600)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--gpus-per-node", type=float, default=0)
     parser.add_argument("--cpus-per-node", type=float, default=1)
+    parser.add_argument(
+        "--on", default="", metavar="NODE,…", help="the grid-ops nodes of the ranks, in order"
+    )
+    parser.add_argument("--job", default="", help="the queued job's id (its checkpoints, logs)")
+    parser.add_argument("--attempt", type=int, default=1)
     parser.add_argument(
         "--job-env",
         default="",
@@ -142,6 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     return _ranks(args, command, variables)
 
 
+def bundles(bundle: dict[str, float], count: int, on: str) -> list[dict[str, float]]:
+    """One bundle per rank; with ``on`` (node names), bundle i is pinned to node i by the
+    node's ``grid_node:<name>`` resource (a sliver of it: other work may pin there too)."""
+    names = [n for n in on.split(",") if n]
+    if names and len(names) != count:
+        raise SystemExit(f"grid-ops: --on names {len(names)} node(s) for {count} rank(s)")
+    if not names:
+        return [dict(bundle) or {"CPU": 0.001} for _ in range(count)]
+    return [{**bundle, layout.node_resource(name): PIN} for name in names]
+
+
 def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]) -> int:
     import ray
     from ray.util.placement_group import (
@@ -152,10 +207,10 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     ray.init(logging_level="ERROR", log_to_driver=True)
-    bundle: dict[str, float] = {"CPU": args.cpus_per_node}
+    bundle: dict[str, float] = {"CPU": args.cpus_per_node} if args.cpus_per_node else {}
     if args.gpus_per_node:
         bundle["GPU"] = args.gpus_per_node
-    group = placement_group([dict(bundle) for _ in range(args.nodes)], strategy="STRICT_SPREAD")
+    group = placement_group(bundles(bundle, args.nodes, args.on), strategy="STRICT_SPREAD")
     ready, _ = ray.wait([group.ready()], timeout=PLACEMENT_TIMEOUT)
     if not ready:
         alive = sum(1 for n in ray.nodes() if n["Alive"])
@@ -184,7 +239,7 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
     in_code = _in_code_dir()
 
     def one_rank(rank: int, env: dict[str, str]) -> int:
-        return _rank(command, env, rank, in_code)
+        return _rank(command, env, rank, in_code, (args.job, args.attempt))
 
     master_endpoint = ray.remote(num_cpus=0)(endpoint)
     run_rank = ray.remote(max_retries=0)(one_rank)

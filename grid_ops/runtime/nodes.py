@@ -23,6 +23,11 @@ class Missing(Refused):
     answers 'not found')."""
 
 
+class Conflicting(Refused):
+    """A request that clashes with what exists (a live job of that name): the caller
+    answers 'conflict'."""
+
+
 @dataclass
 class NodeView:
     name: str

@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -100,6 +100,7 @@ class JobRequest(BaseModel):
     nodes: int | None = Field(default=None, ge=1, description="Ranks, one per node.")
     gpus_per_node: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     env: dict[Name, EnvValue] = Field(default_factory=dict, max_length=ENV_VARIABLES)
+    priority: Literal["low", "normal", "high"] = "normal"
 
     @field_validator("command")
     @classmethod
@@ -223,11 +224,8 @@ def add_routes(app: FastAPI, resolved: ClusterModel, refresher: Refresher, bind:
         return found.data
 
     def job_record(name: str) -> dict[str, Any]:
-        jobs.check_name(name)
-        for record in refresher.section("jobs").data or []:
-            if record["name"] == name:
-                return dict(record)
-        return jobs.load(resolved, name)  # launched since the last round, or NotFound
+        """The job of that name (its newest) or id: from the head's queue now."""
+        return jobs.load(resolved, jobs.check_key(name))
 
     # -- the page's document and the server itself ------------------------------------
 
@@ -256,7 +254,7 @@ def add_routes(app: FastAPI, resolved: ClusterModel, refresher: Refresher, bind:
 
     def job_view(record: dict[str, Any]) -> dict[str, Any]:
         view = answers.job(record)
-        logs = refresher.job_logs(record["name"])
+        logs = refresher.job_logs(record["id"])
         view["log_tail"] = logs.text.splitlines()[-LOG_LINES:] if logs else []
         return view
 
@@ -307,7 +305,7 @@ def add_routes(app: FastAPI, resolved: ClusterModel, refresher: Refresher, bind:
 
     @app.get("/api/jobs", tags=["jobs"])
     def job_list() -> list[dict[str, Any]]:
-        """Every job launched on this cluster from this machine, as 'job list --json'."""
+        """Every job in the head's queue, as 'job list --json' (from the last round)."""
         return [answers.job(r) for r in section("jobs")]
 
     @app.post("/api/jobs", status_code=201, tags=["jobs"])
@@ -320,6 +318,7 @@ def add_routes(app: FastAPI, resolved: ClusterModel, refresher: Refresher, bind:
             env=request.env,
             gpus=request.gpus_per_node,
             nodes=request.nodes,
+            priority=request.priority,
         )
         refresher.kick()
         return answers.job(record)
@@ -334,14 +333,16 @@ def add_routes(app: FastAPI, resolved: ClusterModel, refresher: Refresher, bind:
         """The job's output as text, streamed (chunked) until the job ends; follow=0
         answers what there is now."""
         record = await asyncio.to_thread(job_record, name)
-        if refresher.job_logs(name) is None:
+        if refresher.job_logs(record["id"]) is None:
             await asyncio.to_thread(refresher.read_logs, record)
-        return StreamingResponse(_stream(name, follow), media_type="text/plain; charset=utf-8")
+        return StreamingResponse(
+            _stream(record["id"], follow), media_type="text/plain; charset=utf-8"
+        )
 
-    async def _stream(name: str, follow: bool) -> AsyncIterator[str]:
+    async def _stream(job_id: str, follow: bool) -> AsyncIterator[str]:
         shown = 0
         while True:
-            logs = refresher.job_logs(name)
+            logs = refresher.job_logs(job_id)
             text = logs.text if logs else ""
             if len(text) > shown:
                 yield text[shown:]
@@ -353,8 +354,7 @@ def add_routes(app: FastAPI, resolved: ClusterModel, refresher: Refresher, bind:
     @app.post("/api/jobs/{name}/cancel", tags=["jobs"])
     def job_cancel(name: str) -> dict[str, Any]:
         """Stop a job (it ends STOPPED), as 'grid-ops job cancel'."""
-        job_record(name)
-        stopped = jobs.cancel(resolved, name)
+        stopped = jobs.cancel(resolved, job_record(name)["id"])
         refresher.kick()
         return stopped
 
@@ -362,8 +362,8 @@ def add_routes(app: FastAPI, resolved: ClusterModel, refresher: Refresher, bind:
     def job_results(name: str) -> dict[str, Any]:
         """The metrics the job reported, as 'job results NAME --json' (from the logs the
         refresher read once the job ended, else from the head)."""
-        job_record(name)
-        logs = refresher.job_logs(name)
+        record = job_record(name)
+        logs = refresher.job_logs(record["id"])
         data, _ = jobs.outcome(resolved, name, logs.text if logs and logs.final else None)
         return data
 

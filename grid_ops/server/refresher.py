@@ -96,9 +96,9 @@ class Refresher:
             found = self.sections[name]
             return Section(found.data, found.at, found.error)
 
-    def job_logs(self, name: str) -> JobLogs | None:
+    def job_logs(self, job_id: str) -> JobLogs | None:
         with self._lock:
-            found = self.logs.get(name)
+            found = self.logs.get(job_id)
             return None if found is None else JobLogs(found.text, found.final)
 
     async def refreshed(self, timeout: float) -> bool:
@@ -208,26 +208,28 @@ class Refresher:
     def _jobs(self) -> list[dict[str, Any]]:
         from grid_ops.actions import jobs
 
-        records = jobs.refresh(self.cluster, jobs.load_all(self.cluster))
+        records = jobs.load_all(self.cluster)
         recent = time.time() - RECENT_S
         for record in records:
             with self._lock:
-                known = self.logs.get(record["name"])
-            if (known is not None and known.final) or not record.get("known_to_ray", True):
+                known = self.logs.get(record["id"])
+            if known is not None and known.final:
                 continue
-            if record.get("status") in TERMINAL and (record.get("ended_at") or 0) < recent:
+            if record.get("status") == "QUEUED":
+                continue  # no output yet
+            ended = jobs.last_attempt(record).get("ended_at") or 0
+            if record.get("status") in TERMINAL and ended < recent:
                 continue  # an old job: its logs are read when asked for (once)
             self.read_logs(record)
         return records
 
     def read_logs(self, record: dict[str, Any]) -> JobLogs:
-        """Read a job's logs from the head now and keep them; final when the job had
+        """Read a job's logs now and keep them (by the job's id); final when the job had
         ended before they were read."""
         from grid_ops.actions import jobs
 
         ended = record.get("status") in TERMINAL
-        text = jobs.head_call(self.cluster, "logs", record["submission_id"])["logs"] or ""
-        found = JobLogs(text, ended)
+        found = JobLogs(jobs.logs(self.cluster, record), ended)
         with self._lock:
-            self.logs[record["name"]] = found
+            self.logs[record["id"]] = found
         return JobLogs(found.text, found.final)

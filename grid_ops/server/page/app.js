@@ -106,14 +106,15 @@
       el("td", { class: "num", text: bytes(node.disk_free_bytes) }));
   }
 
-  const JOB_STYLE = { SUCCEEDED: "ok", FAILED: "bad", STOPPED: "warn", RUNNING: "info" };
+  const JOB_STYLE = { SUCCEEDED: "ok", FAILED: "bad", STOPPED: "warn", RUNNING: "info", QUEUED: "" };
   function jobRow(job, now) {
-    const live = job.status === "RUNNING" || job.status === "PENDING";
+    const live = job.status === "RUNNING";
     const end = job.ended_at || (job.status === "RUNNING" ? now : null);
     return el("tr", { "data-job": job.name },
       el("td", {}, el("strong", { text: job.name })),
       el("td", { class: "state" }, badge(job.status || "?", JOB_STYLE[job.status] || "", job.message || ""),
-        job.known_to_ray ? null : el("span", { class: "note", text: "no longer known to Ray" })),
+        job.attempt > 1 ? el("span", { class: "note", text: "attempt " + job.attempt }) : null,
+        job.status === "QUEUED" ? el("span", { class: "note", text: job.reason || "" }) : null),
       el("td", { class: "num", text: job.started_at && end ? duration(end - job.started_at) : "" }),
       el("td", { class: "num", text: job.nodes }),
       el("td", {}, el("div", { class: "tailbox" }, el("pre", { class: "tail", text: (job.log_tail || []).slice(live ? -8 : -3).join("\n") }))));
@@ -141,9 +142,10 @@
     document.getElementById("repairs-count").textContent = repairs.length ? "latest " + repairs.length : "";
 
     const jobs = (state.jobs || []).slice().reverse().slice(0, 25);
-    const running = jobs.filter((j) => j.status === "RUNNING" || j.status === "PENDING").length;
-    fill("jobs", jobs.map((j) => jobRow(j, state.now)), 5, "no jobs launched from this machine yet");
-    document.getElementById("jobs-count").textContent = running + " running, " + (state.jobs || []).length + " in all";
+    const running = (state.jobs || []).filter((j) => j.status === "RUNNING").length;
+    const queued = (state.jobs || []).filter((j) => j.status === "QUEUED").length;
+    fill("jobs", jobs.map((j) => jobRow(j, state.now)), 5, "no jobs in the queue yet");
+    document.getElementById("jobs-count").textContent = running + " running, " + queued + " queued, " + (state.jobs || []).length + " in all";
 
     const controller = state.controller || {};
     fill("boosts", (controller.reservations || []).map((r) => el("tr", { "data-boost": r.id },

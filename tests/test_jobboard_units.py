@@ -1,0 +1,253 @@
+"""The queue on the head (grid_ops.runtime.jobboard) with a stand-in for Ray Jobs: what
+it starts, when, where, and what an ended attempt leads to. The same paths run for real
+on the lab in tests/test_queue_lab.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grid_ops.runtime import jobboard
+from grid_ops.runtime.jobboard import Board, Seen
+from grid_ops.runtime.nodes import NodeView, Refused
+
+
+class FakeRay:
+    """Ray Jobs as the board sees it: a submit starts a job, the test ends it."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Seen] = {}
+        self.where: dict[str, tuple[str, ...]] = {}
+        self.stopped: list[str] = []
+        self.refuse = ""
+
+    def submit(
+        self, job: Any, sid: str, attempt: int, nodes: tuple[str, ...], env: dict[str, str]
+    ) -> None:
+        if self.refuse:
+            raise RuntimeError(self.refuse)
+        self.state[sid] = Seen("RUNNING")
+        self.where[sid] = nodes
+
+    def seen(self, sid: str) -> Seen | None:
+        return self.state.get(sid)
+
+    def stop(self, sid: str) -> None:
+        self.stopped.append(sid)
+        self.state[sid] = Seen("STOPPED", None, "stopped")
+
+    def end(self, sid: str, status: str = "SUCCEEDED", code: int | None = 0, msg: str = "") -> None:
+        self.state[sid] = Seen(status, code, msg)
+
+    def running(self) -> list[str]:
+        return [s for s, seen in self.state.items() if seen.status == "RUNNING"]
+
+
+def views(names: tuple[str, ...] = ("n1", "n2", "n3"), cpus: float = 2.0, **dead: bool) -> dict:
+    found = {}
+    for name in names:
+        alive = not dead.get(name, False)
+        found[name] = NodeView(
+            name, "10.0.0.1", node_id=name, alive=alive,
+            total={"CPU": cpus, "GPU": 1.0},
+            free={"CPU": cpus, "GPU": 1.0} if alive else {},
+        )  # fmt: skip
+    return found
+
+
+def spec(job_id: str, **extra: Any) -> dict[str, Any]:
+    return {"id": job_id, "name": job_id, "submitter": "ann", "command": ["train"], **extra}
+
+
+@pytest.fixture
+def ray() -> FakeRay:
+    return FakeRay()
+
+
+@pytest.fixture
+def board(tmp_path: Path, ray: FakeRay) -> Board:
+    return Board(tmp_path, ray)
+
+
+def test_jobs_needing_every_node_run_one_after_another_high_priority_second(
+    board: Board, ray: FakeRay
+) -> None:
+    for t, name in enumerate(("a", "b", "c")):
+        board.submit(spec(name, nodes=3, gpus_per_node=1.0), {}, float(t))
+        board.tick(views(), float(t), reserve_after=600)  # the controller ticks on submit
+    board.submit(spec("urgent", nodes=3, gpus_per_node=1.0, priority="high"), {}, 3.0)
+    order = []
+    for now in range(10, 100, 10):
+        # Ray's own view: a running job holds every node's GPU
+        seen = views()
+        for view in seen.values():
+            view.free["GPU"] = 0.0 if ray.running() else 1.0
+        board.tick(seen, float(now), reserve_after=600)
+        running = ray.running()
+        assert len(running) <= 1  # never overlapping
+        if running and running[0].rsplit("-", 1)[0] not in order:
+            order.append(running[0].rsplit("-", 1)[0])
+        elif running:
+            ray.end(running[0])
+    assert order == ["a", "urgent", "b", "c"]
+    assert all(r["status"] == "SUCCEEDED" for r in board.rows())
+
+
+def test_a_queued_job_says_why_it_waits(board: Board, ray: FakeRay) -> None:
+    board.submit(spec("big", nodes=2, gpus_per_node=1.0), {}, 1.0)
+    seen = views()
+    seen["n1"].free["GPU"] = seen["n2"].free["GPU"] = 0.0
+    board.tick(seen, 2.0, reserve_after=600)
+    (row,) = board.rows()
+    assert row["status"] == "QUEUED"
+    assert row["reason"] == "needs 1 GPU on each of 2 nodes; 1 node has them free"
+
+
+def test_a_started_job_holds_its_share_before_ray_shows_it(board: Board, ray: FakeRay) -> None:
+    board.submit(spec("one", nodes=3, cpus_per_node=2.0), {}, 1.0)
+    board.submit(spec("two", nodes=3, cpus_per_node=2.0), {}, 2.0)
+    board.tick(views(), 3.0, reserve_after=600)
+    board.tick(views(), 4.0, reserve_after=600)  # Ray still shows every CPU free
+    assert [r["status"] for r in board.rows()] == ["RUNNING", "QUEUED"]
+
+
+def test_a_lost_node_retries_on_the_others_and_a_plain_failure_does_not(
+    board: Board, ray: FakeRay
+) -> None:
+    board.submit(spec("victim", nodes=2, max_retries=1), {}, 1.0)
+    board.submit(spec("plain", nodes=1, max_retries=3), {}, 1.5)
+    board.tick(views(), 2.0, reserve_after=600)
+    first = ray.where["victim-1"]
+    ray.end("victim-1", "FAILED", 1, "grid-ops: rank 1 (node 10.0.0.3) died: ActorDied")
+    ray.end("plain-1", "FAILED", 3)
+    gone = first[1]
+    board.tick(views(**{gone: True}), 3.0, reserve_after=600)
+    victim, plain = board.rows()
+    assert plain["status"] == "FAILED" and plain["attempts"][0]["exit_code"] == 3
+    assert victim["status"] == "RUNNING" and len(victim["attempts"]) == 2
+    assert gone not in ray.where["victim-2"] and victim["avoid"] == [gone]
+    assert victim["attempts"][0]["reason"] == f"node lost ({gone})"
+    assert "died" in victim["attempts"][0]["message"]
+    ray.end("victim-2")
+    board.tick(views(**{gone: True}), 4.0, reserve_after=600)
+    assert board.find("victim").status == "SUCCEEDED"
+
+
+def test_a_restarted_head_requeues_running_jobs_and_keeps_queued_ones(
+    tmp_path: Path, ray: FakeRay
+) -> None:
+    board = Board(tmp_path, ray)
+    board.submit(spec("run", nodes=3, cpus_per_node=1.0, max_retries=1), {"SEED": "7"}, 1.0)
+    board.tick(views(), 2.0, reserve_after=600)
+    board.submit(spec("wait", nodes=3, cpus_per_node=2.0), {}, 3.0)
+    board.tick(views(), 4.0, reserve_after=600)
+    after = FakeRay()  # Ray Jobs forgot everything; the queue is read back from disk
+    again = Board(tmp_path, after)
+    assert [j.status for j in again.jobs.values()] == ["RUNNING", "QUEUED"]
+    again.tick(views(), 5.0, reserve_after=600)
+    run = again.find("run")
+    assert run.attempts[0].reason == "head restarted" and run.status == "RUNNING"
+    assert list(after.state) == ["run-2"]  # attempt 2 started; "wait" still waits for CPUs
+
+
+def test_a_running_job_that_ray_still_knows_is_adopted(tmp_path: Path, ray: FakeRay) -> None:
+    board = Board(tmp_path, ray)
+    board.submit(spec("run"), {}, 1.0)
+    board.tick(views(), 2.0, reserve_after=600)
+    again = Board(tmp_path, ray)  # a new controller; Ray Jobs kept running the job
+    again.tick(views(), 3.0, reserve_after=600)
+    assert again.find("run").status == "RUNNING" and len(again.find("run").attempts) == 1
+    ray.end("run-1")
+    again.tick(views(), 4.0, reserve_after=600)
+    assert again.find("run").status == "SUCCEEDED"
+
+
+def test_timeout_stops_the_attempt_and_fails_the_job(board: Board, ray: FakeRay) -> None:
+    board.submit(spec("hang", timeout=30.0), {}, 1.0)
+    board.tick(views(), 2.0, reserve_after=600)
+    board.tick(views(), 20.0, reserve_after=600)
+    assert board.find("hang").status == "RUNNING"
+    board.tick(views(), 33.0, reserve_after=600)
+    job = board.find("hang")
+    assert ray.stopped == ["hang-1"] and job.status == "FAILED" and job.reason == "timeout"
+
+
+def test_cancel_ends_a_queued_job_now_and_a_running_one_once_ray_stopped_it(
+    board: Board, ray: FakeRay
+) -> None:
+    board.submit(spec("run"), {}, 1.0)
+    board.tick(views(), 2.0, reserve_after=600)
+    board.submit(spec("later", nodes=3, cpus_per_node=2.0), {}, 3.0)
+    assert board.cancel("later").status == "STOPPED"
+    job = board.cancel("run")
+    assert job.status == "RUNNING" and job.stop_requested and ray.stopped == ["run-1"]
+    board.tick(views(), 4.0, reserve_after=600)
+    assert board.find("run").status == "STOPPED" and board.find("run").reason == "stopped"
+
+
+def test_a_refused_start_waits_and_says_why(board: Board, ray: FakeRay) -> None:
+    ray.refuse = "ConnectionError: dashboard not up"
+    board.submit(spec("one"), {}, 1.0)
+    board.tick(views(), 2.0, reserve_after=600)
+    job = board.find("one")
+    assert job.status == "QUEUED" and "could not start on Ray Jobs: Connection" in job.reason
+    ray.refuse = ""
+    board.tick(views(), 3.0, reserve_after=600)
+    assert board.find("one").status == "RUNNING"
+
+
+def test_live_names_are_unique_and_a_name_finds_its_newest_job(board: Board, ray: FakeRay) -> None:
+    board.submit(spec("a-1", name="a"), {}, 1.0)
+    with pytest.raises(Refused, match="still queued"):
+        board.submit(spec("a-2", name="a"), {}, 2.0)
+    board.cancel("a")
+    board.submit(spec("a-2", name="a"), {}, 3.0)
+    assert board.find("a").id == "a-2" and board.find("a-1").status == "STOPPED"
+    with pytest.raises(Refused, match="No job named 'zz'"):
+        board.find("zz")
+
+
+def test_ended_jobs_beyond_the_limit_go_oldest_first(
+    tmp_path: Path, ray: FakeRay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobboard, "KEEP_ENDED", 2)
+    board = Board(tmp_path, ray)
+    for i in range(4):
+        board.submit(spec(f"j{i}"), {}, float(i))
+        board.cancel(f"j{i}")
+    board.submit(spec("live"), {}, 9.0)
+    assert [r["id"] for r in Board(tmp_path, ray).rows()] == ["j2", "j3", "live"]
+
+
+def test_five_hundred_queued_jobs_cost_ray_nothing_until_they_fit(
+    tmp_path: Path, ray: FakeRay
+) -> None:
+    board = Board(tmp_path, ray)
+    for i in range(500):
+        board.submit(spec(f"q{i}", nodes=3, cpus_per_node=2.0), {}, float(i))
+    board.tick(views(), 1000.0, reserve_after=600)
+    assert len(ray.state) == 1  # one fits; 499 are the queue's alone
+    assert len(Board(tmp_path, ray).rows()) == 500
+
+
+def test_a_checkpoint_appears_only_once_complete_and_the_newest_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from grid_ops import jobs
+
+    monkeypatch.setenv("GRID_OPS_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
+    assert jobs.latest_checkpoint() is None
+    for step in (1, 2, 10):
+        with jobs.checkpoint(step, keep=2) as path:
+            (Path(path) / "model.bin").write_text(f"weights {step}")
+            assert jobs.latest_checkpoint() != path  # not visible while written
+    with pytest.raises(ZeroDivisionError), jobs.checkpoint(11):
+        raise ZeroDivisionError  # a rank dying mid-write leaves nothing behind
+    latest = jobs.latest_checkpoint()
+    assert latest is not None and (Path(latest) / "model.bin").read_text() == "weights 10"
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["step-10", "step-2"]
+    monkeypatch.delenv("GRID_OPS_CHECKPOINT_DIR")
+    with pytest.raises(RuntimeError, match="not inside a grid-ops queued job"):
+        jobs.latest_checkpoint()
