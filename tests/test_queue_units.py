@@ -501,3 +501,13 @@ def test_a_malformed_record_is_refused(record: Any, message: str) -> None:
 
 def test_the_good_record_of_the_refusals_above_reads() -> None:
     assert Job.from_json(GOOD) == job("g", nodes=2, gpus_per_node=1)
+
+
+def test_a_retry_keeps_each_surviving_node_in_its_rank() -> None:
+    from grid_ops.runtime.jobqueue import keep_ranks, start_attempt
+
+    job = start_attempt(
+        Job(id="j", submitter="a", submitted_at=0.0, nodes=3), ("n3", "n1", "n2"), 1
+    )
+    assert keep_ranks(job, ("n1", "n4", "n3")) == ("n3", "n1", "n4")
+    assert keep_ranks(Job(id="k", submitter="a", submitted_at=0.0), ("b", "a")) == ("b", "a")

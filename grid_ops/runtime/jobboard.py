@@ -320,13 +320,14 @@ class Board:
             job = self.jobs[start.job_id]
             attempt = len(job.attempts) + 1
             sid = f"{job.id}-{attempt}"
+            ranks = q.keep_ranks(job, start.nodes)
             try:
-                self.runner.submit(job, sid, attempt, start.nodes, self._env(job))
+                self.runner.submit(job, sid, attempt, ranks, self._env(job))
             except Exception as exc:  # Ray Jobs refused or is down: it waits, says why
                 what = str(exc).strip().splitlines()
                 waiting[job.id] = f"could not start on Ray Jobs: {what[-1][:300] if what else exc}"
                 continue
-            started = q.start_attempt(job, start.nodes, now)
+            started = q.start_attempt(job, ranks, now)
             last = replace(started.attempts[-1], submission_id=sid)
             self.jobs[job.id] = replace(started, attempts=(*started.attempts[:-1], last))
             changed = True

@@ -337,8 +337,17 @@ def schedule(
 # --- attempts --------------------------------------------------------------------------
 
 
+def keep_ranks(job: Job, nodes: Iterable[str]) -> tuple[str, ...]:
+    """``nodes`` in rank order for the job's next attempt: a node that ran a rank last
+    time comes in that rank's order, before new ones, so rank 0 (which usually writes the
+    checkpoints, on its node's disk) stays where it was whenever its node is chosen."""
+    last = job.attempts[-1].nodes if job.attempts else ()
+    chosen = list(nodes)
+    return tuple(sorted(chosen, key=lambda n: last.index(n) if n in last else len(last)))
+
+
 def start_attempt(job: Job, nodes: Iterable[str], now: float) -> Job:
-    """The job once its next attempt starts on ``nodes``."""
+    """The job once its next attempt starts on ``nodes`` (rank i on nodes[i])."""
     attempt = Attempt(number=len(job.attempts) + 1, nodes=tuple(nodes), started_at=now)
     return replace(job, status=RUNNING, reason="", attempts=(*job.attempts, attempt))
 
