@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from grid_ops.runtime import jobboard
 from grid_ops.runtime.jobboard import Board, Seen
 from grid_ops.runtime.nodes import NodeView, Refused
 
@@ -209,16 +208,27 @@ def test_live_names_are_unique_and_a_name_finds_its_newest_job(board: Board, ray
         board.find("zz")
 
 
-def test_ended_jobs_beyond_the_limit_go_oldest_first(
-    tmp_path: Path, ray: FakeRay, monkeypatch: pytest.MonkeyPatch
+def test_ended_jobs_beyond_the_limit_or_too_old_go_and_their_files_are_listed(
+    tmp_path: Path, ray: FakeRay
 ) -> None:
-    monkeypatch.setattr(jobboard, "KEEP_ENDED", 2)
     board = Board(tmp_path, ray)
+    board.keep, board.keep_days, board.head = 2, 1.0, "n1"
     for i in range(4):
-        board.submit(spec(f"j{i}"), {}, float(i))
-        board.cancel(f"j{i}")
+        board.submit(spec(f"j{i}", workdir="/home/me/proj" if i == 0 else ""), {}, float(i))
+        board.tick(views(), float(i), reserve_after=600)
+        ray.end(f"j{i}-1")
+        board.tick(views(), float(i) + 0.5, reserve_after=600)
     board.submit(spec("live"), {}, 9.0)
-    assert [r["id"] for r in Board(tmp_path, ray).rows()] == ["j2", "j3", "live"]
+    board.tick(views(), 10.0, reserve_after=600)
+    again = Board(tmp_path, ray)
+    again.keep, again.keep_days = 2, 1.0
+    assert [r["id"] for r in again.rows()] == ["j2", "j3", "live"]
+    assert set(again.cleanup) == {"j0", "j1"} and "n1" in again.cleanup["j0"]
+    for node in list(again.cleanup["j1"]):
+        again.cleaned("j1", node)
+    assert set(Board(tmp_path, ray).cleanup) == {"j0"}
+    again.tick(views(), 2 * 86_400.0, reserve_after=600)  # a day later: j2 and j3 too old
+    assert [r["id"] for r in again.rows()] == ["live"]
 
 
 def test_five_hundred_queued_jobs_cost_ray_nothing_until_they_fit(

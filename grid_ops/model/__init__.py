@@ -339,6 +339,8 @@ def _controller(config: ClusterConfig) -> dict[str, Any]:
         "jobs": {
             "reserve_after": config.execution.job_reserve_after,
             "usage_half_life": config.execution.job_usage_half_life,
+            "keep": config.execution.job_keep,
+            "keep_days": config.execution.job_keep_days,
         },
     }
 

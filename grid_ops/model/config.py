@@ -312,6 +312,8 @@ Gigabytes = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1e
 PosGigabytes = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=1e6)]
 Weight = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1000)]
 Percent = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=100)]
+Days = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=3650)]
+Kept = Annotated[int, Field(strict=True, ge=1, le=100_000)]
 Fraction = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=1)]
 
 DEFAULT_EXCLUDES = [
@@ -507,6 +509,12 @@ class ExecutionConfig(Strict):
         default=86_400,
         description="fair share: a submitter's GPU-hours count half after this long",
     )
+    job_keep: Kept = Field(
+        default=200,
+        description="ended jobs kept in the queue, with their logs and checkpoints on the "
+        "nodes (the oldest go first)",
+    )
+    job_keep_days: Days = Field(default=30, description="and for how many days at most")
 
 
 class ResourceSharingConfig(Strict):

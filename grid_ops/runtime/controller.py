@@ -164,15 +164,41 @@ class Controller:
                 self._jobs_tick()
 
     def _jobs_tick(self) -> None:
-        if not self.board.live():
-            return
         policy = self.settings.get("jobs") or {}
-        self.board.tick(
+        board = self.board
+        board.keep = int(policy.get("keep", jobboard.KEEP_ENDED))
+        board.keep_days = float(policy.get("keep_days", jobboard.KEEP_DAYS))
+        board.head = str(self.settings.get("head") or "")
+        if board.cleanup:
+            self._clean_jobs()
+        if not board.live():
+            return
+        board.tick(
             self._views(),
             time.time(),
             float(policy.get("reserve_after", 600)),
             float(policy.get("usage_half_life", 86_400)),
         )
+
+    def _clean_jobs(self) -> None:
+        """Remove the files of jobs the queue no longer keeps (jobs/<id>/ under each
+        node's remote root: workdir, checkpoints, logs), on the nodes that are up."""
+        import ray
+
+        views = self._views()
+        work = []
+        for job_id, names in list(self.board.cleanup.items()):
+            for name in names:
+                view = views.get(name)
+                if view is None or not view.alive:
+                    continue
+                task = ray.remote(num_cpus=0, max_retries=0)(_remove_job_files)
+                pin = {layout.node_resource(name): 0.001}
+                work.append((job_id, name, task.options(resources=pin).remote(job_id)))
+        for job_id, name, ref in work:
+            with contextlib.suppress(Exception):  # not this time: the next tick retries
+                if ray.get(ref, timeout=30):
+                    self.board.cleaned(job_id, name)
 
     # -- actor methods -------------------------------------------------------------------
 
@@ -611,6 +637,17 @@ class Controller:
             "memory": objects,
             "metrics": numbers,
         }, b""
+
+
+def _remove_job_files(job_id: str) -> bool:
+    """On a node (a Ray task): remove ``<GRID_OPS_ROOT>/jobs/<job id>``."""
+    import shutil
+
+    root = os.environ.get("GRID_OPS_ROOT")
+    if not root or jobboard.JOB_ID.fullmatch(job_id) is None:
+        return False
+    shutil.rmtree(layout.job_file(root, job_id), ignore_errors=True)
+    return True
 
 
 def _command(kind: str) -> str:

@@ -37,7 +37,8 @@ from grid_ops.runtime.nodes import Conflicting, Missing, NodeView, Refused
 
 QUEUE_FILE = "jobs.json"
 ENV_DIR = "job-env"
-KEEP_ENDED = 500  # ended jobs kept in the queue (the oldest ended go first)
+KEEP_ENDED = 200  # ended jobs kept (the oldest ended go first), with their files on the nodes
+KEEP_DAYS = 30.0  # and for how long at most
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 LIVE = (q.QUEUED, q.RUNNING)
@@ -125,6 +126,11 @@ def cause_of(
     return "exited", 1 if seen.exit_code is None else seen.exit_code, []
 
 
+def _ended_at(job: q.Job) -> float:
+    last = job.attempts[-1] if job.attempts else None
+    return (last.ended_at if last and last.ended_at else None) or job.submitted_at
+
+
 class Board:
     """The queue: its jobs by id (in submit order), and why each queued one waits."""
 
@@ -135,6 +141,11 @@ class Board:
         self.jobs: dict[str, q.Job] = {}
         self.reservation: q.Placement | None = None
         self.problems: list[str] = []  # records that could not be read (kept aside)
+        self.keep, self.keep_days = KEEP_ENDED, KEEP_DAYS  # the controller's settings
+        self.head = ""  # the head's name: a shipped workdir lies there
+        # Jobs no longer kept, whose files (jobs/<id>/ under remote_root) are still to be
+        # removed from these nodes.
+        self.cleanup: dict[str, list[str]] = {}
         self._load()
 
     # -- the file --------------------------------------------------------------------
@@ -154,6 +165,10 @@ class Board:
             self.problems.append(f"{self.path} could not be read ({exc}); kept as {aside}")
             return
         rows = data.get("jobs") if isinstance(data, dict) else None
+        cleanup = data.get("cleanup") if isinstance(data, dict) else None
+        for job_id, names in (cleanup if isinstance(cleanup, dict) else {}).items():
+            if JOB_ID.fullmatch(str(job_id)) and isinstance(names, list):
+                self.cleanup[str(job_id)] = [str(n) for n in names]
         for index, row in enumerate(rows if isinstance(rows, list) else []):
             try:
                 job = q.Job.from_json(row)
@@ -163,11 +178,34 @@ class Board:
             self.jobs[job.id] = job
 
     def _save(self) -> None:
+        data = {"jobs": [j.to_json() for j in self.jobs.values()], "cleanup": self.cleanup}
+        write_atomic(self.path, json.dumps(data, indent=1) + "\n", mode=0o600)
+
+    def _prune(self, now: float) -> bool:
+        """Forget ended jobs beyond ``keep`` (the oldest first) or older than
+        ``keep_days``; their files on the nodes go on the cleanup list."""
         ended = [j for j in self.jobs.values() if j.status not in LIVE]
-        for job in ended[: max(0, len(ended) - KEEP_ENDED)]:
+        old = now - self.keep_days * 86_400
+        gone = ended[: max(0, len(ended) - self.keep)]
+        gone += [j for j in ended if j not in gone and _ended_at(j) < old]
+        for job in gone:
             del self.jobs[job.id]
-        text = json.dumps({"jobs": [j.to_json() for j in self.jobs.values()]}, indent=1)
-        write_atomic(self.path, text + "\n", mode=0o600)
+            names = {n for a in job.attempts for n in a.nodes}
+            if job.workdir and self.head:
+                names.add(self.head)
+            if names:
+                self.cleanup[job.id] = sorted(names)
+        return bool(gone)
+
+    def cleaned(self, job_id: str, node: str) -> None:
+        """``node`` holds no files of job ``job_id`` any more."""
+        with self.lock:
+            left = [n for n in self.cleanup.get(job_id, []) if n != node]
+            if left:
+                self.cleanup[job_id] = left
+            else:
+                self.cleanup.pop(job_id, None)
+            self._save()
 
     def _env_path(self, job_id: str) -> Path:
         return self.dir / ENV_DIR / f"{job_id}.json"
@@ -257,8 +295,10 @@ class Board:
             return job
 
     def live(self) -> bool:
+        """Is there work for a tick: a live job, or ended ones beyond what is kept?"""
         with self.lock:
-            return any(j.status in LIVE for j in self.jobs.values())
+            ended = sum(1 for j in self.jobs.values() if j.status not in LIVE)
+            return ended > self.keep or any(j.status in LIVE for j in self.jobs.values())
 
     # -- each tick -------------------------------------------------------------------
 
@@ -273,6 +313,7 @@ class Board:
         with self.lock:
             changed = self._follow(views, now)
             changed = self._start(views, now, reserve_after, half_life) or changed
+            changed = self._prune(now) or changed
             if changed:
                 self._save()
 
