@@ -55,6 +55,11 @@ def state_document() -> dict[str, Any]:
          "nodes": 8, "known_to_ray": True, "log_tail": ["epoch 3 of 10", HOSTILE]},
         {"name": "eval", "status": "SUCCEEDED", "started_at": now - 400, "ended_at": now - 340,
          "nodes": 1, "known_to_ray": True, "log_tail": ["done"]},
+        {"name": "sweep", "status": "QUEUED", "started_at": None, "ended_at": None,
+         "nodes": 4, "attempt": 1, "reason": "needs 1 GPU on each of 4 nodes; " + HOSTILE,
+         "log_tail": []},
+        {"name": "retried", "status": "RUNNING", "started_at": now - 20, "ended_at": None,
+         "nodes": 2, "attempt": 2, "reason": "", "log_tail": []},
     ]  # fmt: skip
     return {
         "cluster_name": "fifty", "head": "gpu01",
@@ -151,6 +156,11 @@ def test_fifty_nodes_of_eight_gpus_read_well_on_a_laptop_screen(page_server: str
         assert summary.startswith("50 nodes · 47 in service · 1 sick · 2 drained · 1 unreachable")
         job = serving.text_of(browser, 'tr[data-job="train-big"]')
         assert "RUNNING" in job and "1m 1" in job and HOSTILE in job
+        waiting = serving.text_of(browser, 'tr[data-job="sweep"]')
+        assert "QUEUED" in waiting and "needs 1 GPU on each of 4 nodes; " + HOSTILE in waiting
+        assert "attempt 2" in serving.text_of(browser, 'tr[data-job="retried"]')
+        counts = serving.text_of(browser, "#jobs-count")
+        assert counts == "2 running, 1 queued, 4 in all", counts
         assert HOSTILE in serving.text_of(browser, "#memory")
         repairs = serving.text_of(browser, "#repairs tbody")  # newest first
         assert repairs.index("gpu06") < repairs.index("gpu05") and "repaired" in repairs

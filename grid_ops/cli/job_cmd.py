@@ -91,7 +91,9 @@ def launch(
     ] = None,
     retry_on_exit: Annotated[
         list[int] | None,
-        typer.Option("--retry-on-exit", help="An exit code that retries the job (repeat).", min=1),
+        typer.Option(
+            "--retry-on-exit", help="An exit code that retries the job (repeat).", min=1, max=255
+        ),
     ] = None,
     timeout: Annotated[
         float | None,

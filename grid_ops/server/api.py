@@ -100,7 +100,13 @@ class JobRequest(BaseModel):
     nodes: int | None = Field(default=None, ge=1, description="Ranks, one per node.")
     gpus_per_node: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     env: dict[Name, EnvValue] = Field(default_factory=dict, max_length=ENV_VARIABLES)
+    cpus_per_node: float = Field(default=1.0, ge=0, le=4096, allow_inf_nan=False)
     priority: Literal["low", "normal", "high"] = "normal"
+    max_retries: int | None = Field(default=None, ge=0, le=20)
+    retry_on_exit: list[Annotated[int, Field(ge=1, le=255)]] = Field(
+        default_factory=list, max_length=32
+    )
+    timeout: float | None = Field(default=None, gt=0, le=30 * 86_400, allow_inf_nan=False)
 
     @field_validator("command")
     @classmethod
@@ -318,7 +324,11 @@ def add_routes(app: FastAPI, resolved: ClusterModel, refresher: Refresher, bind:
             env=request.env,
             gpus=request.gpus_per_node,
             nodes=request.nodes,
+            cpus=request.cpus_per_node,
             priority=request.priority,
+            max_retries=request.max_retries,
+            retry_on_exit=tuple(request.retry_on_exit),
+            timeout=request.timeout,
         )
         refresher.kick()
         return answers.job(record)
