@@ -225,31 +225,17 @@ def job_spec(
 
 def launch(
     cluster: ClusterModel,
-    name: str,
-    command: list[str],
-    workdir: Path | None = None,
+    spec: dict[str, Any],
     env: dict[str, str] | None = None,
-    gpus: float | None = None,
-    nodes: int | None = None,
-    *,
-    cpus: float = 1.0,
-    priority: str = "normal",
-    max_retries: int | None = None,
-    retry_on_exit: tuple[int, ...] = (),
-    timeout: float | None = None,
+    workdir: Path | None = None,
 ) -> dict[str, Any]:
-    """Queue ``command`` on the head (``job_spec`` says what each argument means);
-    returns the job's record at once: QUEUED, or RUNNING when it fitted straight away.
-    ``nodes`` > 1 runs one rank per node (grid_ops.runtime.launch: torch.distributed
-    environment variables); ``workdir`` is copied to the job's own dir on the head."""
+    """Queue the job ``spec`` (from ``job_spec``) on the head; returns the job's record at
+    once: QUEUED, or RUNNING when it fitted straight away. ``workdir`` is copied to the
+    job's own dir on the head first; ``env`` goes on the SSH connection's stdin."""
     from grid_ops import layout
     from grid_ops.drivers import control
 
     variables = check_env(env or {})
-    spec = job_spec(
-        cluster, name, command, workdir, gpus, nodes, cpus=cpus, priority=priority,
-        max_retries=max_retries, retry_on_exit=retry_on_exit, timeout=timeout,
-    )  # fmt: skip
     if workdir is not None:
         _push_workdir(cluster, workdir, f"{layout.JOBS}/{spec['id']}/{layout.JOB_WORK}")
     payload = json.dumps(variables).encode() if variables else None

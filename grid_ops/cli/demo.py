@@ -133,7 +133,7 @@ def _demo_job(cluster: ClusterModel) -> None:
     from grid_ops.cli import job_cmd
 
     name = f"demo-{time.strftime('%H%M%S')}"
-    jobs.launch(cluster, name, ["python", "-c", DEMO_JOB])
+    jobs.launch(cluster, jobs.job_spec(cluster, name, ["python", "-c", DEMO_JOB]))
     out.print(f"launched job {name}; waiting for it to finish")
     jobs.wait(cluster, name, 300)
     data, record = jobs.outcome(cluster, name)

@@ -113,11 +113,12 @@ def launch(
     jobs.check_name(name)
     variables = jobs.parse_env(env or [])  # checked before anything else happens
     cluster, _ = load_cluster(config)
-    record = jobs.launch(
-        cluster, name, command, workdir=workdir, env=variables, gpus=gpus_per_node,
-        nodes=nodes, cpus=cpus_per_node, priority=priority, max_retries=max_retries,
-        retry_on_exit=tuple(retry_on_exit or ()), timeout=timeout,
+    spec = jobs.job_spec(
+        cluster, name, command, workdir, gpus_per_node, nodes, cpus=cpus_per_node,
+        priority=priority, max_retries=max_retries, retry_on_exit=tuple(retry_on_exit or ()),
+        timeout=timeout,
     )  # fmt: skip
+    record = jobs.launch(cluster, spec, variables, workdir)
     if json_out:
         from grid_ops import answers
 

@@ -317,11 +317,10 @@ def add_routes(app: FastAPI, resolved: ClusterModel, refresher: Refresher, bind:
     @app.post("/api/jobs", status_code=201, tags=["jobs"])
     def job_launch(request: JobRequest) -> dict[str, Any]:
         """Launch a job, as 'grid-ops job launch' (409 while a job of that name lives)."""
-        record = jobs.launch(
+        spec = jobs.job_spec(
             resolved,
             request.name,
             request.command,
-            env=request.env,
             gpus=request.gpus_per_node,
             nodes=request.nodes,
             cpus=request.cpus_per_node,
@@ -330,6 +329,7 @@ def add_routes(app: FastAPI, resolved: ClusterModel, refresher: Refresher, bind:
             retry_on_exit=tuple(request.retry_on_exit),
             timeout=request.timeout,
         )
+        record = jobs.launch(resolved, spec, request.env)
         refresher.kick()
         return answers.job(record)
 
