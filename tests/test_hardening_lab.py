@@ -108,8 +108,9 @@ def _modes(directory: Path) -> dict[str, str]:
 
 def test_the_controller_state_on_the_head_is_private_after_a_job(cluster: Lab) -> None:
     """Left open by an older grid-ops (or a umask of 0): the next start closes the
-    controller's state dir to 0700 and every file in it to 0600; the job records kept
-    on this machine are 0600 in a 0700 dir."""
+    controller's state dir to 0700 and every file in it to 0600; the job queue is one
+    of them (jobs.json), a job's --env values are 0600 files in a 0700 dir while it
+    waits, and nothing of the job is kept on the operator's machine."""
     cfg = str(cluster.config)
     state = _root("node1") / "state" / "controller"
     os.chmod(state, 0o755)
@@ -117,18 +118,24 @@ def test_the_controller_state_on_the_head_is_private_after_a_job(cluster: Lab) -
         os.chmod(state / name, 0o644)
     started = cluster.cli("cluster", "start", "-c", cfg, timeout=600)
     assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    whole = ["--nodes", "3", "--cpus-per-node", "64"]  # never fits: it waits, with its env
+    waiting = cluster.cli("job", "launch", "--name", "waits", *whole, "--env", "A=1",
+                          "-c", cfg, "--", "true")  # fmt: skip
+    assert waiting.returncode == 0, waiting.stderr
     assert _job(cluster, "modes", "--", "true")["status"] == "SUCCEEDED"
 
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     modes = _modes(state)
-    assert {"state.json", "ensure.json", "ensure.lock", "ensure.log"} <= set(modes), modes
+    assert {"state.json", "ensure.json", "ensure.lock", "ensure.log", "jobs.json"} <= set(modes), (
+        modes
+    )
     assert "control.sock" in modes  # the controller answers there
+    assert modes.pop("job-env") == "?700"
     assert {name: mode[1:] for name, mode in modes.items()} == dict.fromkeys(modes, "600")
-
-    cluster_id = _json(cluster.cli("config", "validate", "--json", "-c", cfg))["id"]
-    store = cluster.state_dir / "jobs" / cluster_id
-    assert stat.S_IMODE(store.stat().st_mode) == 0o700
-    assert _modes(store)["modes.json"] == "f600"
+    assert set(_modes(state / "job-env").values()) == {"f600"}
+    cancel = cluster.cli("job", "cancel", "waits", "-c", cfg)
+    assert cancel.returncode == 0 and _modes(state / "job-env") == {}
+    assert not (cluster.state_dir / "jobs").exists()  # no job records on this machine
 
 
 PROBE = (
