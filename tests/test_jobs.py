@@ -373,10 +373,10 @@ def test_a_killed_node_retries_the_job_elsewhere_from_its_checkpoint(cluster: La
     assert cluster.cli("lab", "kill", killed).returncode == 0
     try:
         done = _wait(cluster, "victim", ("SUCCEEDED", "FAILED", "STOPPED"), limit=240)
-        assert done["status"] == "SUCCEEDED", done
+        logs = cluster.cli("job", "logs", "victim", "-c", cfg).stdout
+        assert done["status"] == "SUCCEEDED", json.dumps(done, indent=1) + logs[-3000:]
         assert done["attempt"] == 2 and done["attempts"][0]["reason"] == f"node lost ({killed})"
         assert killed not in done["attempts"][1]["nodes"]
-        logs = cluster.cli("job", "logs", "victim", "-c", cfg).stdout
         assert "resumed: written by attempt 1" in logs, logs[-3000:]
     finally:
         assert cluster.cli("lab", "revive", killed).returncode == 0
