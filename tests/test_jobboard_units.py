@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from grid_ops.runtime import jobboard
 from grid_ops.runtime.jobboard import Board, Seen
 from grid_ops.runtime.nodes import NodeView, Refused
 
@@ -75,7 +76,7 @@ def test_jobs_needing_every_node_run_one_after_another_high_priority_second(
 ) -> None:
     for t, name in enumerate(("a", "b", "c")):
         board.submit(spec(name, nodes=3, gpus_per_node=1.0), {}, float(t))
-        board.tick(views(), float(t), reserve_after=600)  # the controller ticks on submit
+        board.tick(views, float(t), reserve_after=600)  # the controller ticks on submit
     board.submit(spec("urgent", nodes=3, gpus_per_node=1.0, priority="high"), {}, 3.0)
     order = []
     for now in range(10, 100, 10):
@@ -83,7 +84,7 @@ def test_jobs_needing_every_node_run_one_after_another_high_priority_second(
         seen = views()
         for view in seen.values():
             view.free["GPU"] = 0.0 if ray.running() else 1.0
-        board.tick(seen, float(now), reserve_after=600)
+        board.tick(lambda current=seen: current, float(now), reserve_after=600)
         running = ray.running()
         assert len(running) <= 1  # never overlapping
         if running and running[0].rsplit("-", 1)[0] not in order:
@@ -98,7 +99,7 @@ def test_a_queued_job_says_why_it_waits(board: Board, ray: FakeRay) -> None:
     board.submit(spec("big", nodes=2, gpus_per_node=1.0), {}, 1.0)
     seen = views()
     seen["n1"].free["GPU"] = seen["n2"].free["GPU"] = 0.0
-    board.tick(seen, 2.0, reserve_after=600)
+    board.tick(lambda current=seen: current, 2.0, reserve_after=600)
     (row,) = board.rows()
     assert row["status"] == "QUEUED"
     assert row["reason"] == "needs 1 GPU on each of 2 nodes; 1 node has them free"
@@ -107,8 +108,8 @@ def test_a_queued_job_says_why_it_waits(board: Board, ray: FakeRay) -> None:
 def test_a_started_job_holds_its_share_before_ray_shows_it(board: Board, ray: FakeRay) -> None:
     board.submit(spec("one", nodes=3, cpus_per_node=2.0), {}, 1.0)
     board.submit(spec("two", nodes=3, cpus_per_node=2.0), {}, 2.0)
-    board.tick(views(), 3.0, reserve_after=600)
-    board.tick(views(), 4.0, reserve_after=600)  # Ray still shows every CPU free
+    board.tick(views, 3.0, reserve_after=600)
+    board.tick(views, 4.0, reserve_after=600)  # Ray still shows every CPU free
     assert [r["status"] for r in board.rows()] == ["RUNNING", "QUEUED"]
 
 
@@ -117,12 +118,12 @@ def test_a_lost_node_retries_on_the_others_and_a_plain_failure_does_not(
 ) -> None:
     board.submit(spec("victim", nodes=2, max_retries=1), {}, 1.0)
     board.submit(spec("plain", nodes=1, max_retries=3), {}, 1.5)
-    board.tick(views(), 2.0, reserve_after=600)
+    board.tick(views, 2.0, reserve_after=600)
     first = ray.where["victim-1"]
     ray.end("victim-1", "FAILED", 1, "grid-ops: rank 1 (node 10.0.0.3) died: ActorDied")
     ray.end("plain-1", "FAILED", 3)
     gone = first[1]
-    board.tick(views(**{gone: True}), 3.0, reserve_after=600)
+    board.tick(lambda: views(**{gone: True}), 3.0, reserve_after=600)
     victim, plain = board.rows()
     assert plain["status"] == "FAILED" and plain["attempts"][0]["exit_code"] == 3
     assert victim["status"] == "RUNNING" and len(victim["attempts"]) == 2
@@ -130,7 +131,7 @@ def test_a_lost_node_retries_on_the_others_and_a_plain_failure_does_not(
     assert victim["attempts"][0]["reason"] == f"node lost ({gone})"
     assert "died" in victim["attempts"][0]["message"]
     ray.end("victim-2")
-    board.tick(views(**{gone: True}), 4.0, reserve_after=600)
+    board.tick(lambda: views(**{gone: True}), 4.0, reserve_after=600)
     assert board.find("victim").status == "SUCCEEDED"
 
 
@@ -139,13 +140,13 @@ def test_a_restarted_head_requeues_running_jobs_and_keeps_queued_ones(
 ) -> None:
     board = Board(tmp_path, ray)
     board.submit(spec("run", nodes=3, cpus_per_node=1.0, max_retries=1), {"SEED": "7"}, 1.0)
-    board.tick(views(), 2.0, reserve_after=600)
+    board.tick(views, 2.0, reserve_after=600)
     board.submit(spec("wait", nodes=3, cpus_per_node=2.0), {}, 3.0)
-    board.tick(views(), 4.0, reserve_after=600)
+    board.tick(views, 4.0, reserve_after=600)
     after = FakeRay()  # Ray Jobs forgot everything; the queue is read back from disk
     again = Board(tmp_path, after)
     assert [j.status for j in again.jobs.values()] == ["RUNNING", "QUEUED"]
-    again.tick(views(), 5.0, reserve_after=600)
+    again.tick(views, 5.0, reserve_after=600)
     run = again.find("run")
     assert run.attempts[0].reason == "head restarted" and run.status == "RUNNING"
     assert list(after.state) == ["run-2"]  # attempt 2 started; "wait" still waits for CPUs
@@ -154,21 +155,21 @@ def test_a_restarted_head_requeues_running_jobs_and_keeps_queued_ones(
 def test_a_running_job_that_ray_still_knows_is_adopted(tmp_path: Path, ray: FakeRay) -> None:
     board = Board(tmp_path, ray)
     board.submit(spec("run"), {}, 1.0)
-    board.tick(views(), 2.0, reserve_after=600)
+    board.tick(views, 2.0, reserve_after=600)
     again = Board(tmp_path, ray)  # a new controller; Ray Jobs kept running the job
-    again.tick(views(), 3.0, reserve_after=600)
+    again.tick(views, 3.0, reserve_after=600)
     assert again.find("run").status == "RUNNING" and len(again.find("run").attempts) == 1
     ray.end("run-1")
-    again.tick(views(), 4.0, reserve_after=600)
+    again.tick(views, 4.0, reserve_after=600)
     assert again.find("run").status == "SUCCEEDED"
 
 
 def test_timeout_stops_the_attempt_and_fails_the_job(board: Board, ray: FakeRay) -> None:
     board.submit(spec("hang", timeout=30.0), {}, 1.0)
-    board.tick(views(), 2.0, reserve_after=600)
-    board.tick(views(), 20.0, reserve_after=600)
+    board.tick(views, 2.0, reserve_after=600)
+    board.tick(views, 20.0, reserve_after=600)
     assert board.find("hang").status == "RUNNING"
-    board.tick(views(), 33.0, reserve_after=600)
+    board.tick(views, 33.0, reserve_after=600)
     job = board.find("hang")
     assert ray.stopped == ["hang-1"] and job.status == "FAILED" and job.reason == "timeout"
 
@@ -177,23 +178,23 @@ def test_cancel_ends_a_queued_job_now_and_a_running_one_once_ray_stopped_it(
     board: Board, ray: FakeRay
 ) -> None:
     board.submit(spec("run"), {}, 1.0)
-    board.tick(views(), 2.0, reserve_after=600)
+    board.tick(views, 2.0, reserve_after=600)
     board.submit(spec("later", nodes=3, cpus_per_node=2.0), {}, 3.0)
     assert board.cancel("later").status == "STOPPED"
     job = board.cancel("run")
     assert job.status == "RUNNING" and job.stop_requested and ray.stopped == ["run-1"]
-    board.tick(views(), 4.0, reserve_after=600)
+    board.tick(views, 4.0, reserve_after=600)
     assert board.find("run").status == "STOPPED" and board.find("run").reason == "stopped"
 
 
 def test_a_refused_start_waits_and_says_why(board: Board, ray: FakeRay) -> None:
     ray.refuse = "ConnectionError: dashboard not up"
     board.submit(spec("one"), {}, 1.0)
-    board.tick(views(), 2.0, reserve_after=600)
+    board.tick(views, 2.0, reserve_after=600)
     job = board.find("one")
     assert job.status == "QUEUED" and "could not start on Ray Jobs: Connection" in job.reason
     ray.refuse = ""
-    board.tick(views(), 3.0, reserve_after=600)
+    board.tick(views, 3.0, reserve_after=600)
     assert board.find("one").status == "RUNNING"
 
 
@@ -215,11 +216,11 @@ def test_ended_jobs_beyond_the_limit_or_too_old_go_and_their_files_are_listed(
     board.keep, board.keep_days, board.head = 2, 1.0, "n1"
     for i in range(4):
         board.submit(spec(f"j{i}", workdir="/home/me/proj" if i == 0 else ""), {}, float(i))
-        board.tick(views(), float(i), reserve_after=600)
+        board.tick(views, float(i), reserve_after=600)
         ray.end(f"j{i}-1")
-        board.tick(views(), float(i) + 0.5, reserve_after=600)
+        board.tick(views, float(i) + 0.5, reserve_after=600)
     board.submit(spec("live"), {}, 9.0)
-    board.tick(views(), 10.0, reserve_after=600)
+    board.tick(views, 10.0, reserve_after=600)
     again = Board(tmp_path, ray)
     again.keep, again.keep_days = 2, 1.0
     assert [r["id"] for r in again.rows()] == ["j2", "j3", "live"]
@@ -227,7 +228,7 @@ def test_ended_jobs_beyond_the_limit_or_too_old_go_and_their_files_are_listed(
     for node in list(again.cleanup["j1"]):
         again.cleaned("j1", node)
     assert set(Board(tmp_path, ray).cleanup) == {"j0"}
-    again.tick(views(), 2 * 86_400.0, reserve_after=600)  # a day later: j2 and j3 too old
+    again.tick(views, 2 * 86_400.0, reserve_after=600)  # a day later: j2 and j3 too old
     assert [r["id"] for r in again.rows()] == ["live"]
 
 
@@ -237,7 +238,7 @@ def test_five_hundred_queued_jobs_cost_ray_nothing_until_they_fit(
     board = Board(tmp_path, ray)
     for i in range(500):
         board.submit(spec(f"q{i}", nodes=3, cpus_per_node=2.0), {}, float(i))
-    board.tick(views(), 1000.0, reserve_after=600)
+    board.tick(views, 1000.0, reserve_after=600)
     assert len(ray.state) == 1  # one fits; 499 are the queue's alone
     assert len(Board(tmp_path, ray).rows()) == 500
 
@@ -261,3 +262,13 @@ def test_a_checkpoint_appears_only_once_complete_and_the_newest_is_found(
     monkeypatch.delenv("GRID_OPS_CHECKPOINT_DIR")
     with pytest.raises(RuntimeError, match="not inside a grid-ops queued job"):
         jobs.latest_checkpoint()
+
+
+def test_a_rank_whose_node_is_gone_is_named_and_launch_says_it_died() -> None:
+    from grid_ops.runtime import launch
+
+    placed = {"0": "id-a", "1": "id-b", "2": "id-c"}
+    assert launch.dead_ranks(placed, {"id-a", "id-c"}) == [1]
+    assert launch.dead_ranks(placed, {"id-a", "id-b", "id-c"}) == []
+    line = "grid-ops: rank 1 (node 10.0.0.2) died: its node left the cluster; the job fails"
+    assert jobboard.RANK_DIED.search(line).group(1) == "10.0.0.2"  # type: ignore[union-attr]

@@ -350,6 +350,7 @@ if rank == "0":
         print("resumed:", Path(latest, "state.txt").read_text(), flush=True)
         sys.exit(0)
 if attempt == "1":
+    print("up", flush=True)
     time.sleep(300)
 """
 
@@ -366,8 +367,11 @@ def test_a_killed_node_retries_the_job_elsewhere_from_its_checkpoint(cluster: La
     first = running["attempts"][0]["nodes"]
     assert cluster.nodes[0] not in first[1:]  # rank 1 is not on the head
     deadline = time.monotonic() + 60
-    while "saved step 1" not in cluster.cli("job", "logs", "victim", "-c", cfg).stdout:
-        assert time.monotonic() < deadline, "attempt 1 saved no checkpoint"
+    while True:  # every rank runs, and rank 0 saved its checkpoint
+        seen = cluster.cli("job", "logs", "victim", "-c", cfg).stdout
+        if "saved step 1" in seen and "[rank 1] up" in seen:
+            break
+        assert time.monotonic() < deadline, f"attempt 1 did not get going: {seen[-2000:]}"
         time.sleep(1)
     killed = first[1]
     assert cluster.cli("lab", "kill", killed).returncode == 0
@@ -379,5 +383,6 @@ def test_a_killed_node_retries_the_job_elsewhere_from_its_checkpoint(cluster: La
         assert killed not in done["attempts"][1]["nodes"]
         assert "resumed: written by attempt 1" in logs, logs[-3000:]
     finally:
+        cluster.cli("job", "cancel", "victim", "-c", cfg)
         assert cluster.cli("lab", "revive", killed).returncode == 0
         cluster.cli("cluster", "start", "-c", cfg, timeout=600)

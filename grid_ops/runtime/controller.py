@@ -174,7 +174,7 @@ class Controller:
         if not board.live():
             return
         board.tick(
-            self._views(),
+            self._views,
             time.time(),
             float(policy.get("reserve_after", 600)),
             float(policy.get("usage_half_life", 86_400)),

@@ -21,12 +21,13 @@ Runs in the controller (a Ray worker on the head); the Ray Jobs side is a ``Runn
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -304,37 +305,41 @@ class Board:
 
     def tick(
         self,
-        views: Mapping[str, NodeView],
+        views: Callable[[], Mapping[str, NodeView]],
         now: float,
         reserve_after: float,
         half_life: float = q.DEFAULT_HALF_LIFE,
     ) -> None:
-        """Close what ended, end what ran too long, start what fits; save on change."""
+        """Close what ended, end what ran too long, start what fits; save on change.
+        ``views`` gives the nodes as Ray sees them; it is asked at most once, and only
+        when an attempt ended or a job waits (a tick of running jobs asks Ray Jobs only)."""
+        nodes = functools.cache(views)
         with self.lock:
-            changed = self._follow(views, now)
-            changed = self._start(views, now, reserve_after, half_life) or changed
+            changed = self._follow(nodes, now)
+            changed = self._start(nodes, now, reserve_after, half_life) or changed
             changed = self._prune(now) or changed
             if changed:
                 self._save()
 
-    def _follow(self, views: Mapping[str, NodeView], now: float) -> bool:
-        drained = [n for n, v in views.items() if v.draining]
+    def _follow(self, views: Callable[[], Mapping[str, NodeView]], now: float) -> bool:
         changed = False
         for job in [j for j in self.jobs.values() if j.status == q.RUNNING]:
             sid = job.attempts[-1].submission_id
             seen = self.runner.seen(sid)
             message = ""
+            if seen is not None and seen.status not in (q.SUCCEEDED, q.FAILED, q.STOPPED):
+                if not q.timed_out(job, now):
+                    continue
+                self.runner.stop(sid)
+            drained = [n for n, v in views().items() if v.draining]
             if seen is None:
                 outcome = q.after_attempt(job, "head_restarted", None, now, drained)
             elif seen.status in (q.SUCCEEDED, q.FAILED, q.STOPPED):
-                cause, code, lost = cause_of(job, seen, views)
+                cause, code, lost = cause_of(job, seen, views())
                 outcome = q.after_attempt(job, cause, code, now, drained, lost=lost)
                 message = _message(seen)
-            elif q.timed_out(job, now):
-                self.runner.stop(sid)
-                outcome = q.after_attempt(job, "timeout", None, now, drained)
             else:
-                continue
+                outcome = q.after_attempt(job, "timeout", None, now, drained)
             if outcome.ended is not None and message:
                 outcome = replace(outcome, ended=replace(outcome.ended, message=message))
             job = q.apply_outcome(job, outcome)
@@ -345,14 +350,18 @@ class Board:
         return changed
 
     def _start(
-        self, views: Mapping[str, NodeView], now: float, reserve_after: float, half_life: float
+        self,
+        views: Callable[[], Mapping[str, NodeView]],
+        now: float,
+        reserve_after: float,
+        half_life: float,
     ) -> bool:
         if not any(j.status == q.QUEUED for j in self.jobs.values()):
             self.reservation = None
             return False
         running = [j for j in self.jobs.values() if j.status == q.RUNNING]
         decision = q.schedule(
-            self.jobs.values(), slots(views, running), now, reserve_after, half_life
+            self.jobs.values(), slots(views(), running), now, reserve_after, half_life
         )
         self.reservation = decision.reservation
         changed = False

@@ -31,6 +31,7 @@ from grid_ops import layout
 PLACEMENT_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 PIN = 0.001
+NODE_CHECK = 5.0  # seconds between checks that every rank's node is still alive
 
 
 def _free_port() -> int:
@@ -186,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     return _ranks(args, command, variables)
 
 
+def dead_ranks(placed: dict[Any, str], alive: set[str]) -> list[int]:
+    """The ranks whose bundle was placed on a node that is no longer alive (pure)."""
+    return sorted(int(i) for i, node in placed.items() if node not in alive)
+
+
 def bundles(bundle: dict[str, float], count: int, on: str) -> list[dict[str, float]]:
     """One bundle per rank; with ``on`` (node names), bundle i is pinned to node i by the
     node's ``grid_node:<name>`` resource (a sliver of it: other work may pin there too)."""
@@ -257,13 +263,22 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
     pending = list(refs)
     code, failure = 0, ""
     while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        rank = refs[done[0]]
-        try:
-            rc = int(ray.get(done[0]))
-            reason = f"exited {rc}"
-        except Exception as exc:  # a node or worker died under the rank
-            rc, reason = 1, f"died: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        done, pending = ray.wait(pending, num_returns=1, timeout=NODE_CHECK)
+        if not done:
+            # A rank whose node died before the rank started waits for its bundle forever
+            # (Ray reschedules the group; a pinned bundle has nowhere to go): fail it.
+            gone = dead_ranks(placed, {n["NodeID"] for n in ray.nodes() if n["Alive"]})
+            waiting = [r for r in gone if any(refs[p] == r for p in pending)]
+            if not waiting:
+                continue
+            rank, rc, reason = waiting[0], 1, "died: its node left the cluster"
+        else:
+            rank = refs[done[0]]
+            try:
+                rc = int(ray.get(done[0]))
+                reason = f"exited {rc}"
+            except Exception as exc:  # a node or worker died under the rank
+                rc, reason = 1, f"died: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         if rc != 0:
             failure = f"grid-ops: rank {rank} (node {where.get(rank, '?')}) {reason}"
             print(f"{failure}; stopping the other ranks", file=sys.stderr, flush=True)
