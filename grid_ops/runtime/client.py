@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             answer = {"ok": False, "error": str(exc), "hint": exc.hint}
             if exc.missing:
                 answer["missing"] = True
+            if exc.conflict:
+                answer["conflict"] = True
             protocol.write_message(out, answer)
             return EXIT_REFUSED
         except (OSError, ValueError) as exc:

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from grid_ops.fsutil import write_atomic
 from grid_ops.runtime import jobqueue as q
 from grid_ops.runtime.nodes import Conflicting, Missing, NodeView, Refused
+from grid_ops.runtime.private import private_dir
 
 QUEUE_FILE = "jobs.json"
 ENV_DIR = "job-env"
@@ -212,8 +213,7 @@ class Board:
         return self.dir / ENV_DIR / f"{job_id}.json"
 
     def _keep_env(self, job_id: str, env: dict[str, str]) -> None:
-        folder = self.dir / ENV_DIR
-        folder.mkdir(mode=0o700, exist_ok=True)
+        private_dir(self.dir / ENV_DIR)  # made, or closed again, to 0700
         write_atomic(self._env_path(job_id), json.dumps(env), mode=0o600)
 
     def _env(self, job: q.Job) -> dict[str, str]:

@@ -41,12 +41,15 @@ class ControllerDown(ConnectionError):
 
 class RemoteError(RuntimeError):
     """The controller refused a request; ``hint`` says what to do; ``missing``: it
-    named something that does not exist."""
+    named something that does not exist; ``conflict``: it clashes with what exists."""
 
-    def __init__(self, message: str, hint: str = "", missing: bool = False) -> None:
+    def __init__(
+        self, message: str, hint: str = "", missing: bool = False, conflict: bool = False
+    ) -> None:
         super().__init__(message)
         self.hint = hint
         self.missing = missing
+        self.conflict = conflict
 
 
 def state_dir(path: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> Path:
@@ -155,6 +158,7 @@ def call(
             str(answer.get("error")),
             str(answer.get("hint") or ""),
             missing=bool(answer.get("missing")),
+            conflict=bool(answer.get("conflict")),
         )
     return answer.get("result"), data
 

@@ -230,8 +230,14 @@ def add_routes(app: FastAPI, resolved: ClusterModel, refresher: Refresher, bind:
         return found.data
 
     def job_record(name: str) -> dict[str, Any]:
-        """The job of that name (its newest) or id: from the head's queue now."""
-        return jobs.load(resolved, jobs.check_key(name))
+        """The job of that id, or the newest of that name: from the refresher's last round
+        (requests never fan out SSH themselves), else from the head's queue (a job
+        launched since that round, or NotFound)."""
+        jobs.check_key(name)
+        for record in reversed(refresher.section("jobs").data or []):
+            if name in (record.get("id"), record["name"]):
+                return dict(record)
+        return jobs.load(resolved, name)
 
     # -- the page's document and the server itself ------------------------------------
 
