@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import lab_bench, median, report, timed
 
 QUEUE = """
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
 from grid_ops.runtime import protocol
-state = Path("state/controller")
+state = Path(os.environ["GRID_OPS_ROOT"], "state", "controller")
 spec = json.loads(sys.argv[1])
 count = int(sys.argv[2])
 start = time.perf_counter()
@@ -66,7 +67,8 @@ else:
     sid = client.submit_job(entrypoint="python -c 'import time; print(time.time())'")
     while str(client.get_job_status(sid)).split(".")[-1] not in ("SUCCEEDED", "FAILED"):
         time.sleep(0.05)
-    print(json.dumps({"latency": float(client.get_job_logs(sid).split()[0]) - sent}))
+    said = [w for w in client.get_job_logs(sid).split() if w.replace(".", "", 1).isdigit()]
+    print(json.dumps({"latency": float(said[-1]) - sent}))
 """
 
 
@@ -101,8 +103,10 @@ def main() -> None:
     with lab_bench(args.nodes) as bench:
         exe, cfg = bench.exe, str(bench.config_path)
 
+        env = dict(os.environ, GRID_OPS_CONFIG=cfg)
+
         def cli(*argv: str, check: bool = True) -> str:
-            proc = subprocess.run([exe, *argv, "-c", cfg], capture_output=True, text=True,
+            proc = subprocess.run([exe, *argv], capture_output=True, text=True, env=env,
                                   check=False)  # fmt: skip
             if check and proc.returncode != 0:
                 raise SystemExit(f"{argv} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -158,8 +162,10 @@ def main() -> None:
             if rows["q0"]["status"] not in ("QUEUED", "RUNNING"):
                 break
             time.sleep(1)
-        ended = float(cli("job", "logs", "blocker").split("ended")[-1].split()[0])
-        started = float(cli("job", "logs", "q0").split("started")[-1].split()[0])
+        # every rank prints its time: the slot is free once the last ended, and the next
+        # job has started once its first rank did
+        ended = max(map(float, re.findall(r"ended (\d+\.\d+)", cli("job", "logs", "blocker"))))
+        started = min(map(float, re.findall(r"started (\d+\.\d+)", cli("job", "logs", "q0"))))
         out["slot_free_to_next_start_s"] = round(started - ended, 3)
     report("job_queue", out)
 
