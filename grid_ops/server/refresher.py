@@ -220,7 +220,10 @@ class Refresher:
             ended = jobs.last_attempt(record).get("ended_at") or 0
             if record.get("status") in TERMINAL and ended < recent:
                 continue  # an old job: its logs are read when asked for (once)
-            self.read_logs(record)
+            try:
+                self.read_logs(record)
+            except GridOpsError:  # its logs next round; the list itself is good
+                log.debug("reading the logs of job %s failed", record["id"])
         return records
 
     def read_logs(self, record: dict[str, Any]) -> JobLogs:
