@@ -336,6 +336,7 @@ def add_routes(app: FastAPI, resolved: ClusterModel, refresher: Refresher, bind:
             timeout=request.timeout,
         )
         record = jobs.launch(resolved, spec, request.env)
+        refresher.note_job(record)  # asked for at once: answered without SSH
         refresher.kick()
         return answers.job(record)
 

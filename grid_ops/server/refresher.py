@@ -121,6 +121,14 @@ class Refresher:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
 
+    def note_job(self, record: dict[str, Any]) -> None:
+        """Add a job launched through the API to the last round's list (replacing an
+        older copy), so requests about it are answered from here until the next round."""
+        with self._lock:
+            found = self.sections["jobs"]
+            rows = [r for r in found.data or [] if r.get("id") != record.get("id")]
+            self.sections["jobs"] = Section([*rows, dict(record)], found.at, found.error)
+
     def kick(self) -> None:
         """Start the next round now (after a change made through the API)."""
         self._wake.set()
