@@ -282,8 +282,9 @@ def rank_logs(cluster: ClusterModel, record: dict[str, Any]) -> str:
 
     attempt = last_attempt(record)
     parts = []
+    job_id = check_key(record["id"])  # the head's answer, checked before it makes a path
     for rank, node in enumerate(attempt.get("nodes") or []):
-        rel = f"{layout.JOBS}/{record['id']}/{layout.rank_log(attempt['number'], rank)}"
+        rel = f"{layout.JOBS}/{job_id}/{layout.rank_log(int(attempt['number']), rank)}"
         try:
             proc = subprocess.run(
                 remote.argv(cluster, node, ["cat", "--", rel]),
