@@ -69,7 +69,8 @@ def checkpoint_dir() -> str:
     return path
 
 
-def _steps(folder: str) -> list[tuple[int, str]]:
+def steps(folder: str) -> list[tuple[int, str]]:
+    """The complete checkpoints in ``folder``: (step, path), the lowest step first."""
     import os
 
     found = []
@@ -82,7 +83,7 @@ def _steps(folder: str) -> list[tuple[int, str]]:
 
 def latest_checkpoint() -> str | None:
     """The newest complete checkpoint's directory (the highest step), or None."""
-    found = _steps(checkpoint_dir())
+    found = steps(checkpoint_dir())
     return found[-1][1] if found else None
 
 
@@ -117,5 +118,5 @@ class checkpoint:
         if os.path.isdir(self.final):  # the same step again (e.g. a retried attempt)
             shutil.rmtree(self.final)
         os.replace(self.path, self.final)
-        for _, old in _steps(self.folder)[: -self.keep] if self.keep > 0 else []:
+        for _, old in steps(self.folder)[: -self.keep] if self.keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)

@@ -42,6 +42,7 @@ JOBS = "jobs"
 JOB_WORK = "work"
 JOB_CHECKPOINTS = "checkpoints"
 JOB_LOGS = "logs"
+JOB_REPLICAS = "replicas"  # copies of other nodes' checkpoints (runtime.checkpoints)
 WHEELHOUSE = "wheelhouse"
 REQUIREMENTS = "requirements.txt"  # in a build
 RAY_TEMP = "ray"  # Ray's temp dir (sessions, logs) when remote_root is short enough

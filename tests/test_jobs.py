@@ -345,15 +345,14 @@ from pathlib import Path
 from grid_ops.jobs import checkpoint, latest_checkpoint
 
 rank, attempt = os.environ["RANK"], os.environ["GRID_OPS_ATTEMPT"]
-if rank == "0":
-    latest = latest_checkpoint()
-    if latest is None:
-        with checkpoint(1) as path:
-            Path(path, "state.txt").write_text(f"written by attempt {attempt}")
-        print("saved step 1", flush=True)
-    else:
-        print("resumed:", Path(latest, "state.txt").read_text(), flush=True)
-        sys.exit(0)
+latest = latest_checkpoint()
+if latest is None:
+    with checkpoint(1) as path:
+        Path(path, "state.txt").write_text(f"rank {rank} written by attempt {attempt}")
+    print("saved step 1", flush=True)
+else:
+    print("resumed:", Path(latest, "state.txt").read_text(), flush=True)
+    sys.exit(0)
 if attempt == "1":
     print("up", flush=True)
     time.sleep(300)
@@ -361,8 +360,10 @@ if attempt == "1":
 
 
 def test_a_killed_node_retries_the_job_elsewhere_from_its_checkpoint(cluster: Lab) -> None:
-    """Attempt 1 runs on two nodes and saves a checkpoint; its second node is killed.
-    Attempt 2 runs on the nodes left, finds the checkpoint attempt 1 wrote, succeeds."""
+    """Attempt 1 runs on two nodes; each rank saves a checkpoint on its own node, which
+    the job copies to the other's; rank 1's node is killed. Attempt 2 runs on the nodes
+    left: rank 0 finds its own checkpoint, rank 1 (on a node new to the job) the one its
+    lost node wrote, copied back from the replica; the job succeeds."""
     cfg = str(cluster.config)
     proc = cluster.cli("job", "launch", "--name", "victim", "--nodes", "2", "--max-retries",
                        "1", "-c", cfg, "--", "python", "-c", RESUME)  # fmt: skip
@@ -377,9 +378,10 @@ def test_a_killed_node_retries_the_job_elsewhere_from_its_checkpoint(cluster: La
                 if n["name"] == first[1])  # fmt: skip
     rank_log = (Path(f"/home/{user}/grid-ops/jobs") / running["id"] / "logs" / "attempt-1"
                 / "rank-1.log")  # fmt: skip
-    while True:  # every rank runs, and rank 0 saved its checkpoint
+    replicated = f"rank 1: checkpoint step-1 replicated to {first[0]}"
+    while True:  # every rank runs, and rank 1's checkpoint has its replica on rank 0's node
         seen = cluster.cli("job", "logs", "victim", "-c", cfg).stdout
-        if "saved step 1" in seen and rank_log.exists() and "up" in rank_log.read_text():
+        if replicated in seen and rank_log.exists() and "up" in rank_log.read_text():
             break
         assert time.monotonic() < deadline, f"attempt 1 did not get going: {seen[-2000:]}"
         time.sleep(1)
@@ -390,8 +392,11 @@ def test_a_killed_node_retries_the_job_elsewhere_from_its_checkpoint(cluster: La
         logs = cluster.cli("job", "logs", "victim", "-c", cfg).stdout
         assert done["status"] == "SUCCEEDED", json.dumps(done, indent=1) + logs[-3000:]
         assert done["attempt"] == 2 and done["attempts"][0]["reason"] == f"node lost ({killed})"
-        assert killed not in done["attempts"][1]["nodes"]
-        assert "resumed: written by attempt 1" in logs, logs[-3000:]
+        second = done["attempts"][1]["nodes"]
+        assert killed not in second and second[0] == first[0]
+        assert "[rank 0] resumed: rank 0 written by attempt 1" in logs, logs[-3000:]
+        assert "[rank 1] resumed: rank 1 written by attempt 1" in logs, logs[-3000:]
+        assert f"rank 1: checkpoint step-1 copied to {second[1]} from {first[0]} (a replica" in logs
     finally:
         cluster.cli("job", "cancel", "victim", "-c", cfg)
         assert cluster.cli("lab", "revive", killed).returncode == 0

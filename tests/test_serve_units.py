@@ -271,6 +271,8 @@ def test_a_server_for_an_unreachable_cluster_answers_with_clear_errors(
     assert "/openapi.json" in bad.json()["hint"]
     refused = down_server.post("/api/jobs", {"name": "no/slash", "command": ["x"]})
     assert refused.status == 400  # grid-ops' own check, not the schema's
+    urgent = down_server.post("/api/jobs", {"name": "j1", "command": ["x"], "priority": "urgent"})
+    assert urgent.status == 400 and "low, normal, high" in urgent.json()["error"]
     assert down_server.get("/api/health?refresh=maybe").status == 422
     assert down_server.get("/api/nodes/nope").status == 404
     assert "gone1" in down_server.get("/api/nodes/nope").json()["hint"]

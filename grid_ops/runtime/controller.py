@@ -164,10 +164,11 @@ class Controller:
                 self._jobs_tick()
 
     def _jobs_tick(self) -> None:
-        policy = self.settings.get("jobs") or {}
+        policy = self.settings.get("jobs")
+        if not policy:  # not configured yet: 'cluster start' hands the settings in
+            return
         board = self.board
-        board.keep = int(policy.get("keep", jobboard.KEEP_ENDED))
-        board.keep_days = float(policy.get("keep_days", jobboard.KEEP_DAYS))
+        board.keep, board.keep_days = int(policy["keep"]), float(policy["keep_days"])
         board.head = str(self.settings.get("head") or "")
         if board.cleanup:
             self._clean_jobs()
@@ -176,8 +177,8 @@ class Controller:
         board.tick(
             self._views,
             time.time(),
-            float(policy.get("reserve_after", 600)),
-            float(policy.get("usage_half_life", 86_400)),
+            float(policy["reserve_after"]),
+            float(policy["usage_half_life"]),
         )
 
     def _clean_jobs(self) -> None:

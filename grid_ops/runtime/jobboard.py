@@ -39,8 +39,6 @@ from grid_ops.runtime.private import private_dir
 
 QUEUE_FILE = "jobs.json"
 ENV_DIR = "job-env"
-KEEP_ENDED = 200  # ended jobs kept (the oldest ended go first), with their files on the nodes
-KEEP_DAYS = 30.0  # and for how long at most
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 LIVE = (q.QUEUED, q.RUNNING)
@@ -143,7 +141,11 @@ class Board:
         self.jobs: dict[str, q.Job] = {}
         self.reservation: q.Placement | None = None
         self.problems: list[str] = []  # records that could not be read (kept aside)
-        self.keep, self.keep_days = KEEP_ENDED, KEEP_DAYS  # the controller's settings
+        # Ended jobs kept (the oldest ended go first), with their files on the nodes, and
+        # for how long at most: the config's execution.job_keep and job_keep_days, set by
+        # the controller before each tick (None: nothing is forgotten).
+        self.keep: int | None = None
+        self.keep_days: float | None = None
         self.head = ""  # the head's name: a shipped workdir lies there
         # Jobs no longer kept, whose files (jobs/<id>/ under remote_root) are still to be
         # removed from these nodes.
@@ -186,6 +188,8 @@ class Board:
     def _prune(self, now: float) -> bool:
         """Forget ended jobs beyond ``keep`` (the oldest first) or older than
         ``keep_days``; their files on the nodes go on the cleanup list."""
+        if self.keep is None or self.keep_days is None:
+            return False
         ended = [j for j in self.jobs.values() if j.status not in LIVE]
         old = now - self.keep_days * 86_400
         gone = ended[: max(0, len(ended) - self.keep)]
@@ -299,7 +303,9 @@ class Board:
         """Is there work for a tick: a live job, or ended ones beyond what is kept?"""
         with self.lock:
             ended = sum(1 for j in self.jobs.values() if j.status not in LIVE)
-            return ended > self.keep or any(j.status in LIVE for j in self.jobs.values())
+            if self.keep is not None and ended > self.keep:
+                return True
+            return any(j.status in LIVE for j in self.jobs.values())
 
     # -- each tick -------------------------------------------------------------------
 

@@ -163,6 +163,8 @@ def launch_argv(
              f"{job.cpus_per_node:g}", "--on", ",".join(nodes), "--job", job.id,
              "--attempt", str(attempt)]  # fmt: skip
     argv += ["--job-env", submission_id] if with_env else []
+    if job.attempts:  # a retry: ranks that moved get their checkpoints first
+        argv += ["--previous", ",".join(job.attempts[-1].nodes)]
     return [*argv, "--", *job.command]
 
 

@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from grid_ops import layout
+from grid_ops.runtime import checkpoints
 
 PLACEMENT_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
@@ -171,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", default="", help="the queued job's id (its checkpoints, logs)")
     parser.add_argument("--attempt", type=int, default=1)
     parser.add_argument(
+        "--previous",
+        default="",
+        metavar="NODE,…",
+        help="the nodes of the job's previous attempt, by rank (a rank that moved gets its "
+        "newest checkpoint copied to its new node first)",
+    )
+    parser.add_argument(
         "--job-env",
         default="",
         metavar="SUBMISSION_ID",
@@ -243,6 +251,10 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
         return ray.util.get_node_ip_address(), _free_port()
 
     in_code = _in_code_dir()
+    ranks = [n for n in args.on.split(",") if n]
+    nodes = checkpoints.Nodes(ray)
+    if args.job and ranks and args.previous:
+        checkpoints.restore(nodes, args.job, ranks, args.previous.split(","))
 
     def one_rank(rank: int, env: dict[str, str]) -> int:
         return _rank(command, env, rank, in_code, (args.job, args.attempt))
@@ -260,6 +272,9 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
             scheduling_strategy=strategy(rank),
         ).remote(rank, env)
         refs[ref] = rank
+    replicas = checkpoints.Replicator(nodes, args.job, ranks) if args.job and ranks else None
+    if replicas is not None:
+        replicas.start()
     pending = list(refs)
     code, failure = 0, ""
     while pending:
@@ -288,6 +303,8 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
             ray.wait(pending, num_returns=len(pending), timeout=STOP_TIMEOUT)
             code = rc
             break
+    if replicas is not None:
+        replicas.stop()
     time.sleep(0.2)
     remove_placement_group(group)
     if failure:

@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -101,7 +101,9 @@ class JobRequest(BaseModel):
     gpus_per_node: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     env: dict[Name, EnvValue] = Field(default_factory=dict, max_length=ENV_VARIABLES)
     cpus_per_node: float = Field(default=1.0, ge=0, le=4096, allow_inf_nan=False)
-    priority: Literal["low", "normal", "high"] = "normal"
+    priority: Word = Field(
+        default="normal", description="The queue's order: low, normal or high (checked there)."
+    )
     max_retries: int | None = Field(default=None, ge=0, le=20)
     retry_on_exit: list[Annotated[int, Field(ge=1, le=255)]] = Field(
         default_factory=list, max_length=32
