@@ -165,9 +165,11 @@ def test_jobs_needing_every_node_run_one_by_one_and_high_priority_goes_second(
     assert [j["id"] for j in json.loads(theirs.stdout)] == ids and len(ids) >= 4
 
 
-def test_a_cluster_restart_loses_no_job_and_logs_stay(cluster: Lab) -> None:
-    """Running jobs come back as their next attempt, queued ones stay queued, and a
-    finished job's logs are read from its rank's node once Ray Jobs forgot it."""
+def test_a_head_reboot_loses_no_job_and_logs_stay(cluster: Lab) -> None:
+    """The head goes down hard (every process of its user killed, its disk kept, as a
+    power cut would) and the cluster is restarted: running jobs come back as their next
+    attempt, queued ones stay queued, and a finished job's logs are read from its rank's
+    node once Ray Jobs forgot it."""
     cfg = str(cluster.config)
     assert cluster.cli("job", "launch", "--name", "orphan", "-c", cfg, "--",
                        "sleep", "600").returncode == 0  # fmt: skip
@@ -175,7 +177,11 @@ def test_a_cluster_restart_loses_no_job_and_logs_stay(cluster: Lab) -> None:
     whole = ["--nodes", str(len(cluster.nodes)), "--cpus-per-node", str(_cpus(cluster))]
     assert cluster.cli("job", "launch", "--name", "blocked", *whole, "-c", cfg, "--",
                        "true").returncode == 0  # fmt: skip
-    assert cluster.cli("cluster", "restart", "-c", cfg, timeout=600).returncode == 0
+    head = cluster.nodes[0]
+    assert cluster.cli("lab", "kill", head).returncode == 0
+    assert cluster.cli("lab", "revive", head).returncode == 0
+    restart = cluster.cli("cluster", "restart", "-c", cfg, timeout=600)
+    assert restart.returncode == 0, restart.stdout[-2000:] + restart.stderr[-2000:]
     try:
         orphan = _wait(cluster, "orphan", ("RUNNING",), limit=120)
         while orphan["attempt"] < 2 and orphan["status"] == "RUNNING":
