@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,7 +27,7 @@ from grid_ops.model import config as config_mod
 from grid_ops.runtime import controller, launch, pool
 from grid_ops.runtime import jobs as runtime_jobs
 from grid_ops.runtime.jobboard import Board, Seen
-from grid_ops.runtime.jobqueue import Job
+from grid_ops.runtime.jobqueue import Attempt, Job
 from grid_ops.runtime.nodes import Refused
 from tests.conftest import REPO
 
@@ -236,7 +237,11 @@ def test_the_launch_line_of_an_attempt_holds_no_env_value() -> None:
     assert "--job-env ok-1-2" in line and "--on a,b,c" in line and "--nodes 3" in line
     assert "--job ok-1 --attempt 2" in line and argv[-3:] == ["--", "python", "t.py"]
     plain = runtime_jobs.launch_argv(job, "ok-1-1", 1, ("a", "b", "c"), with_env=False)
-    assert "--job-env" not in plain
+    assert "--job-env" not in plain and "--previous" not in plain
+    lost = Attempt(1, ("a", "x", "c"), 1.0, 2.0, reason="node lost (x)")
+    retry = runtime_jobs.launch_argv(replace(job, attempts=(lost,)), "ok-1-2", 2,
+                                     ("a", "b", "c"), with_env=False)  # fmt: skip
+    assert " ".join(retry).count("--previous a,x,c") == 1  # rank 1 moved: its checkpoints
 
 
 class _Gcs:

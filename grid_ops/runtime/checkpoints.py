@@ -251,14 +251,18 @@ class Replicator:
     def _run(self) -> None:
         try:
             alive = self.nodes.alive()
-            for rank, node in enumerate(self.ranks):
-                target = replica_node(self.ranks, rank, alive)
-                if target is not None and shared(self.nodes, self.job_id, node, target):
-                    target = None
-                self.targets.append(target)
         except Exception as exc:
             _say(f"checkpoints are not replicated: {_first(exc)}")
             return
+        for rank, node in enumerate(self.ranks):
+            target = replica_node(self.ranks, rank, alive)
+            try:
+                if target is not None and shared(self.nodes, self.job_id, node, target):
+                    target = None  # the same files on both: nothing to copy
+            except Exception as exc:
+                _say(f"rank {rank}: checkpoints are not replicated to {target} ({_first(exc)})")
+                target = None
+            self.targets.append(target)
         while not self.stopped.wait(EVERY):
             for rank, target in enumerate(self.targets):
                 if target is not None and not self.stopped.is_set():
