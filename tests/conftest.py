@@ -5,6 +5,7 @@ and such tests fail with that reason rather than being skipped."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -89,6 +90,14 @@ def grid_ops(
         timeout=timeout,
         check=False,
     )
+
+
+def ctrl_c_reaches_it() -> None:
+    """``preexec_fn`` of a process a test interrupts as Ctrl-C does: SIGINT back to its
+    default, so Python turns it into KeyboardInterrupt. A suite started in the background
+    of a non-interactive shell ('pytest &') inherits SIGINT ignored, and so would the
+    process, which would then never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

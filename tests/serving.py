@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import ctrl_c_reaches_it
+
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("GRID_OPS_TEST_ARTIFACTS", REPO / "test-artifacts"))
 # The address `grid-ops serve` prints for the operator: the token in its fragment.
@@ -126,7 +128,10 @@ def start(
     argv = [sys.executable, "-m", "grid_ops", "serve", "-c", str(config)]
     argv += ["--bind", bind, "--port", str(port), *extra]
     with log.open("wb") as sink:
-        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        proc = subprocess.Popen(
+            argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+            preexec_fn=ctrl_c_reaches_it,
+        )  # fmt: skip
     host = f"[{bind}]" if ":" in bind else bind
     server = Server(f"http://{host}:{port}", proc, log, token)
     deadline = time.monotonic() + ready_within

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import grid_ops
+from tests.conftest import ctrl_c_reaches_it, grid_ops
 
 HEAVY = ("ansible", "ansible_runner", "ray", "jinja2", "fastapi", "uvicorn", "starlette")
 
@@ -156,6 +156,7 @@ def test_health_watch_probes_every_interval_until_interrupted(tmp_path: Path) ->
     proc = subprocess.Popen(
         [sys.executable, "-m", "grid_ops", "health", "-c", str(cfg), "--watch", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=ctrl_c_reaches_it,
     )  # fmt: skip
     time.sleep(4)
     proc.send_signal(signal.SIGINT)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from grid_ops import model
-from tests.conftest import REPO, Lab
+from tests.conftest import REPO, Lab, ctrl_c_reaches_it
 
 pytestmark = pytest.mark.lab
 
@@ -174,7 +174,8 @@ def test_a_command_exiting_124_is_not_taken_for_a_time_out(ready: Lab) -> None:
 def test_interrupted_run_all_stops_every_node(ready: Lab) -> None:
     argv = [sys.executable, "-m", "grid_ops", "run", "-c", str(ready.config), "--all"]
     proc = subprocess.Popen([*argv, "--", "sleep", "98.5"], env=ready.env(), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_reaches_it)  # fmt: skip
     deadline = time.monotonic() + 30
     while len(_left_running("sleep 98.5", 0)) < 2 * len(ready.nodes):  # shell + sleep each
         assert time.monotonic() < deadline, "the runs did not start"
@@ -188,7 +189,8 @@ def test_interrupted_run_all_stops_every_node(ready: Lab) -> None:
 def test_interrupted_run_stops_the_command_on_the_node(ready: Lab) -> None:
     argv = [sys.executable, "-m", "grid_ops", "run", "-c", str(ready.config), "--node", "node1"]
     proc = subprocess.Popen([*argv, "--", "sleep", "96.5"], env=ready.env(), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_reaches_it)  # fmt: skip
     deadline = time.monotonic() + 30
     while not _left_running("sleep 96.5", 0) and time.monotonic() < deadline:
         time.sleep(0.2)
