@@ -88,8 +88,7 @@ def unpack(job_id: str, kind: str, rank: int, data: tuple[int, bytes] | None) ->
     os.makedirs(path, mode=0o700, exist_ok=True)
     partial = tempfile.mkdtemp(prefix=".partial-", dir=path)
     try:
-        with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
-            tar.extractall(partial, filter="data")  # no links out, no absolute paths
+        _extract(blob, partial)
         final = os.path.join(path, f"step-{int(step)}")
         if os.path.isdir(final):
             shutil.rmtree(final)
@@ -102,6 +101,30 @@ def unpack(job_id: str, kind: str, rank: int, data: tuple[int, bytes] | None) ->
             if number != step:
                 shutil.rmtree(old, ignore_errors=True)
     return int(step), len(blob)
+
+
+def _extract(blob: bytes, into: str) -> None:
+    """Unpack a checkpoint archive into ``into``: directories and regular files only
+    (no links, devices, absolute paths nor '..': nothing lands outside), dirs 0700 and
+    files 0600 (0700 if executable). Written here, not by tarfile's extraction filters:
+    a node's Python may predate them (Debian 12's 3.11.2)."""
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as tar:
+        for member in tar:
+            parts = [p for p in member.name.split("/") if p not in ("", ".")]
+            if member.name.startswith("/") or ".." in parts:
+                raise ValueError(f"unsafe path in a checkpoint archive: {member.name[:200]!r}")
+            target = os.path.join(into, *parts)
+            if member.isdir():
+                os.makedirs(target, mode=0o700, exist_ok=True)
+                continue
+            source = tar.extractfile(member) if member.isfile() else None
+            if source is None:
+                raise ValueError(f"not a file nor a directory: {member.name[:200]!r}")
+            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            mode = 0o700 if member.mode & 0o100 else 0o600
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            with source, os.fdopen(os.open(target, flags, mode), "wb") as out:
+                shutil.copyfileobj(source, out)
 
 
 def _marker(job_id: str, token: str) -> str:
@@ -223,8 +246,12 @@ def restore(nodes: Nodes, job_id: str, ranks: Sequence[str], previous: Sequence[
 
 
 def _first(exc: BaseException) -> str:
+    """The first line of what went wrong: a Ray task's own exception, not Ray's wrapper."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
     text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
 
 
 class Replicator:
