@@ -238,7 +238,7 @@ def test_the_launch_line_of_an_attempt_holds_no_env_value() -> None:
     assert "--job ok-1 --attempt 2" in line and argv[-3:] == ["--", "python", "t.py"]
     plain = runtime_jobs.launch_argv(job, "ok-1-1", 1, ("a", "b", "c"), with_env=False)
     assert "--job-env" not in plain and "--previous" not in plain
-    lost = Attempt(1, ("a", "x", "c"), 1.0, 2.0, reason="node lost (x)")
+    lost = Attempt(number=1, nodes=("a", "x", "c"), started_at=1.0, ended_at=2.0, reason="lost")
     retry = runtime_jobs.launch_argv(replace(job, attempts=(lost,)), "ok-1-2", 2,
                                      ("a", "b", "c"), with_env=False)  # fmt: skip
     assert " ".join(retry).count("--previous a,x,c") == 1  # rank 1 moved: its checkpoints
