@@ -105,6 +105,14 @@ def node_resource(name: str) -> str:
     return NODE_RESOURCE_PREFIX + name
 
 
+NODE_PIN = 0.001  # of a node's grid_node resource: pins work there, leaves room for more
+
+
+def pin(name: str) -> dict[str, float]:
+    """The Ray resources that place a task or bundle on the config node ``name``."""
+    return {node_resource(name): NODE_PIN}
+
+
 def node_name(resources: Mapping[str, object]) -> str | None:
     """The config node a Ray node's resources name (None: not started by grid-ops)."""
     for key in resources:

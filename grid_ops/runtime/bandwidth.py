@@ -56,7 +56,7 @@ def measure(names: list[str], mib: int, rounds: int, timeout: float) -> dict[str
              log_to_driver=False)  # fmt: skip
     group = None
     try:
-        bundles = [{f"{layout.NODE_RESOURCE_PREFIX}{n}": 0.001} for n in names]
+        bundles = [layout.pin(n) for n in names]
         group = placement_group(bundles, strategy="STRICT_SPREAD")
         ray.get(group.ready(), timeout=timeout)
         ranks = [
@@ -64,7 +64,7 @@ def measure(names: list[str], mib: int, rounds: int, timeout: float) -> dict[str
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement_group=group, placement_group_bundle_index=i
                 ),
-                resources={f"{layout.NODE_RESOURCE_PREFIX}{n}": 0.001},
+                resources=layout.pin(n),
             ).remote(n, mib * 2**20)
             for i, n in enumerate(names)
         ]

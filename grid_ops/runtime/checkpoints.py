@@ -39,7 +39,6 @@ from grid_ops.runtime.jobboard import JOB_ID
 
 EVERY = 5.0  # seconds between looks for a new checkpoint on each rank's node
 TIMEOUT = 600.0  # at most this long for one copy
-PIN = 0.001
 OWN, REPLICA = "own", "replica"  # a rank's checkpoints on its node; a copy elsewhere
 
 
@@ -174,8 +173,7 @@ class Nodes:
         """Start ``function(*args)`` on ``node``; its object ref."""
         if function not in self._remote:
             self._remote[function] = self.ray.remote(num_cpus=0, max_retries=0)(function)
-        pin = {layout.node_resource(node): PIN}
-        return self._remote[function].options(resources=pin).remote(*args)
+        return self._remote[function].options(resources=layout.pin(node)).remote(*args)
 
     def get(self, ref: Any, timeout: float = TIMEOUT) -> Any:
         return self.ray.get(ref, timeout=timeout)

@@ -194,8 +194,7 @@ class Controller:
                 if view is None or not view.alive:
                     continue
                 task = ray.remote(num_cpus=0, max_retries=0)(_remove_job_files)
-                pin = {layout.node_resource(name): 0.001}
-                work.append((job_id, name, task.options(resources=pin).remote(job_id)))
+                work.append((job_id, name, task.options(resources=layout.pin(name)).remote(job_id)))
         for job_id, name, ref in work:
             with contextlib.suppress(Exception):  # not this time: the next tick retries
                 if ray.get(ref, timeout=30):

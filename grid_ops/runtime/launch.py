@@ -31,7 +31,6 @@ from grid_ops.runtime import checkpoints
 
 PLACEMENT_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
-PIN = 0.001
 NODE_CHECK = 5.0  # seconds between checks that every rank's node is still alive
 
 
@@ -200,15 +199,20 @@ def dead_ranks(placed: dict[Any, str], alive: set[str]) -> list[int]:
     return sorted(int(i) for i, node in placed.items() if node not in alive)
 
 
+def node_names(on: str) -> list[str]:
+    """The node names of ``--on`` (comma-separated), in rank order."""
+    return [n for n in on.split(",") if n]
+
+
 def bundles(bundle: dict[str, float], count: int, on: str) -> list[dict[str, float]]:
     """One bundle per rank; with ``on`` (node names), bundle i is pinned to node i by the
     node's ``grid_node:<name>`` resource (a sliver of it: other work may pin there too)."""
-    names = [n for n in on.split(",") if n]
+    names = node_names(on)
     if names and len(names) != count:
         raise SystemExit(f"grid-ops: --on names {len(names)} node(s) for {count} rank(s)")
     if not names:
         return [dict(bundle) or {"CPU": 0.001} for _ in range(count)]
-    return [{**bundle, layout.node_resource(name): PIN} for name in names]
+    return [{**bundle, **layout.pin(name)} for name in names]
 
 
 def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]) -> int:
@@ -251,10 +255,10 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
         return ray.util.get_node_ip_address(), _free_port()
 
     in_code = _in_code_dir()
-    ranks = [n for n in args.on.split(",") if n]
+    ranks = node_names(args.on)
     nodes = checkpoints.Nodes(ray)
     if args.job and ranks and args.previous:
-        checkpoints.restore(nodes, args.job, ranks, args.previous.split(","))
+        checkpoints.restore(nodes, args.job, ranks, node_names(args.previous))
 
     def one_rank(rank: int, env: dict[str, str]) -> int:
         return _rank(command, env, rank, in_code, (args.job, args.attempt))

@@ -19,7 +19,6 @@ from grid_ops.runtime.nodes import RESOURCE_KEYS, NodeView, Refused, describe, r
 
 PRIORITIES = ("low", "normal", "high", "critical")
 PLACE_TIMEOUT = 15.0
-PIN = 0.001  # of the node's node:<ip> resource: pins the bundle, leaves room for others
 
 
 def validate(resource: str, amount: float, priority: str) -> str:
@@ -91,7 +90,7 @@ def place(record: dict[str, Any], timeout: float = PLACE_TIMEOUT) -> str:
     from ray.util.placement_group import placement_group, remove_placement_group
 
     key = RESOURCE_KEYS[record["resource"]]
-    bundle = {key: float(record["amount"]), layout.node_resource(record["node"]): PIN}
+    bundle = {key: float(record["amount"]), **layout.pin(record["node"])}
     pg = placement_group(
         [bundle], strategy="STRICT_PACK", name=f"grid-{record['id']}", lifetime="detached"
     )
