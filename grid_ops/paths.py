@@ -43,6 +43,11 @@ def serve_token_file(key: str) -> Path:
     return state_dir() / "serve" / f"{key}.token"
 
 
+def user_token_file(cluster_id: str) -> Path:
+    """Where this machine keeps its user's token for a cluster ('grid-ops user login')."""
+    return state_dir() / "tokens" / f"{cluster_id}.token"
+
+
 def ansible_root_name() -> str:
     """The directory holding ``playbooks/``, ``roles/`` and ``ansible.cfg``.
 

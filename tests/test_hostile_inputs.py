@@ -7,10 +7,12 @@ function the CLI and the nodes share. No cluster is needed.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import importlib.util
 import json
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -224,7 +226,9 @@ def test_job_launch_sends_env_values_on_stdin_never_in_argv(tmp_path: Path) -> N
     assert not any(SECRET in arg for arg in call), call
     script = call[-1]  # the remote shell line
     assert "grid_ops.runtime.client job-submit" in script and "--stdin" in script
-    assert json.loads(user.ssh_stdin()) == {"SECRET_TOKEN": SECRET, "SEED": "7"}
+    who, _, payload = user.ssh_stdin().partition("\n")  # who asks, then the job's env
+    assert json.loads(who) == {"token": None, "user": getpass.getuser()}
+    assert json.loads(payload) == {"SECRET_TOKEN": SECRET, "SEED": "7"}
     kept = [p for p in user.state.rglob("*") if p.is_file() and SECRET in p.read_text()]
     assert kept == []  # nor kept on this machine
 
@@ -567,3 +571,61 @@ def test_an_unreadable_queue_is_kept_aside_not_lost(tmp_path: Path) -> None:
     board = Board(tmp_path, _Ray())
     assert [r["id"] for r in board.rows()] == ["ok-1"]
     assert "job #1" in board.problems[0]
+
+
+# -- a user's token on this machine --------------------------------------------------------
+
+WHOAMI = json.dumps({"ok": True, "result": {"name": "bob", "role": "member"}})
+
+
+def test_login_keeps_the_token_private_and_never_on_a_command_line(tmp_path: Path) -> None:
+    user = Env(tmp_path, answer=WHOAMI, code=0)
+    proc = user.cli("user", "login", stdin=f"{SECRET}\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "as bob (member)" in proc.stdout
+    kept = user.state / "tokens" / "hostile-cluster.token"
+    assert kept.read_text().strip() == SECRET
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert stat.S_IMODE(kept.parent.stat().st_mode) == 0o700
+    (call,) = user.ssh_calls()
+    assert not any(SECRET in arg for arg in call), call
+    assert json.loads(user.ssh_stdin())["token"] == SECRET  # on stdin only
+    # every later call carries it, the same way
+    user.cli("job", "list")
+    assert all(SECRET not in arg for c in user.ssh_calls() for arg in c)
+    assert user.ssh_stdin().count(SECRET) == 2
+
+
+def test_a_token_the_head_refuses_is_not_kept(tmp_path: Path) -> None:
+    refused = json.dumps({"ok": False, "error": "Your token is not known to this cluster."})
+    user = Env(tmp_path, answer=refused, code=1)
+    proc = user.cli("user", "login", stdin="wrong-token\n")
+    assert proc.returncode != 0 and "not known to this cluster" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (user.state / "tokens").exists()
+    for bad in ("", "two words"):
+        proc = user.cli("user", "login", stdin=f"{bad}\n")
+        assert proc.returncode == 2 and "not a token" in proc.stderr
+
+
+def test_a_token_file_others_can_read_is_refused_and_not_sent(tmp_path: Path) -> None:
+    user = Env(tmp_path, answer=WHOAMI, code=0)
+    kept = user.state / "tokens" / "hostile-cluster.token"
+    kept.parent.mkdir(parents=True)
+    kept.write_text(SECRET)
+    kept.chmod(0o644)
+    proc = user.cli("user", "whoami")
+    assert proc.returncode == 2
+    assert "is readable by other users (mode 644)" in proc.stderr
+    assert "grid-ops user login" in proc.stderr
+    assert user.ssh_calls() == []  # nothing left this machine
+
+
+def test_a_file_in_the_way_of_the_token_dir_is_a_clear_error(tmp_path: Path) -> None:
+    user = Env(tmp_path, answer=WHOAMI, code=0)
+    user.state.mkdir(parents=True)
+    (user.state / "tokens").write_text("mine")  # the user's own file, kept
+    proc = user.cli("user", "login", stdin=f"{SECRET}\n")
+    assert proc.returncode == 2, proc.stderr
+    assert "Cannot keep your token in" in proc.stderr and "Traceback" not in proc.stderr
+    assert (user.state / "tokens").read_text() == "mine"

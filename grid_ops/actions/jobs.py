@@ -14,7 +14,6 @@ the SSH connection's stdin, never in an argv.
 
 from __future__ import annotations
 
-import getpass
 import json
 import secrets
 import subprocess
@@ -210,7 +209,6 @@ def job_spec(
     return {
         "id": new_id(name),
         "name": name,
-        "submitter": getpass.getuser(),
         "priority": priority,
         "nodes": nodes,
         "gpus_per_node": float(gpus),

@@ -36,6 +36,7 @@ from grid_ops.cli import (
     serve_cmd,
     status_cmd,
     sync_cmd,
+    user_cmd,
 )
 from grid_ops.errors import GridOpsError, bug_report
 
@@ -105,6 +106,7 @@ app.command("rollback")(rollback_cmd.rollback)
 app.command("reset")(reset_cmd.reset)
 app.command("run", context_settings={"allow_interspersed_args": False})(run_cmd.run)
 app.command("demo")(demo.demo)
+app.command("usage")(user_cmd.usage)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(inventory_cmd.app, name="inventory")
 app.add_typer(cluster.app, name="cluster")
@@ -116,6 +118,7 @@ app.add_typer(boost_cmd.sharing_app, name="resource-sharing")
 app.add_typer(offload_cmd.app, name="offload")
 app.add_typer(memory_cmd.app, name="memory")
 app.add_typer(serve_cmd.app, name="serve")
+app.add_typer(user_cmd.app, name="user")
 app.add_typer(lab_cmd.app, name="lab")
 
 

@@ -128,9 +128,28 @@ def release(cluster: ClusterModel, rid: str, kind: str) -> dict[str, Any]:
 
 
 def command_line(op: str, args: dict[str, Any] | None, with_payload: bool) -> list[str]:
-    """What ``call`` runs on the head for ``op`` (pure); the payload goes on stdin."""
+    """What ``call`` runs on the head for ``op`` (pure). Who asks (``auth``) goes on
+    stdin's first line, then the payload: no token is ever on a command line."""
     command = ["python", "-m", "grid_ops.runtime.client", op, "--args", json.dumps(args or {})]
+    command.append("--auth")
     return [*command, "--stdin"] if with_payload else command
+
+
+def token(cluster: ClusterModel) -> str | None:
+    """This machine's token for ``cluster`` ('grid-ops user login'), if it has one."""
+    from grid_ops import paths, secretfile
+
+    path = paths.user_token_file(cluster.id)
+    fix = f"Log in again ('grid-ops user login'), or chmod 600 {path}."
+    return secretfile.read(path, "your token for this cluster", fix)
+
+
+def who(cluster: ClusterModel, token_file: bool = True) -> dict[str, Any]:
+    """Who asks: this machine's token for the cluster (``token_file``), and its login
+    name (the owner on a cluster without users)."""
+    import getpass
+
+    return {"token": token(cluster) if token_file else None, "user": getpass.getuser()}
 
 
 def call(
@@ -139,21 +158,25 @@ def call(
     args: dict[str, Any] | None = None,
     payload: bytes | None = None,
     timeout: float | None = None,
+    auth: dict[str, Any] | None = None,
 ) -> tuple[Any, bytes]:
     """One controller operation on the head: its result and payload bytes (``timeout``:
-    the controller deadline unless given)."""
+    the controller deadline unless given; ``auth``: who asks, instead of this machine's
+    token for the cluster)."""
     from grid_ops import model
     from grid_ops.drivers import remote
 
     timeout = timeout or cluster.deadlines.controller
 
     command = command_line(op, args, payload is not None)
+    asker = who(cluster, token_file=auth is None)
+    asker.update(auth or {})
     model.ensure_control_dir()
     head = cluster.head
     try:
         proc = subprocess.run(
             remote.argv(cluster, head, command),
-            input=payload if payload is not None else b"",
+            input=json.dumps(asker).encode() + b"\n" + (payload or b""),
             capture_output=True,
             timeout=timeout,
             check=False,

@@ -342,6 +342,7 @@ def _controller(config: ClusterConfig) -> dict[str, Any]:
             "keep": config.execution.job_keep,
             "keep_days": config.execution.job_keep_days,
         },
+        "users": [u.model_dump(mode="json") for u in config.users],
     }
 
 

@@ -575,6 +575,33 @@ def _drop_deprecated(data: Any) -> tuple[Any, list[str]]:
     return data, found
 
 
+GpuAmount = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=100_000)]
+GpuHours = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=10_000_000)]
+
+
+class QuotaConfig(Strict):
+    """What one user's jobs may hold: unset = no limit."""
+
+    gpus: GpuAmount | None = Field(
+        default=None, description="GPUs their running jobs may hold at once"
+    )
+    gpu_hours_per_week: GpuHours | None = Field(
+        default=None, description="GPU-hours their jobs may use in any 7 days (rolling)"
+    )
+
+
+class UserConfig(Strict):
+    """One person who uses the cluster (identified by a token: 'grid-ops user token')."""
+
+    name: Name
+    role: Literal["admin", "member"] = Field(
+        default="member",
+        description="admin: may stop, release and delete anyone's work and make tokens; "
+        "member: only their own",
+    )
+    quota: QuotaConfig = Field(default_factory=QuotaConfig)
+
+
 class ClusterConfig(Strict):
     """The whole ``cluster.yaml``."""
 
@@ -603,6 +630,10 @@ class ClusterConfig(Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     resource_sharing: ResourceSharingConfig = Field(default_factory=ResourceSharingConfig)
     offload: OffloadConfig = Field(default_factory=OffloadConfig)
+    users: Annotated[list[UserConfig], Field(max_length=1024)] = Field(
+        default_factory=list,
+        description="who uses the cluster; unset = one user, no tokens (everyone is admin)",
+    )
 
     @model_validator(mode="wrap")
     @classmethod
@@ -682,6 +713,15 @@ class ClusterConfig(Strict):
             raise ValueError(
                 f"nodes: more than one node has role head ({', '.join(heads)}); "
                 "mark exactly one node as head (or none: the first node is the head)"
+            )
+        users = [u.name for u in self.users]
+        twice = sorted({u for u in users if users.count(u) > 1})
+        if twice:
+            raise ValueError(f"users: {', '.join(twice)} listed twice; user names must be unique")
+        if users and not any(u.role == "admin" for u in self.users):
+            raise ValueError(
+                "users: nobody has role admin; give at least one user 'role: admin' "
+                "(an admin makes the others' tokens)"
             )
         unknown = sorted(set(self.ray.nodes) - set(seen_names))
         if unknown:

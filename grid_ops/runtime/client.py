@@ -24,11 +24,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("op")
     parser.add_argument("--args", default="{}", help="JSON object of arguments")
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="the first line of standard input is who asks: JSON {token, user}",
+    )
     parser.add_argument("--stdin", action="store_true", help="send standard input as payload")
     parser.add_argument("--state-dir", default=protocol.DEFAULT_STATE_DIR)
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--wait", type=float, default=120.0, help="for a controller starting")
     opts = parser.parse_args(argv)
+    auth = None
+    if opts.auth:
+        try:
+            auth = json.loads(sys.stdin.buffer.readline() or b"{}")
+        except ValueError:
+            auth = {}
     payload = sys.stdin.buffer.read() if opts.stdin else b""
     out = sys.stdout.buffer
     state = protocol.state_dir(opts.state_dir)
@@ -36,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     while True:
         try:
             result, data = protocol.call(
-                state, opts.op, json.loads(opts.args), payload, timeout=opts.timeout
+                state, opts.op, json.loads(opts.args), payload, opts.timeout, auth
             )
             break
         except protocol.ControllerDown as exc:

@@ -34,6 +34,7 @@ from typing import Any
 from grid_ops import layout
 from grid_ops.runtime import (
     jobboard,
+    jobqueue,
     nodes,
     offload,
     pool,
@@ -41,6 +42,7 @@ from grid_ops.runtime import (
     protocol,
     reservations,
     store,
+    users,
 )
 from grid_ops.runtime.jobs import Runner
 from grid_ops.runtime.nodes import Conflicting, Missing, Refused
@@ -78,6 +80,7 @@ class Controller:
         self._save()
         self._restore()
         self.board = jobboard.Board(self.dir, self._runner())
+        self.tokens = users.Tokens(self.dir)
         self._server = self._serve()
         threading.Thread(target=self._maintain, name="grid-maintain", daemon=True).start()
 
@@ -120,9 +123,9 @@ class Controller:
                 try:
                     request = protocol.read_line(self.rfile)
                     payload = protocol.read_exact(self.rfile, int(request.get("payload") or 0))
-                    result, data = controller.call(
-                        request["op"], request.get("args") or {}, payload
-                    )
+                    op = str(request["op"])
+                    caller = controller.identify(op, request.get("auth"))
+                    result, data = controller.call(op, request.get("args") or {}, payload, caller)
                     protocol.write_message(self.wfile, {"ok": True, "result": result}, data)
                 except Refused as exc:
                     answer = {"ok": False, "error": str(exc), "hint": exc.hint}
@@ -170,6 +173,10 @@ class Controller:
         board = self.board
         board.keep, board.keep_days = int(policy["keep"]), float(policy["keep_days"])
         board.head = str(self.settings.get("head") or "")
+        board.quotas = {
+            name: jobqueue.Quota.from_json(user.get("quota"))
+            for name, user in users.configured(self.settings).items()
+        }
         if board.cleanup:
             self._clean_jobs()
         if not board.live():
@@ -205,12 +212,42 @@ class Controller:
     def ready(self) -> dict[str, Any]:
         return self._ping()
 
-    def call(self, op: str, args: dict[str, Any], payload: bytes = b"") -> tuple[Any, bytes]:
+    def call(
+        self,
+        op: str,
+        args: dict[str, Any],
+        payload: bytes = b"",
+        caller: users.Caller = users.CLUSTER_CODE,
+    ) -> tuple[Any, bytes]:
+        """Carry out ``op`` for ``caller`` (an actor call: the cluster's own code)."""
         handler = OPS.get(op)
         if handler is None:
             raise Refused(f"Unknown controller operation '{op}'.")
-        answer: tuple[Any, bytes] = handler(self, args, payload)
+        if op in ADMIN_OPS and not caller.admin:
+            raise Refused(f"Only an admin may {ADMIN_OPS[op]}; you are {caller.name}.")
+        answer: tuple[Any, bytes] = handler(self, args, payload, caller)
         return answer
+
+    def identify(self, op: str, auth: object) -> users.Caller:
+        """Who sent a socket request with ``auth`` (``{"token", "user"}``: the caller's
+        token, and who the operator's machine says it is). The head's own calls (ping,
+        configure: from 'cluster start') need none; a first admin's token may be asked
+        for without one (users.may_issue)."""
+        if op in OPEN_OPS:
+            return users.CLUSTER_CODE
+        given = auth if isinstance(auth, dict) else {}
+        token, claimed = given.get("token"), given.get("user")
+        try:
+            return users.identify(
+                self.settings,
+                self.tokens,
+                token if isinstance(token, str) else None,
+                claimed if isinstance(claimed, str) else "",
+            )
+        except Refused:
+            if op != "user-token":
+                raise
+            return users.Caller("", users.MEMBER)
 
     def record_tasks(self, report: dict[str, Any]) -> None:
         with self.lock:
@@ -270,7 +307,9 @@ class Controller:
                 pool.ensure_actor(views[name], capacity)
             return chosen
 
-    def pool_commit(self, key: str, size: int, digest: str, held: list[str]) -> None:
+    def pool_commit(
+        self, key: str, size: int, digest: str, held: list[str], owner: str = ""
+    ) -> None:
         pool.check_key(key)
         with self.lock:
             old = self.state["pool"].get(key)
@@ -279,6 +318,7 @@ class Controller:
                 "sha256": digest,
                 "nodes": held,
                 "stored_at": round(time.time(), 3),
+                "owner": owner,
             }
             self._save()
         for stale in set((old or {}).get("nodes", [])) - set(held):
@@ -307,7 +347,9 @@ class Controller:
             )
         raise Missing(f"No boost or allocation '{rid}'.", "See the live ones with 'status'.")
 
-    def _reserve(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+    def _reserve(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         kind = str(args.get("kind", "boost"))
         resource = str(args.get("resource", ""))
         amount = float(args.get("amount", 0))
@@ -342,6 +384,7 @@ class Controller:
                 "created_at": round(now, 3),
                 "expires_at": round(now + float(ttl), 3) if ttl else None,
                 "state": "active",
+                "owner": caller.name,
             }
             record["pg"] = reservations.place(record)
             self.state["reservations"][record["id"]] = record
@@ -365,7 +408,9 @@ class Controller:
         self._save()
         return reservations.public(record)
 
-    def _release(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+    def _release(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         rid = str(args.get("id", ""))
         with self.lock:
             record = self._reservation(rid)
@@ -375,9 +420,13 @@ class Controller:
                     f"'{rid}' is a {record['kind']}, not a {kind}.",
                     f"Release it with 'grid-ops {_command(record['kind'])} release'.",
                 )
+            what = f"{'Boost' if record['kind'] == 'boost' else 'Allocation'} {rid}"
+            users.check_owner(caller, str(record.get("owner") or ""), what, "release")
             return self._release_record(rid, "released"), b""
 
-    def _list(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+    def _list(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         kind = args.get("kind")
         with self.lock:
             views = self._views()
@@ -425,7 +474,9 @@ class Controller:
 
     # -- offload -------------------------------------------------------------------------
 
-    def _offload_set(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+    def _offload_set(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         with self.lock:
             current = self.state["offload"]["policy"]
             thresholds = {**current["thresholds"], **(args.get("thresholds") or {})}
@@ -434,7 +485,9 @@ class Controller:
         self.sampler.sample()
         return self._offload_status({}, b"")
 
-    def _offload_status(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+    def _offload_status(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         with self.lock:
             policy = self.state["offload"]["policy"]
             recent = self.state["offload"]["decisions"][-int(args.get("recent", 20)) :]
@@ -453,15 +506,23 @@ class Controller:
         known = ", ".join(sorted(self.state["pool"])[:10]) or "none"
         return Missing(f"No object '{key}' in the memory pool.", f"Stored keys: {known}.")
 
-    def _memory_store(self, args: dict[str, Any], payload: bytes) -> tuple[Any, bytes]:
+    def _memory_store(
+        self, args: dict[str, Any], payload: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         key = pool.check_key(args.get("key"))
         node = args.get("node")
+        with self.lock:
+            old = self.state["pool"].get(key)
+        if old is not None:
+            users.check_owner(caller, str(old.get("owner") or ""), f"Object '{key}'", "replace")
         plan = self.pool_plan(key, len(payload), int(args.get("replicas", 1)), node)
         pool.put_all([pool.actor(n) for n in plan], key, payload)
-        self.pool_commit(key, len(payload), pool.checksum(payload), plan)
+        self.pool_commit(key, len(payload), pool.checksum(payload), plan, caller.name)
         return {"key": key, "size": len(payload), "nodes": plan}, b""
 
-    def _memory_retrieve(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+    def _memory_retrieve(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         key = pool.check_key(args.get("key"))
         data, node = pool.get_first(self.pool_locate(key), key)
         digest = self.state["pool"][key].get("sha256")
@@ -469,22 +530,31 @@ class Controller:
             raise Refused(f"Object '{key}' on {node} does not match its checksum.")
         return {"key": key, "size": len(data), "node": node}, data
 
-    def _memory_list(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+    def _memory_list(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         with self.lock:
             directory = {k: dict(v) for k, v in self.state["pool"].items()}
         held = pool.holders(sorted({n for e in directory.values() for n in e["nodes"]}))
         rows = []
         for key, entry in sorted(directory.items()):
             live = [n for n in entry["nodes"] if key in held.get(n, {})]
-            rows.append({"key": key, "size": entry["size"], "nodes": live, "lost": not live})
+            owner = entry.get("owner") or ""
+            rows.append(
+                {"key": key, "size": entry["size"], "nodes": live, "lost": not live, "owner": owner}
+            )
         return rows, b""
 
-    def _memory_delete(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+    def _memory_delete(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         key = pool.check_key(args.get("key"))
         with self.lock:
-            entry = self.state["pool"].pop(key, None)
+            entry = self.state["pool"].get(key)
             if entry is None:
                 raise self._unknown_key(key)
+            users.check_owner(caller, str(entry.get("owner") or ""), f"Object '{key}'", "delete")
+            del self.state["pool"][key]
             self._save()
         for node in entry["nodes"]:
             try:
@@ -495,7 +565,9 @@ class Controller:
 
     # -- the job queue -----------------------------------------------------------------
 
-    def _job_submit(self, args: dict[str, Any], payload: bytes) -> tuple[Any, bytes]:
+    def _job_submit(
+        self, args: dict[str, Any], payload: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         from grid_ops.runtime.jobs import parse_env
 
         try:
@@ -505,12 +577,17 @@ class Controller:
         spec = args.get("job")
         if not isinstance(spec, dict):
             raise Refused("job-submit needs the job.")
+        # Who submits is who calls (a user's token, else the operator's login name),
+        # never what the job says.
+        spec = {**spec, "submitter": caller.name or "unknown"}
         job = self.board.submit(spec, env, time.time())
         with contextlib.suppress(Exception):  # it starts now if it fits (else next tick)
             self._jobs_tick()
         return self.board.find(job.id).to_json(), b""
 
-    def _job_list(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+    def _job_list(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         held = self.board.reservation
         return {
             "jobs": self.board.rows(),
@@ -518,11 +595,75 @@ class Controller:
             "problems": list(self.board.problems),
         }, b""
 
-    def _job_get(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+    def _job_get(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         return self.board.find(str(args.get("name") or "")).to_json(), b""
 
-    def _job_cancel(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
-        return self.board.cancel(str(args.get("name") or "")).to_json(), b""
+    def _job_cancel(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
+        job = self.board.find(str(args.get("name") or ""))
+        users.check_owner(caller, job.submitter, f"Job {job.name or job.id}", "cancel")
+        return self.board.cancel(job.id).to_json(), b""
+
+    # -- users ---------------------------------------------------------------------------
+
+    def _user_token(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
+        name = str(args.get("name") or "")
+        with self.lock:
+            users.may_issue(self.settings, self.tokens, caller, name)
+            token = self.tokens.issue(name)
+        role = users.configured(self.settings)[name].get("role")
+        return {"name": name, "role": role, "token": token}, b""
+
+    def _whoami(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
+        return {"name": caller.name, "role": caller.role}, b""
+
+    def _users(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
+        """The configured users, whether each has a token, and each one's running GPUs
+        and GPU-hours of the last 7 days (what their quota counts)."""
+        now = time.time()
+        jobs = self.board.records()
+        held = jobqueue.running_gpus(jobs)
+        week = jobqueue.usage_table(jobs, now - jobqueue.WEEK, now, "user")
+        have = set(self.tokens.holders())
+        rows = []
+        for name, user in sorted(users.configured(self.settings).items()):
+            quota = user.get("quota") or {}
+            rows.append(
+                {
+                    "name": name,
+                    "role": user.get("role"),
+                    "token": name in have,
+                    "gpus_running": held.get(name, 0.0),
+                    "gpu_hours_week": week.get(name, {}).get("gpu_hours", 0.0),
+                    "quota": {
+                        "gpus": quota.get("gpus"),
+                        "gpu_hours_per_week": quota.get("gpu_hours_per_week"),
+                    },
+                }
+            )
+        return rows, b""
+
+    def _usage(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
+        """GPU- and CPU-hours from the queue's attempts since ``since`` (epoch seconds),
+        by ``by`` (user or node)."""
+        by = str(args.get("by") or "user")
+        if by not in jobqueue.USAGE_KEYS:
+            raise Refused(f"Usage by '{by}' is not known.", "Use: user or node.")
+        now = time.time()
+        since = float(args.get("since") or 0.0)
+        table = jobqueue.usage_table(self.board.records(), since, now, by)
+        return {"since": since, "until": now, "by": by, "rows": table}, b""
 
     # -- status and metrics --------------------------------------------------------------
 
@@ -533,7 +674,9 @@ class Controller:
             "started_at": self.started_at,
         }
 
-    def _metrics(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+    def _metrics(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         with self.lock:
             per_node = pool.used_by_node(self.state["pool"])
             return {
@@ -547,7 +690,9 @@ class Controller:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def _configure(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+    def _configure(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         """Take new settings in place (same code): a node added or removed by 'apply'
         needs no controller restart, and boosts and the pool directory stay as they are."""
         settings = args.get("settings")
@@ -560,7 +705,9 @@ class Controller:
             self._save()
         return {"changed": changed, "version": version}, b""
 
-    def _evacuate(self, args: dict[str, Any], _: bytes) -> tuple[Any, bytes]:
+    def _evacuate(
+        self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         """Before ``node`` leaves: copy each pool object it holds to a node that stays
         (when no other live replica exists on one), move its shares, release its boosts
         (a boost is asked for on a named node). Returns what happened to each."""
@@ -624,7 +771,9 @@ class Controller:
             ray.kill(pool.actor(node), no_restart=True)
         return {"node": node, "moved": moved}, b""
 
-    def _overview(self, args: dict[str, Any], payload: bytes) -> tuple[Any, bytes]:
+    def _overview(
+        self, args: dict[str, Any], payload: bytes, caller: users.Caller = users.CLUSTER_CODE
+    ) -> tuple[Any, bytes]:
         """Everything a dashboard shows of the controller in one call: the offload
         policy, the live reservations, the pool's objects and the metrics numbers."""
         boosts, _ = self._list({}, b"")
@@ -654,8 +803,15 @@ def _command(kind: str) -> str:
     return "boost" if kind == "boost" else "resource-sharing"
 
 
+# Open to any caller on the socket: the head's own calls from 'cluster start'.
+OPEN_OPS = frozenset({"ping", "configure"})
+# What only an admin may do (and what the refusal calls it).
+ADMIN_OPS = {
+    "evacuate": "move work off a node",
+    "offload-set": "change the offload policy",
+}
 OPS: dict[str, Any] = {
-    "ping": lambda self, args, payload: (self._ping(), b""),
+    "ping": lambda self, args, payload, caller: (self._ping(), b""),
     "reserve": Controller._reserve,
     "release": Controller._release,
     "reservations": Controller._list,
@@ -673,6 +829,10 @@ OPS: dict[str, Any] = {
     "job-list": Controller._job_list,
     "job-get": Controller._job_get,
     "job-cancel": Controller._job_cancel,
+    "user-token": Controller._user_token,
+    "whoami": Controller._whoami,
+    "users": Controller._users,
+    "usage": Controller._usage,
 }
 
 

@@ -147,6 +147,7 @@ class Board:
         self.keep: int | None = None
         self.keep_days: float | None = None
         self.head = ""  # the head's name: a shipped workdir lies there
+        self.quotas: dict[str, q.Quota] = {}  # by submitter: the config's users' quotas
         # Jobs no longer kept, whose files (jobs/<id>/ under remote_root) are still to be
         # removed from these nodes.
         self.cleanup: dict[str, list[str]] = {}
@@ -242,6 +243,11 @@ class Board:
                 known = ", ".join(sorted({j.name for j in self.jobs.values()})[:20])
                 raise Missing(f"No job named '{key}'.", f"Known jobs: {known or 'none yet'}.")
             return named[-1]
+
+    def records(self) -> list[q.Job]:
+        """Every job, in submit order."""
+        with self.lock:
+            return list(self.jobs.values())
 
     def rows(self) -> list[dict[str, Any]]:
         """Every job as a record (``Job.to_json``), in submit order."""
@@ -367,7 +373,12 @@ class Board:
             return False
         running = [j for j in self.jobs.values() if j.status == q.RUNNING]
         decision = q.schedule(
-            self.jobs.values(), slots(views(), running), now, reserve_after, half_life
+            self.jobs.values(),
+            slots(views(), running),
+            now,
+            reserve_after,
+            half_life,
+            self.quotas,
         )
         self.reservation = decision.reservation
         changed = False

@@ -18,6 +18,8 @@ STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, STOPPED)
 PRIORITIES = ("low", "normal", "high")  # lowest first
 CAUSES = ("exited", "node_lost", "head_restarted", "timeout", "stopped")
 DEFAULT_HALF_LIFE = 24 * 3600.0
+WEEK = 7 * 86_400.0  # a quota's GPU-hours count over the last 7 days
+USAGE_KEYS = ("user", "node")
 # Free amounts are sums and differences of fractional GPUs, so 0.5 may arrive as
 # 0.49999999; an exact comparison would call that too little.
 _EPS = 1e-9
@@ -139,6 +141,21 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """What one submitter's jobs may hold: GPUs at once, GPU-hours in any ``WEEK``
+    (None: no limit)."""
+
+    gpus: float | None = None
+    gpu_hours_per_week: float | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Quota:
+        data = data or {}
+        gpus, hours = data.get("gpus"), data.get("gpu_hours_per_week")
+        return cls(None if gpus is None else float(gpus), None if hours is None else float(hours))
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What an ended attempt leads to. ``ended`` is the job's last attempt, closed."""
 
@@ -241,6 +258,72 @@ def why_waiting(job: Job, nodes: Iterable[NodeSlot]) -> str:
     return "fits now"
 
 
+# --- usage -----------------------------------------------------------------------------
+
+
+def attempt_gpus(job: Job, attempt: Attempt) -> float:
+    """GPUs an attempt holds: each of its ranks' GPUs."""
+    return job.gpus_per_node * (len(attempt.nodes) or job.nodes)
+
+
+def _span(attempt: Attempt, since: float, until: float) -> float:
+    """Seconds of ``attempt`` inside [since, until] (an open attempt runs to ``until``)."""
+    end = until if attempt.ended_at is None else min(attempt.ended_at, until)
+    return max(0.0, end - max(attempt.started_at, since))
+
+
+def usage_table(
+    jobs: Iterable[Job], since: float, until: float, by: str
+) -> dict[str, dict[str, float]]:
+    """GPU-hours, CPU-hours and attempts within [since, until], by submitter (``by``
+    user) or by node (``by`` node: each rank's share on its node)."""
+    if by not in USAGE_KEYS:
+        raise ValueError(f"usage by {by!r}: use one of {', '.join(USAGE_KEYS)}")
+    table: dict[str, dict[str, float]] = {}
+    for job in jobs:
+        for attempt in job.attempts:
+            hours = _span(attempt, since, until) / 3600
+            if hours <= 0:
+                continue
+            gpus = attempt_gpus(job, attempt)
+            cpus = job.cpus_per_node * (len(attempt.nodes) or job.nodes)
+            keys = [job.submitter] if by == "user" else list(attempt.nodes) or ["(unknown)"]
+            for key in keys:
+                row = table.setdefault(key, {"gpu_hours": 0.0, "cpu_hours": 0.0, "attempts": 0})
+                row["gpu_hours"] += gpus * hours / len(keys)
+                row["cpu_hours"] += cpus * hours / len(keys)
+                row["attempts"] += 1
+    return table
+
+
+def running_gpus(jobs: Iterable[Job]) -> dict[str, float]:
+    """GPUs each submitter's running attempts hold now."""
+    held: dict[str, float] = {}
+    for job in jobs:
+        if job.status == RUNNING and job.attempts and job.attempts[-1].ended_at is None:
+            gpus = attempt_gpus(job, job.attempts[-1])
+            held[job.submitter] = held.get(job.submitter, 0.0) + gpus
+    return held
+
+
+def over_quota(job: Job, quota: Quota, held: float, week_hours: float) -> str | None:
+    """Why ``job`` may not start under its submitter's ``quota`` (None: it may), given
+    the GPUs they hold now and their GPU-hours of the last ``WEEK``."""
+    gpus = job.gpus_per_node * job.nodes
+    who = job.submitter
+    if quota.gpus is not None and gpus > 0 and held + gpus > quota.gpus + _EPS:
+        return (
+            f"over {who}'s quota: needs {gpus:g} GPU(s), {who}'s jobs hold {held:g} of "
+            f"{quota.gpus:g} allowed at once"
+        )
+    limit = quota.gpu_hours_per_week
+    if limit is not None and gpus > 0 and week_hours + _EPS >= limit:
+        return (
+            f"over {who}'s quota: {week_hours:.2f} of {limit:g} GPU-hours used in the last 7 days"
+        )
+    return None
+
+
 # --- order -----------------------------------------------------------------------------
 
 
@@ -257,8 +340,7 @@ def usage(
         for attempt in job.attempts:
             end = now if attempt.ended_at is None else attempt.ended_at
             hours = max(0.0, end - attempt.started_at) / 3600
-            gpus = job.gpus_per_node * (len(attempt.nodes) or job.nodes)
-            total += gpus * hours * 0.5 ** (max(0.0, now - end) / half_life)
+            total += attempt_gpus(job, attempt) * hours * 0.5 ** (max(0.0, now - end) / half_life)
         totals[job.submitter] = total
     return totals
 
@@ -291,10 +373,12 @@ def schedule(
     now: float,
     reserve_after: float,
     half_life: float = DEFAULT_HALF_LIFE,
+    quotas: Mapping[str, Quota] | None = None,
 ) -> Decision:
     """One pass over the queued jobs in ``order``. ``nodes`` give what is free now (the
     running jobs already hold their share); each start takes its share from a working
     copy, so two starts never share resources. A job that does not fit is passed over.
+    A job over its submitter's quota (``quotas`` by submitter) waits, saying so.
     The first high-priority job that has waited over ``reserve_after`` seconds and does
     not fit gets a reservation: later jobs start only on other nodes."""
     jobs = list(jobs)
@@ -302,16 +386,28 @@ def schedule(
     starts: list[Placement] = []
     waiting: dict[str, str] = {}
     held: Placement | None = None
+    quotas = quotas or {}
+    holding = running_gpus(jobs)
+    week = usage_table(jobs, now - WEEK, now, "user") if quotas else {}
     queued = [j for j in jobs if j.status == QUEUED]
     for job in order(queued, usage(jobs, now, half_life)):
         never = never_fits(job, free.values())
         if never is not None:
             waiting[job.id] = never
             continue
+        quota = quotas.get(job.submitter)
+        if quota is not None:
+            hours = week.get(job.submitter, {}).get("gpu_hours", 0.0)
+            over = over_quota(job, quota, holding.get(job.submitter, 0.0), hours)
+            if over is not None:
+                waiting[job.id] = over
+                continue
         others = [n for n in free.values() if held is None or n.name not in held.nodes]
         placement = place(job, others)
         if placement is not None:
             starts.append(Placement(job.id, tuple(placement)))
+            gpus = job.gpus_per_node * job.nodes
+            holding[job.submitter] = holding.get(job.submitter, 0.0) + gpus
             for name in placement:
                 slot = free[name]
                 free[name] = replace(

@@ -139,8 +139,10 @@ def call(
     args: dict[str, Any] | None = None,
     payload: bytes = b"",
     timeout: float = 120.0,
+    auth: dict[str, Any] | None = None,
 ) -> tuple[Any, bytes]:
-    """One request to the controller: its result and payload (raises RemoteError)."""
+    """One request to the controller: its result and payload (raises RemoteError).
+    ``auth``: who asks (``{"token", "user"}``, runtime.users)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -150,7 +152,10 @@ def call(
         sock.close()
         raise ControllerDown(str(exc)) from None
     with sock, sock.makefile("rwb") as stream:
-        write_message(stream, {"op": op, "args": args or {}}, payload)
+        header: dict[str, Any] = {"op": op, "args": args or {}}
+        if auth is not None:
+            header["auth"] = auth
+        write_message(stream, header, payload)
         answer = read_line(stream)
         data = read_exact(stream, int(answer.get("payload") or 0))
     if not answer.get("ok"):

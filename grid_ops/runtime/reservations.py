@@ -144,6 +144,7 @@ def public(
     """
     keys = ("id", "kind", "node", "resource", "amount", "priority", "expires_at", "created_at")
     out = {k: record.get(k) for k in keys}
+    out["owner"] = record.get("owner") or ""
     state = record.get("state", "active")
     if state == "active" and views is not None:
         view = views.get(record["node"])

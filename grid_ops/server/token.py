@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grid_ops.errors import GridOpsError, UsageError
+from grid_ops import secretfile
+from grid_ops.errors import GridOpsError
 from grid_ops.paths import serve_token_file
 
 log = logging.getLogger("grid_ops.serve")
@@ -24,20 +24,8 @@ def token_file(key: str) -> Path:
 def read(key: str) -> str | None:
     """The token kept under ``key``, or None when none was made yet (or the file is
     unreadable as one: empty, or readable by others)."""
-    path = token_file(key)
-    try:
-        info = path.stat()
-        text = path.read_text().strip()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        raise UsageError(f"Cannot read the serve token {path}: {exc.strerror or exc}.") from None
-    if info.st_mode & 0o077:
-        raise UsageError(
-            f"The serve token {path} is readable by other users (mode {info.st_mode & 0o777:o}).",
-            f"Make a new one: grid-ops serve token --rotate (or chmod 600 {path}).",
-        )
-    return text or None
+    fix = f"Make a new one: grid-ops serve token --rotate (or chmod 600 {token_file(key)})."
+    return secretfile.read(token_file(key), "the serve token", fix)
 
 
 def ensure(key: str, rotate: bool = False) -> str:
@@ -46,17 +34,8 @@ def ensure(key: str, rotate: bool = False) -> str:
     current = None if rotate else read(key)
     if current:
         return current
-    path = token_file(key)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
     token = secrets.token_urlsafe(32)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, (token + "\n").encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    secretfile.write(token_file(key), token, "the serve token")
     return token
 
 
