@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 RESERVATION_FIELDS = (
     "id", "node", "resource", "amount", "expires_at", "priority", "state", "created_at",
+    "owner",
 )  # fmt: skip
 
 
@@ -55,7 +56,8 @@ def reservation(row: dict[str, Any]) -> dict[str, Any]:
 
 def pool_objects(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The memory pool's objects as ``memory list-objects --json`` shows them."""
-    return [{"key": r["key"], "size": r["size"], "nodes": r["nodes"]} for r in rows]
+    keys = ("key", "size", "nodes", "owner")
+    return [{k: r.get(k) for k in keys} for r in rows]
 
 
 def health(nodes: list[NodeHealth], cached: bool) -> dict[str, Any]:

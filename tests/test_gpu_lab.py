@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -169,3 +171,120 @@ def test_a_sick_node_is_quarantined_until_a_round_finds_it_well(
     assert rows["node3"]["drained"] == "fan swap"
     back = lab.cli("node", "undrain", "node3", "-c", cfg, timeout=600)
     assert back.returncode == 0, back.stderr[-2000:]
+
+
+# -- several users on the GPU nodes --------------------------------------------------------
+
+SLEEP = "import time; t = time.time(); time.sleep({s}); print('ran', time.time() - t, flush=True)"
+
+
+def test_users_own_their_work_and_a_quota_holds_a_job_until_its_gpus_free(
+    gpu_lab: tuple[Lab, Path], tmp_path: Path
+) -> None:
+    """Three people on the GPU lab: ada (admin, on the lab's own machine), bob (a member
+    with a quota of 1 GPU at once) and cy (a member), each on a machine of their own (a
+    state dir of their own)."""
+    lab, path = gpu_lab
+    data = yaml.safe_load(path.read_text())
+    data["users"] = [
+        {"name": "ada", "role": "admin"},
+        {"name": "bob", "quota": {"gpus": 1}},
+        {"name": "cy"},
+    ]
+    users_cfg = tmp_path / "users.yaml"
+    users_cfg.write_text(yaml.safe_dump(data))
+    cfg = str(users_cfg)
+
+    def machine(name: str) -> Any:
+        env = dict(lab.env(), GRID_OPS_STATE_DIR=str(tmp_path / name))
+        return lambda *args, stdin="": subprocess.run(
+            [sys.executable, "-m", "grid_ops", *args, "-c", cfg], input=stdin, env=env,
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+
+    ada = lambda *args, stdin="": lab.cli(*args, "-c", cfg)  # noqa: E731
+    bob, cy = machine("bob"), machine("cy")
+    applied = lab.cli("apply", "--yes", "-c", cfg, timeout=600)
+    assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
+    try:
+        # the head now asks who calls; the first admin's token may be made by whoever
+        # reaches the head, once
+        refused = ada("job", "list")
+        assert refused.returncode != 0 and "needs your token" in refused.stderr
+        made = _json(ada("user", "token", "ada", "--save", "--json"))
+        assert made["role"] == "admin" and made["saved"]
+        assert made["token"] not in (tmp_path / "users.yaml").read_text()
+        for person, name in ((bob, "bob"), (cy, "cy")):
+            token = _json(ada("user", "token", name, "--json"))["token"]
+            login = person("user", "login", stdin=token + "\n")
+            assert login.returncode == 0 and f"as {name} (member)" in login.stdout, login.stderr
+        again = cy("user", "token", "cy")
+        assert again.returncode != 0 and "Only an admin makes tokens; you are cy" in again.stderr
+        listed = {r["name"]: r for r in _json(ada("user", "list", "--json"))}
+        assert listed["bob"]["token"] and listed["bob"]["quota"]["gpus"] == 1
+
+        # bob's first job holds his one GPU; his second waits, saying why
+        long_job = SLEEP.format(s=600)
+        started = time.monotonic()
+        first = bob("job", "launch", "--name", "bob-long", "--gpus-per-node", "1", "--",
+                    "python", "-c", long_job)  # fmt: skip
+        assert first.returncode == 0, first.stderr
+        second = bob("job", "launch", "--name", "bob-next", "--gpus-per-node", "1", "--",
+                     "python", "-c", SLEEP.format(s=8))  # fmt: skip
+        assert second.returncode == 0, second.stderr
+        running = _wait_job(bob, "bob-long", ("RUNNING",))
+        assert running["submitter"] == "bob"
+        waiting = _wait_job(bob, "bob-next", ("QUEUED",))
+        assert waiting["reason"] == (
+            "over bob's quota: needs 1 GPU(s), bob's jobs hold 1 of 1 allowed at once"
+        )
+        # cy's job is not held by bob's quota
+        cys = cy("job", "launch", "--name", "cy-job", "--gpus-per-node", "1", "--",
+                 "python", "-c", SLEEP.format(s=1))  # fmt: skip
+        assert cys.returncode == 0, cys.stderr
+
+        # cy may not stop bob's job, nor release his boost; the refusal names bob
+        stop = cy("job", "cancel", "bob-long")
+        assert stop.returncode != 0
+        assert "Job bob-long belongs to bob; only bob or an admin may cancel it" in stop.stderr
+        assert _wait_job(cy, "bob-long", ("RUNNING",))["status"] == "RUNNING"
+        boost = _json(bob("boost", "request", "node1", "cpu", "0.1", "--json"))
+        assert boost["owner"] == "bob"
+        taken = cy("boost", "release", boost["id"])
+        assert taken.returncode != 0 and "belongs to bob" in taken.stderr
+        assert bob("boost", "release", boost["id"]).returncode == 0
+
+        # bob stops his own; the waiting one starts as his GPU frees
+        assert bob("job", "cancel", "bob-long").returncode == 0
+        ended = _wait_job(bob, "bob-next", ("SUCCEEDED", "FAILED", "STOPPED"), limit=240)
+        assert ended["status"] == "SUCCEEDED", ended
+        assert _wait_job(cy, "cy-job", ("SUCCEEDED",))["status"] == "SUCCEEDED"
+        elapsed = time.monotonic() - started
+
+        # usage: bob's GPU-hours are his two jobs' run times (1 GPU each)
+        usage = _json(ada("usage", "--since", "1h", "--json"))["rows"]
+        records = {
+            r["name"]: r for r in _json(ada("job", "list", "--json")) if r["submitter"] == "bob"
+        }
+        ran = sum(
+            records[n]["ended_at"] - records[n]["started_at"] for n in ("bob-long", "bob-next")
+        )
+        assert usage["bob"]["gpu_hours"] * 3600 == pytest.approx(ran, rel=0.02)
+        assert ran <= elapsed  # and the queue's run times are within what the test saw
+        logs = bob("job", "logs", "bob-next").stdout
+        slept = float(logs.split("ran", 1)[1].split()[0])  # the job's own clock: ~8 s
+        assert records["bob-next"]["ended_at"] - records["bob-next"]["started_at"] >= slept
+        assert usage["cy"]["gpu_hours"] > 0
+    finally:
+        back = lab.cli("apply", "--yes", "-c", str(path), timeout=600)  # no users again
+        lab.cli("user", "logout", "-c", str(path))
+    assert back.returncode == 0, back.stderr[-2000:]
+
+
+def _wait_job(person: Any, name: str, states: tuple[str, ...], limit: float = 120) -> Any:
+    deadline = time.monotonic() + limit
+    while True:
+        record = _json(person("job", "status", name, "--json"))
+        if record["status"] in states or time.monotonic() > deadline:
+            return record
+        time.sleep(1)

@@ -230,10 +230,11 @@ class Controller:
 
     def identify(self, op: str, auth: object) -> users.Caller:
         """Who sent a socket request with ``auth`` (``{"token", "user"}``: the caller's
-        token, and who the operator's machine says it is). The head's own calls (ping,
-        configure: from 'cluster start') need none; a first admin's token may be asked
-        for without one (users.may_issue)."""
-        if op in OPEN_OPS:
+        token, and who the operator's machine says it is). A request without ``auth`` is
+        the head's own code (``controller ensure`` from 'cluster start'); the grid-ops
+        client always sends one. A first admin's token may be asked for without a token
+        (users.may_issue)."""
+        if op in OPEN_OPS or auth is None:
             return users.CLUSTER_CODE
         given = auth if isinstance(auth, dict) else {}
         token, claimed = given.get("token"), given.get("user")
@@ -803,10 +804,11 @@ def _command(kind: str) -> str:
     return "boost" if kind == "boost" else "resource-sharing"
 
 
-# Open to any caller on the socket: the head's own calls from 'cluster start'.
-OPEN_OPS = frozenset({"ping", "configure"})
+# Open to any caller on the socket.
+OPEN_OPS = frozenset({"ping"})
 # What only an admin may do (and what the refusal calls it).
 ADMIN_OPS = {
+    "configure": "change the controller's settings ('grid-ops apply')",
     "evacuate": "move work off a node",
     "offload-set": "change the offload policy",
 }
