@@ -39,6 +39,11 @@ class Conflict(UsageError):
     HTTP 409)."""
 
 
+class Forbidden(UsageError):
+    """The caller may not do this: another user's job, boost or object, an admin's
+    command, no known token (exit code 2; HTTP 403)."""
+
+
 class Unavailable(GridOpsError):
     """The cluster cannot answer: the head unreachable, Ray or the controller down (exit
     code 1; HTTP 503)."""

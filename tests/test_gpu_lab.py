@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests import fake_nvidia_smi, gpu_variants
+from tests import fake_nvidia_smi, gpu_variants, serving
 from tests.conftest import Lab
 
 pytestmark = pytest.mark.lab
@@ -243,10 +243,21 @@ def test_users_own_their_work_and_a_quota_holds_a_job_until_its_gpus_free(
                  "python", "-c", SLEEP.format(s=1))  # fmt: skip
         assert cys.returncode == 0, cys.stderr
 
-        # cy may not stop bob's job, nor release his boost; the refusal names bob
+        # cy may not stop bob's job, nor release his boost; the refusal names bob: through
+        # the CLI, and through the API with cy's own token (ada serves it)
         stop = cy("job", "cancel", "bob-long")
-        assert stop.returncode != 0
+        assert stop.returncode == 2
         assert "Job bob-long belongs to bob; only bob or an admin may cancel it" in stop.stderr
+        server = serving.start(users_cfg, lab.env(), tmp_path / "serve.log")
+        try:
+            cy_token = (tmp_path / "cy" / "tokens" / f"{lab.cluster_id()}.token").read_text()
+            answer = server.post("/api/jobs/bob-long/cancel", token=cy_token.strip())
+            assert answer.status == 403, answer.body
+            assert "belongs to bob" in answer.json()["error"]
+            guess = server.post("/api/jobs/bob-long/cancel", token="not-a-users-token")
+            assert guess.status == 401
+        finally:
+            server.stop()
         assert _wait_job(cy, "bob-long", ("RUNNING",))["status"] == "RUNNING"
         boost = _json(bob("boost", "request", "node1", "cpu", "0.1", "--json"))
         assert boost["owner"] == "bob"

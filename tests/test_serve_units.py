@@ -85,6 +85,71 @@ def test_the_authorization_header_must_carry_the_token() -> None:
     assert not tokens.matches("Bearer s3cret", None)  # no token: nothing matches
 
 
+def _asgi(app: Any, method: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, Any]:
+    """One request straight into an ASGI app: its status and JSON body."""
+    import asyncio
+
+    headers = {"host": "127.0.0.1:8470", "content-length": str(len(body)), **headers}
+    scope = {
+        "type": "http", "method": method, "path": "/api/x", "raw_path": b"/api/x",
+        "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
+        "server": ("127.0.0.1", 8470), "client": ("127.0.0.1", 5000),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+    given = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return given.pop(0) if given else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    data = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, json.loads(data)
+
+
+def test_a_users_own_token_passes_and_the_requests_calls_carry_it() -> None:
+    """The guard's side of users' tokens at the API (the head's answer stands in; the lab
+    test in tests/test_gpu_lab.py sends real users' tokens through a real server)."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from grid_ops.drivers import control
+
+    asked: list[str] = []
+
+    def known(token: str) -> bool:
+        asked.append(token)
+        return token == "bob-token"
+
+    def carried(request: Any) -> JSONResponse:
+        return JSONResponse({"asker": control._ASKER.get()})
+
+    inner = Starlette(routes=[Route("/api/x", carried, methods=["GET", "POST"])])
+    hosts = guard.Hosts.of("127.0.0.1", 8470)
+    app = guard.Guard(inner, hosts, lambda: "serve-token", public=(), users=known)
+    assert _asgi(app, "GET", {"Authorization": "Bearer bob-token"}) == (
+        200,
+        {"asker": "bob-token"},
+    )
+    # the server's own token: the calls carry this machine's token
+    assert _asgi(app, "GET", {"Authorization": "Bearer serve-token"}) == (200, {"asker": None})
+    assert asked == ["bob-token"]  # the serve token never goes to the head
+    for header in ("Bearer cy-guess", "Basic bob-token", ""):
+        status, body = _asgi(app, "GET", {"Authorization": header})
+        assert status == 401, header
+        assert "a user's own token works too" in body["hint"]
+    # the other walls still stand for a user's token: a foreign origin, a non-JSON body
+    bob = {"Authorization": "Bearer bob-token"}
+    assert _asgi(app, "POST", {**bob, "Origin": "http://evil.example"})[0] == 403
+    assert _asgi(app, "POST", {**bob, "Content-Type": "text/plain"}, b"x")[0] == 415
+    assert control._ASKER.get() is None  # nothing leaks out of a request
+
+
 # -- the names and origins it answers to --------------------------------------------------
 
 

@@ -48,14 +48,22 @@ def keep(cluster: ClusterModel, token: str) -> Any:
 def login(cluster: ClusterModel, token: str) -> dict[str, Any]:
     """Check ``token`` with the head, then keep it: ``{name, role, saved}``. A token the
     head does not know is refused and nothing is written."""
-    from grid_ops.drivers import control
 
     token = token.strip()
     if not token or any(c.isspace() for c in token):
         raise UsageError("That is not a token (empty, or with spaces).",
                          "Paste the one line 'grid-ops user token NAME' printed.")  # fmt: skip
+    who = check(cluster, token)
+    return {**who, "saved": str(keep(cluster, token))}
+
+
+def check(cluster: ClusterModel, token: str) -> dict[str, Any]:
+    """Whose ``token`` is, as the head says: ``{name, role}`` (Forbidden when the head
+    does not know it)."""
+    from grid_ops.drivers import control
+
     who, _ = control.call(cluster, "whoami", {}, auth={"token": token})
-    return {**dict(who), "saved": str(keep(cluster, token))}
+    return dict(who)
 
 
 def logout(cluster: ClusterModel) -> bool:

@@ -104,7 +104,13 @@ def serve(
 
     from grid_ops.server import api
 
-    app_ = api.create(cluster, refresher, tokens.Watch(_token_key(cluster)).current, hosts, bind)
+    users = None
+    if cluster.config.users:
+        from grid_ops.server.usertokens import UserTokens
+
+        users = UserTokens(cluster)
+    watch = tokens.Watch(_token_key(cluster))
+    app_ = api.create(cluster, refresher, watch.current, hosts, bind, users=users)
     base = f"http://{hosts.reach()}:{port}/"
     err.print(
         f"serving {safe(cluster.name)} on {safe(base)} (bearer token required; Ctrl-C "

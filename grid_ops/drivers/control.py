@@ -9,12 +9,15 @@ of ``boost``/``resource-sharing`` (pure).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import re
 import subprocess
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from grid_ops.errors import Conflict, GridOpsError, NotFound, Unavailable, UsageError
+from grid_ops.errors import Conflict, Forbidden, GridOpsError, NotFound, Unavailable, UsageError
 from grid_ops.layout import EXIT_MISSING_ROOT, EXIT_SSH_FAILED
 
 if TYPE_CHECKING:
@@ -135,6 +138,21 @@ def command_line(op: str, args: dict[str, Any] | None, with_payload: bool) -> li
     return [*command, "--stdin"] if with_payload else command
 
 
+# A user's token that the calls of this context carry instead of this machine's: the API
+# server sets it for each request that came with one (grid_ops.server.guard).
+_ASKER: contextvars.ContextVar[str | None] = contextvars.ContextVar("grid_asker", default=None)
+
+
+@contextlib.contextmanager
+def acting_as(user_token: str) -> Iterator[None]:
+    """Controller calls made inside carry ``user_token`` (checked already)."""
+    mark = _ASKER.set(user_token)
+    try:
+        yield
+    finally:
+        _ASKER.reset(mark)
+
+
 def token(cluster: ClusterModel) -> str | None:
     """This machine's token for ``cluster`` ('grid-ops user login'), if it has one."""
     from grid_ops import paths, secretfile
@@ -169,6 +187,9 @@ def call(
     timeout = timeout or cluster.deadlines.controller
 
     command = command_line(op, args, payload is not None)
+    acting = _ASKER.get()
+    if auth is None and acting is not None:
+        auth = {"token": acting}
     asker = who(cluster, token_file=auth is None)
     asker.update(auth or {})
     model.ensure_control_dir()
@@ -206,6 +227,8 @@ def call(
             refused = NotFound
         elif answer.get("conflict"):
             refused = Conflict
+        elif answer.get("forbidden"):
+            refused = Forbidden
         raise refused(str(answer.get("error")), str(answer.get("hint") or "") or None)
     size = int(answer.get("payload") or 0)
     if len(rest) != size:

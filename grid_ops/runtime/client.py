@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                 answer["missing"] = True
             if exc.conflict:
                 answer["conflict"] = True
+            if exc.forbidden:
+                answer["forbidden"] = True
             protocol.write_message(out, answer)
             return EXIT_REFUSED
         except (OSError, ValueError) as exc:

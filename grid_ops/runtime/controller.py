@@ -45,7 +45,7 @@ from grid_ops.runtime import (
     users,
 )
 from grid_ops.runtime.jobs import Runner
-from grid_ops.runtime.nodes import Conflicting, Missing, Refused
+from grid_ops.runtime.nodes import Conflicting, Denied, Missing, Refused
 from grid_ops.runtime.taskstats import Totals
 
 NAMESPACE = layout.CONTROLLER_NAMESPACE
@@ -133,6 +133,8 @@ class Controller:
                         answer["missing"] = True
                     if isinstance(exc, Conflicting):
                         answer["conflict"] = True
+                    if isinstance(exc, Denied):
+                        answer["forbidden"] = True
                     protocol.write_message(self.wfile, answer)
                 except Exception as exc:  # answer the caller; the controller stays up
                     protocol.write_message(
@@ -224,7 +226,7 @@ class Controller:
         if handler is None:
             raise Refused(f"Unknown controller operation '{op}'.")
         if op in ADMIN_OPS and not caller.admin:
-            raise Refused(f"Only an admin may {ADMIN_OPS[op]}; you are {caller.name}.")
+            raise Denied(f"Only an admin may {ADMIN_OPS[op]}; you are {caller.name}.")
         answer: tuple[Any, bytes] = handler(self, args, payload, caller)
         return answer
 

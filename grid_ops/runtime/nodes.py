@@ -23,6 +23,11 @@ class Missing(Refused):
     answers 'not found')."""
 
 
+class Denied(Refused):
+    """A request of someone who may not make it (not the owner, not an admin, no known
+    token): the caller answers 'forbidden'."""
+
+
 class Conflicting(Refused):
     """A request that clashes with what exists (a live job of that name): the caller
     answers 'conflict'."""

@@ -44,12 +44,18 @@ class RemoteError(RuntimeError):
     named something that does not exist; ``conflict``: it clashes with what exists."""
 
     def __init__(
-        self, message: str, hint: str = "", missing: bool = False, conflict: bool = False
+        self,
+        message: str,
+        hint: str = "",
+        missing: bool = False,
+        conflict: bool = False,
+        forbidden: bool = False,
     ) -> None:
         super().__init__(message)
         self.hint = hint
         self.missing = missing
         self.conflict = conflict
+        self.forbidden = forbidden
 
 
 def state_dir(path: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> Path:
@@ -164,6 +170,7 @@ def call(
             str(answer.get("hint") or ""),
             missing=bool(answer.get("missing")),
             conflict=bool(answer.get("conflict")),
+            forbidden=bool(answer.get("forbidden")),
         )
     return answer.get("result"), data
 

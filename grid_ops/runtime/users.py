@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from grid_ops.fsutil import write_atomic
-from grid_ops.runtime.nodes import Refused
+from grid_ops.runtime.nodes import Denied, Refused
 
 USERS_FILE = "users.json"
 ADMIN, MEMBER = "admin", "member"
@@ -122,13 +122,13 @@ def identify(
     if not users:
         return Caller(claimed, ADMIN)
     if not token:
-        raise Refused("This cluster has users: a call needs your token.", NO_TOKEN_HINT)
+        raise Denied("This cluster has users: a call needs your token.", NO_TOKEN_HINT)
     name = tokens.owner(token)
     if name is None:
-        raise Refused("Your token is not known to this cluster (replaced or made elsewhere).",
+        raise Denied("Your token is not known to this cluster (replaced or made elsewhere).",
                       NO_TOKEN_HINT)  # fmt: skip
     if name not in users:
-        raise Refused(
+        raise Denied(
             f"'{name}' is no longer a user of this cluster (not in its config's users).",
             "Ask an admin to add you back to users: and run 'grid-ops apply'.",
         )
@@ -152,7 +152,7 @@ def may_issue(settings: Mapping[str, Any], tokens: Tokens, caller: Caller, name:
     admins = {n for n, u in users.items() if u.get("role") == ADMIN}
     if not admins & set(tokens.holders()) and name in admins:
         return
-    raise Refused(f"Only an admin makes tokens; you are {caller.name or 'not identified'}.")
+    raise Denied(f"Only an admin makes tokens; you are {caller.name or 'not identified'}.")
 
 
 def check_owner(caller: Caller, owner: str, what: str, verb: str) -> None:
@@ -160,7 +160,7 @@ def check_owner(caller: Caller, owner: str, what: str, verb: str) -> None:
     they are an admin."""
     if caller.admin or not owner or caller.name == owner:
         return
-    raise Refused(
+    raise Denied(
         f"{what} belongs to {owner}; only {owner} or an admin may {verb} it.",
         "See whose work is whose with 'grid-ops job list' or 'grid-ops status'.",
     )

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 from grid_ops import answers, repair
 from grid_ops.errors import (
     Conflict,
+    Forbidden,
     GridOpsError,
     NotFound,
     Unavailable,
@@ -133,6 +134,8 @@ def status_of(exc: GridOpsError) -> int:
         return 404
     if isinstance(exc, Conflict):
         return 409
+    if isinstance(exc, Forbidden):
+        return 403
     if isinstance(exc, UsageError):
         return 400
     return 503  # Unavailable, or another failure of the cluster to do it
@@ -155,9 +158,11 @@ def create(
     token: Callable[[], str | None],
     hosts: Hosts,
     bind: str = "127.0.0.1",
+    users: Callable[[str], bool] | None = None,
 ) -> ASGIApp:
     """The app for one cluster, behind its guard. ``token`` gives the bearer token as it
-    is now (grid_ops.server.token.Watch); ``hosts``, the names it answers to."""
+    is now (grid_ops.server.token.Watch); ``hosts``, the names it answers to; ``users``,
+    whether a bearer token is a user's (grid_ops.server.usertokens)."""
     app = FastAPI(
         title=f"grid-ops: {cluster.name}",
         description="The REST API of grid-ops serve: the same documents as the CLI's --json.",
@@ -168,7 +173,7 @@ def create(
     handle_errors(app)
     serve_page(app)
     add_routes(app, cluster, refresher, bind)
-    return Guard(app, hosts, token, public=PAGE)
+    return Guard(app, hosts, token, public=PAGE, users=users)
 
 
 def serve_page(app: FastAPI) -> None:

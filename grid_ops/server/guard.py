@@ -6,7 +6,9 @@ answer carries (an ASGI middleware around the whole app, so errors and refusals 
   rebinding: a page of another site that resolves its name to 127.0.0.1 sends that name);
 - a state-changing request (POST, PUT, PATCH, DELETE) with an ``Origin`` comes from the
   server's own origin (a cross-site form or script does not; ``Origin: null`` neither);
-- the bearer token, on every path but the page's own files (they hold no data);
+- the bearer token, on every path but the page's own files (they hold no data): the
+  serve token, or on a cluster with users a user's own token (``users`` says whether the
+  head knows it; the request's controller calls then carry it);
 - a body is JSON (``Content-Type: application/json``) and at most ``MAX_BODY`` bytes;
 - the security headers (``HEADERS``): a Content-Security-Policy without inline script or
   style, no framing, no sniffing, no referrer, no caching.
@@ -14,11 +16,13 @@ answer carries (an ASGI middleware around the whole app, so errors and refusals 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import anyio.to_thread
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 
@@ -119,7 +123,9 @@ class Disconnected(Exception):
 
 class Guard:
     """The ASGI middleware (see the module's docstring). ``token`` gives the token as it
-    is now (None: refuse every request); ``public``: paths served without it (GET)."""
+    is now (None: refuse every request); ``public``: paths served without it (GET);
+    ``users``: whether a bearer token is a user's (blocking: run in a thread), on a
+    cluster with users."""
 
     def __init__(
         self,
@@ -128,9 +134,11 @@ class Guard:
         token: Callable[[], str | None],
         public: Collection[str],
         max_body: int = MAX_BODY,
+        users: Callable[[str], bool] | None = None,
     ) -> None:
         self.app, self.hosts, self.token = app, hosts, token
         self.public, self.max_body = frozenset(public), max_body
+        self.users = users
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,6 +147,11 @@ class Guard:
         send = with_headers(send)
         headers = Headers(scope=scope)
         refusal = self.check(scope, headers)
+        asker: str | None = None
+        if refusal is not None and refusal.status == 401 and self.users is not None:
+            given = tokens.bearer(headers.get("authorization"))
+            if given is not None and await anyio.to_thread.run_sync(self.users, given):
+                asker, refusal = given, check_body_headers(headers, self.max_body)
         if refusal is None and carries_body(headers):
             try:
                 body = await read_body(receive, self.max_body)
@@ -151,7 +164,10 @@ class Guard:
         if refusal is not None:
             await refusal.response()(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        from grid_ops.drivers import control
+
+        with control.acting_as(asker) if asker else contextlib.nullcontext():
+            await self.app(scope, receive, send)
 
     def check(self, scope: Scope, headers: Headers) -> Refusal | None:
         """Why a request is refused before its body is read; None when it may go on."""
@@ -193,11 +209,12 @@ class Guard:
             return None
         if tokens.matches(headers.get("authorization"), self.token()):
             return None
+        users = " On this cluster a user's own token works too." if self.users else ""
         return Refusal(
             401,
             "This grid-ops server needs its bearer token.",
             "Send 'Authorization: Bearer TOKEN' ('grid-ops serve token' prints it), or "
-            "open the http://…/#token=… address 'grid-ops serve' printed.",
+            f"open the http://…/#token=… address 'grid-ops serve' printed.{users}",
         )
 
 

@@ -39,13 +39,19 @@ def ensure(key: str, rotate: bool = False) -> str:
     return token
 
 
+def bearer(header: str | None) -> str | None:
+    """The token an ``Authorization: Bearer …`` header carries (None: no such header)."""
+    scheme, _, given = (header or "").partition(" ")
+    return (given.strip() or None) if scheme.lower() == "bearer" else None
+
+
 def matches(header: str | None, token: str | None) -> bool:
     """Whether an Authorization header carries ``token`` (constant-time compare); never
     when there is no token."""
-    scheme, _, given = (header or "").partition(" ")
-    if token is None or scheme.lower() != "bearer" or not given:
+    given = bearer(header)
+    if token is None or given is None:
         return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
+    return hmac.compare_digest(given.encode(), token.encode())
 
 
 Signature = tuple[int, int, int, int, int]  # device, inode, size, mtime (ns), mode
