@@ -206,6 +206,21 @@ def _controller_families(cluster: dict[str, Any] | None) -> Iterator[Any]:
     for node, size in sorted(cluster["pool_bytes"].items()):
         pool.add_metric([node], float(size))
     yield pool
+    per_user = cluster.get("users") or {}
+    families = {
+        "jobs_queued": ("grid_user_jobs_queued", "A user's jobs waiting in the queue."),
+        "jobs_running": ("grid_user_jobs_running", "A user's jobs running."),
+        "gpus_running": ("grid_user_gpus", "GPUs a user's running jobs hold."),
+        "gpu_hours_week": (
+            "grid_user_gpu_hours_7d",
+            "GPU-hours of a user's jobs in the last 7 days (what a weekly quota counts).",
+        ),
+    }
+    for key, (name, doc) in families.items():
+        family = GaugeMetricFamily(name, doc, labels=["user"])
+        for user, row in sorted(per_user.items()):
+            family.add_metric([user], float(row.get(key, 0.0)))
+        yield family
 
 
 def _le(bound: float) -> str:

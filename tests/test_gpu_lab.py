@@ -238,6 +238,9 @@ def test_users_own_their_work_and_a_quota_holds_a_job_until_its_gpus_free(
         assert waiting["reason"] == (
             "over bob's quota: needs 1 GPU(s), bob's jobs hold 1 of 1 allowed at once"
         )
+        exposed = ada("metrics").stdout
+        assert 'grid_user_gpus{user="bob"} 1.0' in exposed
+        assert 'grid_user_jobs_queued{user="bob"} 1.0' in exposed
         # cy's job is not held by bob's quota
         cys = cy("job", "launch", "--name", "cy-job", "--gpus-per-node", "1", "--",
                  "python", "-c", SLEEP.format(s=1))  # fmt: skip

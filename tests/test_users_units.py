@@ -23,6 +23,7 @@ from grid_ops.runtime.jobqueue import (
     Job,
     NodeSlot,
     Quota,
+    per_user,
     running_gpus,
     schedule,
     start_attempt,
@@ -238,3 +239,26 @@ def test_running_gpus_are_the_open_attempts_per_submitter() -> None:
     ]
     assert jobs[3].status == QUEUED
     assert running_gpus(jobs) == {"ann": 2.0, "bob": 1.0}
+
+
+def test_per_user_numbers_reach_metrics_as_series_by_user() -> None:
+    from grid_ops import metrics
+
+    jobs = [
+        ran("a", "ann", gpus=2, start=NOW - HOUR, end=None),
+        ran("b", "ann", gpus=1, start=NOW - 3 * HOUR, end=NOW - 2 * HOUR),
+        job("c", "bob", gpus=4),
+    ]
+    rows = per_user(jobs, NOW)
+    assert rows["ann"] == pytest.approx(
+        {"jobs_queued": 0, "jobs_running": 1, "gpus_running": 2.0, "gpu_hours_week": 3.0}
+    )
+    assert rows["bob"]["jobs_queued"] == 1 and rows["bob"]["gpu_hours_week"] == 0
+    from grid_ops.runtime.taskstats import Totals
+
+    numbers = {"active_tasks": 0, "tasks": Totals().to_json(), "boosts_active": 0,
+               "pool_bytes": {}, "users": rows}  # fmt: skip
+    text = metrics.exposition("c1", [], numbers).decode()
+    assert 'grid_user_gpus{user="ann"} 2.0' in text
+    assert 'grid_user_gpu_hours_7d{user="ann"} 3.0' in text
+    assert 'grid_user_jobs_queued{user="bob"} 1.0' in text

@@ -680,6 +680,8 @@ class Controller:
     def _metrics(
         self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
     ) -> tuple[Any, bytes]:
+        now = time.time()
+        jobs = self.board.records()
         with self.lock:
             per_node = pool.used_by_node(self.state["pool"])
             return {
@@ -689,6 +691,7 @@ class Controller:
                     1 for r in self.state["reservations"].values() if r["kind"] == "boost"
                 ),
                 "pool_bytes": {n: per_node.get(n, 0) for n in sorted(self._names())},
+                "users": jobqueue.per_user(jobs, now),
             }, b""
 
     # -- lifecycle -----------------------------------------------------------------------

@@ -306,6 +306,30 @@ def running_gpus(jobs: Iterable[Job]) -> dict[str, float]:
     return held
 
 
+def per_user(jobs: Iterable[Job], now: float) -> dict[str, dict[str, float]]:
+    """Each submitter's jobs queued and running, GPUs held now and GPU-hours of the last
+    ``WEEK`` (what /metrics shows per user)."""
+    jobs = list(jobs)
+    held = running_gpus(jobs)
+    week = usage_table(jobs, now - WEEK, now, "user")
+    out: dict[str, dict[str, float]] = {}
+    for job in jobs:
+        row = out.setdefault(
+            job.submitter,
+            {
+                "jobs_queued": 0,
+                "jobs_running": 0,
+                "gpus_running": held.get(job.submitter, 0.0),
+                "gpu_hours_week": week.get(job.submitter, {}).get("gpu_hours", 0.0),
+            },
+        )
+        if job.status == QUEUED:
+            row["jobs_queued"] += 1
+        elif job.status == RUNNING:
+            row["jobs_running"] += 1
+    return out
+
+
 def over_quota(job: Job, quota: Quota, held: float, week_hours: float) -> str | None:
     """Why ``job`` may not start under its submitter's ``quota`` (None: it may), given
     the GPUs they hold now and their GPU-hours of the last ``WEEK``."""
