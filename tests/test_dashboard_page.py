@@ -52,7 +52,8 @@ def state_document() -> dict[str, Any]:
     now = time.time()
     jobs = [
         {"name": "train-big", "status": "RUNNING", "started_at": now - 75, "ended_at": None,
-         "nodes": 8, "known_to_ray": True, "log_tail": ["epoch 3 of 10", HOSTILE]},
+         "nodes": 8, "known_to_ray": True, "log_tail": ["epoch 3 of 10", HOSTILE],
+         "submitter": "ada"},
         {"name": "eval", "status": "SUCCEEDED", "started_at": now - 400, "ended_at": now - 340,
          "nodes": 1, "known_to_ray": True, "log_tail": ["done"]},
         {"name": "sweep", "status": "QUEUED", "started_at": None, "ended_at": None,
@@ -75,9 +76,16 @@ def state_document() -> dict[str, Any]:
         "controller": {
             "reservations": [{"id": "boost-1", "kind": "boost", "node": "gpu02",
                               "resource": "gpu", "amount": 2, "priority": "high",
-                              "state": "active", "expires_at": now + 600}],
+                              "state": "active", "expires_at": now + 600,
+                              "owner": "bob"}],
             "memory": [{"key": "weights/" + HOSTILE, "size": 3 * 1024**3,
-                        "nodes": ["gpu03", "gpu04"]}],
+                        "nodes": ["gpu03", "gpu04"], "owner": "ada"}],
+            "metrics": {"users": {
+                "ada": {"jobs_queued": 1, "jobs_running": 1, "gpus_running": 16,
+                        "gpu_hours_week": 412.25},
+                HOSTILE: {"jobs_queued": 0, "jobs_running": 1, "gpus_running": 2,
+                          "gpu_hours_week": 3.5},
+            }},
         },
     }  # fmt: skip
 
@@ -155,13 +163,17 @@ def test_fifty_nodes_of_eight_gpus_read_well_on_a_laptop_screen(page_server: str
         summary = serving.text_of(browser, "#summary")
         assert summary.startswith("50 nodes · 47 in service · 1 sick · 2 drained · 1 unreachable")
         job = serving.text_of(browser, 'tr[data-job="train-big"]')
-        assert "RUNNING" in job and "1m 1" in job and HOSTILE in job
+        assert "RUNNING" in job and "1m 1" in job and HOSTILE in job and "ada" in job
         waiting = serving.text_of(browser, 'tr[data-job="sweep"]')
         assert "QUEUED" in waiting and "needs 1 GPU on each of 4 nodes; " + HOSTILE in waiting
         assert "attempt 2" in serving.text_of(browser, 'tr[data-job="retried"]')
         counts = serving.text_of(browser, "#jobs-count")
         assert counts == "2 running, 1 queued, 4 in all", counts
         assert HOSTILE in serving.text_of(browser, "#memory")
+        assert "ada" in serving.text_of(browser, "#memory")
+        assert "bob" in serving.text_of(browser, 'tr[data-boost="boost-1"]')
+        usage = serving.text_of(browser, "#usage tbody")  # most GPU-hours first
+        assert usage.index("ada") < usage.index(HOSTILE) and "412.25" in usage
         repairs = serving.text_of(browser, "#repairs tbody")  # newest first
         assert repairs.index("gpu06") < repairs.index("gpu05") and "repaired" in repairs
         assert "failed, quarantined" in serving.text_of(browser, 'tr[data-repair="gpu05"]')

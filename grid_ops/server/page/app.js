@@ -112,6 +112,7 @@
     const end = job.ended_at || (job.status === "RUNNING" ? now : null);
     return el("tr", { "data-job": job.name },
       el("td", {}, el("strong", { text: job.name })),
+      el("td", { text: job.submitter || "" }),
       el("td", { class: "state" }, badge(job.status || "?", JOB_STYLE[job.status] || "", job.message || ""),
         job.attempt > 1 ? el("span", { class: "note", text: "attempt " + job.attempt }) : null,
         job.status === "QUEUED" ? el("span", { class: "note", text: job.reason || "" }) : null),
@@ -144,22 +145,30 @@
     const jobs = (state.jobs || []).slice().reverse().slice(0, 25);
     const running = (state.jobs || []).filter((j) => j.status === "RUNNING").length;
     const queued = (state.jobs || []).filter((j) => j.status === "QUEUED").length;
-    fill("jobs", jobs.map((j) => jobRow(j, state.now)), 5, "no jobs in the queue yet");
+    fill("jobs", jobs.map((j) => jobRow(j, state.now)), 6, "no jobs in the queue yet");
     document.getElementById("jobs-count").textContent = running + " running, " + queued + " queued, " + (state.jobs || []).length + " in all";
 
     const controller = state.controller || {};
     fill("boosts", (controller.reservations || []).map((r) => el("tr", { "data-boost": r.id },
-      el("td", { text: r.id }), el("td", { text: r.node }),
+      el("td", { text: r.id }), el("td", { text: r.owner || "" }), el("td", { text: r.node }),
       el("td", { text: r.resource + (r.kind === "share" ? " (shared)" : "") }),
       el("td", { class: "num", text: r.resource === "memory" ? bytes(r.amount) : r.amount }),
       el("td", { text: r.priority || "" }),
       el("td", {}, badge(r.state, r.state === "active" ? "ok" : r.state === "node-lost" ? "bad" : "warn")),
-      el("td", { text: r.expires_at ? clock(r.expires_at) : "never" }))), 7,
+      el("td", { text: r.expires_at ? clock(r.expires_at) : "never" }))), 8,
       state.controller ? "none active" : "controller not answering");
     fill("memory", (controller.memory || []).map((o) => el("tr", { "data-key": o.key },
-      el("td", { text: o.key }), el("td", { class: "num", text: bytes(o.size) }),
-      el("td", {}, o.nodes.length ? o.nodes.join(", ") : badge("lost", "bad")))), 3,
+      el("td", { text: o.key }), el("td", { text: o.owner || "" }), el("td", { class: "num", text: bytes(o.size) }),
+      el("td", {}, o.nodes.length ? o.nodes.join(", ") : badge("lost", "bad")))), 4,
       state.controller ? "empty" : "controller not answering");
+
+    const users = Object.entries((controller.metrics && controller.metrics.users) || {})
+      .sort((a, b) => b[1].gpu_hours_week - a[1].gpu_hours_week);
+    fill("usage", users.map(([name, u]) => el("tr", { "data-user": name },
+      el("td", { text: name }), el("td", { class: "num", text: u.jobs_running }),
+      el("td", { class: "num", text: u.jobs_queued }), el("td", { class: "num", text: u.gpus_running }),
+      el("td", { class: "num", text: u.gpu_hours_week.toFixed(2) }))), 5,
+      state.controller ? "no jobs yet" : "controller not answering");
 
     const parts = [health.length + " nodes", (health.length - down - drained) + " in service"];
     if (sick) parts.push(sick + " sick");
