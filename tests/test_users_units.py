@@ -262,3 +262,14 @@ def test_per_user_numbers_reach_metrics_as_series_by_user() -> None:
     assert 'grid_user_gpus{user="ann"} 2.0' in text
     assert 'grid_user_gpu_hours_7d{user="ann"} 3.0' in text
     assert 'grid_user_jobs_queued{user="bob"} 1.0' in text
+
+
+def test_a_gpu_process_is_attributed_to_the_unix_user_running_it() -> None:
+    import getpass
+
+    from grid_ops.module_utils.grid_node_os import process_user
+
+    assert process_user(os.getpid()) == getpass.getuser()
+    assert process_user(2**22 + 7) is None  # no such process (pid_max is at most 2^22)
+    for bad in (None, 0, -1, "1"):
+        assert process_user(bad) is None

@@ -101,3 +101,28 @@ def usage(cluster: ClusterModel, since: float, by: str = "user") -> dict[str, An
         raise UsageError(f"--by {by!r} is not known.", "Use --by user or --by node.")
     result, _ = control.call(cluster, "usage", {"since": since, "by": by})
     return dict(result)
+
+
+def gpu_processes(cluster: ClusterModel, path: Any, refresh: bool = False) -> list[dict[str, Any]]:
+    """The processes using a GPU on each node as its last health round saw them (or a
+    round now: ``refresh``), each with the Unix user running it and whether that is the
+    node's own grid-ops user (the queue, 'run') or someone working outside grid-ops."""
+    from grid_ops.actions import health
+
+    found = health.check(cluster, path, policy=health.REPORT, refresh=refresh, any_age=True)
+    rows = []
+    for node in found.nodes:
+        own = cluster.node(node.name).user
+        for app in node.gpu_processes:
+            user = app.get("user")
+            rows.append(
+                {
+                    "node": node.name,
+                    "pid": app.get("pid"),
+                    "user": user,
+                    "process": app.get("process_name"),
+                    "gpu_memory_mib": app.get("used_memory_mib"),
+                    "outside_grid_ops": bool(user and own and user != own),
+                }
+            )
+    return rows

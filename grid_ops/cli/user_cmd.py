@@ -143,15 +143,18 @@ def usage(
     """GPU-hours and CPU-hours of the queue's jobs, by user or by node.
 
     Each attempt counts its reserved GPUs and CPUs times its run time (the part inside
-    --since)."""
+    --since). Then the processes on the nodes' GPUs as the last health round saw them,
+    with the Unix user running each: one not the node's grid-ops user works outside the
+    queue."""
     from rich.table import Table
 
     from grid_ops.actions import users
     from grid_ops.drivers.control import parse_duration
 
     start = time.time() - parse_duration(since)
-    cluster, _ = load_cluster(config)
+    cluster, path = load_cluster(config)
     result = users.usage(cluster, start, by)
+    result["gpu_processes"] = users.gpu_processes(cluster, path)
     if json_out:
         print_json(result)
         return
@@ -166,3 +169,17 @@ def usage(
             cell(int(row["attempts"])),
         )
     out.print(table)
+    if result["gpu_processes"]:
+        procs = Table(title="GPU processes now (last health round)", title_justify="left")
+        for col in ("node", "pid", "user", "process", "GPU MiB", "note"):
+            procs.add_column(col)
+        for app in result["gpu_processes"]:
+            procs.add_row(
+                cell(app["node"]),
+                cell(app["pid"]),
+                cell(app["user"] or "?"),
+                cell(app["process"]),
+                cell(app["gpu_memory_mib"]),
+                "outside grid-ops" if app["outside_grid_ops"] else "",
+            )
+        out.print(procs)

@@ -136,7 +136,26 @@ def gpu_facts(
         apps = parse_compute_apps(nvidia_smi(smi, args, timeout))
     except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
         return gpus, [], [f"nvidia-smi could not list GPU processes: {exc}"]
+    for app in apps:
+        app["user"] = process_user(app.get("pid"))
     return gpus, apps, []
+
+
+def process_user(pid: object, proc: str = "/proc") -> str | None:
+    """The Unix user running process ``pid`` (its /proc entry's owner), or None when it
+    is gone or not visible here (another PID namespace)."""
+    import pwd
+
+    if not isinstance(pid, (int, float)) or pid < 1:
+        return None
+    try:
+        uid = os.stat(f"{proc}/{int(pid)}").st_uid
+    except OSError:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def gpu_count(smi: str | None, timeout: float = 20.0) -> int:
