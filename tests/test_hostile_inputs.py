@@ -629,3 +629,16 @@ def test_a_file_in_the_way_of_the_token_dir_is_a_clear_error(tmp_path: Path) -> 
     assert proc.returncode == 2, proc.stderr
     assert "Cannot keep your token in" in proc.stderr and "Traceback" not in proc.stderr
     assert (user.state / "tokens").read_text() == "mine"
+
+
+def test_usage_refuses_an_unknown_grouping_or_window_before_reaching_the_head(
+    tmp_path: Path,
+) -> None:
+    user = Env(tmp_path, answer=WHOAMI, code=0)
+    for args, said in ((("--by", "gpu"), "Use --by user or --by node"),
+                       (("--since", "yesterday"), "Cannot read the duration 'yesterday'"),
+                       (("--since", "-5d"), "Cannot read the duration")):  # fmt: skip
+        proc = user.cli("usage", *args)
+        assert proc.returncode == 2, proc.stderr
+        assert said in proc.stderr and "Traceback" not in proc.stderr
+    assert user.ssh_calls() == []
