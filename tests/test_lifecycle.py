@@ -220,24 +220,54 @@ def test_drain_and_undrain(running: Lab) -> None:
     assert again.returncode == 0 and "not drained" in again.stdout
 
 
-TOMLI = """
+TORCH = """
 import importlib.metadata as meta
 try:
-    print("tomli", meta.version("tomli"))
+    print("torch", meta.version("torch"))
 except meta.PackageNotFoundError:
-    print("tomli none")
+    print("torch none")
+"""
+ALLREDUCE = """
+import socket
+import torch
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+value = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(value)
+print(f"rank {dist.get_rank()}/{dist.get_world_size()} on {socket.gethostname()} "
+      f"sum={value.item()}", flush=True)
+dist.destroy_process_group()
 """
 
 
 def _job(lab: Lab, name: str, cfg: str) -> str:
     """A job through Ray Jobs on the head, run to its end; its log."""
-    launched = lab.cli("job", "launch", "--name", name, "-c", cfg, "--", "python", "-c", TOMLI)
+    launched = lab.cli("job", "launch", "--name", name, "-c", cfg, "--", "python", "-c", TORCH)
     assert launched.returncode == 0, launched.stderr
     logs = lab.cli("job", "logs", name, "--follow", "-c", cfg, timeout=300)
     assert logs.returncode == 0, logs.stderr
     status = _json(lab.cli("job", "status", name, "-c", cfg, "--json"))
     assert status["status"] == "SUCCEEDED", logs.stdout
     return logs.stdout
+
+
+def _gloo_all_reduce(lab: Lab, cfg: str, tmp_path: Path) -> None:
+    """Two ranks on two nodes complete a torch.distributed all-reduce over gloo."""
+    (tmp_path / "allreduce.py").write_text(ALLREDUCE)
+    launch = ["job", "launch", "--name", "allreduce", "--nodes", "2", "-c", cfg]
+    proc = lab.cli(*launch, "--workdir", str(tmp_path), "--", "python", "allreduce.py")
+    assert proc.returncode == 0, proc.stderr
+    follow = lab.cli("job", "logs", "allreduce", "--follow", "-c", cfg, timeout=300)
+    logs = lab.cli("job", "logs", "allreduce", "-c", cfg).stdout
+    done = _json(lab.cli("job", "status", "allreduce", "-c", cfg, "--json"))
+    assert done["status"] == "SUCCEEDED", follow.stdout[-3000:] + logs[-3000:]
+    hosts = set()
+    for rank in (0, 1):
+        line = next(ln for ln in logs.splitlines() if f"[rank {rank}] rank {rank}/2 on " in ln)
+        assert line.endswith("sum=3.0")
+        hosts.add(line.split(" on ")[1].split()[0])
+    assert len(hosts) == 2  # strict spread: one rank per node
 
 
 def _builds(name: str) -> list[str]:
@@ -248,16 +278,17 @@ def _builds(name: str) -> list[str]:
 def test_an_upgrade_builds_beside_the_running_venv_and_rolls_back(
     running: Lab, tmp_path: Path
 ) -> None:
-    """Two builds of a provisioned package (only one Ray version is available offline):
-    the new venv is built while Ray runs, one window restarts the cluster on it, and
-    rollback returns to the build it replaced."""
+    """An upgrade that adds torch to the nodes (only one Ray version is available
+    offline): the new venv is built while Ray runs, one window restarts the cluster on
+    it, a two-rank gloo all-reduce runs on it, and rollback returns to the build it
+    replaced."""
     lab = running
     cfg = str(lab.config)
-    assert "tomli none" in _job(lab, "before-upgrade", cfg)
+    assert "torch none" in _job(lab, "before-upgrade", cfg)
     old = os.readlink(_home("node2") / "grid-ops" / "venv")
     old_node3 = os.readlink(_home("node3") / "grid-ops" / "venv")
     data = yaml.safe_load(lab.config.read_text())
-    data.setdefault("provision", {})["packages"] = ["tomli==2.4.1"]
+    data.setdefault("provision", {})["packages"] = ["torch==2.13.0"]
     upgraded = tmp_path / "upgraded.yaml"
     upgraded.write_text(yaml.safe_dump(data))
 
@@ -290,9 +321,9 @@ def test_an_upgrade_builds_beside_the_running_venv_and_rolls_back(
     assert all(row["ray"] == "alive" for row in _ray(lab).values())
     new = os.readlink(_home("node2") / "grid-ops" / "venv")
     assert new != old and len(_builds("node2")) == 2  # the previous build is kept
-    assert "tomli 2.4.1" in _job(lab, "after-upgrade", str(upgraded))
-    ran = lab.cli("run", "--node", "node3", "-c", str(upgraded), "--", "python", "-c", TOMLI)
-    assert "tomli 2.4.1" in ran.stdout, ran.stdout + ran.stderr
+    ran = lab.cli("run", "--node", "node3", "-c", str(upgraded), "--", "python", "-c", TORCH)
+    assert "torch 2.13.0" in ran.stdout, ran.stdout + ran.stderr
+    _gloo_all_reduce(lab, str(upgraded), tmp_path)
 
     asked = lab.cli("rollback", "-c", str(upgraded))
     assert asked.returncode == 2 and "--yes" in asked.stderr
@@ -301,7 +332,7 @@ def test_an_upgrade_builds_beside_the_running_venv_and_rolls_back(
     assert "next 'grid-ops apply' upgrades again" in back.stdout
     assert os.readlink(_home("node2") / "grid-ops" / "venv") == old
     assert all(row["ray"] == "alive" for row in _ray(lab).values())
-    assert "tomli none" in _job(lab, "after-rollback", cfg)
+    assert "torch none" in _job(lab, "after-rollback", cfg)
     # the config put back: the nodes are current again, nothing runs
     again = _json(lab.cli("apply", "-c", cfg, "--json"))
     assert again["plan"]["current"] == lab.nodes and "start" not in again
