@@ -284,7 +284,7 @@ def test_the_dashboard_in_a_real_browser(
 
 
 def test_fifty_clients_polling_cost_one_refresher(server: serving.Server) -> None:
-    seconds, interval, nodes = 30.0, 2.0, 3
+    seconds, interval, nodes = 12.0, 2.0, 3
     launched = server.post(
         "/api/jobs",
         {
