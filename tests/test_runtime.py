@@ -28,7 +28,7 @@ def rt(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab
     data["resource_sharing"] = {"memory_pool_gb": POOL_MIB / 1024, "max_share_fraction": 0.5}
     cfg = tmp_path_factory.mktemp("runtime") / "lab.yaml"
     cfg.write_text(yaml.safe_dump(data))
-    lab.start_cluster(cfg, restart=True)
+    lab.start_cluster(cfg)  # the controller takes the pool's new size in place
     yield lab, str(cfg)
     for kind in ("boost", "resource-sharing"):
         rows = lab.cli(kind, "status", "-c", str(cfg), "--json")

@@ -112,6 +112,12 @@ def test_pool_choice_respects_capacity_replicas_and_the_asked_node() -> None:
         store_.put("j", b"123456")
     assert store_.put("k", b"1234567890") == 10  # replacing counts only the new size
     assert store_.keys() == {"k": 10} and store_.get("k") == b"1234567890"
+    # a smaller pool (memory_pool_gb changed in place): what it holds stays, nothing more
+    assert store_.resize(4) == 10 and store_.get("k") == b"1234567890"
+    with pytest.raises(MemoryError, match="10 of 4 bytes"):
+        store_.put("j", b"1")
+    store_.delete("k")
+    assert store_.put("j", b"1234") == 4
 
 
 def test_offload_pressure_and_target_choice() -> None:

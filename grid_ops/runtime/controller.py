@@ -707,8 +707,13 @@ class Controller:
         version = settings_version(settings)
         with self.lock:
             changed = self.settings.get("version") != version
+            capacity = self.settings.get("pool_capacity")
             self.state["settings"] = {**settings, "version": version}
             self._save()
+        if settings.get("pool_capacity") != capacity:  # the stores on the nodes follow
+            for name in self._names():
+                with contextlib.suppress(ValueError):
+                    pool.actor(name).resize.remote(int(settings.get("pool_capacity") or 0))
         return {"changed": changed, "version": version}, b""
 
     def _evacuate(

@@ -91,6 +91,12 @@ class PoolStore:
     def keys(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.objects.items()}
 
+    def resize(self, capacity: int) -> int:
+        """A new capacity (resource_sharing.memory_pool_gb changed): what it holds stays,
+        and a store above it takes nothing more until it is below."""
+        self.capacity = capacity
+        return self.used()
+
 
 def checksum(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
