@@ -285,23 +285,26 @@ def test_memory_pool_table_with_hostile_keys() -> None:
     from grid_ops.cli.memory_cmd import objects_table
 
     rows = [
-        {"key": "[/x]", "size": 10, "nodes": ["head"]},
-        {"key": HOSTILE, "size": 3 * 2**20, "nodes": []},
+        {"key": "[/x]", "size": 10, "nodes": ["head"], "owner": "[red]ann"},
+        {"key": HOSTILE, "size": 3 * 2**20, "nodes": [], "owner": ""},
     ]
     shown = render(objects_table(rows, "unit"))
     assert_safe(shown)
-    assert "│ [/x] " in shown and f"│ {SHOWN} │ 3.0 MiB │ lost" in shown
+    assert "│ [/x] " in shown and "│ [red]ann │" in shown
+    assert f"│ {SHOWN} │" in shown and "│ 3.0 MiB │ lost" in shown
 
 
 def test_boost_status_table_with_hostile_rows(screen: io.StringIO) -> None:
     from grid_ops.cli import boost_cmd
 
     row = {"id": "[/x]", "node": HOSTILE, "resource": "cpu", "amount": 1.0,
-           "priority": "[bold]", "state": "\x1b[5mactive", "expires_at": None}  # fmt: skip
+           "priority": "[bold]", "state": "\x1b[5mactive", "expires_at": None,
+           "owner": "[b]bob"}  # fmt: skip
     boost_cmd._table([row], "Boosts")
     shown = screen.getvalue()
     assert_safe(shown)
-    assert f"│ [/x] │ {SHOWN} │ cpu" in shown and r"│ [bold]   │ \x1b[5mactive │" in shown
+    assert f"│ [/x] │ [b]bob │ {SHOWN} │ cpu" in shown
+    assert r"│ [bold]   │ \x1b[5mactive │" in shown
 
 
 def test_offload_status_and_dashboard_with_hostile_decisions(screen: io.StringIO) -> None:

@@ -46,13 +46,14 @@ def _table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for column in ("id", "node", "resource", "amount", "priority", "state", "expires"):
+    for column in ("id", "owner", "node", "resource", "amount", "priority", "state", "expires"):
         table.add_column(column)
     style = {"active": "green", "node-lost": "red", "pending": "yellow"}
     for row in rows:
         state = str(row.get("state"))
         table.add_row(
             cell(row["id"]),
+            cell(row.get("owner") or ""),
             cell(row["node"]),
             cell(row["resource"]),
             amount_text(row["resource"], row["amount"]),

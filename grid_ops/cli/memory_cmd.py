@@ -113,7 +113,7 @@ def retrieve(
 
 @app.command("list-objects")
 def list_objects(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """The stored objects: key, size and the nodes that hold a copy now."""
+    """The stored objects: key, owner, size and the nodes that hold a copy now."""
     from grid_ops.drivers import control
 
     cluster, _ = load_cluster(config)
@@ -139,11 +139,11 @@ def objects_table(rows: list[dict[str, Any]], cluster: str) -> Table:
     from rich.table import Table
 
     table = Table(title=f"memory pool of {safe(cluster)}", title_justify="left")
-    for column in ("key", "size", "nodes"):
+    for column in ("key", "owner", "size", "nodes"):
         table.add_column(column)
     for row in rows:
         nodes = cell(", ".join(row["nodes"])) if row["nodes"] else "[red]lost[/]"
-        table.add_row(cell(row["key"]), _size(row["size"]), nodes)
+        table.add_row(cell(row["key"]), cell(row.get("owner") or ""), _size(row["size"]), nodes)
     return table
 
 
