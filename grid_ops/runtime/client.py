@@ -3,9 +3,9 @@
 Runs on the head (the CLI reaches it over the cluster's SSH settings) and needs no Ray:
 it only speaks to the controller's Unix socket, so a warm round trip costs a Python
 start and a few milliseconds. While ``cluster start`` is still starting the controller
-(in the background), the call waits for it. Prints one JSON line (``{"ok": …, "result" | "error" …,
-"payload": N}``) and then N raw bytes. Exit 0 on success, 1 when the controller refused
-the request, 3 when no controller answers.
+or handing it new settings (in the background), the call waits for it. Prints one JSON
+line (``{"ok": …, "result" | "error" …, "payload": N}``) and then N raw bytes. Exit 0
+on success, 1 when the controller refused the request, 3 when no controller answers.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout.buffer
     state = protocol.state_dir(opts.state_dir)
     deadline = time.monotonic() + opts.wait
+    # A 'cluster start' under way may still hand the controller new settings (users
+    # among them): a call waits for it, not to be answered by the settings before.
+    while protocol.ensure_status(state)["state"] == "starting" and time.monotonic() < deadline:
+        time.sleep(0.2)
     while True:
         try:
             result, data = protocol.call(
