@@ -200,7 +200,9 @@ def plan(
         unreachable=unreachable,
         drained=drained,
         restart_all=restart_all,
-        controller=settings is not None and settings != cluster.controller,
+        # Nothing recorded (a cluster started by 'cluster start', or another machine's
+        # apply): the controller's settings are not known here, so they are handed in.
+        controller=settings != cluster.controller,
         foreign=foreign(cluster, states),
     )
 

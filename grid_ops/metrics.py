@@ -212,14 +212,15 @@ def _controller_families(cluster: dict[str, Any] | None) -> Iterator[Any]:
         "jobs_running": ("grid_user_jobs_running", "A user's jobs running."),
         "gpus_running": ("grid_user_gpus", "GPUs a user's running jobs hold."),
         "gpu_hours_week": (
-            "grid_user_gpu_hours_7d",
-            "GPU-hours of a user's jobs in the last 7 days (what a weekly quota counts).",
+            "grid_user_gpu_seconds_7d",
+            "GPU-seconds of a user's jobs in the last 7 days (what a weekly quota counts).",
         ),
     }
+    scale = {"gpu_hours_week": 3600.0}  # Prometheus' base unit is the second
     for key, (name, doc) in families.items():
         family = GaugeMetricFamily(name, doc, labels=["user"])
         for user, row in sorted(per_user.items()):
-            family.add_metric([user], float(row.get(key, 0.0)))
+            family.add_metric([user], float(row.get(key, 0.0)) * scale.get(key, 1.0))
         yield family
 
 

@@ -132,9 +132,12 @@ def test_an_unreachable_or_drained_node_is_not_started() -> None:
             name="n3", reachable=True, stamp=want["n3"], ray_running=False, drained="repair"
         ),
     }
-    plan = lifecycle.plan(cluster, want, states, {})
+    plan = lifecycle.plan(cluster, want, states, {"controller": cluster.controller})
     assert plan.unreachable == ["n2"] and plan.drained == {"n3": "repair"}
     assert plan.start == [] and plan.current == ["n1", "n3"] and plan.empty
+    # nothing recorded on this machine (another's apply, or 'cluster start' alone): the
+    # controller's settings are not known, so an apply hands them in
+    assert lifecycle.plan(cluster, want, states, {}).controller
     assert lifecycle.plan(cluster, want, states, {}, full=True).change == {"n1": [], "n3": []}
 
 

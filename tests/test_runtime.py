@@ -3,6 +3,7 @@ the memory pool and its metrics, all through the CLI as an operator runs them.""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -173,7 +174,8 @@ def test_memory_pool_round_trip_replicas_and_limits(rt: tuple[Lab, str], tmp_pat
     )  # fmt: skip
     assert raw.returncode == 0 and raw.stdout == blob.read_bytes()
     listed = _json(lab, "memory", "list-objects", "-c", cfg)
-    assert listed == [{"key": "w", "size": stored["size"], "nodes": stored["nodes"]}]
+    me = getpass.getuser()  # the owner, on a cluster without users: the login name
+    assert listed == [{"key": "w", "size": stored["size"], "nodes": stored["nodes"], "owner": me}]
     big = tmp_path / "big.bin"
     big.write_bytes(b"x" * (POOL_MIB * 2**20 + 1))
     full = lab.cli("memory", "store", "big", str(big), "-c", cfg)
@@ -256,7 +258,7 @@ def test_killed_node_loses_its_boost_but_not_a_replicated_object(
         assert got.returncode == 0, got.stderr
         assert out.read_bytes() == blob.read_bytes()
         assert _json(lab, "memory", "list-objects", "-c", cfg) == [
-            {"key": "r", "size": 2**20, "nodes": [other]}
+            {"key": "r", "size": 2**20, "nodes": [other], "owner": getpass.getuser()}
         ]
         state = ""
         deadline = time.monotonic() + 90  # until Ray's GCS declares node3 dead

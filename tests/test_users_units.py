@@ -260,7 +260,7 @@ def test_per_user_numbers_reach_metrics_as_series_by_user() -> None:
                "pool_bytes": {}, "users": rows}  # fmt: skip
     text = metrics.exposition("c1", [], numbers).decode()
     assert 'grid_user_gpus{user="ann"} 2.0' in text
-    assert 'grid_user_gpu_hours_7d{user="ann"} 3.0' in text
+    assert 'grid_user_gpu_seconds_7d{user="ann"} 10800.0' in text
     assert 'grid_user_jobs_queued{user="bob"} 1.0' in text
 
 
