@@ -195,14 +195,19 @@ def test_users_own_their_work_and_a_quota_holds_a_job_until_its_gpus_free(
     users_cfg.write_text(yaml.safe_dump(data))
     cfg = str(users_cfg)
 
+    def with_config(args: tuple[str, ...]) -> list[str]:
+        """``args`` with ``-c cfg`` before a job's own command (after ``--``)."""
+        cut = args.index("--") if "--" in args else len(args)
+        return [*args[:cut], "-c", cfg, *args[cut:]]
+
     def machine(name: str) -> Any:
         env = dict(lab.env(), GRID_OPS_STATE_DIR=str(tmp_path / name))
         return lambda *args, stdin="": subprocess.run(
-            [sys.executable, "-m", "grid_ops", *args, "-c", cfg], input=stdin, env=env,
+            [sys.executable, "-m", "grid_ops", *with_config(args)], input=stdin, env=env,
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
 
-    ada = lambda *args, stdin="": lab.cli(*args, "-c", cfg)  # noqa: E731
+    ada = lambda *args, stdin="": lab.cli(*with_config(args))  # noqa: E731
     bob, cy = machine("bob"), machine("cy")
     applied = lab.cli("apply", "--yes", "-c", cfg, timeout=600)
     assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
