@@ -409,6 +409,9 @@ def test_a_stopped_cluster_answers_503(lab: Lab, gpu_config: Path, server: servi
     stop = lab.cli("cluster", "stop", "-c", str(gpu_config), timeout=300)
     assert stop.returncode == 0, stop.stderr
     assert server.get("/api/health?refresh=1").status == 200
+    # a round's controller part follows its health part: the next reads may still be
+    # the round before's, until that part has run
+    assert _until(lambda: server.get("/api/boosts").status == 503, 30)
     for path in ("/api/boosts", "/api/memory", "/api/offload"):
         answer = server.get(path)
         assert answer.status == 503, (path, answer.body)

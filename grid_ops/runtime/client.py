@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from grid_ops.layout import EXIT_CONTROLLER_DOWN as EXIT_DOWN
 from grid_ops.layout import EXIT_REFUSED
@@ -44,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout.buffer
     state = protocol.state_dir(opts.state_dir)
     deadline = time.monotonic() + opts.wait
-    # A 'cluster start' under way may still hand the controller new settings (users
-    # among them): a call waits for it, not to be answered by the settings before.
-    while protocol.ensure_status(state)["state"] == "starting" and time.monotonic() < deadline:
+    # A 'cluster start' under way may still hand the running controller new settings
+    # (users among them): a call waits for them, not to be answered under the old ones.
+    while _settling(state) and time.monotonic() < deadline:
         time.sleep(0.2)
     while True:
         try:
@@ -79,6 +80,20 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_REFUSED
     protocol.write_message(out, {"ok": True, "result": result}, data)
     return 0
+
+
+def _settling(state: Path) -> bool:
+    """Is a 'cluster start' under way bringing the running controller to other settings
+    than it has? (No controller at all: the call's own wait below covers that.)"""
+    status = protocol.ensure_status(state)
+    wanted = status.get("version")
+    if status["state"] != "starting" or not wanted:
+        return False
+    try:
+        running, _ = protocol.call(state, "ping", timeout=5)
+    except (protocol.ControllerDown, protocol.RemoteError, OSError, ValueError):
+        return False
+    return bool(running.get("version") != wanted)
 
 
 if __name__ == "__main__":

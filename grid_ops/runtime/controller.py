@@ -936,6 +936,14 @@ def ensure(state: Path, settings: dict[str, Any], address: str | None) -> dict[s
     return {"changed": True, "version": version, "pid": info.get("pid")}
 
 
+def _wanted(settings: str) -> str:
+    """The version a start under way brings the controller to (clients wait for it)."""
+    try:
+        return settings_version(json.loads(settings))
+    except ValueError:
+        return ""
+
+
 def _background(state: Path, args: argparse.Namespace) -> int:
     """Start ``ensure`` detached (own session, output to ensure.log) and return."""
     import subprocess
@@ -963,7 +971,8 @@ def _background(state: Path, args: argparse.Namespace) -> int:
                                  stderr=subprocess.STDOUT, start_new_session=True,
                                  preexec_fn=lambda: os.nice(10))  # fmt: skip
         protocol.write_ensure_status(state, {"pid": child.pid, "started_at": time.time(),
-                                             "state": "starting"})  # fmt: skip
+                                             "state": "starting",
+                                             "version": _wanted(args.settings)})  # fmt: skip
     print(json.dumps({"changed": False, "background": child.pid}))
     return 0
 
@@ -994,7 +1003,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(state / "ensure.lock", "w", opener=protocol.private_open) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one start at a time; a second one finds it running
         stamp = {"pid": os.getpid(), "started_at": time.time()}
-        protocol.write_ensure_status(state, {**stamp, "state": "starting"})
+        starting = {**stamp, "state": "starting", "version": _wanted(args.settings)}
+        protocol.write_ensure_status(state, starting)
         try:
             out = ensure(state, json.loads(args.settings), args.address)
         except Exception as exc:  # Ray down or the actor failed to start: say so, as JSON
