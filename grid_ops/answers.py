@@ -21,9 +21,11 @@ RESERVATION_FIELDS = (
 def job(record: dict[str, Any]) -> dict[str, Any]:
     """One job as ``job status --json`` shows it: the queue's record (what it needs, its
     retry rules, every attempt), with the last attempt's times, exit code, Ray's message
-    and submission id at the top."""
+    and submission id at the top, and the GPU energy of all its attempts (joules; None
+    when none was measured)."""
     attempts = [dict(a) for a in record.get("attempts") or []]
     last = attempts[-1] if attempts else {}
+    measured = [a["energy_j"] for a in attempts if a.get("energy_j") is not None]
     return {
         "name": record["name"],
         "id": record.get("id"),
@@ -42,6 +44,7 @@ def job(record: dict[str, Any]) -> dict[str, Any]:
         "submission_id": last.get("submission_id"),
         "attempt": len(attempts),
         "attempts": attempts,
+        "energy_j": sum(measured) if measured else None,
         "max_retries": record.get("max_retries"),
         "retry_on_exit": record.get("retry_on_exit") or [],
         "timeout": record.get("timeout"),

@@ -40,6 +40,12 @@ def two_gpus(text: str | None = None) -> str:
     return text[:at] + second + text[at:]
 
 
+def running(pid: int, text: str | None = None) -> str:
+    """The busy card with its one process (``python3``, 21482 MiB) as process ``pid``."""
+    text = text or real()
+    return _once(text, "<pid>430</pid>", f"<pid>{pid}</pid>", after="<processes>")
+
+
 def one_gpu_lost(text: str | None = None) -> str:
     """Two GPUs attached, one fell off the bus: the driver counts 2 and reports 1."""
     return (text or real()).replace(

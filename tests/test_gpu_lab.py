@@ -25,6 +25,7 @@ pytestmark = pytest.mark.lab
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gpu-h100"
 BUSY = (FIXTURES / "nvidia-smi-q.busy.xml").read_text()
+BUSY_WATTS = 671.04  # the busy capture's instant_power_draw: what each replayed GPU draws
 
 
 def _json(proc: subprocess.CompletedProcess[str]) -> Any:
@@ -297,6 +298,38 @@ def test_users_own_their_work_and_a_quota_holds_a_job_until_its_gpus_free(
         slept = float(clock[1])  # the job's own clock: ~8 s
         assert records["bob-next"]["ended_at"] - records["bob-next"]["started_at"] >= slept
         assert usage["cy"]["gpu_hours"] > 0
+
+        # energy: each rank metered its own GPU while it ran (a replayed H100 draws
+        # BUSY_WATTS all along), the queue kept it per attempt, usage sums it
+        nxt = _json(bob("job", "status", "bob-next", "--json"))
+        cut = _json(bob("job", "status", "bob-long", "--json"))
+        assert nxt["energy_j"] is not None and cut["energy_j"] is not None, (nxt, cut)
+        powered = nxt["energy_j"] / BUSY_WATTS  # seconds its GPU was metered
+        assert slept * 0.98 <= powered <= (nxt["ended_at"] - nxt["started_at"]) * 1.02
+        assert 0 < cut["energy_j"] / BUSY_WATTS <= (cut["ended_at"] - cut["started_at"]) * 1.02
+        assert usage["bob"]["energy_measured"] == 2
+        assert usage["bob"]["energy_kwh"] * 3.6e6 == pytest.approx(
+            nxt["energy_j"] + cut["energy_j"], rel=1e-3
+        )
+
+        # a GPU process outside the queue is put on the Unix user who runs it
+        outsider = subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup",
+                                     "--clear-groups", "sleep", "300"])  # fmt: skip
+        lab_users = _users()
+        node1 = lab_users["node1"]
+        try:
+            fake_nvidia_smi.install(node1, gpu_variants.running(outsider.pid, BUSY))
+            fake_nvidia_smi.install(lab_users["node2"], gpu_variants.two_gpus(BUSY))  # as set
+            round_ = ada("health", "--refresh", "--json")
+            assert round_.returncode == 0, round_.stdout[-2000:] + round_.stderr[-2000:]
+            seen = _json(ada("usage", "--json"))["gpu_processes"]
+            assert {"node": "node1", "pid": outsider.pid, "user": "nobody", "process": "python3",
+                    "gpu_memory_mib": 21482, "outside_grid_ops": True} in seen, seen  # fmt: skip
+            table = ada("usage").stdout
+            assert "nobody" in table and "outside grid-ops" in table
+        finally:
+            outsider.kill()
+            fake_nvidia_smi.install(node1, BUSY)
     finally:
         back = lab.cli("apply", "--yes", "-c", str(path), timeout=600)  # no users again
         lab.cli("user", "logout", "-c", str(path))

@@ -22,6 +22,7 @@ class FakeRay:
         self.where: dict[str, tuple[str, ...]] = {}
         self.stopped: list[str] = []
         self.refuse = ""
+        self.joules: dict[tuple[str, int], float] = {}  # what an attempt's ranks measured
 
     def submit(
         self, job: Any, sid: str, attempt: int, nodes: tuple[str, ...], env: dict[str, str]
@@ -37,6 +38,9 @@ class FakeRay:
     def stop(self, sid: str) -> None:
         self.stopped.append(sid)
         self.state[sid] = Seen("STOPPED", None, "stopped")
+
+    def energy(self, job_id: str, attempt: int, ranks: int) -> float | None:
+        return self.joules.pop((job_id, attempt), None)
 
     def end(self, sid: str, status: str = "SUCCEEDED", code: int | None = 0, msg: str = "") -> None:
         self.state[sid] = Seen(status, code, msg)
@@ -93,6 +97,25 @@ def test_jobs_needing_every_node_run_one_after_another_high_priority_second(
             ray.end(running[0])
     assert order == ["a", "urgent", "b", "c"]
     assert all(r["status"] == "SUCCEEDED" for r in board.rows())
+
+
+def test_an_ended_attempt_keeps_the_energy_its_ranks_measured(board: Board, ray: FakeRay) -> None:
+    board.submit(spec("e", nodes=2, gpus_per_node=1.0, max_retries=1), {}, 0.0)
+    board.tick(views, 0.0, reserve_after=600)
+    (sid,) = ray.running()
+    ray.joules["e", 1] = 7200.0
+    assert ray.where[sid] == ("n1", "n2")
+    ray.end(sid, "FAILED", None)
+    board.tick(lambda: views(n2=True), 100.0, reserve_after=600)  # n2 lost: a retry
+    first = board.find("e").attempts[0]
+    assert first.energy_j == 7200.0 and first.ended_at == 100.0
+    (sid,) = ray.running()
+    ray.end(sid)  # the retry measured nothing (no power readings): unknown, not zero
+    board.tick(lambda: views(n2=True), 200.0, reserve_after=600)
+    job = board.find("e")
+    assert [a.energy_j for a in job.attempts] == [7200.0, None]
+    # kept across a restart of the controller
+    assert Board(board.path.parent, ray).find("e").attempts[0].energy_j == 7200.0
 
 
 def test_a_queued_job_says_why_it_waits(board: Board, ray: FakeRay) -> None:

@@ -216,7 +216,10 @@ def test_usage_counts_each_attempts_gpus_and_cpus_inside_the_window() -> None:
     queued = job("q", "cy")
     by_user = usage_table([big, small, queued], NOW - 10 * HOUR, NOW, "user")
     # ann: 4 GPUs x 2 h + 4 GPUs x 1 h (the open attempt runs to now)
-    assert by_user["ann"] == pytest.approx({"gpu_hours": 12.0, "cpu_hours": 24.0, "attempts": 2})
+    assert by_user["ann"] == pytest.approx(
+        {"gpu_hours": 12.0, "cpu_hours": 24.0, "attempts": 2, "energy_kwh": None,
+         "energy_measured": 0}
+    )  # fmt: skip
     assert by_user["bob"]["gpu_hours"] == pytest.approx(0.25)
     assert "cy" not in by_user  # a queued job used nothing
     by_node = usage_table([big, small], NOW - 10 * HOUR, NOW, "node")
@@ -228,6 +231,27 @@ def test_usage_counts_each_attempts_gpus_and_cpus_inside_the_window() -> None:
     assert last_hour["ann"]["gpu_hours"] == pytest.approx(4.0)
     with pytest.raises(ValueError, match="user, node"):
         usage_table([big], 0, NOW, "gpu")
+
+
+def test_usage_sums_the_measured_energy_and_leaves_unmeasured_attempts_unknown() -> None:
+    kwh = 3.6e6  # joules
+    measured = Attempt(number=1, nodes=("n1", "n2"), started_at=NOW - 4 * HOUR,
+                       ended_at=NOW - 2 * HOUR, energy_j=2 * kwh)  # fmt: skip
+    unmeasured = Attempt(number=2, nodes=("n1", "n2"), started_at=NOW - 2 * HOUR,
+                         ended_at=NOW - HOUR)  # fmt: skip
+    big = Job(id="big", name="big", submitter="ann", submitted_at=NOW - 5 * HOUR, nodes=2,
+              gpus_per_node=1, status=SUCCEEDED, attempts=(measured, unmeasured))  # fmt: skip
+    dark = ran("d", "bob", gpus=1, start=NOW - HOUR, end=NOW - 1)
+    rows = usage_table([big, dark], NOW - 10 * HOUR, NOW, "user")
+    assert rows["ann"]["energy_kwh"] == pytest.approx(2.0)
+    assert rows["ann"]["energy_measured"] == 1 and rows["ann"]["attempts"] == 2
+    assert rows["bob"]["energy_kwh"] is None  # no power readings: unknown, never 0
+    # a window holding half of the measured attempt counts half of its energy
+    half = usage_table([big], NOW - 3 * HOUR, NOW, "user")
+    assert half["ann"]["energy_kwh"] == pytest.approx(1.0)
+    by_node = usage_table([big], NOW - 10 * HOUR, NOW, "node")
+    assert by_node["n1"]["energy_kwh"] == pytest.approx(1.0)  # split by rank
+    assert json.loads(json.dumps(rows))["bob"]["energy_kwh"] is None
 
 
 def test_running_gpus_are_the_open_attempts_per_submitter() -> None:

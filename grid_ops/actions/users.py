@@ -93,25 +93,29 @@ def listing(cluster: ClusterModel) -> list[dict[str, Any]]:
 
 
 def usage(cluster: ClusterModel, since: float, by: str = "user") -> dict[str, Any]:
-    """GPU- and CPU-hours of the queue's attempts since ``since`` (epoch seconds), by
-    user or node: ``{since, until, by, rows: {key: {gpu_hours, cpu_hours, attempts}}}``."""
+    """What the queue's attempts used since ``since`` (epoch seconds), by user or node,
+    and who is on the nodes' GPUs now: ``{since, until, by, rows: {key: {gpu_hours,
+    cpu_hours, attempts, energy_kwh, energy_measured}}, gpu_processes}``."""
     from grid_ops.drivers import control
 
     if by not in BY:
         raise UsageError(f"--by {by!r} is not known.", "Use --by user or --by node.")
     result, _ = control.call(cluster, "usage", {"since": since, "by": by})
-    return dict(result)
+    return {**dict(result), "gpu_processes": gpu_processes(cluster)}
 
 
-def gpu_processes(cluster: ClusterModel, path: Any, refresh: bool = False) -> list[dict[str, Any]]:
-    """The processes using a GPU on each node as its last health round saw them (or a
-    round now: ``refresh``), each with the Unix user running it and whether that is the
-    node's own grid-ops user (the queue, 'run') or someone working outside grid-ops."""
-    from grid_ops.actions import health
+def gpu_processes(cluster: ClusterModel) -> list[dict[str, Any]] | None:
+    """The processes using a GPU on each node as the last health round saw them, each
+    with the Unix user running it and whether that is the node's own grid-ops user (the
+    queue, 'run') or someone working outside grid-ops. None: no round yet (this reads
+    the round's cache and probes nothing)."""
+    from grid_ops import health
 
-    found = health.check(cluster, path, policy=health.REPORT, refresh=refresh, any_age=True)
+    found = health.load_cache(cluster, any_age=True)
+    if found is None:
+        return None
     rows = []
-    for node in found.nodes:
+    for node in found:
         own = cluster.node(node.name).user
         for app in node.gpu_processes:
             user = app.get("user")

@@ -140,36 +140,41 @@ def usage(
     by: Annotated[str, typer.Option("--by", help="user or node.")] = "user",
     json_out: JsonOption = False,
 ) -> None:
-    """GPU-hours and CPU-hours of the queue's jobs, by user or by node.
+    """GPU-hours, CPU-hours and GPU energy of the queue's jobs, by user or by node.
 
     Each attempt counts its reserved GPUs and CPUs times its run time (the part inside
-    --since). Then the processes on the nodes' GPUs as the last health round saw them,
-    with the Unix user running each: one not the node's grid-ops user works outside the
-    queue."""
+    --since), and the energy its GPUs drew as nvidia-smi reported it while it ran
+    ("-" where no attempt was measured: no power readings, or still running). Then the
+    processes on the nodes' GPUs as the last health round saw them ('grid-ops health'
+    makes one), with the Unix user running each: one not the node's grid-ops user works
+    outside the queue."""
     from rich.table import Table
 
     from grid_ops.actions import users
     from grid_ops.drivers.control import parse_duration
 
     start = time.time() - parse_duration(since)
-    cluster, path = load_cluster(config)
+    cluster, _ = load_cluster(config)
     result = users.usage(cluster, start, by)
-    result["gpu_processes"] = users.gpu_processes(cluster, path)
     if json_out:
         print_json(result)
         return
     table = Table(title=f"usage since {since} ago, by {by}", title_justify="left")
-    for col in (by, "GPU-hours", "CPU-hours", "attempts"):
+    for col in (by, "GPU-hours", "CPU-hours", "GPU kWh", "attempts"):
         table.add_column(col)
     for key, row in sorted(result["rows"].items(), key=lambda kv: -kv[1]["gpu_hours"]):
+        kwh = row.get("energy_kwh")
         table.add_row(
             cell(key),
             f"{row['gpu_hours']:.3f}",
             f"{row['cpu_hours']:.3f}",
+            "-" if kwh is None else f"{kwh:.4f}",
             cell(int(row["attempts"])),
         )
     out.print(table)
-    if result["gpu_processes"]:
+    if result["gpu_processes"] is None:
+        out.print("GPU processes: no health round yet ('grid-ops health' makes one).")
+    elif result["gpu_processes"]:
         procs = Table(title="GPU processes now (last health round)", title_justify="left")
         for col in ("node", "pid", "user", "process", "GPU MiB", "note"):
             procs.add_column(col)

@@ -105,7 +105,12 @@ class Controller:
 
         root = os.environ.get("GRID_OPS_ROOT") or str(self.dir.parents[1])
         port = int(self.settings.get("dashboard_port") or 8265)
-        return Runner(port, root, ray.get_runtime_context().gcs_address)
+        return Runner(
+            port,
+            root,
+            ray.get_runtime_context().gcs_address,
+            lambda: str(self.settings.get("nvidia_smi") or ""),
+        )
 
     def _serve(self) -> socketserver.BaseServer:
         path = protocol.socket_path(self.dir)
@@ -632,21 +637,19 @@ class Controller:
     ) -> tuple[Any, bytes]:
         """The configured users, whether each has a token, and each one's running GPUs
         and GPU-hours of the last 7 days (what their quota counts)."""
-        now = time.time()
-        jobs = self.board.records()
-        held = jobqueue.running_gpus(jobs)
-        week = jobqueue.usage_table(jobs, now - jobqueue.WEEK, now, "user")
+        used = jobqueue.per_user(self.board.records(), time.time())
         have = set(self.tokens.holders())
         rows = []
         for name, user in sorted(users.configured(self.settings).items()):
             quota = user.get("quota") or {}
+            mine = used.get(name, {})
             rows.append(
                 {
                     "name": name,
                     "role": user.get("role"),
                     "token": name in have,
-                    "gpus_running": held.get(name, 0.0),
-                    "gpu_hours_week": week.get(name, {}).get("gpu_hours", 0.0),
+                    "gpus_running": mine.get("gpus_running", 0.0),
+                    "gpu_hours_week": mine.get("gpu_hours_week", 0.0),
                     "quota": {
                         "gpus": quota.get("gpus"),
                         "gpu_hours_per_week": quota.get("gpu_hours_per_week"),

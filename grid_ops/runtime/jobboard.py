@@ -74,6 +74,10 @@ class Runner(Protocol):
 
     def stop(self, submission_id: str) -> None: ...
 
+    def energy(self, job_id: str, attempt: int, ranks: int) -> float | None:
+        """The joules the attempt's ranks measured on their GPUs (None: unknown)."""
+        ...
+
 
 def slots(views: Mapping[str, NodeView], running: Iterable[q.Job]) -> list[q.NodeSlot]:
     """The nodes as the scheduler sees them. Free is the smaller of what Ray has free and
@@ -352,8 +356,11 @@ class Board:
                 message = _message(seen)
             else:
                 outcome = q.after_attempt(job, "timeout", None, now, drained)
-            if outcome.ended is not None and message:
-                outcome = replace(outcome, ended=replace(outcome.ended, message=message))
+            if outcome.ended is not None:
+                ended = outcome.ended
+                joules = self.runner.energy(job.id, ended.number, len(ended.nodes) or job.nodes)
+                ended = replace(ended, message=message or ended.message, energy_j=joules)
+                outcome = replace(outcome, ended=ended)
             job = q.apply_outcome(job, outcome)
             if job.status not in LIVE:
                 self._drop_env(job)

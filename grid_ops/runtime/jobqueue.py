@@ -40,6 +40,7 @@ class Attempt:
     reason: str = ""
     submission_id: str = ""  # its Ray job (one per attempt)
     message: str = ""  # what Ray Jobs said of it when it ended
+    energy_j: float | None = None  # its GPUs' energy, as its ranks measured it (runtime.energy)
 
     def __post_init__(self) -> None:
         if self.number < 1:
@@ -272,14 +273,26 @@ def _span(attempt: Attempt, since: float, until: float) -> float:
     return max(0.0, end - max(attempt.started_at, since))
 
 
+def _energy_kwh(attempt: Attempt, since: float, until: float) -> float | None:
+    """The part of an ended attempt's measured energy inside [since, until] (in
+    proportion to its time there), in kWh; None when it was not measured."""
+    if attempt.energy_j is None or attempt.ended_at is None:
+        return None
+    whole = attempt.ended_at - attempt.started_at
+    part = _span(attempt, since, until) / whole if whole > 0 else 1.0
+    return attempt.energy_j * part / 3.6e6
+
+
 def usage_table(
     jobs: Iterable[Job], since: float, until: float, by: str
-) -> dict[str, dict[str, float]]:
-    """GPU-hours, CPU-hours and attempts within [since, until], by submitter (``by``
-    user) or by node (``by`` node: each rank's share on its node)."""
+) -> dict[str, dict[str, Any]]:
+    """GPU-hours, CPU-hours, attempts and GPU energy (kWh) within [since, until], by
+    submitter (``by`` user) or by node (``by`` node: each rank's share on its node).
+    ``energy_kwh`` counts the attempts whose ranks measured it (``energy_measured`` of
+    ``attempts``); None when none did (no power readings, or still running)."""
     if by not in USAGE_KEYS:
         raise ValueError(f"usage by {by!r}: use one of {', '.join(USAGE_KEYS)}")
-    table: dict[str, dict[str, float]] = {}
+    table: dict[str, dict[str, Any]] = {}
     for job in jobs:
         for attempt in job.attempts:
             hours = _span(attempt, since, until) / 3600
@@ -287,12 +300,20 @@ def usage_table(
                 continue
             gpus = attempt_gpus(job, attempt)
             cpus = job.cpus_per_node * (len(attempt.nodes) or job.nodes)
+            kwh = _energy_kwh(attempt, since, until)
             keys = [job.submitter] if by == "user" else list(attempt.nodes) or ["(unknown)"]
             for key in keys:
-                row = table.setdefault(key, {"gpu_hours": 0.0, "cpu_hours": 0.0, "attempts": 0})
+                row = table.setdefault(
+                    key,
+                    {"gpu_hours": 0.0, "cpu_hours": 0.0, "attempts": 0,
+                     "energy_kwh": None, "energy_measured": 0},
+                )  # fmt: skip
                 row["gpu_hours"] += gpus * hours / len(keys)
                 row["cpu_hours"] += cpus * hours / len(keys)
                 row["attempts"] += 1
+                if kwh is not None:
+                    row["energy_kwh"] = (row["energy_kwh"] or 0.0) + kwh / len(keys)
+                    row["energy_measured"] += 1
     return table
 
 

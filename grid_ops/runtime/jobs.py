@@ -27,7 +27,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from grid_ops import layout
@@ -153,16 +153,19 @@ def _details(job: Any) -> dict[str, Any]:
 
 
 def launch_argv(
-    job: Any, submission_id: str, attempt: int, nodes: tuple[str, ...], with_env: bool
-) -> list[str]:
+    job: Any, submission_id: str, attempt: int, nodes: tuple[str, ...], with_env: bool,
+    nvidia_smi: str = "",
+) -> list[str]:  # fmt: skip
     """What Ray Jobs runs for an attempt of a queued job (a ``jobqueue.Job``): one rank
     per node of ``nodes`` through grid_ops.runtime.launch, pinned there; only the
-    submission id of its variables is on this line, never a value (pure)."""
+    submission id of its variables is on this line, never a value. ``nvidia_smi``: the
+    config's health_check.nvidia_smi, for its GPUs' energy ("": the one on PATH) (pure)."""
     argv = ["python", "-m", "grid_ops.runtime.launch", "--nodes", str(len(nodes))]
     argv += ["--gpus-per-node", f"{job.gpus_per_node:g}", "--cpus-per-node",
              f"{job.cpus_per_node:g}", "--on", ",".join(nodes), "--job", job.id,
              "--attempt", str(attempt)]  # fmt: skip
     argv += ["--job-env", submission_id] if with_env else []
+    argv += ["--nvidia-smi", nvidia_smi] if nvidia_smi and job.gpus_per_node else []
     if job.attempts:  # a retry: ranks that moved get their checkpoints first
         argv += ["--previous", ",".join(job.attempts[-1].nodes)]
     return [*argv, "--", *job.command]
@@ -172,10 +175,13 @@ class Runner:
     """Ray Jobs as the job queue sees it (``jobboard.Runner``), from the controller on
     the head: the dashboard on loopback, the GCS at ``gcs_address``."""
 
-    def __init__(self, port: int, root: str, gcs_address: str) -> None:
+    def __init__(
+        self, port: int, root: str, gcs_address: str, nvidia_smi: Callable[[], str] = str
+    ) -> None:
         self.port = port
         self.root = root
         self.environ = {"RAY_ADDRESS": gcs_address}
+        self.nvidia_smi = nvidia_smi  # the settings' health_check.nvidia_smi, as they are now
         self._job_client: Any = None
 
     def _client(self) -> Any:
@@ -189,7 +195,8 @@ class Runner:
         self, job: Any, submission_id: str, attempt: int, nodes: tuple[str, ...],
         env: dict[str, str],
     ) -> None:  # fmt: skip
-        entry = shlex.join(launch_argv(job, submission_id, attempt, nodes, bool(env)))
+        argv = launch_argv(job, submission_id, attempt, nodes, bool(env), self.nvidia_smi())
+        entry = shlex.join(argv)
         runtime_env: dict[str, Any] = {}
         if job.workdir:  # shipped by the client to the job's own dir on the head
             runtime_env["working_dir"] = layout.job_file(self.root, job.id, layout.JOB_WORK)
@@ -233,6 +240,16 @@ class Runner:
     def stop(self, submission_id: str) -> None:
         self._client().stop_job(submission_id)
         drop_env(submission_id, self.environ)
+
+    def energy(self, job_id: str, attempt: int, ranks: int) -> float | None:
+        """The joules an attempt's ranks measured (grid_ops.runtime.energy), taken out
+        of the GCS; None when none did or the GCS does not answer."""
+        from grid_ops.runtime import energy
+
+        try:
+            return energy.collect(_gcs(self.environ), job_id, attempt, ranks, GCS_TIMEOUT)
+        except Exception:
+            return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from grid_ops import layout
-from grid_ops.runtime import checkpoints
+from grid_ops.runtime import checkpoints, energy
 
 PLACEMENT_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
@@ -154,6 +154,16 @@ def _rank(
             raise
 
 
+def _meter(args: argparse.Namespace, rank: int) -> energy.Meter | None:
+    """In a rank's Ray task: the meter of its GPUs' energy, if it can have one (a job
+    runs the same without)."""
+    try:
+        return energy.for_rank(args.job, args.attempt, rank, args.gpus_per_node, args.nvidia_smi)
+    except Exception as exc:
+        print(f"grid-ops: rank {rank}: no energy reading: {exc}", file=sys.stderr, flush=True)
+        return None
+
+
 def _private(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW, 0o600)
 
@@ -170,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--job", default="", help="the queued job's id (its checkpoints, logs)")
     parser.add_argument("--attempt", type=int, default=1)
+    parser.add_argument(
+        "--nvidia-smi",
+        default="",
+        metavar="PATH",
+        help="the nodes' nvidia-smi for the job's GPU energy (default: the one on PATH)",
+    )
     parser.add_argument(
         "--previous",
         default="",
@@ -261,7 +277,12 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
         checkpoints.restore(nodes, args.job, ranks, node_names(args.previous))
 
     def one_rank(rank: int, env: dict[str, str]) -> int:
-        return _rank(command, env, rank, in_code, (args.job, args.attempt))
+        meter = _meter(args, rank)
+        try:
+            return _rank(command, env, rank, in_code, (args.job, args.attempt))
+        finally:
+            if meter is not None:
+                meter.stop()
 
     master_endpoint = ray.remote(num_cpus=0)(endpoint)
     run_rank = ray.remote(max_retries=0)(one_rank)
