@@ -312,23 +312,34 @@ def test_users_own_their_work_and_a_quota_holds_a_job_until_its_gpus_free(
             nxt["energy_j"] + cut["energy_j"], rel=1e-3
         )
 
-        # a GPU process outside the queue is put on the Unix user who runs it
-        outsider = subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup",
-                                     "--clear-groups", "sleep", "300"])  # fmt: skip
+        # a GPU process outside the queue is put on the Unix user who runs it: 'nobody',
+        # on node1 (in its own PID namespace, where node1's nvidia-smi reports its pid)
+        from grid_ops import lab as lab_mod
+
         lab_users = _users()
         node1 = lab_users["node1"]
+        sshd = next(n["sshd_pid"] for n in lab_mod.status()["nodes"] if n["name"] == "node1")
+        outsider = subprocess.Popen(
+            ["nsenter", "-t", str(sshd), "-m", "-p", "--", "setpriv", "--reuid=nobody",
+             "--regid=nogroup", "--clear-groups", "sh", "-c", 'echo "$$"; exec sleep 120'],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert outsider.stdout is not None
+        pid = int(outsider.stdout.readline())
         try:
-            fake_nvidia_smi.install(node1, gpu_variants.running(outsider.pid, BUSY))
+            fake_nvidia_smi.install(node1, gpu_variants.running(pid, BUSY))
             fake_nvidia_smi.install(lab_users["node2"], gpu_variants.two_gpus(BUSY))  # as set
             round_ = ada("health", "--refresh", "--json")
             assert round_.returncode == 0, round_.stdout[-2000:] + round_.stderr[-2000:]
             seen = _json(ada("usage", "--json"))["gpu_processes"]
-            assert {"node": "node1", "pid": outsider.pid, "user": "nobody", "process": "python3",
+            assert {"node": "node1", "pid": pid, "user": "nobody", "process": "python3",
                     "gpu_memory_mib": 21482, "outside_grid_ops": True} in seen, seen  # fmt: skip
             table = ada("usage").stdout
             assert "nobody" in table and "outside grid-ops" in table
         finally:
-            outsider.kill()
+            subprocess.run(["nsenter", "-t", str(sshd), "-m", "-p", "--", "kill", str(pid)],
+                           check=False)  # fmt: skip
+            outsider.wait(timeout=30)
             fake_nvidia_smi.install(node1, BUSY)
     finally:
         back = lab.cli("apply", "--yes", "-c", str(path), timeout=600)  # no users again
