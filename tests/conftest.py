@@ -100,6 +100,28 @@ def ctrl_c_reaches_it() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+# The marker sets a lab or root test carries.
+SHARED_MARKS = ({"lab"}, {"root"}, {"lab", "slow"}, {"lab", "destroys"},
+                {"lab", "slow", "destroys"}, {"root", "slow"})  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The lab tier shares one lab (and root's mounts), so it never runs in parallel:
+    pytest-xdist's ``-n`` with a ``-m`` that selects it stops here, saying so."""
+    from _pytest.mark.expression import Expression
+
+    if not config.getoption("numprocesses", None):
+        return
+    expression = Expression.compile(config.getoption("markexpr", "") or "lab or not lab")
+    if any(
+        expression.evaluate(lambda name, marks=marks, **_: name in marks) for marks in SHARED_MARKS
+    ):
+        raise pytest.UsageError(
+            "The lab and root tests share one lab: run them one at a time, without -n "
+            "(only the fast tier, plain 'pytest', runs in parallel)."
+        )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that tear the whole lab down run last: the others keep its provisioned
     venvs and running cluster instead of building them again (minutes on this box)."""

@@ -17,11 +17,31 @@ def test_readme_opens_with_demo_and_test_commands() -> None:
     assert "\n" not in demo and "\n" not in tests
     assert demo.endswith("grid-ops demo")
     assert "pip install" in demo and "pip install" in tests
-    # both tiers: the fast one first (any user), then the lab (root)
-    assert tests.endswith(".venv/bin/pytest && .venv/bin/pytest -m 'lab or root'")
+    # both tiers: the fast one first (any user, on every core), then the lab (root, serial)
+    assert tests.endswith(
+        ".venv/bin/pytest -n auto --dist loadfile && .venv/bin/pytest -m 'lab or root'"
+    )
 
 
 def test_ci_runs_the_readme_test_command() -> None:
     _, tests = _commands()
     lines = (REPO / ".ci" / "run").read_text().splitlines()
     assert tests in lines
+
+
+def test_the_lab_tier_refuses_to_run_in_parallel_and_the_fast_tier_does() -> None:
+    import subprocess
+    import sys
+
+    def pytest(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    for marks in ("lab or root", "lab and not slow", "root"):
+        refused = pytest("-n", "2", "-m", marks, "--collect-only", "-q", "tests/test_lab.py")
+        assert refused.returncode == 4, refused.stdout + refused.stderr
+        assert "share one lab: run them one at a time, without -n" in refused.stderr
+    fast = pytest("-n", "2", "-q", "tests/test_readme.py::test_ci_runs_the_readme_test_command")
+    assert fast.returncode == 0 and "1 passed" in fast.stdout, fast.stdout + fast.stderr
