@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,33 +101,66 @@ def ctrl_c_reaches_it() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+# The lab tier runs in two lanes at once (``-n 2 --dist loadgroup``), each on a lab of its
+# own (``$GRID_OPS_LAB``: worker gw0 on lab 0, gw1 on lab 1): these modules run in lane
+# "b", the rest in lane "a", in collection order, the ``destroys`` tests last in theirs.
+# Chosen to balance their minutes on this 2-core box (the durations CI prints);
+# test_molecule stays in one lane (molecule keeps its scenarios under ~/.cache).
+LANE_B = frozenset({
+    "test_demo.py", "test_jobs.py", "test_gpu_lab.py", "test_serve.py",
+    "test_security_lab.py", "test_quick.py", "test_doctor.py", "test_health.py",
+    "test_serve_units.py", "test_metrics.py", "test_health_gate.py", "test_private_paths.py",
+})  # fmt: skip
+LANES = 2
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if WORKER.startswith("gw") and WORKER[2:].isdigit():  # before grid_ops.lab is imported
+    os.environ["GRID_OPS_LAB"] = WORKER[2:]
 # The marker sets a lab or root test carries.
 SHARED_MARKS = ({"lab"}, {"root"}, {"lab", "slow"}, {"lab", "destroys"},
                 {"lab", "slow", "destroys"}, {"root", "slow"})  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """The lab tier shares one lab (and root's mounts), so it never runs in parallel:
-    pytest-xdist's ``-n`` with a ``-m`` that selects it stops here, saying so."""
+    """Lab and root tests run one at a time, or in the ``LANES`` lanes of
+    ``-n 2 --dist loadgroup`` (a lab each); any other ``-n`` stops here, saying so."""
     from _pytest.mark.expression import Expression
 
-    if not config.getoption("numprocesses", None):
+    workers = config.getoption("numprocesses", None)
+    if not workers:
         return
     expression = Expression.compile(config.getoption("markexpr", "") or "lab or not lab")
-    if any(
+    shared = any(
         expression.evaluate(lambda name, marks=marks, **_: name in marks) for marks in SHARED_MARKS
-    ):
+    )
+    lanes = workers == LANES and config.getoption("dist", "no") == "loadgroup"
+    if shared and not lanes:
         raise pytest.UsageError(
-            "The lab and root tests share one lab: run them one at a time, without -n "
-            "(only the fast tier, plain 'pytest', runs in parallel)."
+            "The lab and root tests run one at a time (without -n), or in two lanes with "
+            f"a lab each: -n {LANES} --dist loadgroup."
         )
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that tear the whole lab down run last: the others keep its provisioned
-    venvs and running cluster instead of building them again (minutes on this box)."""
+    """Tests that tear the whole lab down run last (in their lane): the others keep its
+    provisioned venvs and running cluster instead of building them again (minutes on
+    this box). Lab and root tests get their lane (``LANE_B``)."""
     last = [item for item in items if item.get_closest_marker("destroys")]
     items[:] = [item for item in items if not item.get_closest_marker("destroys")] + last
+    for item in items:
+        if item.get_closest_marker("lab") or item.get_closest_marker("root"):
+            lane = "b" if item.path.name in LANE_B else "a"
+            item.add_marker(pytest.mark.xdist_group(f"lane-{lane}"))
+
+
+def lab_node(name: str) -> Any:
+    """Lab node ``name`` of the lab up in this session (its user, ip, home, namespace):
+    the lab each lane runs has names and addresses of its own."""
+    from grid_ops import lab as lab_mod
+
+    state = lab_mod.load_state()
+    assert state is not None, "no lab is up"
+    return state.node(name)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -158,9 +159,19 @@ def test_health_watch_probes_every_interval_until_interrupted(tmp_path: Path) ->
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         preexec_fn=ctrl_c_reaches_it,
     )  # fmt: skip
-    time.sleep(4)
+    assert proc.stdout is not None
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60  # a loaded box starts the CLI slowly
+    while sum("health of local at " in line for line in list(seen)) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(seen)
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=30)
+    proc.wait(timeout=30)
+    reader.join(timeout=10)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    stdout = "".join(seen)
     assert proc.returncode == 0, stderr
     assert stdout.count("health of local at ") >= 2  # one table per round when piped
     assert "│ here " in stdout and "stopped" in stderr and "Traceback" not in stderr

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from grid_ops.model import config
-from tests.conftest import Lab
+from tests.conftest import Lab, lab_node
 
 pytestmark = pytest.mark.lab
 
@@ -34,7 +34,7 @@ def cluster(lab: Lab) -> Iterator[Lab]:
 
 
 def _root(node: str) -> Path:
-    return Path(pwd.getpwnam(f"gridlab{node[4:]}").pw_dir) / "grid-ops"
+    return Path(pwd.getpwnam(lab_node(node).user).pw_dir) / "grid-ops"
 
 
 def _json(proc: subprocess.CompletedProcess[str]) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from grid_ops import model
-from tests.conftest import REPO, Lab, ctrl_c_reaches_it
+from tests.conftest import REPO, Lab, ctrl_c_reaches_it, lab_node
 
 pytestmark = pytest.mark.lab
 
@@ -106,9 +106,10 @@ def test_run_passes_arguments_verbatim_unless_asked_for_a_shell(ready: Lab) -> N
     where = ready.cli("run", "-c", cfg, "--node", "node3", "--", "sh", "-c",
                       'pwd; command -v python; echo "$RAY_ADDRESS"')  # fmt: skip
     pwd, python, address = where.stdout.splitlines()
-    assert pwd == "/home/gridlab3/grid-ops/code"  # where sync puts code
-    assert python == "/home/gridlab3/grid-ops/venv/bin/python"
-    assert address == "10.231.0.11:6379"
+    node3 = lab_node("node3")
+    assert pwd == f"{node3.home}/grid-ops/code"  # where sync puts code
+    assert python == f"{node3.home}/grid-ops/venv/bin/python"
+    assert address == f"{lab_node('node1').ip}:6379"
 
 
 def test_run_all_has_a_section_per_node_and_fails_if_any_fails(ready: Lab) -> None:
@@ -132,7 +133,7 @@ GONE_WITHIN = 20.0
 def _left_running(pattern: str, wait_s: float, nodes: str = "node1,node2,node3") -> list[str]:
     """Processes of these lab nodes' users (the nodes share this machine's process table)
     still matching after up to ``wait_s`` seconds."""
-    users = ",".join(f"gridlab{n[4:]}" for n in nodes.split(","))
+    users = ",".join(lab_node(n).user for n in nodes.split(","))
     deadline = time.monotonic() + wait_s
     while True:
         argv = ["pgrep", "-u", users, "-f", pattern]
@@ -217,7 +218,7 @@ def test_one_quoted_command_line_runs_in_the_nodes_shell(ready: Lab) -> None:
     """`run "CMD ARGS"` as ssh takes it: quotes, $VARS, globs and && reach the node's
     shell intact; one word without whitespace stays a program name."""
     cfg = str(ready.config)
-    (Path("/home/gridlab2/grid-ops/code") / "seed-a.txt").write_text("x")
+    (lab_node("node2").home / "grid-ops" / "code" / "seed-a.txt").write_text("x")
     line = "printf '%s|' 'a b' \"$((6*7))\" seed-*.txt && echo done"
     proc = ready.cli("run", "-c", cfg, "--node", "node2", line)
     assert proc.returncode == 0, proc.stderr

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import Lab
+from tests.conftest import Lab, lab_node
 
 pytestmark = pytest.mark.lab
 
@@ -95,7 +95,8 @@ def test_a_job_without_workdir_starts_where_sync_put_the_code(cluster: Lab, tmp_
     done = _wait(cluster, "from-code", ("SUCCEEDED", "FAILED", "STOPPED"))
     logs = cluster.cli("job", "logs", "from-code", "-c", cfg).stdout
     assert done["status"] == "SUCCEEDED", logs
-    assert re.search(r"hello from /home/gridlab\d/grid-ops/code", logs)  # its rank's node
+    homes = [str(lab_node(n).home) for n in cluster.nodes]
+    assert any(f"hello from {h}/grid-ops/code" in logs for h in homes), logs  # its rank's node
 
 
 def test_a_failing_job_ends_failed_with_its_exit_code(cluster: Lab) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 from grid_ops import lab as lab_mod
 from grid_ops import model
 from grid_ops.errors import LabError
-from tests.conftest import Lab
+from tests.conftest import Lab, lab_node
 
 pytestmark = pytest.mark.lab
 
@@ -30,7 +31,8 @@ def test_lab_writes_a_valid_cluster_config(lab: Lab) -> None:
     assert [n["name"] for n in data["nodes"]] == lab.nodes
     assert data["head"] == "node1"
     ips = {n["host"] for n in data["nodes"]}
-    assert all(ip.startswith("10.231.0.") for ip in ips)
+    subnet = ipaddress.ip_network(lab_mod.DEFAULT_SUBNET)
+    assert all(ipaddress.ip_address(ip) in subnet for ip in ips)
 
 
 def test_lab_status_shows_every_node_answering(lab: Lab) -> None:
@@ -81,7 +83,7 @@ def test_killed_node_is_unreachable_and_others_still_reported(lab: Lab) -> None:
         rc, data = _ping_json(lab)
         assert rc == 1
         assert data["hosts"][victim]["unreachable"] == 1
-        assert "10.231.0." in data["hosts"][victim]["msg"]
+        assert lab_node(victim).ip in data["hosts"][victim]["msg"]
         for name in lab.nodes[:-1]:
             assert data["hosts"][name]["unreachable"] == 0
             assert data["hosts"][name]["ok"] >= 1
@@ -124,7 +126,7 @@ def test_driver_reports_counts_facts_and_keeps_recent_runs(lab: Lab) -> None:
     # ping role's report
     assert (host.ok, host.changed, host.failed, host.unreachable) == (4, 0, 0, 0)
     assert host.facts["grid_node"]["hostname"] == "node1"
-    assert host.facts["grid_node"]["user"] == "gridlab1"
+    assert host.facts["grid_node"]["user"] == lab_node("node1").user
     assert all(d >= 0 for d in host.durations.values()) and host.durations
     assert ("node1", "Probe the node's Python, platform, paths, GPUs and Ray", "ok") in seen
     runs = sorted(p.name for p in ansible.runs_dir().iterdir())
@@ -171,8 +173,9 @@ def test_lab_down_leaves_nothing_and_up_clears_stale_state(lab: Lab) -> None:
     down = lab.cli("lab", "down")
     assert down.returncode == 0, down.stderr
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert "gridlab-" not in netns
-    assert subprocess.run(["ip", "link", "show", "gridlab0"], capture_output=True).returncode != 0
+    assert not [ns for ns in netns.split() if ns.startswith(lab_mod.NS_PREFIX)]
+    bridge = subprocess.run(["ip", "link", "show", lab_mod.BRIDGE], capture_output=True)
+    assert bridge.returncode != 0
     passwd = Path("/etc/passwd").read_text()
     for user in users:
         assert f"\n{user}:" not in passwd
@@ -183,13 +186,14 @@ def test_lab_down_leaves_nothing_and_up_clears_stale_state(lab: Lab) -> None:
     assert status["up"] is False
 
     # Stale state with no state file (e.g. a crashed run): a namespace and a marked user.
-    subprocess.run(["ip", "netns", "add", "gridlab-node7"], check=True)
-    subprocess.run(["useradd", "-m", "-c", f"{lab_mod.USER_COMMENT} node7", "gridlab7"], check=True)
+    stale_ns, stale_user = f"{lab_mod.NS_PREFIX}node7", f"{lab_mod.USER_PREFIX}7"
+    subprocess.run(["ip", "netns", "add", stale_ns], check=True)
+    subprocess.run(["useradd", "-m", "-c", f"{lab_mod.USER_COMMENT} node7", stale_user], check=True)
     up = lab.cli("lab", "up", "--nodes", str(len(lab.nodes)), "-o", str(lab.config))
     assert up.returncode == 0, up.stderr
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert "gridlab-node7" not in netns
-    assert "\ngridlab7:" not in Path("/etc/passwd").read_text()
+    assert stale_ns not in netns.split()
+    assert f"\n{stale_user}:" not in Path("/etc/passwd").read_text()
     rc, _ = _ping_json(lab)
     assert rc == 0
 

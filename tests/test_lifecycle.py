@@ -15,7 +15,7 @@ import yaml
 from grid_ops import layout, model
 from grid_ops.model import config
 from grid_ops.runtime.private import short_dir_path
-from tests.conftest import Lab, grid_ops
+from tests.conftest import Lab, grid_ops, lab_node
 
 pytestmark = pytest.mark.lab
 
@@ -345,7 +345,7 @@ def test_reset_then_a_killed_node_is_dropped_and_comes_back(running: Lab, tmp_pa
     asked = lab.cli("reset", "-c", cfg, "--limit", "node3")
     assert asked.returncode == 2 and "--yes" in asked.stderr
     assert (_home("node3") / "grid-ops").is_dir()
-    short = short_dir_path(_uid("gridlab3"))
+    short = short_dir_path(_uid(lab_node("node3").user))
     made = json.loads((_home("node3") / "grid-ops" / layout.MANIFEST).read_text())["created"]
     reset = lab.cli("reset", "-c", cfg, "--limit", "node3", "--yes", timeout=600)
     assert reset.returncode == 0, reset.stdout[-2000:] + reset.stderr[-2000:]
@@ -390,7 +390,7 @@ def _a_users_own_code_and_lib_survive_reset(lab: Lab, tmp: Path) -> None:
     import shutil
 
     home = _home("node3")
-    user = pwd.getpwnam("gridlab3")
+    user = pwd.getpwnam(lab_node("node3").user)
     mine = home / "code" / "mine.txt"
     (home / "lib" / "mypkg").mkdir(parents=True)
     mine.parent.mkdir()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import Lab
+from tests.conftest import Lab, lab_node
 
 pytestmark = pytest.mark.lab
 
@@ -114,7 +114,7 @@ def test_cluster_start_brings_up_every_node(provisioned: Lab) -> None:
         time.sleep(2)
     assert active.count("node_") == len(provisioned.nodes), ray_status.stdout
     data = _json(provisioned.cli("cluster", "status", "-c", cfg, "--json"))
-    assert data["head"] == "node1" and data["address"] == "10.231.0.11:6379"
+    assert data["head"] == "node1" and data["address"] == f"{lab_node('node1').ip}:6379"
     for node in data["nodes"]:
         assert node["resources"]["tag:lab"] == 1
         assert node["resources"]["memory"] == 2 * 1024**3
@@ -128,7 +128,7 @@ def test_a_task_pinned_to_each_node_runs_there(provisioned: Lab) -> None:
                            "python", "-c", PINNED, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     placed = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert placed == [[n, f"gridlab{n[4:]}"] for n in provisioned.nodes]
+    assert placed == [[n, lab_node(n).user] for n in provisioned.nodes]
 
 
 DRIVER = """
@@ -177,7 +177,7 @@ def test_stop_with_plain_ansible_playbook(provisioned: Lab, tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _status(provisioned) == dict.fromkeys(provisioned.nodes, "absent")
     for name in provisioned.nodes:
-        user = f"gridlab{name[4:]}"
+        user = lab_node(name).user
         ps = subprocess.run(["pgrep", "-u", user, "-f", "raylet|gcs_server"],
                             capture_output=True, check=False)  # fmt: skip
         assert ps.returncode == 1, f"Ray still runs on {name}"

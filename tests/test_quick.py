@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Lab
+from tests.conftest import REPO, Lab, lab_node
 
 pytestmark = pytest.mark.lab
 
@@ -157,7 +157,7 @@ def test_a_new_remote_root_is_synced_by_the_playbook(
     assert data["playbook_ran"] is True  # the old root's "up to date" does not count here
     for node in lab.nodes:
         dest = Path(data["hosts"][node]["dest"])
-        assert dest == Path(f"/home/gridlab{node[4:]}/elsewhere/code/quickproj")
+        assert dest == lab_node(node).home / "elsewhere" / "code" / "quickproj"
         assert (dest / "pkg" / "model.py").read_text() == "W = 1\n"
 
 

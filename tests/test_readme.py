@@ -17,10 +17,9 @@ def test_readme_opens_with_demo_and_test_commands() -> None:
     assert "\n" not in demo and "\n" not in tests
     assert demo.endswith("grid-ops demo")
     assert "pip install" in demo and "pip install" in tests
-    # both tiers: the fast one first (any user, on every core), then the lab (root, serial)
-    assert tests.endswith(
-        ".venv/bin/pytest -n auto --dist loadfile && .venv/bin/pytest -m 'lab or root'"
-    )
+    # both tiers: the fast one first (any user, on every core), then the lab (root, two lanes)
+    fast, lab = ".venv/bin/pytest -n auto --dist loadfile", ".venv/bin/pytest -m 'lab or root'"
+    assert tests.endswith(f"{fast} && {lab} -n 2 --dist loadgroup")
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -29,7 +28,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert tests in lines
 
 
-def test_the_lab_tier_refuses_to_run_in_parallel_and_the_fast_tier_does() -> None:
+def test_the_lab_tier_runs_serially_or_in_its_two_lanes_only() -> None:
     import subprocess
     import sys
 
@@ -39,9 +38,14 @@ def test_the_lab_tier_refuses_to_run_in_parallel_and_the_fast_tier_does() -> Non
             cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
 
-    for marks in ("lab or root", "lab and not slow", "root"):
-        refused = pytest("-n", "2", "-m", marks, "--collect-only", "-q", "tests/test_lab.py")
+    for marks, extra in (("lab or root", ()), ("lab and not slow", ("--dist", "loadfile")),
+                         ("root", ("--dist", "loadgroup", "-n", "3"))):  # fmt: skip
+        refused = pytest("-n", "2", *extra, "-m", marks, "--collect-only", "-q",
+                         "tests/test_lab.py")  # fmt: skip
         assert refused.returncode == 4, refused.stdout + refused.stderr
-        assert "share one lab: run them one at a time, without -n" in refused.stderr
+        assert "or in two lanes with a lab each: -n 2 --dist loadgroup" in refused.stderr
+    lanes = pytest("-n", "2", "--dist", "loadgroup", "-m", "lab", "--collect-only", "-q",
+                   "tests/test_lab.py", "tests/test_demo.py")  # fmt: skip
+    assert lanes.returncode == 0, lanes.stdout + lanes.stderr
     fast = pytest("-n", "2", "-q", "tests/test_readme.py::test_ci_runs_the_readme_test_command")
     assert fast.returncode == 0 and "1 passed" in fast.stdout, fast.stdout + fast.stderr

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, Lab
+from tests.conftest import REPO, Lab, lab_node
 
 pytestmark = pytest.mark.lab
 
-VICTIM, VICTIM_USER = "node3", "gridlab3"
+VICTIM = "node3"
 BROKEN = "#!/bin/sh\necho 'ray: broken on purpose by the test' >&2\nexit 3\n"
 
 
@@ -38,7 +38,7 @@ def _round(lab: Lab, cfg: str) -> tuple[int, dict[str, dict[str, Any]], str]:
 
 
 def _kill_raylet() -> None:
-    subprocess.run(["pkill", "-KILL", "-u", VICTIM_USER, "-x", "raylet"], check=False)
+    subprocess.run(["pkill", "-KILL", "-u", lab_node(VICTIM).user, "-x", "raylet"], check=False)
 
 
 def _wait(what: str, test: Any, limit: float) -> Any:
@@ -115,7 +115,7 @@ def test_a_node_whose_ray_cannot_start_is_quarantined_after_three_tries(
     fast = tmp_path / "lab-fast-repair.yaml"  # the same cluster (its id), quick retries
     fast.write_text(yaml.safe_dump(data))
     cfg = str(fast)
-    ray = Path(f"/home/{VICTIM_USER}/grid-ops/venv/bin/ray")
+    ray = lab_node(VICTIM).home / "grid-ops" / "venv" / "bin" / "ray"
     kept = ray.with_name("ray.kept-by-test")
     os.rename(ray, kept)
     ray.write_text(BROKEN)

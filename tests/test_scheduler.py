@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from grid_ops.runtime.scheduler import SchedulingError, choose_node
-from tests.conftest import Lab
+from tests.conftest import Lab, lab_node
 
 FREE = {
     "n1": {"CPU": 0.0, "GPU": 0.0},
@@ -70,8 +70,8 @@ class Hog:
     def host(self):
         return socket.gethostname()
 
-full = Hog.options(num_cpus=2, scheduling_strategy=Pin(ids["10.231.0.11"], soft=False)).remote()
-half = Hog.options(num_cpus=1, scheduling_strategy=Pin(ids["10.231.0.13"], soft=False)).remote()
+full = Hog.options(num_cpus=2, scheduling_strategy=Pin(ids[NODE1_IP], soft=False)).remote()
+half = Hog.options(num_cpus=1, scheduling_strategy=Pin(ids[NODE3_IP], soft=False)).remote()
 ray.get([full.host.remote(), half.host.remote()])
 time.sleep(3)  # let the resource view catch up
 out["best_fit"] = ray.get(submit(where, strategy="best-fit"))
@@ -95,8 +95,9 @@ def cluster(lab: Lab) -> Iterator[Lab]:
 
 @pytest.mark.lab
 def test_tasks_land_where_the_strategy_says(cluster: Lab) -> None:
+    ips = f"NODE1_IP, NODE3_IP = {lab_node('node1').ip!r}, {lab_node('node3').ip!r}\n"
     proc = cluster.cli("run", "-c", str(cluster.config), "--node", "node1", "--",
-                       "python", "-c", DRIVER, timeout=300)  # fmt: skip
+                       "python", "-c", ips + DRIVER, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["local"] == "node1"  # the driver's own node

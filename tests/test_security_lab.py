@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import Lab
+from tests.conftest import Lab, lab_node
 
 pytestmark = pytest.mark.lab
 
@@ -37,7 +37,7 @@ def cluster(lab: Lab) -> Iterator[Lab]:
 
 
 def _user(node: str) -> str:
-    return f"gridlab{node[4:]}"
+    return str(lab_node(node).user)
 
 
 def _root(node: str) -> Path:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests import fake_nvidia_smi, serving
-from tests.conftest import Lab
+from tests.conftest import Lab, lab_node
 
 pytestmark = pytest.mark.lab
 
@@ -393,7 +393,7 @@ def test_attacks_on_a_running_job_are_refused(
 def test_the_refresher_restarts_a_worker_whose_raylet_died(server: serving.Server) -> None:
     """The serve refresher is a watch loop: it repairs as 'health --watch' does, and the
     page's document lists the repair."""
-    subprocess.run(["pkill", "-KILL", "-u", "gridlab3", "-x", "raylet"], check=False)
+    subprocess.run(["pkill", "-KILL", "-u", lab_node("node3").user, "-x", "raylet"], check=False)
 
     def repaired() -> list[dict[str, Any]]:
         found = server.get("/api/state").json()["repairs"]

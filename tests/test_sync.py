@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Lab
+from tests.conftest import Lab, lab_node
 
 pytestmark = pytest.mark.lab
 
@@ -20,7 +20,7 @@ def _sync(lab: Lab, src: Path, *args: str) -> tuple[int, dict[str, Any]]:
 
 
 def _on_node(node: str, name: str) -> Path:
-    return Path(f"/home/gridlab{node[4:]}/grid-ops/code/{name}")
+    return Path(lab_node(node).home / "grid-ops" / "code" / name)
 
 
 @pytest.fixture

@@ -453,6 +453,46 @@ def test_wheelhouse_module_check_mode_dedupes_platforms_and_honours_markers(
     assert not (dest / x86).exists()  # check mode wrote nothing
 
 
+def test_two_provisions_at_once_build_a_platforms_wheelhouse_once(
+    wheelhouse: ModuleType, tmp_path: Path
+) -> None:
+    """Another provision holds the platform's lock and finishes the wheelhouse while this
+    one waits: this one then finds the marker and downloads nothing."""
+    import fcntl
+
+    dest = tmp_path / "wheels"
+    dest.mkdir()
+    key = wheelhouse.platform_key(NODE, REQS)
+    calls = tmp_path / "pip-calls"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake_python.chmod(0o755)
+    args = {"ANSIBLE_MODULE_ARGS": {"nodes": {"node1": NODE}, "requirements": REQS,
+                                    "dest": str(dest), "pip_python": str(fake_python)}}  # fmt: skip
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps(args), encoding="utf-8")
+    with open(dest / f"{key}.lock", "a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)  # the other provision is downloading
+        waiting = subprocess.Popen(
+            [sys.executable, str(WHEELHOUSE), str(args_file)], stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(1.0)
+        assert waiting.poll() is None  # it waits for the lock
+        (dest / key).mkdir()
+        (dest / key / wheelhouse.MARKER).write_text("{}", encoding="utf-8")
+    out, _ = waiting.communicate(timeout=60)
+    answer = json.loads(out)
+    assert not answer.get("failed"), answer
+    assert answer["downloaded"] == [] and answer["changed"] is False
+    assert not calls.exists()  # pip never ran
+    # alone, it downloads (the fake pip is called once) and marks it
+    (dest / key / wheelhouse.MARKER).unlink()
+    alone = subprocess.run([sys.executable, str(WHEELHOUSE), str(args_file)],
+                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert json.loads(alone.stdout)["downloaded"] == [key]
+    assert len(calls.read_text().splitlines()) == 1 and (dest / key / wheelhouse.MARKER).exists()
+
+
 # ---------------------------------------------------------------------------------------
 # grid_ops.drivers.remote: the script is executed locally by bash, as the node's shell would
 

@@ -25,8 +25,12 @@ def up(
         Path, typer.Option("--output", "-o", help="Where to write the lab's cluster config.")
     ] = Path("lab.yaml"),
     subnet: Annotated[
-        str, typer.Option(help="Private IPv4 range used only on the lab bridge.")
-    ] = "10.231.0.0/24",
+        str | None,
+        typer.Option(
+            help="Private IPv4 range used only on the lab bridge "
+            "[default: 10.231.N.0/24 for lab N, $GRID_OPS_LAB, 0 by default]."
+        ),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Create N nodes (own sshd, user, hostname) and write a cluster config for them.
@@ -36,7 +40,7 @@ def up(
     """
     from grid_ops import lab
 
-    state = lab.up(nodes, output, subnet=subnet, progress=info)
+    state = lab.up(nodes, output, subnet=subnet or lab.DEFAULT_SUBNET, progress=info)
     if json_out:
         print_json(lab.status())
         return

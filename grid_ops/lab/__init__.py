@@ -12,6 +12,10 @@ on the lab's bridge and inside its namespaces.
 
 Everything the lab makes carries a marker (namespace and link prefix, user comment), so a
 later ``up`` or ``down`` finds and clears stale state even when the state file is gone.
+``$GRID_OPS_LAB`` (0 to 9) picks one of several labs on the machine: each has markers,
+bridge and subnet of its own (lab 0: ``gridlab0``, ``gridlab-node1``, user ``gridlab1``,
+10.231.0.0/24; lab 1: ``gridlab1``, ``gridlab1-node1``, user ``gridlab1n1``,
+10.231.1.0/24), and ``down`` clears only its own.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,12 +39,27 @@ from grid_ops.errors import LabError
 from grid_ops.fsutil import write_atomic
 from grid_ops.paths import state_dir
 
-BRIDGE = "gridlab0"
-NS_PREFIX = "gridlab-"
-VETH_PREFIX = "gridlab-v"
-USER_PREFIX = "gridlab"
+LAB_ENV = "GRID_OPS_LAB"  # which lab of this machine: 0 (the default) to 9
+
+
+def _index() -> int:
+    """This process's lab (``$GRID_OPS_LAB``): several labs can run side by side on one
+    machine (the lab tests run two at once), each with its own bridge, namespaces,
+    users and subnet, and none touches another's."""
+    raw = os.environ.get(LAB_ENV, "").strip() or "0"
+    if not raw.isdigit() or int(raw) > 9:
+        raise LabError(f"{LAB_ENV}={raw!r} is not a lab number.", "Use 0 to 9 (0 by default).")
+    return int(raw)
+
+
+INDEX = _index()
+_TAG = str(INDEX) if INDEX else ""  # lab 0 keeps the names it always had
+BRIDGE = f"gridlab{INDEX}"
+NS_PREFIX = f"gridlab{_TAG}-"
+VETH_PREFIX = f"gridlab{_TAG}-v"
+USER_PREFIX = f"gridlab{_TAG}n" if INDEX else "gridlab"  # its users: <prefix><n>
 USER_COMMENT = "grid-ops lab node"
-DEFAULT_SUBNET = "10.231.0.0/24"
+DEFAULT_SUBNET = f"10.231.{INDEX}.0/24"
 MAX_NODES = 64  # the README promises 2-50 nodes; the lab covers them
 SSHD = "/usr/sbin/sshd"
 APT_PACKAGES = [
@@ -228,7 +248,7 @@ def _lab_users() -> list[str]:
         if (
             len(parts) > 4
             and parts[4].startswith(USER_COMMENT)
-            and parts[0].startswith(USER_PREFIX)
+            and re.fullmatch(re.escape(USER_PREFIX) + r"[0-9]+", parts[0])
         ):
             users.append(parts[0])
     return users

@@ -12,6 +12,9 @@ description:
     (Python tag, machine, glibc) it downloads binary wheels of the requirements with
     pip into C(dest)/<platform key>/, once; a marker file records what was downloaded,
     so a second run with the same requirements changes nothing.
+  - Each platform's directory is built under an exclusive lock (C(<key>.lock) beside
+    it), so two provisions at once on one controller (two clusters, two terminals)
+    never read a half-downloaded wheelhouse; the second finds the first one's marker.
   - The node facts name a directory on the controller, so they are checked first
     (python_tag like C(cp311), machine like C(x86_64), glibc like C(2.36) or empty);
     a requirement that starts with C(-) (a pip option) is refused too.
@@ -59,6 +62,7 @@ downloaded:
   returned: always
 """
 
+import fcntl
 import hashlib
 import json
 import os
@@ -185,10 +189,16 @@ def main() -> None:
         downloaded.append(key)
         if module.check_mode:
             continue
-        os.makedirs(target, exist_ok=True)
-        download(module, node, requirements, target)
-        with open(marker, "w", encoding="utf-8") as handle:
-            json.dump({"requirements": requirements, "platform": node}, handle)
+        os.makedirs(dest, exist_ok=True)
+        with open(target + ".lock", "a", encoding="utf-8") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another provision may be building it
+            if os.path.exists(marker):  # it did: nothing left to download
+                downloaded.remove(key)
+                continue
+            os.makedirs(target, exist_ok=True)
+            download(module, node, requirements, target)
+            with open(marker, "w", encoding="utf-8") as handle:
+                json.dump({"requirements": requirements, "platform": node}, handle)
     module.exit_json(changed=bool(downloaded), host_dirs=host_dirs, downloaded=downloaded)
 
 
