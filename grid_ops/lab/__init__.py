@@ -234,7 +234,7 @@ def _require_state() -> LabState:
 def _lab_namespaces() -> list[str]:
     proc = _sh("ip", "netns", "list", check=False)
     names = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
-    return [n for n in names if n.startswith(NS_PREFIX)]
+    return [n for n in names if owns_namespace(n)]
 
 
 def _lab_users() -> list[str]:
@@ -245,13 +245,21 @@ def _lab_users() -> list[str]:
         return users
     for line in lines:
         parts = line.split(":")
-        if (
-            len(parts) > 4
-            and parts[4].startswith(USER_COMMENT)
-            and re.fullmatch(re.escape(USER_PREFIX) + r"[0-9]+", parts[0])
-        ):
+        if len(parts) > 4 and owns_user(parts[0], parts[4]):
             users.append(parts[0])
     return users
+
+
+def owns_user(name: str, comment: str) -> bool:
+    """Is the account ``name`` (its passwd comment ``comment``) a node user of this lab,
+    and not of another lab on the machine (pure)?"""
+    mine = re.fullmatch(re.escape(USER_PREFIX) + r"[0-9]+", name) is not None
+    return mine and comment.startswith(USER_COMMENT)
+
+
+def owns_namespace(name: str) -> bool:
+    """Is the network namespace ``name`` one of this lab's (pure)?"""
+    return name.startswith(NS_PREFIX)
 
 
 def _link_exists(name: str) -> bool:
