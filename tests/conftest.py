@@ -101,11 +101,11 @@ def ctrl_c_reaches_it() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-# The lab tier runs in two lanes at once (``-n 2 --dist loadgroup``), each on a lab of its
-# own (``$GRID_OPS_LAB``: worker gw0 on lab 0, gw1 on lab 1): these modules run in lane
-# "b", the rest in lane "a", in collection order, the ``destroys`` tests last in theirs.
-# Chosen to balance their minutes on this 2-core box (the durations CI prints);
-# test_molecule stays in one lane (molecule keeps its scenarios under ~/.cache).
+# The lab tier runs in two lanes at once (``-n 2``), each on a lab of its own
+# (``$GRID_OPS_LAB``: worker gw0 on lab 0, gw1 on lab 1): the modules in LANE_B run in one
+# lane, the rest in the other, each lane in collection order (the ``destroys`` tests last
+# in theirs). Chosen to balance their minutes on this 2-core box (the durations CI
+# prints); test_molecule stays in one lane (molecule keeps its scenarios under ~/.cache).
 LANE_B = frozenset({
     "test_demo.py", "test_jobs.py", "test_gpu_lab.py", "test_serve.py",
     "test_security_lab.py", "test_quick.py", "test_doctor.py", "test_health.py",
@@ -120,37 +120,53 @@ SHARED_MARKS = ({"lab"}, {"root"}, {"lab", "slow"}, {"lab", "destroys"},
                 {"lab", "slow", "destroys"}, {"root", "slow"})  # fmt: skip
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Lab and root tests run one at a time, or in the ``LANES`` lanes of
-    ``-n 2 --dist loadgroup`` (a lab each); any other ``-n`` stops here, saying so."""
+def _selects_shared(config: pytest.Config) -> bool:
+    """Does this run's ``-m`` select lab or root tests?"""
     from _pytest.mark.expression import Expression
 
-    workers = config.getoption("numprocesses", None)
-    if not workers:
-        return
     expression = Expression.compile(config.getoption("markexpr", "") or "lab or not lab")
-    shared = any(
+    return any(
         expression.evaluate(lambda name, marks=marks, **_: name in marks) for marks in SHARED_MARKS
     )
-    lanes = workers == LANES and config.getoption("dist", "no") == "loadgroup"
-    if shared and not lanes:
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Lab and root tests run one at a time, or in the ``LANES`` lanes of ``-n 2`` (a
+    lab each); any other ``-n`` stops here, saying so."""
+    workers = config.getoption("numprocesses", None)
+    if workers and workers != LANES and _selects_shared(config):
         raise pytest.UsageError(
             "The lab and root tests run one at a time (without -n), or in two lanes with "
-            f"a lab each: -n {LANES} --dist loadgroup."
+            f"a lab each: -n {LANES}."
         )
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def lane_of(nodeid: str) -> str:
+    """The lane of a lab or root test: by its module (``LANE_B``)."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return "lane-b" if module in LANE_B else "lane-a"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``-n 2`` on the lab tier: each worker takes one lane whole, in order."""
+    if not _selects_shared(config):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Lanes(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return lane_of(nodeid)
+
+    return Lanes(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that tear the whole lab down run last (in their lane): the others keep its
     provisioned venvs and running cluster instead of building them again (minutes on
-    this box). Lab and root tests get their lane (``LANE_B``)."""
+    this box)."""
     last = [item for item in items if item.get_closest_marker("destroys")]
     items[:] = [item for item in items if not item.get_closest_marker("destroys")] + last
-    for item in items:
-        if item.get_closest_marker("lab") or item.get_closest_marker("root"):
-            lane = "b" if item.path.name in LANE_B else "a"
-            item.add_marker(pytest.mark.xdist_group(f"lane-{lane}"))
 
 
 def lab_node(name: str) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import REPO
+from tests.conftest import REPO, lane_of
 
 
 def _commands() -> list[str]:
@@ -19,7 +19,7 @@ def test_readme_opens_with_demo_and_test_commands() -> None:
     assert "pip install" in demo and "pip install" in tests
     # both tiers: the fast one first (any user, on every core), then the lab (root, two lanes)
     fast, lab = ".venv/bin/pytest -n auto --dist loadfile", ".venv/bin/pytest -m 'lab or root'"
-    assert tests.endswith(f"{fast} && {lab} -n 2 --dist loadgroup")
+    assert tests.endswith(f"{fast} && {lab} -n 2")
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -38,14 +38,21 @@ def test_the_lab_tier_runs_serially_or_in_its_two_lanes_only() -> None:
             cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
 
-    for marks, extra in (("lab or root", ()), ("lab and not slow", ("--dist", "loadfile")),
-                         ("root", ("--dist", "loadgroup", "-n", "3"))):  # fmt: skip
-        refused = pytest("-n", "2", *extra, "-m", marks, "--collect-only", "-q",
-                         "tests/test_lab.py")  # fmt: skip
+    for marks, workers in (("lab or root", "3"), ("lab and not slow", "1"), ("root", "4")):
+        refused = pytest("-n", workers, "-m", marks, "--collect-only", "-q", "tests/test_lab.py")
         assert refused.returncode == 4, refused.stdout + refused.stderr
-        assert "or in two lanes with a lab each: -n 2 --dist loadgroup" in refused.stderr
-    lanes = pytest("-n", "2", "--dist", "loadgroup", "-m", "lab", "--collect-only", "-q",
-                   "tests/test_lab.py", "tests/test_demo.py")  # fmt: skip
-    assert lanes.returncode == 0, lanes.stdout + lanes.stderr
+        assert "or in two lanes with a lab each: -n 2." in refused.stderr
+    # the two lanes: each a whole set of modules, the destroying test last in its lane
+    lanes: dict[str, list[str]] = {}
+    listed = pytest("-m", "lab or root", "--collect-only", "-q")
+    for line in listed.stdout.splitlines():
+        if "::" in line:
+            lanes.setdefault(lane_of(line), []).append(line)
+    assert set(lanes) == {"lane-a", "lane-b"}
+    assert all(name.startswith("tests/test_lab.py") for name in lanes["lane-a"][-1:])
+    assert "destroys" in pytest("--markers").stdout
+    modules = [{n.split("::")[0] for n in names} for names in lanes.values()]
+    assert not modules[0] & modules[1]
+    assert {"tests/test_molecule.py"} <= modules[0] | modules[1]
     fast = pytest("-n", "2", "-q", "tests/test_readme.py::test_ci_runs_the_readme_test_command")
     assert fast.returncode == 0 and "1 passed" in fast.stdout, fast.stdout + fast.stderr
