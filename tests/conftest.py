@@ -110,6 +110,7 @@ LANE_B = frozenset({
     "test_demo.py", "test_jobs.py", "test_gpu_lab.py", "test_serve.py",
     "test_security_lab.py", "test_quick.py", "test_doctor.py", "test_health.py",
     "test_serve_units.py", "test_metrics.py", "test_health_gate.py", "test_private_paths.py",
+    "test_sync.py", "test_scheduler.py",
 })  # fmt: skip
 LANES = 2
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
