@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -298,7 +299,36 @@ def browser(width: int = 1440, height: int = 900) -> Any:
                 f"--window-size={width},{height}", "--disable-gpu"):  # fmt: skip
         options.add_argument(arg)
     options.binary_location = binary
-    return webdriver.Chrome(service=Service(driver), options=options)
+    # Chromium leaves its singleton socket dir in $TMPDIR when chromedriver ends it: give
+    # it a private one, and the profile beside it, both gone at quit().
+    scratch = tempfile.mkdtemp(prefix="grid-ops-chromium-")
+    options.add_argument(f"--user-data-dir={scratch}/profile")
+    try:
+        return _chrome_class()(
+            scratch, Service(driver, env=dict(os.environ, TMPDIR=scratch)), options
+        )
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def _chrome_class() -> Any:
+    from selenium import webdriver
+
+    class Chrome(webdriver.Chrome):
+        """selenium's Chrome that removes its private scratch dir at quit()."""
+
+        def __init__(self, scratch: str, service: Any, options: Any) -> None:
+            self.scratch = scratch
+            super().__init__(service=service, options=options)
+
+        def quit(self) -> None:
+            try:
+                super().quit()
+            finally:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+
+    return Chrome
 
 
 def watch_csp(driver: Any) -> None:
