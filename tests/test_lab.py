@@ -5,7 +5,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -170,8 +172,28 @@ def test_lab_down_leaves_nothing_and_up_clears_stale_state(lab: Lab) -> None:
     state = lab_mod.load_state()
     assert state is not None
     users = [n.user for n in state.nodes]
-    down = lab.cli("lab", "down")
+    # what a node user leaves in the shared /tmp (as a killed Ray dashboard does), a link
+    # of theirs to a file that is not theirs, and a file of somebody else's
+    made = subprocess.run(
+        ["runuser", "-u", users[0], "--", "mktemp", "-d", "-p", str(lab_mod.NODE_TEMP)],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    left = Path(made.stdout.strip())
+    (left / "inside").mkdir()
+    target = Path(tempfile.mkdtemp()) / "not-theirs"
+    target.write_text("kept\n")
+    link = lab_mod.NODE_TEMP / f"link-{os.getpid()}-{users[0]}"
+    subprocess.run(
+        ["runuser", "-u", users[0], "--", "ln", "-s", str(target), str(link)], check=True
+    )
+    down = lab.cli("lab", "down", "--json")
     assert down.returncode == 0, down.stderr
+    assert {str(left), str(link)} <= set(json.loads(down.stdout)["temp"])
+    assert not left.exists() and not link.is_symlink()
+    assert target.read_text() == "kept\n"
+    shutil.rmtree(target.parent)
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not [ns for ns in netns.split() if ns.startswith(lab_mod.NS_PREFIX)]
     bridge = subprocess.run(["ip", "link", "show", lab_mod.BRIDGE], capture_output=True)

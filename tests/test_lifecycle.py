@@ -43,6 +43,19 @@ def _home(name: str) -> Path:
     return state.node(name).home
 
 
+def _forkserver_dirs(name: str) -> set[str]:
+    """The multiprocessing forkserver dirs (pymp-*) of node ``name``'s user in /tmp (lab
+    nodes share this machine's /tmp)."""
+    import pwd
+
+    from grid_ops import lab as lab_mod
+
+    state = lab_mod.load_state()
+    assert state is not None
+    uid = pwd.getpwnam(state.node(name).user).pw_uid
+    return {p.name for p in Path("/tmp").glob("pymp-*") if p.lstat().st_uid == uid}
+
+
 def _ray(lab: Lab) -> dict[str, dict[str, Any]]:
     data = _json(lab.cli("cluster", "status", "-c", str(lab.config), "--json"))
     return {n["name"]: n for n in data["nodes"]}
@@ -66,7 +79,10 @@ def test_apply_adopts_the_running_cluster_then_a_no_change_apply_runs_no_playboo
     cfg = str(lab.config)
     stamps = [_home(name) / "grid-ops" / layout.STAMP for name in lab.nodes]
     # provision then 'cluster start' (the README's two steps) record what apply would
+    forkservers = _forkserver_dirs(lab.nodes[0])  # the head's dashboard made one of them
     assert lab.cli("cluster", "stop", "-c", cfg).returncode == 0
+    # the stop kills the dashboard, and removes the dir it can no longer remove itself
+    assert _forkserver_dirs(lab.nodes[0]) < forkservers
     for path in stamps:
         path.unlink(missing_ok=True)
     assert lab.cli("provision", "-c", cfg, timeout=900).returncode == 0  # Ray down: switches

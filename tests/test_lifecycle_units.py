@@ -309,3 +309,57 @@ def test_the_ray_stop_module_picks_the_processes_ray_stop_would(
     assert [label(p) for kind, p in kinds if kind == 2] == (
         ["gcs_server"] if role == "head" else []
     )
+
+
+FORKSERVER_PARENT = """
+import sys, time
+from multiprocessing import forkserver
+forkserver.ensure_running()  # what Ray's dashboard does for its modules
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_dashboards_forkserver_dir_is_removed_and_nothing_else(tmp_path: Path) -> None:
+    """Ray's dashboard starts a multiprocessing forkserver whose dir (pymp-*) in the temp
+    dir is the dashboard's to remove at exit: SIGKILLed by the stop module, it would stay
+    in the node's /tmp, one per stop. A real forkserver here, started by a real parent in
+    a temp dir of its own, with a stranger's dir beside it and a user's own file in a
+    second forkserver's dir."""
+    import signal
+    import tempfile
+
+    from grid_ops.module_utils import grid_node_os
+
+    temp = tempfile.mkdtemp(prefix="gofs-")  # short: a socket path has 107 bytes
+    try:
+        parents = []
+        for _ in range(2):
+            parent = subprocess.Popen(
+                [sys.executable, "-c", FORKSERVER_PARENT],
+                env=dict(os.environ, TMPDIR=temp), stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            assert parent.stdout is not None and parent.stdout.readline() == "ready\n"
+            parents.append(parent)
+        stranger = Path(temp) / "pymp-stranger"
+        stranger.mkdir()
+        (stranger / "listener-notasocket").write_text("a user's file\n")
+        first = grid_node_os.forkserver_sockets([parents[0].pid])
+        second = grid_node_os.forkserver_sockets([parents[1].pid])
+        assert len(first) == len(second) == 1 and first != second
+        assert all(p.startswith(temp + "/pymp-") for p in first + second)
+        assert grid_node_os.forkserver_sockets([os.getpid()]) == []  # not this process'
+        (Path(second[0]).parent / "notes.txt").write_text("kept\n")  # a file in the way
+        for parent in parents:
+            parent.send_signal(signal.SIGKILL)
+            parent.wait()
+        listed = [first[0], second[0], str(stranger / "listener-notasocket")]
+        removed = grid_node_os.remove_forkserver_sockets([*listed, "/etc/passwd"])
+        assert removed == [str(Path(first[0]).parent)]
+        assert sorted(os.listdir(temp)) == sorted([Path(second[0]).parent.name, "pymp-stranger"])
+        assert os.listdir(Path(second[0]).parent) == ["notes.txt"]  # kept, with the file
+        assert (stranger / "listener-notasocket").read_text() == "a user's file\n"
+    finally:
+        import shutil
+
+        shutil.rmtree(temp, ignore_errors=True)

@@ -52,7 +52,8 @@ def up(
 
 @app.command("down")
 def down(json_out: JsonOption = False) -> None:
-    """Remove every namespace, bridge, user, process and key the lab made."""
+    """Remove every namespace, bridge, user, process and key the lab made, and what
+    its users left in the shared /tmp."""
     from grid_ops import lab
 
     removed = lab.down(progress=info)
@@ -62,7 +63,8 @@ def down(json_out: JsonOption = False) -> None:
     if any(removed.values()):
         out.print(
             f"Lab down: removed {len(removed['namespaces'])} namespace(s), "
-            f"{len(removed['links'])} link(s), {len(removed['users'])} user(s)."
+            f"{len(removed['links'])} link(s), {len(removed['users'])} user(s) and "
+            f"{len(removed['temp'])} thing(s) they left in {lab.NODE_TEMP}."
         )
     else:
         out.print("No lab was up; nothing to remove.")

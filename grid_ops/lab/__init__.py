@@ -323,6 +323,37 @@ def _kill_user(user: str, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+# The lab's nodes share this machine's temp dir (a real node has its own /tmp).
+NODE_TEMP = Path("/tmp")
+
+
+def _remove_temp_of(user: str) -> list[Path]:
+    """Remove what ``user`` (a lab user, its processes gone) left at the top of the
+    shared temp dir (Ray's dashboard forkserver dirs of a killed head, the private short
+    dir): with the user gone, a later user given the same uid would own them. A link is
+    removed, never followed."""
+    import pwd
+
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return []
+    removed = []
+    for entry in sorted(NODE_TEMP.iterdir()):
+        try:
+            info = entry.lstat()
+            if info.st_uid != uid:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            continue
+        removed.append(entry)
+    return removed
+
+
 def _kill_namespace(ns: str) -> None:
     for _ in range(50):
         pids = [int(p) for p in _sh("ip", "netns", "pids", ns, check=False).stdout.split()]
@@ -374,7 +405,7 @@ def down(progress: Progress = _quiet) -> dict[str, list[str]]:
         _kill_user(user)
     if ips:
         _kill(_controller_ssh_pids(ips))
-    removed: dict[str, list[str]] = {"namespaces": [], "links": [], "users": []}
+    removed: dict[str, list[str]] = {"namespaces": [], "links": [], "users": [], "temp": []}
     for ns in sorted(namespaces & existing_ns):
         _sh("ip", "netns", "del", ns)
         removed["namespaces"].append(ns)
@@ -389,6 +420,7 @@ def down(progress: Progress = _quiet) -> dict[str, list[str]]:
                     f"Remove it with 'ip link del {link}'.",
                 )
             removed["links"].append(link)
+    removed["temp"] = [str(p) for user in sorted(users) for p in _remove_temp_of(user)]
     for user in sorted(users):
         _sh("userdel", "-r", "-f", user, check=False)
         if user in _lab_users():
@@ -399,7 +431,8 @@ def down(progress: Progress = _quiet) -> dict[str, list[str]]:
     if any(removed.values()):
         progress(
             f"removed {len(removed['namespaces'])} namespaces, {len(removed['links'])} links, "
-            f"{len(removed['users'])} users"
+            f"{len(removed['users'])} users, {len(removed['temp'])} of their entries in "
+            f"{NODE_TEMP}"
         )
     return removed
 

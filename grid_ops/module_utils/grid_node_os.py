@@ -11,6 +11,7 @@ before any venv exists.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -300,8 +301,77 @@ def _gone(pid: int) -> bool:
 
 def stop_ray(timeout: float = 10.0) -> tuple[list[str], list[str]]:
     """Kill (SIGKILL, as 'ray stop --force') this user's Ray processes, the GCS last, and
-    wait until they are gone. Returns (names stopped, names still there after
+    wait until they are gone; then remove the temp dir of the forkserver Ray's dashboard
+    started (see forkserver_sockets). Returns (names stopped, names still there after
     ``timeout`` seconds)."""
+    sockets = forkserver_sockets([pid for pid, _ in ray_processes()])
+    stopped, left = _kill_ray(timeout)
+    remove_forkserver_sockets(sockets)
+    return stopped, left
+
+
+# A multiprocessing forkserver's listening socket: <temp dir>/pymp-<random>/listener-<random>.
+_FORKSERVER_SOCKET = re.compile(r"/.+/pymp-[a-z0-9_]+/listener-[a-z0-9_]+")
+
+
+def _parent(pid: str) -> int:
+    try:
+        return int(read("/proc/" + pid + "/stat").rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def forkserver_sockets(parents: list[int]) -> list[str]:
+    """The listening sockets, in a pymp-* dir of the temp dir, of this user's children of
+    ``parents``. Ray's dashboard starts a multiprocessing forkserver for its modules; the
+    dir is the dashboard's to remove at exit, so a killed dashboard leaves one behind in
+    the node's shared /tmp on every stop."""
+    uid, wanted = os.getuid(), set(parents)
+    children = []
+    for entry in os.listdir("/proc"):
+        try:
+            mine = entry.isdigit() and os.stat("/proc/" + entry).st_uid == uid
+        except OSError:
+            continue
+        if mine and _parent(entry) in wanted:
+            children.append(int(entry))
+    inodes: set[str] = set()
+    for pid in children:
+        inodes |= _socket_inodes(pid)
+    try:
+        lines = read("/proc/net/unix").splitlines()[1:]
+    except OSError:
+        return []
+    paths = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 7 and fields[6] in inodes and _FORKSERVER_SOCKET.fullmatch(fields[7]):
+            paths.append(fields[7])
+    return sorted(set(paths))
+
+
+def remove_forkserver_sockets(paths: list[str]) -> list[str]:
+    """Remove each socket that is this user's and still a socket, and then its pymp-* dir
+    when nothing else is in it. Returns the dirs removed."""
+    import stat
+
+    removed = []
+    for path in paths:
+        if not _FORKSERVER_SOCKET.fullmatch(path):
+            continue
+        try:
+            info = os.lstat(path)
+            if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            os.unlink(path)
+            os.rmdir(os.path.dirname(path))
+        except OSError:
+            continue
+        removed.append(os.path.dirname(path))
+    return removed
+
+
+def _kill_ray(timeout: float) -> tuple[list[str], list[str]]:
     stopped: list[str] = []
     waiting: list[tuple[int, str]] = []
     for group in (False, True):  # everything else first, then the GCS
