@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,3 +202,32 @@ def test_an_unknown_log_level_is_a_usage_error() -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--log-level LOUD" in proc.stderr and "DEBUG, INFO, WARNING, ERROR" in proc.stderr
     assert "--log-level" in grid_ops("--help").stdout
+
+
+def test_every_options_help_reaches_the_screen_whole() -> None:
+    """Help is printed through Rich, which takes '[...]' for markup and drops it: every
+    word of every command's, option's and argument's help must be on its --help page."""
+    import typer
+    from typer.testing import CliRunner
+
+    from grid_ops.cli.app import app
+
+    def commands(cmd: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+        found = [(path, cmd)]
+        for name, sub in sorted(getattr(cmd, "commands", {}).items()):  # a group's
+            found += commands(sub, (*path, name))
+        return found
+
+    runner = CliRunner()
+    missing: dict[str, list[str]] = {}
+    pages = 0
+    for path, cmd in commands(typer.main.get_command(app), ()):
+        page = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "400"}).output
+        seen, pages = set(page.split()), pages + 1
+        texts = [(" ".join(path), cmd.help)]
+        texts += [(" ".join((*path, p.name or "")), getattr(p, "help", None)) for p in cmd.params]
+        for where, text in texts:
+            lost = [w for w in (text or "").split() if w not in seen]
+            if lost:
+                missing[where] = lost
+    assert pages > 60 and not missing, missing

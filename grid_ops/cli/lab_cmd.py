@@ -28,7 +28,7 @@ def up(
         str | None,
         typer.Option(
             help="Private IPv4 range used only on the lab bridge "
-            "[default: 10.231.N.0/24 for lab N, $GRID_OPS_LAB, 0 by default]."
+            "(default: 10.231.N.0/24 for lab N; N is $GRID_OPS_LAB, 0 when unset)."
         ),
     ] = None,
     json_out: JsonOption = False,
