@@ -122,3 +122,15 @@ def test_the_launch_line_names_the_configured_nvidia_smi_as_one_argument() -> No
                                    False, odd)  # fmt: skip
     assert "--nvidia-smi" not in cpu
     assert "--nvidia-smi" not in runtime_jobs.launch_argv(job, "g-1-1", 1, ("a", "b"), False)
+
+
+def test_the_offload_sampler_reads_the_nvidia_smi_the_settings_name_now(tmp_path: Path) -> None:
+    """The head's offload sampler asks for the configured nvidia-smi at each sample, so a
+    path an apply hands the running controller counts from the next sample on."""
+    from grid_ops.runtime import offload
+
+    configured = {"nvidia_smi": str(tmp_path / "none" / "nvidia-smi")}
+    sampler = offload.Sampler(lambda: configured["nvidia_smi"])
+    assert sampler.sample()["gpu"] is None  # nothing at that path
+    configured["nvidia_smi"] = _smi(tmp_path, BUSY)
+    assert sampler.sample()["gpu"] == 100.0  # the busy H100's utilization.gpu

@@ -76,7 +76,7 @@ class Controller:
             )
         self.started_at = time.time()
         self.totals = Totals()
-        self.sampler = offload.Sampler(str(settings.get("nvidia_smi") or ""))
+        self.sampler = offload.Sampler(self._nvidia_smi)
         self._save()
         self._restore()
         self.board = jobboard.Board(self.dir, self._runner())
@@ -109,8 +109,12 @@ class Controller:
             port,
             root,
             ray.get_runtime_context().gcs_address,
-            lambda: str(self.settings.get("nvidia_smi") or ""),
+            self._nvidia_smi,
         )
+
+    def _nvidia_smi(self) -> str:
+        """health_check.nvidia_smi of the settings now ("" for the one on PATH)."""
+        return str(self.settings.get("nvidia_smi") or "")
 
     def _serve(self) -> socketserver.BaseServer:
         path = protocol.socket_path(self.dir)

@@ -10,6 +10,7 @@ with when, which task, why and where it went.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from grid_ops.module_utils import grid_node_os as node_os
@@ -31,10 +32,11 @@ def memory_percent() -> float:
 
 
 class Sampler:
-    """CPU use between two calls of ``sample``, plus memory and GPU now (``nvidia_smi``:
-    health_check.nvidia_smi, "" for the one on PATH)."""
+    """CPU use between two calls of ``sample``, plus memory and GPU now. ``nvidia_smi``
+    gives health_check.nvidia_smi ("" for the one on PATH) at each sample: settings an
+    apply hands to the running controller take effect at the next one."""
 
-    def __init__(self, nvidia_smi: str = "") -> None:
+    def __init__(self, nvidia_smi: Callable[[], str] = str) -> None:
         self.nvidia_smi = nvidia_smi
         self._last = _cpu_times()
         self.values: dict[str, float | None] = {"cpu": 0.0, "memory": 0.0, "gpu": None}
@@ -48,7 +50,7 @@ class Sampler:
         self.values = {
             "cpu": round(cpu, 1),
             "memory": round(memory_percent(), 1),
-            "gpu": node_os.gpu_utilization(configured=self.nvidia_smi),
+            "gpu": node_os.gpu_utilization(configured=self.nvidia_smi()),
         }
         self.at = time.time()
         return self.values
