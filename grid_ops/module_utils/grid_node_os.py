@@ -203,13 +203,13 @@ def parse_meminfo(text: str) -> tuple[int, int]:
     return values.get("MemTotal", 0), values.get("MemAvailable", values.get("MemFree", 0))
 
 
-def user_processes(names: tuple[str, ...]) -> list[tuple[int, list[str]]]:
-    """(pid, argv) of this user's processes whose program is one of ``names`` (other
+def own_processes() -> list[tuple[int, list[str]]]:
+    """(pid, argv) of this user's processes but this one: the one scan of /proc (other
     users' processes on the same box are not this node's)."""
-    uid = os.getuid()
+    uid, me = os.getuid(), os.getpid()
     found: list[tuple[int, list[str]]] = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or int(entry) == me:
             continue
         try:
             if os.stat("/proc/" + entry).st_uid != uid:
@@ -218,9 +218,14 @@ def user_processes(names: tuple[str, ...]) -> list[tuple[int, list[str]]]:
                 argv = [a.decode(errors="replace") for a in handle.read().split(b"\0") if a]
         except OSError:
             continue
-        if argv and os.path.basename(argv[0]) in names:
-            found.append((int(entry), argv))
+        found.append((int(entry), argv))
     return found
+
+
+def user_processes(names: tuple[str, ...]) -> list[tuple[int, list[str]]]:
+    """(pid, argv) of this user's processes whose program is one of ``names``."""
+    return [(pid, argv) for pid, argv in own_processes()
+            if argv and os.path.basename(argv[0]) in names]  # fmt: skip
 
 
 # The process whose presence means this node's Ray is up (its program's name).
@@ -272,31 +277,26 @@ def ray_kind(name: str, argv: list[str]) -> int:
 
 def ray_processes() -> list[tuple[int, str]]:
     """(pid, name) of this user's Ray processes, the GCS last."""
-    uid = os.getuid()
     found: list[tuple[int, str, int]] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            if os.stat("/proc/" + entry).st_uid != uid:
-                continue
-            with open("/proc/" + entry + "/cmdline", "rb") as handle:
-                argv = [a.decode(errors="replace") for a in handle.read().split(b"\0") if a]
-        except OSError:
-            continue
-        name = _process_name(entry, argv)
+    for pid, argv in own_processes():
+        name = _process_name(str(pid), argv)
         kind = ray_kind(name, argv)
         if kind:
-            found.append((int(entry), name, kind))
+            found.append((pid, name, kind))
     return [(pid, name) for pid, name, _ in sorted(found, key=lambda row: row[2])]
 
 
-def _gone(pid: int) -> bool:
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the program's name (state, ppid, ...); [] when gone."""
     try:
-        state = read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[0]
+        return read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return True
-    return state in ("Z", "X")  # a zombie holds no ports, files or memory
+        return []
+
+
+def _gone(pid: int) -> bool:
+    state = _stat(pid)[:1]
+    return state in ([], ["Z"], ["X"])  # a zombie holds no ports, files or memory
 
 
 def stop_ray(timeout: float = 10.0) -> tuple[list[str], list[str]]:
@@ -314,30 +314,17 @@ def stop_ray(timeout: float = 10.0) -> tuple[list[str], list[str]]:
 _FORKSERVER_SOCKET = re.compile(r"/.+/pymp-[a-z0-9_]+/listener-[a-z0-9_]+")
 
 
-def _parent(pid: str) -> int:
-    try:
-        return int(read("/proc/" + pid + "/stat").rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
 def forkserver_sockets(parents: list[int]) -> list[str]:
     """The listening sockets, in a pymp-* dir of the temp dir, of this user's children of
     ``parents``. Ray's dashboard starts a multiprocessing forkserver for its modules; the
     dir is the dashboard's to remove at exit, so a killed dashboard leaves one behind in
     the node's shared /tmp on every stop."""
-    uid, wanted = os.getuid(), set(parents)
-    children = []
-    for entry in os.listdir("/proc"):
-        try:
-            mine = entry.isdigit() and os.stat("/proc/" + entry).st_uid == uid
-        except OSError:
-            continue
-        if mine and _parent(entry) in wanted:
-            children.append(int(entry))
+    wanted = {str(pid) for pid in parents}
     inodes: set[str] = set()
-    for pid in children:
-        inodes |= _socket_inodes(pid)
+    for pid, _ in own_processes():
+        parent = _stat(pid)[1:2]  # its ppid
+        if parent and parent[0] in wanted:
+            inodes |= _socket_inodes(pid)
     try:
         lines = read("/proc/net/unix").splitlines()[1:]
     except OSError:
