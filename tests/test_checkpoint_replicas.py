@@ -8,12 +8,14 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from grid_ops import layout
 from grid_ops.jobs import checkpoint, latest_checkpoint
 from grid_ops.runtime import checkpoints as c
 
@@ -180,3 +182,50 @@ def test_a_hostile_archive_or_job_id_writes_nothing_outside_the_job(
             c.folder(bad, c.OWN, 0)
     with pytest.raises(ValueError):
         c.mark(JOB, "../../x")
+
+
+class StuckRay:
+    """Ray whose tasks never finish: what a busy node looks like to the replicator."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def remote(self, **_: Any) -> Callable[[Callable[..., Any]], Any]:
+        ray = self
+
+        class Task:
+            def options(self, **_: Any) -> Task:
+                return self
+
+            def remote(self, *args: Any) -> object:
+                ray.calls.append("remote")
+                return object()
+
+        return lambda function: Task()
+
+    def nodes(self) -> list[dict[str, Any]]:
+        self.calls.append("nodes")
+        return [{"Alive": True, "Resources": layout.pin(n)} for n in ("node1", "node2")]
+
+    def wait(self, refs: list[Any], timeout: float) -> tuple[list[Any], list[Any]]:
+        self.calls.append("wait")
+        time.sleep(timeout)
+        return [], refs
+
+    def get(self, ref: Any, timeout: float) -> Any:
+        raise AssertionError("get of a task that never finished")
+
+
+def test_a_stopped_replicator_lets_go_of_ray_before_stop_returns() -> None:
+    """The launcher shuts Ray down right after stop(): a replicator still waiting on a node
+    then would call into a shut-down Ray, which ends the job's process with an error."""
+    ray = StuckRay()
+    copier = c.Replicator(c.Nodes(ray), JOB, ["node1"]).start()
+    deadline = time.monotonic() + 30
+    while "wait" not in ray.calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "wait" in ray.calls  # it waits for node1's marker task
+    copier.stop()
+    made = len(ray.calls)
+    time.sleep(2 * c.SLICE)
+    assert not copier._thread.is_alive() and len(ray.calls) == made

@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -249,3 +250,32 @@ def test_the_controller_state_dir_is_closed_to_0700_and_its_files_to_0600(
     assert os.listdir(elsewhere) == [] and _mode(elsewhere) == 0o755
     with pytest.raises(PermissionError, match="not a directory"):
         protocol.private_state(link)
+
+
+def test_a_task_that_ends_is_reported_at_once_and_quick_ends_share_one_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's counts go to the controller when a task ends, not at the next tick:
+    Ray ends a job's workers with its driver, so a count that waits for a tick is lost."""
+    from grid_ops.runtime import taskstats
+
+    monkeypatch.setattr(taskstats, "FLUSH_SECONDS", 600.0)  # a tick would time the test out
+    monkeypatch.setattr(taskstats, "_pending", taskstats.Totals())
+    sent: list[dict[str, Any]] = []
+    with taskstats._lock:
+        taskstats._pending.started += 3
+    for seconds in (0.1, 0.2, 7.0):
+        taskstats._finished("succeeded" if seconds < 5 else "failed", seconds)
+    taskstats.flush_loop(sent.append, rounds=1)
+    assert len(sent) == 1
+    assert sent[0]["started"] == 3 and sent[0]["completed"] == {"succeeded": 2, "failed": 1}
+    assert sent[0]["count"] == 3 and sent[0]["sum"] == pytest.approx(7.3)
+    assert not taskstats._ended.is_set()
+
+    monkeypatch.setattr(taskstats, "FLUSH_SECONDS", 0.01)  # only starts: sent at the tick
+    with taskstats._lock:
+        taskstats._pending.started += 1
+    taskstats.flush_loop(sent.append, rounds=1)
+    assert sent[1]["started"] == 1 and sent[1]["count"] == 0
+    taskstats.flush_loop(sent.append, rounds=1)  # nothing new: nothing sent
+    assert len(sent) == 2

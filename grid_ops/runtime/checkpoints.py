@@ -21,6 +21,7 @@ The node side (``newest``, ``pack``, ``unpack``, ``mark``, ``sees``) runs as Ray
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import secrets
@@ -39,6 +40,14 @@ from grid_ops.runtime.jobboard import JOB_ID
 
 EVERY = 5.0  # seconds between looks for a new checkpoint on each rank's node
 TIMEOUT = 600.0  # at most this long for one copy
+SLICE = 0.5  # a stoppable wait looks at its stop event this often (seconds)
+JOIN = 30.0  # the launcher waits at most this long for the replicator to let go of Ray
+
+
+class Stopped(Exception):
+    """The replicator was stopped while it waited for a node."""
+
+
 OWN, REPLICA = "own", "replica"  # a rank's checkpoints on its node; a copy elsewhere
 
 
@@ -165,9 +174,17 @@ def _size(count: int) -> str:
 class Nodes:
     """Ray tasks pinned to grid-ops nodes by name (``ray`` is the imported module)."""
 
+    stop: threading.Event | None = None  # set: a wait gives up (``Stopped``)
+
     def __init__(self, ray: Any) -> None:
         self.ray = ray
         self._remote: dict[Callable[..., Any], Any] = {}
+
+    def until(self, stop: threading.Event) -> Nodes:
+        """These nodes, with waits that give up once ``stop`` is set."""
+        clone = copy.copy(self)
+        clone.stop = stop
+        return clone
 
     def on(self, node: str, function: Callable[..., Any], *args: Any) -> Any:
         """Start ``function(*args)`` on ``node``; its object ref."""
@@ -176,7 +193,14 @@ class Nodes:
         return self._remote[function].options(resources=layout.pin(node)).remote(*args)
 
     def get(self, ref: Any, timeout: float = TIMEOUT) -> Any:
-        return self.ray.get(ref, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while self.stop is not None:
+            if self.stop.is_set():
+                raise Stopped("the job's ranks have ended")
+            left = deadline - time.monotonic()
+            if left <= 0 or self.ray.wait([ref], timeout=min(SLICE, left))[0]:
+                break
+        return self.ray.get(ref, timeout=max(deadline - time.monotonic(), 0))
 
     def alive(self) -> list[str]:
         """The grid-ops nodes Ray has alive, by name."""
@@ -257,10 +281,10 @@ class Replicator:
     checkpoint to its replica node (``replica_node``), unless the two share a filesystem."""
 
     def __init__(self, nodes: Nodes, job_id: str, ranks: Sequence[str]) -> None:
-        self.nodes = nodes
+        self.stopped = threading.Event()
+        self.nodes = nodes.until(self.stopped)
         self.job_id = job_id
         self.ranks = list(ranks)
-        self.stopped = threading.Event()
         self.copied = [-1] * len(self.ranks)
         self.targets: list[str | None] = []
         self.failing: set[int] = set()  # ranks whose last copy failed (said once)
@@ -271,19 +295,33 @@ class Replicator:
         return self
 
     def stop(self) -> None:
+        """Stop, and wait until the thread no longer uses Ray: the launcher shuts Ray down
+        next, and a Ray call after that ends the job's process with an error."""
         self.stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(JOIN)
+        if self._thread.is_alive():
+            _say(f"the checkpoint replicator did not stop within {JOIN:g} s")
 
     def _run(self) -> None:
+        with contextlib.suppress(Stopped):
+            self._replicate()
+
+    def _replicate(self) -> None:
         try:
             alive = self.nodes.alive()
         except Exception as exc:
             _say(f"checkpoints are not replicated: {_first(exc)}")
             return
         for rank, node in enumerate(self.ranks):
+            if self.stopped.is_set():
+                return
             target = replica_node(self.ranks, rank, alive)
             try:
                 if target is not None and shared(self.nodes, self.job_id, node, target):
                     target = None  # the same files on both: nothing to copy
+            except Stopped:
+                raise
             except Exception as exc:
                 _say(f"rank {rank}: checkpoints are not replicated to {target} ({_first(exc)})")
                 target = None

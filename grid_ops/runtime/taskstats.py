@@ -1,10 +1,11 @@
 """Task counters for the controller's metrics, gathered where tasks run.
 
 ``tracked(fn)`` wraps a task function so that its start, end, status and duration are
-counted in the worker process; a daemon thread sends the counts to the controller four
-times a second while there are any (one actor call per busy worker, nothing per task).
-Ray ends a job's workers with its driver, so counts of the last quarter second of a
-driver that exits at once can be lost. The controller adds
+counted in the worker process; a daemon thread sends the counts to the controller as a
+task ends (at most twenty reports a second per worker, many tasks per report when they
+end faster) and four times a second while tasks only run. Ray ends a job's workers with
+its driver, so the counts of tasks that ended just before a driver exits at once can
+be lost; a driver that waits a second before it exits normally loses none. The controller adds
 them up (``Totals``) for grid_active_tasks, grid_tasks_completed_total and
 grid_task_duration_seconds.
 """
@@ -21,6 +22,7 @@ from grid_ops import layout
 
 BUCKETS = layout.TASK_BUCKETS
 FLUSH_SECONDS = 0.25
+MIN_GAP = 0.05  # seconds between two reports of one worker, at least
 
 
 class Totals:
@@ -68,6 +70,7 @@ class Totals:
 _lock = threading.Lock()
 _pending = Totals()
 _flusher: threading.Thread | None = None
+_ended = threading.Event()  # a task ended: its count goes out now, not at the next tick
 
 
 def _take() -> dict[str, Any] | None:
@@ -79,23 +82,57 @@ def _take() -> dict[str, Any] | None:
     return report
 
 
-def _flush_loop() -> None:
-    import ray
+class _Controller:
+    """Sends reports to the head's controller; its handle is looked up once, before the
+    first report is due, so a report costs one actor call."""
 
-    controller = None
-    while True:
-        time.sleep(FLUSH_SECONDS)
-        report = _take()
-        if report is None:
-            continue
+    def __init__(self) -> None:
+        self._handle: Any = None
+
+    def lookup(self) -> None:
+        import ray
+
         try:
-            if controller is None:
-                controller = ray.get_actor(
-                    layout.CONTROLLER_ACTOR, namespace=layout.CONTROLLER_NAMESPACE
-                )
-            controller.record_tasks.remote(report)
+            self._handle = ray.get_actor(
+                layout.CONTROLLER_ACTOR, namespace=layout.CONTROLLER_NAMESPACE
+            )
         except Exception:  # no controller (cluster started without one): counts are dropped
-            controller = None
+            self._handle = None
+
+    def __call__(self, report: dict[str, Any]) -> None:
+        if self._handle is None:
+            self.lookup()
+        if self._handle is None:
+            return
+        try:
+            self._handle.record_tasks.remote(report)
+        except Exception:
+            self._handle = None
+
+
+def flush_loop(send: Callable[[dict[str, Any]], None], rounds: int | None = None) -> None:
+    """Send what was counted: at once when a task ends (``_ended``), else every
+    ``FLUSH_SECONDS`` while tasks run (their starts); never two sends closer than
+    ``MIN_GAP`` seconds. ``rounds`` bounds the loop (tests); None runs for ever."""
+    last = 0.0
+    while rounds is None or rounds > 0:
+        _ended.wait(FLUSH_SECONDS)
+        gap = MIN_GAP - (time.monotonic() - last)
+        if gap > 0:
+            time.sleep(gap)
+        _ended.clear()
+        report = _take()
+        if report is not None:
+            send(report)
+            last = time.monotonic()
+        if rounds is not None:
+            rounds -= 1
+
+
+def _run_flusher() -> None:
+    send = _Controller()
+    send.lookup()
+    flush_loop(send)
 
 
 def _started() -> None:
@@ -103,13 +140,14 @@ def _started() -> None:
     with _lock:
         _pending.started += 1
         if _flusher is None:
-            _flusher = threading.Thread(target=_flush_loop, name="grid-taskstats", daemon=True)
+            _flusher = threading.Thread(target=_run_flusher, name="grid-taskstats", daemon=True)
             _flusher.start()
 
 
 def _finished(status: str, seconds: float) -> None:
     with _lock:
         _pending.observe(status, seconds)
+    _ended.set()
 
 
 def tracked(fn: Callable[..., Any]) -> Callable[..., Any]:
