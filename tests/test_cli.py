@@ -231,3 +231,41 @@ def test_every_options_help_reaches_the_screen_whole() -> None:
             if lost:
                 missing[where] = lost
     assert pages > 60 and not missing, missing
+
+
+def test_help_paragraphs_wrap_to_the_terminal_not_to_the_source_file() -> None:
+    """A docstring's lines are broken for the source file: on the help page each prose
+    paragraph is one line when the terminal is wide enough, so that a narrow terminal
+    wraps it at its own width instead of at the source's breaks."""
+    import inspect
+
+    import typer
+    from typer.testing import CliRunner
+
+    from grid_ops.cli.app import app
+
+    def commands(cmd: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+        found = [(path, cmd)]
+        for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+            found += commands(sub, (*path, name))
+        return found
+
+    runner = CliRunner()
+    broken: dict[str, str] = {}
+    checked = 0
+    for path, cmd in commands(typer.main.get_command(app), ()):
+        source = inspect.getdoc(cmd.callback) if cmd.callback is not None else None
+        prose = [
+            " ".join(p.split())
+            for p in (source or "").split("\n\n")
+            if "\n" in p and not any(line[:1].isspace() for line in p.split("\n"))
+        ]
+        if not prose:
+            continue
+        page = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "2000"}).output
+        lines = [" ".join(line.split()) for line in page.splitlines()]
+        for paragraph in prose:
+            checked += 1
+            if not any(paragraph in line for line in lines):
+                broken[" ".join(path)] = paragraph[:80]
+    assert checked > 30 and not broken, broken

@@ -38,6 +38,7 @@ from grid_ops.cli import (
     sync_cmd,
     user_cmd,
 )
+from grid_ops.cli.helptext import reflow_app
 from grid_ops.errors import GridOpsError, bug_report
 
 app = typer.Typer(
@@ -120,6 +121,7 @@ app.add_typer(memory_cmd.app, name="memory")
 app.add_typer(serve_cmd.app, name="serve")
 app.add_typer(user_cmd.app, name="user")
 app.add_typer(lab_cmd.app, name="lab")
+reflow_app(app)
 
 
 def main() -> None:

@@ -78,9 +78,10 @@ def run(
     and grid-ops exits with the command's exit code (--all: non-zero if any node failed).
     Several arguments are passed as given (each quoted for the remote shell); one
     argument that holds whitespace is a command line for the node's shell, as ssh takes
-    it (pipes, $VARS, globs, &&); --shell makes any command so.
-    Examples: grid-ops run -c cluster.yaml -- python train.py --epochs 3
-              grid-ops run "python train.py --epochs 3 && ls checkpoints/*.pt"
+    it (pipes, $VARS, globs, &&); --shell makes any command so. Examples:
+
+        grid-ops run -c cluster.yaml -- python train.py --epochs 3
+        grid-ops run "python train.py --epochs 3 && ls checkpoints/*.pt"
     """
     from grid_ops.drivers import remote
 
