@@ -21,8 +21,8 @@ RESERVATION_FIELDS = (
 def job(record: dict[str, Any]) -> dict[str, Any]:
     """One job as ``job status --json`` shows it: the queue's record (what it needs, its
     retry rules, every attempt), with the last attempt's times, exit code, Ray's message
-    and submission id at the top, and the GPU energy of all its attempts (joules; None
-    when none was measured)."""
+    and submission id at the top, and the GPU energy of all its attempts (joules, a
+    running attempt's so far; None when none was measured)."""
     attempts = [dict(a) for a in record.get("attempts") or []]
     last = attempts[-1] if attempts else {}
     measured = [a["energy_j"] for a in attempts if a.get("energy_j") is not None]

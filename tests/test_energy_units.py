@@ -134,3 +134,28 @@ def test_the_offload_sampler_reads_the_nvidia_smi_the_settings_name_now(tmp_path
     assert sampler.sample()["gpu"] is None  # nothing at that path
     configured["nvidia_smi"] = _smi(tmp_path, BUSY)
     assert sampler.sample()["gpu"] == 100.0  # the busy H100's utilization.gpu
+
+
+class Kv:
+    """The head's GCS key-value store as ``collect`` uses it (the lab test reads the real
+    one: tests/test_gpu_lab.py)."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[bytes, bytes], bytes] = {}
+
+    def internal_kv_get(self, key: bytes, namespace: bytes, timeout: float) -> bytes | None:
+        return self.data.get((namespace, key))
+
+    def internal_kv_del(self, key: bytes, prefix: bool, namespace: bytes, timeout: float) -> int:
+        return 1 if self.data.pop((namespace, key), None) is not None else 0
+
+
+def test_a_running_attempts_energy_is_read_and_left_an_ended_ones_is_taken() -> None:
+    kv = Kv()
+    kv.data[energy.NAMESPACE, energy.key("j", 2, 0)] = b"100.5"
+    kv.data[energy.NAMESPACE, energy.key("j", 2, 1)] = b"50.0"
+    kv.data[energy.NAMESPACE, energy.key("j", 1, 0)] = b"9.0"  # another attempt's
+    assert energy.collect(kv, "j", 2, 3, 1.0, take=False) == 150.5  # rank 2: nothing yet
+    assert energy.collect(kv, "j", 2, 3, 1.0) == 150.5
+    assert energy.collect(kv, "j", 2, 3, 1.0) is None  # taken: gone from the GCS
+    assert list(kv.data) == [(energy.NAMESPACE, energy.key("j", 1, 0))]

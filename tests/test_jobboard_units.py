@@ -39,8 +39,10 @@ class FakeRay:
         self.stopped.append(sid)
         self.state[sid] = Seen("STOPPED", None, "stopped")
 
-    def energy(self, job_id: str, attempt: int, ranks: int) -> float | None:
-        return self.joules.pop((job_id, attempt), None)
+    def energy(self, job_id: str, attempt: int, ranks: int, take: bool = True) -> float | None:
+        if take:
+            return self.joules.pop((job_id, attempt), None)
+        return self.joules.get((job_id, attempt))
 
     def end(self, sid: str, status: str = "SUCCEEDED", code: int | None = 0, msg: str = "") -> None:
         self.state[sid] = Seen(status, code, msg)
@@ -99,10 +101,17 @@ def test_jobs_needing_every_node_run_one_after_another_high_priority_second(
     assert all(r["status"] == "SUCCEEDED" for r in board.rows())
 
 
-def test_an_ended_attempt_keeps_the_energy_its_ranks_measured(board: Board, ray: FakeRay) -> None:
+def test_a_running_attempt_shows_its_energy_so_far_and_an_ended_one_keeps_it(
+    board: Board, ray: FakeRay
+) -> None:
     board.submit(spec("e", nodes=2, gpus_per_node=1.0, max_retries=1), {}, 0.0)
     board.tick(views, 0.0, reserve_after=600)
     (sid,) = ray.running()
+    (before,) = board.rows()  # running, no meter has published yet: unknown
+    assert before["attempts"][0]["energy_j"] is None
+    ray.joules["e", 1] = 3600.0  # what the ranks' meters have published so far
+    assert board.record(board.find("e"))["attempts"][0]["energy_j"] == 3600.0
+    assert board.find("e").attempts[0].energy_j is None  # shown, not recorded
     ray.joules["e", 1] = 7200.0
     assert ray.where[sid] == ("n1", "n2")
     ray.end(sid, "FAILED", None)

@@ -595,7 +595,7 @@ class Controller:
         job = self.board.submit(spec, env, time.time())
         with contextlib.suppress(Exception):  # it starts now if it fits (else next tick)
             self._jobs_tick()
-        return self.board.find(job.id).to_json(), b""
+        return self.board.record(self.board.find(job.id)), b""
 
     def _job_list(
         self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
@@ -610,7 +610,7 @@ class Controller:
     def _job_get(
         self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE
     ) -> tuple[Any, bytes]:
-        return self.board.find(str(args.get("name") or "")).to_json(), b""
+        return self.board.record(self.board.find(str(args.get("name") or ""))), b""
 
     def _job_cancel(
         self, args: dict[str, Any], _: bytes, caller: users.Caller = users.CLUSTER_CODE

@@ -140,16 +140,21 @@ def for_rank(job_id: str, attempt: int, rank: int, gpus: float, smi: str) -> Met
     return Meter(lambda: read_watts(path, ids), publish, share).start()
 
 
-def collect(client: object, job_id: str, attempt: int, ranks: int, timeout: float) -> float | None:
+def collect(
+    client: object, job_id: str, attempt: int, ranks: int, timeout: float, take: bool = True
+) -> float | None:
     """The joules the ranks of an attempt measured, read from the head's GCS through
-    ``client`` (a ``GcsClient``) and deleted there; None when no rank measured any."""
+    ``client`` (a ``GcsClient``); None when no rank measured any. ``take``: an ended
+    attempt's totals are deleted there; without it a running attempt's totals so far are
+    read and left to grow."""
     total, found = 0.0, False
     for rank in range(ranks):
         where = key(job_id, attempt, rank)
         raw = client.internal_kv_get(where, NAMESPACE, timeout=timeout)  # type: ignore[attr-defined]
         if raw is None:
             continue
-        client.internal_kv_del(where, False, NAMESPACE, timeout=timeout)  # type: ignore[attr-defined]
+        if take:
+            client.internal_kv_del(where, False, NAMESPACE, timeout=timeout)  # type: ignore[attr-defined]
         try:
             total += float(bytes(raw).decode())
             found = True

@@ -74,8 +74,9 @@ class Runner(Protocol):
 
     def stop(self, submission_id: str) -> None: ...
 
-    def energy(self, job_id: str, attempt: int, ranks: int) -> float | None:
-        """The joules the attempt's ranks measured on their GPUs (None: unknown)."""
+    def energy(self, job_id: str, attempt: int, ranks: int, take: bool = True) -> float | None:
+        """The joules the attempt's ranks measured on their GPUs (None: unknown); without
+        ``take`` a running attempt's so far, left to grow."""
         ...
 
 
@@ -254,9 +255,20 @@ class Board:
             return list(self.jobs.values())
 
     def rows(self) -> list[dict[str, Any]]:
-        """Every job as a record (``Job.to_json``), in submit order."""
-        with self.lock:
-            return [j.to_json() for j in self.jobs.values()]
+        """Every job as a record (``record``), in submit order."""
+        return [self.record(job) for job in self.records()]
+
+    def record(self, job: q.Job) -> dict[str, Any]:
+        """``job`` as a record (``Job.to_json``); a running attempt's ``energy_j`` is
+        what its ranks have measured so far (None until a meter has published)."""
+        found = job.to_json()
+        running = q.running_attempt(job)
+        if running is not None:
+            ranks = len(running.nodes) or job.nodes
+            found["attempts"][-1]["energy_j"] = self.runner.energy(
+                job.id, running.number, ranks, take=False
+            )
+        return found
 
     def submit(self, spec: Mapping[str, Any], env: dict[str, str], now: float) -> q.Job:
         """Queue a job. Refused: an unknown or malformed field, a bad name or id, a

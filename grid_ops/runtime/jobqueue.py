@@ -317,13 +317,20 @@ def usage_table(
     return table
 
 
+def running_attempt(job: Job) -> Attempt | None:
+    """The attempt of ``job`` that runs now, if any (pure)."""
+    if job.status == RUNNING and job.attempts and job.attempts[-1].ended_at is None:
+        return job.attempts[-1]
+    return None
+
+
 def running_gpus(jobs: Iterable[Job]) -> dict[str, float]:
     """GPUs each submitter's running attempts hold now."""
     held: dict[str, float] = {}
     for job in jobs:
-        if job.status == RUNNING and job.attempts and job.attempts[-1].ended_at is None:
-            gpus = attempt_gpus(job, job.attempts[-1])
-            held[job.submitter] = held.get(job.submitter, 0.0) + gpus
+        attempt = running_attempt(job)
+        if attempt is not None:
+            held[job.submitter] = held.get(job.submitter, 0.0) + attempt_gpus(job, attempt)
     return held
 
 

@@ -241,13 +241,14 @@ class Runner:
         self._client().stop_job(submission_id)
         drop_env(submission_id, self.environ)
 
-    def energy(self, job_id: str, attempt: int, ranks: int) -> float | None:
+    def energy(self, job_id: str, attempt: int, ranks: int, take: bool = True) -> float | None:
         """The joules an attempt's ranks measured (grid_ops.runtime.energy), taken out
-        of the GCS; None when none did or the GCS does not answer."""
+        of the GCS (``take``: the attempt ended) or read so far; None when none did or
+        the GCS does not answer."""
         from grid_ops.runtime import energy
 
         try:
-            return energy.collect(_gcs(self.environ), job_id, attempt, ranks, GCS_TIMEOUT)
+            return energy.collect(_gcs(self.environ), job_id, attempt, ranks, GCS_TIMEOUT, take)
         except Exception:
             return None
 
