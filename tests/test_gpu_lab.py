@@ -275,11 +275,31 @@ def test_users_own_their_work_and_a_quota_holds_a_job_until_its_gpus_free(
         assert taken.returncode != 0 and "belongs to bob" in taken.stderr
         assert bob("boost", "release", boost["id"]).returncode == 0
 
+        # while it runs, its energy so far shows, and grows (its meter publishes every
+        # SAMPLE_S)
+        readings: list[float] = []
+        deadline = time.monotonic() + 60
+        while len(readings) < 2 and time.monotonic() < deadline:
+            live = _json(bob("job", "status", "bob-long", "--json"))
+            assert live["status"] == "RUNNING", live
+            if live["energy_j"] is not None and (not readings or live["energy_j"] > readings[-1]):
+                readings.append(live["energy_j"])
+            time.sleep(1)
+        assert len(readings) == 2 and readings[0] > 0, readings
+        assert live["attempts"][-1]["ended_at"] is None
+
         # bob stops his own; the waiting one starts as his GPU frees
         assert bob("job", "cancel", "bob-long").returncode == 0
         ended = _wait_job(bob, "bob-next", ("SUCCEEDED", "FAILED", "STOPPED"), limit=240)
         assert ended["status"] == "SUCCEEDED", ended
-        assert _wait_job(cy, "cy-job", ("SUCCEEDED",))["status"] == "SUCCEEDED"
+        # serve's health round quarantines node2 (its config expects 2 GPUs): a rank of
+        # cy's placed there but not yet started is lost and runs again elsewhere
+        cys_record = _wait_job(cy, "cy-job", ("SUCCEEDED", "FAILED", "STOPPED"))
+        if cys_record["status"] != "SUCCEEDED":  # what to look at, under "Captured stdout"
+            print(json.dumps(cys_record, indent=1), cy("job", "logs", "cy-job").stdout[-5000:])
+        assert cys_record["status"] == "SUCCEEDED"
+        for attempt in cys_record["attempts"][:-1]:
+            assert attempt["nodes"] == ["node2"] and attempt["reason"] == "node lost (node2)"
         elapsed = time.monotonic() - started
 
         # usage: bob's GPU-hours are his two jobs' run times (1 GPU each)
@@ -307,6 +327,7 @@ def test_users_own_their_work_and_a_quota_holds_a_job_until_its_gpus_free(
         powered = nxt["energy_j"] / BUSY_WATTS  # seconds its GPU was metered
         assert slept * 0.98 <= powered <= (nxt["ended_at"] - nxt["started_at"]) * 1.02
         assert 0 < cut["energy_j"] / BUSY_WATTS <= (cut["ended_at"] - cut["started_at"]) * 1.02
+        assert cut["energy_j"] >= readings[-1]  # what showed while it ran was a part of it
         assert usage["bob"]["energy_measured"] == 2
         assert usage["bob"]["energy_kwh"] * 3.6e6 == pytest.approx(
             nxt["energy_j"] + cut["energy_j"], rel=1e-3

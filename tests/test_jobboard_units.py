@@ -304,3 +304,31 @@ def test_a_rank_whose_node_is_gone_is_named_and_launch_says_it_died() -> None:
     assert launch.dead_ranks(placed, {"id-a", "id-b", "id-c"}) == []
     line = "grid-ops: rank 1 (node 10.0.0.2) died: its node left the cluster; the job fails"
     assert jobboard.RANK_DIED.search(line).group(1) == "10.0.0.2"  # type: ignore[union-attr]
+
+
+def test_a_rank_stalled_on_a_drained_node_is_given_up_after_two_looks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ray keeps a placed bundle on a node it drains but starts nothing there: a rank not
+    started before its node was drained (the health gate's quarantine) would wait for
+    ever. Ray's task table is read through launch.not_started (here: a stand-in; the lab
+    meets the same race in tests/test_gpu_lab.py, whose serve quarantines node2)."""
+    from grid_ops.runtime import launch
+
+    placed = {0: "id-a", 1: "id-b", 2: "id-c"}
+    started = {"r0": True, "r1": False, "r2": False}
+    monkeypatch.setattr(launch, "not_started", lambda ref: not started[ref])
+    assert launch.drained_ranks(placed, {"id-b", "id-c"}, {0: "r0", 1: "r1"}) == [1]
+    stalled = launch.Stalled()
+    waiting = {0: "r0", 1: "r1", 2: "r2"}
+    assert stalled.look(placed, {"id-a", "id-b"}, waiting) == []  # rank 0 runs: kept
+    assert stalled.look(placed, {"id-a", "id-b"}, waiting) == [1]  # the second look
+    started["r2"] = True  # id-c drained after rank 2 started: it finishes there
+    assert stalled.look(placed, {"id-c"}, waiting) == []
+    assert stalled.look(placed, {"id-c"}, waiting) == []
+    assert stalled.look(placed, set(), waiting) == []  # the drain lifted: nothing held
+    line = (
+        "grid-ops: rank 1 (node 10.0.0.2) died: its node was drained before the rank "
+        "started there; stopping the other ranks"
+    )
+    assert jobboard.RANK_DIED.search(line).group(1) == "10.0.0.2"  # type: ignore[union-attr]

@@ -24,14 +24,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from typing import Any
 
 from grid_ops import layout
 from grid_ops.runtime import checkpoints, energy
+from grid_ops.runtime import nodes as ray_nodes
 
 PLACEMENT_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 NODE_CHECK = 5.0  # seconds between checks that every rank's node is still alive
+STATE_TIMEOUT = 10  # seconds for one answer of Ray's task table
 
 
 def _free_port() -> int:
@@ -215,6 +218,60 @@ def dead_ranks(placed: dict[Any, str], alive: set[str]) -> list[int]:
     return sorted(int(i) for i, node in placed.items() if node not in alive)
 
 
+def drained_ranks(
+    placed: dict[Any, str], draining: set[str], waiting: Collection[int]
+) -> list[int]:
+    """The ``waiting`` ranks whose bundle is on a node Ray is draining (pure)."""
+    return sorted(int(i) for i, node in placed.items() if node in draining and int(i) in waiting)
+
+
+def not_started(ref: Any) -> bool:
+    """Whether Ray's task table says the rank of ``ref`` has not started: every attempt
+    of its task still pending. False when Ray cannot tell (its state API is down)."""
+    from ray.util.state import get_task
+
+    try:
+        attempts = get_task(ref, timeout=STATE_TIMEOUT) or []
+    except Exception:
+        return False
+    if not isinstance(attempts, list):
+        attempts = [attempts]
+    states = [str(getattr(a, "state", "")) for a in attempts]
+    return bool(states) and all(s.startswith("PENDING") for s in states)
+
+
+def _lost(
+    ray: Any, placed: dict[Any, str], waiting: dict[int, Any], stalled: Stalled
+) -> tuple[list[int], str]:
+    """The ``waiting`` ranks (rank: its task's ref) that will never start, and why. A rank
+    whose node died before the rank started waits for its bundle for ever (Ray
+    reschedules the group; a pinned bundle has nowhere to go); so does one whose node
+    was drained before it started (``Stalled``)."""
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    gone = [r for r in dead_ranks(placed, alive) if r in waiting]
+    if gone:
+        return gone, "died: its node left the cluster"
+    drained = stalled.look(placed, ray_nodes.draining_ids(), waiting)
+    return drained, "died: its node was drained before the rank started there"
+
+
+class Stalled:
+    """Ranks that wait on a drained node. Ray keeps a placed bundle on a node it drains,
+    but starts nothing new there, so a rank not yet started when its node was drained
+    (the health gate's quarantine, 'grid-ops node drain') would wait for ever. A rank
+    found so at two looks in a row (Ray's task table lags by a second) is given up."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, int] = {}
+
+    def look(
+        self, placed: dict[Any, str], draining: set[str], waiting: dict[int, Any]
+    ) -> list[int]:
+        stuck = [r for r in drained_ranks(placed, draining, waiting) if not_started(waiting[r])]
+        self.seen = {r: self.seen.get(r, 0) + 1 for r in stuck}
+        return sorted(r for r, looks in self.seen.items() if looks >= 2)
+
+
 def node_names(on: str) -> list[str]:
     """The node names of ``--on`` (comma-separated), in rank order."""
     return [n for n in on.split(",") if n]
@@ -272,9 +329,9 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
 
     in_code = _in_code_dir()
     ranks = node_names(args.on)
-    nodes = checkpoints.Nodes(ray)
+    pinned = checkpoints.Nodes(ray)
     if args.job and ranks and args.previous:
-        checkpoints.restore(nodes, args.job, ranks, node_names(args.previous))
+        checkpoints.restore(pinned, args.job, ranks, node_names(args.previous))
 
     def one_rank(rank: int, env: dict[str, str]) -> int:
         meter = _meter(args, rank)
@@ -287,7 +344,16 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
     master_endpoint = ray.remote(num_cpus=0)(endpoint)
     run_rank = ray.remote(max_retries=0)(one_rank)
 
-    addr, port = ray.get(master_endpoint.options(scheduling_strategy=strategy(0)).remote())
+    stalled = Stalled()
+    first = master_endpoint.options(scheduling_strategy=strategy(0)).remote()
+    while not ray.wait([first], timeout=NODE_CHECK)[0]:
+        gone, reason = _lost(ray, placed, {0: first}, stalled)
+        if gone:
+            print(f"grid-ops: rank 0 (node {where.get(0, '?')}) {reason}; the job fails",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            remove_placement_group(group)
+            return 1
+    addr, port = ray.get(first)
     refs: dict[Any, int] = {}
     for rank in range(args.nodes):
         env = rank_env(job_env, addr, port, args.nodes, rank)  # a task argument, not argv
@@ -297,7 +363,7 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
             scheduling_strategy=strategy(rank),
         ).remote(rank, env)
         refs[ref] = rank
-    replicas = checkpoints.Replicator(nodes, args.job, ranks) if args.job and ranks else None
+    replicas = checkpoints.Replicator(pinned, args.job, ranks) if args.job and ranks else None
     if replicas is not None:
         replicas.start()
     pending = list(refs)
@@ -305,13 +371,10 @@ def _ranks(args: argparse.Namespace, command: list[str], job_env: dict[str, str]
     while pending:
         done, pending = ray.wait(pending, num_returns=1, timeout=NODE_CHECK)
         if not done:
-            # A rank whose node died before the rank started waits for its bundle forever
-            # (Ray reschedules the group; a pinned bundle has nowhere to go): fail it.
-            gone = dead_ranks(placed, {n["NodeID"] for n in ray.nodes() if n["Alive"]})
-            waiting = [r for r in gone if any(refs[p] == r for p in pending)]
-            if not waiting:
+            gone, reason = _lost(ray, placed, {refs[p]: p for p in pending}, stalled)
+            if not gone:
                 continue
-            rank, rc, reason = waiting[0], 1, "died: its node left the cluster"
+            rank, rc = gone[0], 1
         else:
             rank = refs[done[0]]
             try:

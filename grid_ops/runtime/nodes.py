@@ -83,17 +83,19 @@ def build(
     return views
 
 
+def draining_ids() -> set[str]:
+    """The ids of the nodes Ray is draining (in a connected Ray worker or driver)."""
+    from ray._private.state import state  # Ray is pinned; this is its own node table
+
+    return {k if isinstance(k, str) else k.hex() for k in state.get_draining_nodes()}
+
+
 def current(names: list[str]) -> dict[str, NodeView]:
     """The live view (inside the controller, a Ray worker)."""
     import ray
     from ray._private.state import state  # Ray is pinned; this is its own resource view
 
-    return build(
-        names,
-        ray.nodes(),
-        state.available_resources_per_node(),
-        {k if isinstance(k, str) else k.hex() for k in state.get_draining_nodes()},
-    )
+    return build(names, ray.nodes(), state.available_resources_per_node(), draining_ids())
 
 
 def require(views: dict[str, NodeView], name: str) -> NodeView:
