@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from grid_ops.module_utils import grid_node_os
 from tests.conftest import Lab
 
 NOT_ROOT = "import os, sys; os.geteuid = lambda: 1000; from grid_ops.cli import main; main()"
@@ -53,8 +54,12 @@ def test_demo_without_root_runs_the_main_job_on_this_machine(tmp_path: Path) -> 
         assert (home / "grid-ops-demo" / "venv" / "bin" / "ray").exists()
         assert not (tmp_path / "state" / "lab").exists()
     finally:
-        # Stop only this demo's Ray (a root 'ray stop' would stop every Ray on the box).
+        # Stop only this demo's Ray (a root 'ray stop' would stop every Ray on the box),
+        # and remove what its killed dashboard leaves in /tmp, as 'cluster stop' does.
+        mine = [pid for pid, argv in grid_node_os.own_processes() if f"{home}/" in " ".join(argv)]
+        sockets = grid_node_os.forkserver_sockets(mine)
         subprocess.run(["pkill", "-KILL", "-f", f"{home}/"], check=False)
+        grid_node_os.remove_forkserver_sockets(sockets)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         shutil.rmtree(home, ignore_errors=True)
 
