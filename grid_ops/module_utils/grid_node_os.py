@@ -318,22 +318,23 @@ def forkserver_sockets(parents: list[int]) -> list[str]:
     """The listening sockets, in a pymp-* dir of the temp dir, of this user's children of
     ``parents``. Ray's dashboard starts a multiprocessing forkserver for its modules; the
     dir is the dashboard's to remove at exit, so a killed dashboard leaves one behind in
-    the node's shared /tmp on every stop."""
+    the node's shared /tmp on every stop. Each child's sockets are looked up in its own
+    /proc/PID/net/unix: the table of its network namespace, which need not be ours."""
     wanted = {str(pid) for pid in parents}
-    inodes: set[str] = set()
+    paths = []
     for pid, _ in own_processes():
         parent = _stat(pid)[1:2]  # its ppid
-        if parent and parent[0] in wanted:
-            inodes |= _socket_inodes(pid)
-    try:
-        lines = read("/proc/net/unix").splitlines()[1:]
-    except OSError:
-        return []
-    paths = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 7 and fields[6] in inodes and _FORKSERVER_SOCKET.fullmatch(fields[7]):
-            paths.append(fields[7])
+        inodes = _socket_inodes(pid) if parent and parent[0] in wanted else set()
+        if not inodes:
+            continue
+        try:
+            lines = read(f"/proc/{pid}/net/unix").splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 7 and fields[6] in inodes and _FORKSERVER_SOCKET.fullmatch(fields[7]):
+                paths.append(fields[7])
     return sorted(set(paths))
 
 
