@@ -43,8 +43,9 @@ def reflow_app(app: typer.Typer) -> None:
         if text is not None:
             command.help = reflow(text)
     callback = app.registered_callback
-    if callback is not None and _help(callback) is not None:
-        callback.help = reflow(_help(callback) or "")
+    text = _help(callback) if callback is not None else None
+    if callback is not None and text is not None:
+        callback.help = reflow(text)
     elif isinstance(app.info.help, str):
         app.info.help = reflow(app.info.help)
     for group in app.registered_groups:

@@ -4,9 +4,9 @@
 counted in the worker process; a daemon thread sends the counts to the controller as a
 task ends (at most twenty reports a second per worker, many tasks per report when they
 end faster) and four times a second while tasks only run. Ray ends a job's workers with
-its driver, so the counts of tasks that ended just before a driver exits at once can
-be lost; a driver that waits a second before it exits normally loses none. The controller adds
-them up (``Totals``) for grid_active_tasks, grid_tasks_completed_total and
+its driver, so the counts of tasks that ended just before a driver exits at once can be
+lost; a driver that waits a second before it exits normally loses none. The controller
+adds them up (``Totals``) for grid_active_tasks, grid_tasks_completed_total and
 grid_task_duration_seconds.
 """
 
