@@ -162,6 +162,28 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return Lanes(config, log)
 
 
+LANE_SECONDS: dict[str, dict[str, float]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Adds up each lane's seconds, per module, for the summary below."""
+    module = report.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    lane = LANE_SECONDS.setdefault(lane_of(report.nodeid), {})
+    lane[module] = lane.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """With the lab tier in lanes: each lane's minutes and its slowest modules, so the
+    split in ``LANE_B`` can be kept even as tests grow."""
+    if config.getoption("numprocesses", None) != LANES or not _selects_shared(config):
+        return
+    terminalreporter.section("lab lanes")
+    for lane, modules in sorted(LANE_SECONDS.items()):
+        top = sorted(modules.items(), key=lambda kv: -kv[1])
+        parts = ", ".join(f"{name} {secs:.0f} s" for name, secs in top)
+        terminalreporter.write_line(f"{lane}: {sum(modules.values()):.0f} s ({parts})")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that tear the whole lab down run last (in their lane): the others keep its
     provisioned venvs and running cluster instead of building them again (minutes on
