@@ -167,6 +167,63 @@ def test_a_lost_node_retries_on_the_others_and_a_plain_failure_does_not(
     assert board.find("victim").status == "SUCCEEDED"
 
 
+def addressed(drained: str = "", dead: str = "") -> dict[str, NodeView]:
+    """Three nodes with addresses of their own, one of them drained or dead."""
+    return {
+        name: NodeView(
+            name, f"10.0.0.{i}", node_id=name, alive=name not in (drained, dead),
+            draining=name == drained, total={"CPU": 2.0, "GPU": 1.0},
+            free={"CPU": 2.0, "GPU": 1.0} if name not in (drained, dead) else {},
+        )
+        for i, name in enumerate(("n1", "n2", "n3"), 1)
+    }  # fmt: skip
+
+
+def test_a_rank_given_up_on_a_drained_node_reads_node_drained_and_runs_elsewhere(
+    board: Board, ray: FakeRay
+) -> None:
+    """launch gives up a rank whose node was drained before it started there: the queue
+    says "node drained", not "node lost", and retries the job avoiding that node."""
+    board.submit(spec("d", nodes=2, max_retries=1), {}, 1.0)
+    board.tick(addressed, 2.0, reserve_after=600)
+    drained = ray.where["d-1"][1]
+    ip = addressed()[drained].ip
+    line = f"grid-ops: rank 1 (node {ip}) died: {jobboard.DRAINED}"
+    ray.end("d-1", "FAILED", 1, f"{line}; stopping the other ranks\n{line}; the job fails")
+    board.tick(lambda: addressed(drained=drained), 3.0, reserve_after=600)
+    (row,) = board.rows()
+    assert row["attempts"][0]["reason"] == f"node drained ({drained})"
+    assert row["status"] == "RUNNING" and row["avoid"] == [drained]
+    assert drained not in ray.where["d-2"]
+
+
+def test_a_drain_with_a_rank_that_died_elsewhere_is_a_lost_node() -> None:
+    """Only an attempt whose every lost node is named by launch's drained line reads
+    "node drained"; a rank that died, or a node that left unnamed, makes it "node
+    lost"."""
+    from grid_ops.runtime import jobqueue as q
+
+    attempt = q.Attempt(number=1, nodes=("n1", "n2", "n3"), started_at=1.0)
+    job = q.Job(id="j", submitter="ann", submitted_at=0.5, nodes=3, attempts=(attempt,))
+    given_up = f"grid-ops: rank 1 (node 10.0.0.2) died: {jobboard.DRAINED}; the job fails"
+    died = "grid-ops: rank 2 (node 10.0.0.3) died: ActorDiedError: gone"
+    both = Seen("FAILED", 1, f"{given_up}\n{died}")
+    assert jobboard.cause_of(job, both, addressed(drained="n2")) == (
+        "node_lost", 1, ["n2", "n3"],
+    )  # fmt: skip
+    alone = Seen("FAILED", 1, given_up)
+    assert jobboard.cause_of(job, alone, addressed(drained="n2")) == ("node_drained", 1, ["n2"])
+    # Ray ends a drained node's raylet once it is idle: gone by now, even from Ray's node
+    # table (no address to match the line by), drained all the same
+    assert jobboard.cause_of(job, alone, addressed(dead="n2")) == ("node_drained", 1, ["n2"])
+    unknown = {**addressed(), "n2": NodeView("n2", "")}
+    assert jobboard.cause_of(job, alone, unknown) == ("node_drained", 1, ["n2"])
+    # a node that left with no such line is lost
+    assert jobboard.cause_of(job, Seen("FAILED", 1, "boom"), addressed(dead="n2")) == (
+        "node_lost", 1, ["n2"],
+    )  # fmt: skip
+
+
 def test_a_restarted_head_requeues_running_jobs_and_keeps_queued_ones(
     tmp_path: Path, ray: FakeRay
 ) -> None:
@@ -303,7 +360,7 @@ def test_a_rank_whose_node_is_gone_is_named_and_launch_says_it_died() -> None:
     assert launch.dead_ranks(placed, {"id-a", "id-c"}) == [1]
     assert launch.dead_ranks(placed, {"id-a", "id-b", "id-c"}) == []
     line = "grid-ops: rank 1 (node 10.0.0.2) died: its node left the cluster; the job fails"
-    assert jobboard.RANK_DIED.search(line).group(1) == "10.0.0.2"  # type: ignore[union-attr]
+    assert jobboard.RANK_DIED.search(line).group(2) == "10.0.0.2"  # type: ignore[union-attr]
 
 
 def test_a_rank_stalled_on_a_drained_node_is_given_up_after_two_looks(
@@ -331,4 +388,4 @@ def test_a_rank_stalled_on_a_drained_node_is_given_up_after_two_looks(
         "grid-ops: rank 1 (node 10.0.0.2) died: its node was drained before the rank "
         "started there; stopping the other ranks"
     )
-    assert jobboard.RANK_DIED.search(line).group(1) == "10.0.0.2"  # type: ignore[union-attr]
+    assert jobboard.RANK_DIED.search(line).group(2) == "10.0.0.2"  # type: ignore[union-attr]

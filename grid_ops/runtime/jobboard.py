@@ -47,8 +47,13 @@ SPEC_KEYS = (
     "id", "name", "submitter", "priority", "nodes", "gpus_per_node", "cpus_per_node",
     "max_retries", "retry_on_exit", "timeout", "command", "workdir",
 )  # fmt: skip
-# launch's line for a rank whose worker or node died under it (runtime/launch.py).
-RANK_DIED = re.compile(r"grid-ops: rank \d+ \(node ([^)]*)\) died")
+# launch's line for a rank whose worker or node died under it (runtime/launch.py), and
+# for one given up because its node was drained before it started there. Why launch
+# gives up a rank that never ran, as its line says:
+LEFT = "its node left the cluster"
+DRAINED = "its node was drained before the rank started there"
+RANK_DIED = re.compile(r"grid-ops: rank (\d+) \(node ([^)]*)\) died")
+RANK_DRAINED = re.compile(rf"grid-ops: rank (\d+) \(node [^)]*\) died: {re.escape(DRAINED)}")
 
 
 @dataclass(frozen=True)
@@ -112,20 +117,28 @@ def cause_of(
     """Why the job's running attempt ended, as ``after_attempt`` takes it: the cause,
     the exit code, and the attempt's nodes that are gone: dead in Ray, or named by
     launch's line for a rank that died under it (Ray may not have marked the node dead
-    yet) (pure)."""
+    yet). "node_drained" when every such node ran a rank that launch gave up because the
+    node was drained before the rank started there (pure)."""
     if seen.status == q.SUCCEEDED:
         return "exited", 0, []
     if job.stop_requested:
         return "stopped", seen.exit_code, []
-    died = {m.group(1) for m in RANK_DIED.finditer(seen.message or "")}
+    message = seen.message or ""
+    died = {int(m.group(1)): m.group(2) for m in RANK_DIED.finditer(message)}
+    given_up = {int(m.group(1)) for m in RANK_DRAINED.finditer(message)}
+    nodes = job.attempts[-1].nodes if job.attempts else ()
     lost = []
-    for name in job.attempts[-1].nodes if job.attempts else ():
+    for name in nodes:
         view = views.get(name)
         gone = view is None or not view.node_id or not (view.alive or view.draining)
-        if gone or (view is not None and view.ip in died):
+        if gone or (view is not None and view.ip in died.values()):
             lost.append(name)
     if lost or died:
-        return "node_lost", seen.exit_code, lost
+        # rank i ran pinned to the attempt's node i (launch's --on). Ray ends a drained
+        # node's raylet once it is idle, so such a node may be gone from Ray by now.
+        drained = {nodes[r] for r in given_up if r < len(nodes)}
+        every = bool(given_up) and set(died) <= given_up and set(lost) <= drained
+        return ("node_drained" if every else "node_lost"), seen.exit_code, lost
     if seen.status == q.STOPPED:  # stopped outside the queue ('ray job stop')
         return "stopped", seen.exit_code, []
     return "exited", 1 if seen.exit_code is None else seen.exit_code, []

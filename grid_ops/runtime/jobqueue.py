@@ -16,7 +16,11 @@ from typing import Any, TypeVar
 QUEUED, RUNNING, SUCCEEDED, FAILED, STOPPED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, STOPPED)
 PRIORITIES = ("low", "normal", "high")  # lowest first
-CAUSES = ("exited", "node_lost", "head_restarted", "timeout", "stopped")
+CAUSES = ("exited", "node_lost", "node_drained", "head_restarted", "timeout", "stopped")
+# How a cause that retries reads in the attempt's reason.
+RETRIED_CAUSES = {
+    "node_lost": "node lost", "node_drained": "node drained", "head_restarted": "head restarted",
+}  # fmt: skip
 DEFAULT_HALF_LIFE = 24 * 3600.0
 WEEK = 7 * 86_400.0  # a quota's GPU-hours count over the last 7 days
 USAGE_KEYS = ("user", "node")
@@ -518,9 +522,9 @@ def after_attempt(
     lost: Collection[str] = (),
 ) -> Outcome:
     """What the job's last attempt ending at ``now`` leads to. ``cause`` is one of CAUSES;
-    ``exit_code`` is read for "exited" only. A lost node or a restarted head, or an exit
-    code in ``retry_on_exit``, queues the job again while it has retries left, avoiding
-    the ``lost`` nodes and the ``quarantined`` ones; any other failure is final."""
+    ``exit_code`` is read for "exited" only. A lost or drained node, a restarted head, or
+    an exit code in ``retry_on_exit``, queues the job again while it has retries left,
+    avoiding the ``lost`` nodes and the ``quarantined`` ones; any other failure is final."""
     if cause not in CAUSES:
         raise ValueError(f"unknown cause {cause!r}; expected one of {', '.join(CAUSES)}")
     if cause == "exited":
@@ -529,8 +533,8 @@ def after_attempt(
         what = f"exited with code {exit_code}"
         final = SUCCEEDED if exit_code == 0 else FAILED
         retry = exit_code != 0 and exit_code in job.retry_on_exit
-    elif cause in ("node_lost", "head_restarted"):
-        what = "head restarted" if cause == "head_restarted" else "node lost"
+    elif cause in RETRIED_CAUSES:
+        what = RETRIED_CAUSES[cause]
         if lost:
             what += f" ({', '.join(sorted(lost))})"
         final, retry = FAILED, True

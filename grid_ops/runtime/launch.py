@@ -28,7 +28,7 @@ from collections.abc import Collection
 from typing import Any
 
 from grid_ops import layout
-from grid_ops.runtime import checkpoints, energy
+from grid_ops.runtime import checkpoints, energy, jobboard
 from grid_ops.runtime import nodes as ray_nodes
 
 PLACEMENT_TIMEOUT = 120.0
@@ -250,9 +250,9 @@ def _lost(
     alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     gone = [r for r in dead_ranks(placed, alive) if r in waiting]
     if gone:
-        return gone, "died: its node left the cluster"
+        return gone, f"died: {jobboard.LEFT}"
     drained = stalled.look(placed, ray_nodes.draining_ids(), waiting)
-    return drained, "died: its node was drained before the rank started there"
+    return drained, f"died: {jobboard.DRAINED}"
 
 
 class Stalled:
